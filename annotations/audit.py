@@ -1,0 +1,38 @@
+"""Writing to the append-only audit log."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.db import models
+from django.http import HttpRequest
+
+from .models import AuditEvent
+
+
+def client_ip(request: HttpRequest | None) -> str | None:
+    if request is None:
+        return None
+    return request.META.get("REMOTE_ADDR") or None
+
+
+def audit_record(
+    *,
+    action: str,
+    actor: Any = None,
+    obj: models.Model | None = None,
+    detail: dict[str, Any] | None = None,
+    request: HttpRequest | None = None,
+    actor_name: str = "",
+) -> AuditEvent:
+    if actor is not None and not getattr(actor, "is_authenticated", False):
+        actor = None
+    return AuditEvent.objects.create(
+        actor=actor,
+        actor_name=actor_name or (actor.get_username() if actor else ""),
+        action=action,
+        object_type=obj._meta.label_lower if obj is not None else "",
+        object_id=str(obj.pk) if obj is not None else "",
+        detail=detail or {},
+        ip_address=client_ip(request),
+    )

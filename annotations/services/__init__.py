@@ -1,0 +1,1 @@
+"""Writes of the rating platform. Views, API views and tasks delegate here."""

@@ -1,0 +1,34 @@
+"""Logins and failed logins go to the audit log."""
+
+from typing import Any
+
+from django.contrib.auth.signals import (
+    user_logged_in,
+    user_logged_out,
+    user_login_failed,
+)
+from django.dispatch import receiver
+
+from .audit import audit_record
+
+
+@receiver(user_logged_in)
+def _logged_in(sender: Any, request: Any, user: Any, **kwargs: Any) -> None:
+    audit_record(action="login", actor=user, request=request)
+
+
+@receiver(user_logged_out)
+def _logged_out(sender: Any, request: Any, user: Any, **kwargs: Any) -> None:
+    if user is not None:
+        audit_record(action="logout", actor=user, request=request)
+
+
+@receiver(user_login_failed)
+def _login_failed(
+    sender: Any, credentials: dict[str, Any], request: Any = None, **kwargs: Any
+) -> None:
+    audit_record(
+        action="login_failed",
+        actor_name=str(credentials.get("username", ""))[:150],
+        request=request,
+    )

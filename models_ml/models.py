@@ -1,0 +1,118 @@
+"""Records of the ML lifecycle: model versions and background jobs."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+
+
+class ModelKind(models.TextChoices):
+    DIFFUSION = "diffusion", "Diffusion model"
+    REWARD = "reward", "Reward model"
+
+
+class ModelVersion(models.Model):
+    """A diffusion checkpoint or reward model, with what it was trained on."""
+
+    name = models.CharField(max_length=200)
+    kind = models.CharField(max_length=16, choices=ModelKind.choices, db_index=True)
+    backend = models.CharField(max_length=16, default="tiny")
+    parent = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.PROTECT, related_name="children"
+    )
+    dataset = models.ForeignKey(
+        "annotations.Dataset",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="model_versions",
+    )
+    trained_on_rounds = models.ManyToManyField(
+        "annotations.Round", blank=True, related_name="trained_models"
+    )
+    rating_count = models.PositiveIntegerField(default=0)
+    ratings_until = models.DateTimeField(
+        null=True, blank=True, help_text="Ratings created up to this time were used."
+    )
+    path = models.CharField(max_length=1000, help_text="Folder holding the weights.")
+    params = models.JSONField(default=dict, blank=True)
+    metrics = models.JSONField(default=dict, blank=True)
+    job = models.ForeignKey(
+        "Job", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.kind})"
+
+
+class JobKind(models.TextChoices):
+    IMPORT = "import", "Import dataset"
+    TRAIN_BASE = "train_base", "Train base model"
+    GENERATE_ROUND = "generate_round", "Generate round"
+    TRAIN_REWARD = "train_reward", "Train reward model"
+    FINETUNE = "finetune", "Reward-weighted fine-tune"
+    GENERATE = "generate", "Generate images"
+    EXPORT = "export", "Export"
+
+
+class JobStatus(models.TextChoices):
+    QUEUED = "queued", "Queued"
+    RUNNING = "running", "Running"
+    SUCCEEDED = "succeeded", "Succeeded"
+    FAILED = "failed", "Failed"
+    CANCELLED = "cancelled", "Cancelled"
+
+
+FINISHED_STATUSES = (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED)
+
+
+class Job(models.Model):
+    """A long-running task. Pages poll this row, never Celery."""
+
+    kind = models.CharField(max_length=32, choices=JobKind.choices, db_index=True)
+    status = models.CharField(
+        max_length=16, choices=JobStatus.choices, default=JobStatus.QUEUED, db_index=True
+    )
+    progress = models.FloatField(default=0.0)
+    message = models.CharField(max_length=300, blank=True)
+    params = models.JSONField(default=dict, blank=True)
+    result = models.JSONField(default=dict, blank=True)
+    error = models.TextField(blank=True)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    max_attempts = models.PositiveSmallIntegerField(default=3)
+    cancel_requested = models.BooleanField(default=False)
+    celery_id = models.CharField(max_length=64, blank=True)
+    worker = models.CharField(max_length=200, blank=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="jobs",
+    )
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(progress__gte=0) & Q(progress__lte=1),
+                name="job_progress_in_unit_interval",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.get_kind_display()} #{self.pk} ({self.status})"
+
+    @property
+    def is_finished(self) -> bool:
+        return self.status in FINISHED_STATUSES

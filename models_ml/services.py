@@ -1,0 +1,190 @@
+"""Job lifecycle: create, enqueue after commit, claim, report progress, finish.
+
+A job's truth is its database row.  Celery only carries the job id; a task
+that finds its job already claimed by a live worker, finished or cancelled
+does nothing, so redelivered messages are harmless.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from annotations.audit import audit_record
+
+from .models import FINISHED_STATUSES, Job, JobKind, JobStatus
+
+logger = logging.getLogger(__name__)
+
+# Which Celery task runs each kind of job.
+TASK_FOR_KIND: dict[str, str] = {
+    JobKind.IMPORT: "models_ml.tasks.run_import",
+}
+
+
+class JobCancelled(Exception):
+    """Raised inside a job's body when an admin asked to cancel it."""
+
+
+@transaction.atomic
+def job_create(
+    *,
+    kind: str,
+    params: dict[str, Any],
+    created_by: Any = None,
+    max_attempts: int | None = None,
+    enqueue: bool = True,
+) -> Job:
+    """Create a job row and enqueue its task once the transaction commits."""
+    job = Job.objects.create(
+        kind=kind,
+        params=params,
+        created_by=created_by if getattr(created_by, "is_authenticated", False) else None,
+        max_attempts=max_attempts or settings.JOB_MAX_ATTEMPTS,
+    )
+    audit_record(action="job_create", actor=created_by, obj=job, detail={"kind": kind})
+    if enqueue:
+        job_enqueue(job=job)
+    return job
+
+
+def job_enqueue(*, job: Job) -> None:
+    from medrlhf.celery import app
+
+    task_name = TASK_FOR_KIND[job.kind]
+    queue = "ml" if job.kind not in (JobKind.IMPORT, JobKind.EXPORT) else "default"
+
+    def send() -> None:
+        result = app.send_task(task_name, args=[job.pk], queue=queue)
+        Job.objects.filter(pk=job.pk).update(celery_id=result.id)
+
+    transaction.on_commit(send)
+
+
+def job_claim(*, job_id: int) -> Job | None:
+    """Atomically move a queued (or stale running) job to RUNNING for this worker.
+
+    Returns None when another worker holds it, or it is finished or cancelled.
+    """
+    now = timezone.now()
+    stale_before = now - settings.JOB_STALE_AFTER
+    claimable = Q(status=JobStatus.QUEUED) | Q(
+        status=JobStatus.RUNNING, heartbeat_at__lt=stale_before
+    )
+    with transaction.atomic():
+        job = (
+            Job.objects.select_for_update()
+            .filter(claimable, pk=job_id, cancel_requested=False)
+            .first()
+        )
+        if job is None:
+            return None
+        if job.attempts >= job.max_attempts:
+            _finish(job, JobStatus.FAILED, error=job.error or "gave up after "
+                    f"{job.attempts} attempts")
+            return None
+        job.status = JobStatus.RUNNING
+        job.attempts += 1
+        job.started_at = job.started_at or now
+        job.heartbeat_at = now
+        job.worker = socket.gethostname()[:200]
+        job.save(update_fields=["status", "attempts", "started_at", "heartbeat_at",
+                                "worker", "updated_at"])
+    return job
+
+
+def job_progress(*, job: Job, progress: float, message: str = "") -> None:
+    """Write progress and a heartbeat; raise JobCancelled if cancel was asked."""
+    progress = min(max(float(progress), 0.0), 1.0)
+    now = timezone.now()
+    Job.objects.filter(pk=job.pk).update(
+        progress=progress, message=message[:300], heartbeat_at=now, updated_at=now
+    )
+    job.progress, job.message, job.heartbeat_at = progress, message[:300], now
+    if Job.objects.filter(pk=job.pk, cancel_requested=True).exists():
+        raise JobCancelled(f"job {job.pk} was cancelled")
+
+
+def _finish(job: Job, status: str, *, error: str = "", result: dict | None = None) -> Job:
+    job.status = status
+    job.finished_at = timezone.now()
+    job.error = error[:10000]
+    if result is not None:
+        job.result = result
+    if status == JobStatus.SUCCEEDED:
+        job.progress = 1.0
+    job.save(update_fields=["status", "finished_at", "error", "result", "progress",
+                            "updated_at"])
+    audit_record(action=f"job_{status}", actor=job.created_by, obj=job,
+                 detail={"kind": job.kind})
+    return job
+
+
+@transaction.atomic
+def job_succeed(*, job: Job, result: dict[str, Any]) -> Job:
+    return _finish(job, JobStatus.SUCCEEDED, result=result)
+
+
+@transaction.atomic
+def job_fail(*, job: Job, error: str, result: dict[str, Any] | None = None) -> Job:
+    return _finish(job, JobStatus.FAILED, error=error, result=result)
+
+
+@transaction.atomic
+def job_cancel(*, job: Job, actor: Any) -> Job:
+    """Ask a job to stop. A queued job is cancelled at once; a running one at
+    its next progress report."""
+    job = Job.objects.select_for_update().get(pk=job.pk)
+    if job.status in FINISHED_STATUSES:
+        return job
+    job.cancel_requested = True
+    job.save(update_fields=["cancel_requested", "updated_at"])
+    audit_record(action="job_cancel", actor=actor, obj=job)
+    if job.status == JobStatus.QUEUED:
+        _finish(job, JobStatus.CANCELLED, error="cancelled before it started")
+    return job
+
+
+@dataclass(frozen=True)
+class ReapResult:
+    requeued: int
+    failed: int
+
+
+def jobs_reap_stale(*, stale_after: timedelta | None = None) -> ReapResult:
+    """Running jobs whose worker stopped heart-beating are retried or failed."""
+    stale_after = stale_after or settings.JOB_STALE_AFTER
+    cutoff = timezone.now() - stale_after
+    requeued = failed = 0
+    stale = Job.objects.filter(status=JobStatus.RUNNING, heartbeat_at__lt=cutoff)
+    for job_id in stale.values_list("pk", flat=True):
+        with transaction.atomic():
+            job = Job.objects.select_for_update().filter(
+                pk=job_id, status=JobStatus.RUNNING, heartbeat_at__lt=cutoff
+            ).first()
+            if job is None:
+                continue
+            if job.cancel_requested:
+                _finish(job, JobStatus.CANCELLED, error="cancelled; worker stopped")
+                failed += 1
+            elif job.attempts >= job.max_attempts:
+                _finish(job, JobStatus.FAILED, error=f"worker stopped responding "
+                        f"{job.attempts} times; giving up")
+                failed += 1
+            else:
+                job.status = JobStatus.QUEUED
+                job.message = "worker stopped responding; queued again"
+                job.save(update_fields=["status", "message", "updated_at"])
+                job_enqueue(job=job)
+                requeued += 1
+    if requeued or failed:
+        logger.warning("reaper: %d jobs requeued, %d failed", requeued, failed)
+    return ReapResult(requeued=requeued, failed=failed)
