@@ -139,6 +139,11 @@ def job_fail(*, job: Job, error: str, result: dict[str, Any] | None = None) -> J
 
 
 @transaction.atomic
+def job_finish_cancelled(*, job: Job) -> Job:
+    return _finish(job, JobStatus.CANCELLED, error="cancelled by an admin")
+
+
+@transaction.atomic
 def job_cancel(*, job: Job, actor: Any) -> Job:
     """Ask a job to stop. A queued job is cancelled at once; a running one at
     its next progress report."""

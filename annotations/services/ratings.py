@@ -12,7 +12,14 @@ from django.db.models import F, QuerySet
 from django.utils import timezone
 
 from ..audit import audit_record
-from ..errors import AlreadyRated, DomainError, NotAllowed, NothingToUndo, NotServed, RoundNotOpen
+from ..errors import (
+    AlreadyRated,
+    DomainError,
+    NotAllowed,
+    NothingToUndo,
+    NotServed,
+    RoundNotOpen,
+)
 from ..models import Assignment, Flag, Image, Rating, Round, RoundImage, RoundStatus
 from ..roles import is_physician
 
