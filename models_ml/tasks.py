@@ -38,8 +38,9 @@ def run_job(
     """Claim the job, run ``body`` with a progress callback, record the outcome."""
     job = job_claim(job_id=job_id)
     if job is None:
-        logger.info("job %s not claimable (running elsewhere, finished or cancelled)",
-                    job_id)
+        logger.info(
+            "job %s not claimable (running elsewhere, finished or cancelled)", job_id
+        )
         return
 
     def progress(fraction: float, message: str = "") -> None:

@@ -21,7 +21,6 @@ from django.db import transaction
 from models_ml.engine.readers import (
     ReaderError,
     ReadLimits,
-    UidMap,
     encode_png,
     encode_preview_png,
     normalize_modality,
@@ -48,7 +47,9 @@ class ImportReport:
     errors: list[dict[str, Any]] = field(default_factory=list)
     modalities: dict[str, int] = field(default_factory=dict)
 
-    def error(self, line: int | None, message: str, field_name: str | None = None) -> None:
+    def error(
+        self, line: int | None, message: str, field_name: str | None = None
+    ) -> None:
         self.errors.append({"line": line, "field": field_name, "message": message})
 
     def as_dict(self) -> dict[str, Any]:
@@ -127,7 +128,9 @@ def dataset_import_start(
 def _manifest_for(source: Path, *, modality: str | None, limits: ReadLimits) -> Any:
     if source.is_file():
         return parse_manifest(source, limits=limits)
-    csvs = sorted(p for p in source.iterdir() if p.suffix.lower() == ".csv" and p.is_file())
+    csvs = sorted(
+        p for p in source.iterdir() if p.suffix.lower() == ".csv" and p.is_file()
+    )
     if len(csvs) == 1:
         return parse_manifest(csvs[0], limits=limits)
     if len(csvs) > 1:
@@ -173,11 +176,18 @@ def dataset_import(
                 name=name,
                 description=description,
                 root=str(source),
-                created_by=created_by if getattr(created_by, "is_authenticated", False) else None,
+                created_by=created_by
+                if getattr(created_by, "is_authenticated", False)
+                else None,
             )
             _import_rows(
-                dataset, manifest.rows, report, written,
-                modality=modality, nifti_axis=nifti_axis, limits=limits,
+                dataset,
+                manifest.rows,
+                report,
+                written,
+                modality=modality,
+                nifti_axis=nifti_axis,
+                limits=limits,
                 progress=progress,
             )
             if report.errors and on_error == "reject":
@@ -186,12 +196,18 @@ def dataset_import(
                     report.as_dict(),
                 )
             if report.images == 0:
-                raise ImportFailed(f"{source.name}: no image could be imported", report.as_dict())
+                raise ImportFailed(
+                    f"{source.name}: no image could be imported", report.as_dict()
+                )
             dataset.modalities = sorted(report.modalities)
             dataset.import_report = report.as_dict()
             dataset.save(update_fields=["modalities", "import_report", "updated_at"])
-            audit_record(action="dataset_import", actor=created_by, obj=dataset,
-                         detail={"images": report.images, "errors": len(report.errors)})
+            audit_record(
+                action="dataset_import",
+                actor=created_by,
+                obj=dataset,
+                detail={"images": report.images, "errors": len(report.errors)},
+            )
     except BaseException:
         for stored in written:
             default_storage.delete(stored)
@@ -210,32 +226,34 @@ def _import_rows(
     limits: ReadLimits,
     progress: Callable[[float, str], None] | None,
 ) -> None:
-    uid_map = UidMap()
     seen: dict[str, int] = {}
     pending: list[Image] = []
     for index, row in enumerate(rows):
         if progress and index % 10 == 0:
             progress(index / max(len(rows), 1), f"row {index + 1} of {len(rows)}")
         try:
-            decoded = read_image_file(
-                row.path, limits=limits, nifti_axis=nifti_axis, uid_map=uid_map
-            )
+            decoded = read_image_file(row.path, limits=limits, nifti_axis=nifti_axis)
         except ReaderError as exc:
             report.error(row.line, str(exc), "path")
             continue
         for img in decoded:
             mod = row.modality or modality or img.modality_hint
             if not mod:
-                report.error(row.line, "no modality: add a modality column or choose one "
-                             "for the whole import", "modality")
+                report.error(
+                    row.line,
+                    "no modality: add a modality column or choose one "
+                    "for the whole import",
+                    "modality",
+                )
                 break
             mod = normalize_modality(mod)
             full = encode_png(img)
             digest = hashlib.sha256(full).hexdigest()
             if digest in seen:
                 report.duplicates += 1
-                report.error(row.line, f"same image as line {seen[digest]}; skipped",
-                             "path")
+                report.error(
+                    row.line, f"same image as line {seen[digest]}; skipped", "path"
+                )
                 continue
             seen[digest] = row.line
             image = Image(
@@ -256,12 +274,14 @@ def _import_rows(
                 header=img.metadata,
                 quarantined=img.burned_in_annotation,
                 quarantine_reason="DICOM BurnedInAnnotation=YES"
-                if img.burned_in_annotation else "",
+                if img.burned_in_annotation
+                else "",
             )
             image.file.save("image.png", ContentFile(full), save=False)
             written.append(image.file.name)
-            image.preview.save("preview.png", ContentFile(encode_preview_png(img)),
-                               save=False)
+            image.preview.save(
+                "preview.png", ContentFile(encode_preview_png(img)), save=False
+            )
             written.append(image.preview.name)
             pending.append(image)
             report.images += 1

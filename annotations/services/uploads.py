@@ -39,7 +39,9 @@ def _extract_zip(archive: Path, dest: Path, *, max_bytes: int) -> int:
     try:
         zf = zipfile.ZipFile(archive)
     except zipfile.BadZipFile as exc:
-        raise UploadRejected(f"{archive.name}: not a readable zip archive ({exc})") from exc
+        raise UploadRejected(
+            f"{archive.name}: not a readable zip archive ({exc})"
+        ) from exc
     with zf:
         members = zf.infolist()
         if len(members) > MAX_ZIP_ENTRIES:

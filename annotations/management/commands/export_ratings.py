@@ -32,6 +32,9 @@ class Command(BaseCommand):
         finally:
             if o["output"]:
                 out.close()
-        audit_record(action="export_ratings", actor_name="manage.py",
-                     detail={"round": o["round"], "rows": n})
+        audit_record(
+            action="export_ratings",
+            actor_name="manage.py",
+            detail={"round": o["round"], "rows": n},
+        )
         self.stderr.write(f"{n} ratings exported")

@@ -24,22 +24,54 @@ class Command(BaseCommand):
         parser.add_argument("--port", default="8000")
 
     def handle(self, *args: Any, **o: Any) -> None:
-        celery = [sys.executable, "-m", "celery", "-A", "medrlhf", "worker",
-                  "--loglevel", "INFO", "--concurrency", "1"]
+        celery = [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "medrlhf",
+            "worker",
+            "--loglevel",
+            "INFO",
+            "--concurrency",
+            "1",
+        ]
         beat_db = str(settings.VAR_DIR / "celerybeat-schedule")
         procs = [
-            subprocess.Popen([*celery, "-Q", "default", "-n", "default@%h", "-B",
-                              "--schedule", beat_db]),
+            subprocess.Popen(
+                [
+                    *celery,
+                    "-Q",
+                    "default",
+                    "-n",
+                    "default@%h",
+                    "-B",
+                    "--schedule",
+                    beat_db,
+                ]
+            ),
             subprocess.Popen([*celery, "-Q", "ml", "-n", "ml@%h"]),
             subprocess.Popen(
-                [sys.executable, "-m", "gunicorn", "medrlhf.wsgi:application",
-                 "--bind", f"{o['host']}:{o['port']}", "--workers", "2",
-                 "--threads", "4", "--access-logfile", "-"],
+                [
+                    sys.executable,
+                    "-m",
+                    "gunicorn",
+                    "medrlhf.wsgi:application",
+                    "--bind",
+                    f"{o['host']}:{o['port']}",
+                    "--workers",
+                    "2",
+                    "--threads",
+                    "4",
+                    "--access-logfile",
+                    "-",
+                ],
                 env={**os.environ},
             ),
         ]
-        self.stdout.write(f"medrlhf is running at http://{o['host']}:{o['port']}/ "
-                          "(Ctrl-C stops it)")
+        self.stdout.write(
+            f"medrlhf is running at http://{o['host']}:{o['port']}/ (Ctrl-C stops it)"
+        )
         try:
             while all(p.poll() is None for p in procs):
                 time.sleep(1)
@@ -54,6 +86,8 @@ class Command(BaseCommand):
                     p.wait(timeout=20)
                 except subprocess.TimeoutExpired:
                     p.kill()
-        failed = [p.args for p in procs if p.returncode not in (0, -signal.SIGTERM, None)]
+        failed = [
+            p.args for p in procs if p.returncode not in (0, -signal.SIGTERM, None)
+        ]
         if failed:
             sys.exit(1)
