@@ -804,6 +804,12 @@ def _deidentify(dataset: Dataset, *, number: int) -> None:
     for keyword in _IDENTIFYING_TAGS:
         if keyword in dataset:
             dataset.data_element(keyword).value = ""
+    # Vendor private blocks (e.g. Siemens CSA headers) may repeat any of them.
+    dataset.remove_private_tags()
+    # Person names can also sit inside sequences (requesting physician...).
+    for element in dataset.iterall():
+        if element.VR == "PN":
+            element.value = ""
     dataset.PatientName = ""
     dataset.PatientID = f"DEMO{number:04d}"
     dataset.PatientIdentityRemoved = "YES"
