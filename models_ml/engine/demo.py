@@ -579,7 +579,8 @@ _BRAIN_LEVELS = (
     (0, 6, "at the level of the midbrain and temporal lobes"),
     (6, 12, "at the level of the basal ganglia and third ventricle"),
     (12, 18, "at the level of the lateral ventricles"),
-    (18, 24, "through the upper lateral ventricles and cerebral hemispheres"),
+    (18, 22, "through the bodies of the lateral ventricles"),
+    (22, 24, "above the lateral ventricles, at the centrum semiovale"),
 )
 
 
@@ -595,6 +596,16 @@ def _brain_volume() -> tuple[Path, np.ndarray]:
 def _brain_mri() -> list[_Frame]:
     path, data = _brain_volume()
     high = float(np.percentile(data, 99.7))
+    # One box around the head on every slice keeps the zoom equal across slices.
+    head = np.rot90(data.max(axis=(2, 3)) > 0.1 * high)
+    rows, cols = np.nonzero(head)
+    margin = 4
+    roi = (
+        max(int(rows.min()) - margin, 0),
+        max(int(cols.min()) - margin, 0),
+        min(int(rows.max()) + 1 + margin, head.shape[0]),
+        min(int(cols.max()) + 1 + margin, head.shape[1]),
+    )
     frames = []
     for volume in range(data.shape[3]):
         for first, last, level in _BRAIN_LEVELS:
@@ -607,7 +618,7 @@ def _brain_mri() -> list[_Frame]:
                     _Frame(
                         modality="Brain MRI",
                         pixels=np.ascontiguousarray(pixels),
-                        roi=_full(pixels),
+                        roi=roi,
                         descriptions=(
                             f"axial T2*-weighted echo-planar slice {level}",
                             f"axial EPI image of the brain {level}",
