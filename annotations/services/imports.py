@@ -164,11 +164,6 @@ def dataset_import(
     for err in manifest.errors:
         report.error(err.line, err.message, err.field)
     report.rows = len(manifest.rows) + len(manifest.errors)
-    if manifest.errors and on_error == "reject":
-        raise ImportFailed(
-            f"{len(manifest.errors)} rows of {source.name} are invalid; nothing imported",
-            report.as_dict(),
-        )
     written: list[str] = []
     try:
         with transaction.atomic():
