@@ -73,7 +73,7 @@ def test_every_test_file_decodes_or_is_rejected_naming_it() -> None:
     small = [
         Path(f)
         for f in get_testdata_files()
-        if os.path.isfile(f) and os.path.getsize(f) < 300_000
+        if os.path.isfile(f) and os.path.getsize(f) < 100_000
     ]
     decoded = rejected = 0
     for path in small:
