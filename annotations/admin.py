@@ -52,7 +52,9 @@ class MedrlhfUserAdmin(UserAdmin):
     def get_inlines(self, request: HttpRequest, obj: Any = None) -> list[Any]:
         return [RaterProfileInline] if obj is not None else []
 
-    def save_model(self, request: HttpRequest, obj: Any, form: Any, change: bool) -> None:
+    def save_model(
+        self, request: HttpRequest, obj: Any, form: Any, change: bool
+    ) -> None:
         if change:
             super().save_model(request, obj, form, change)
             return
@@ -70,7 +72,9 @@ class MedrlhfUserAdmin(UserAdmin):
             f"Password for {user.username} (shown once, pass it on securely): {password}",
         )
 
-    def save_related(self, request: HttpRequest, form: Any, formsets: Any, change: bool) -> None:
+    def save_related(
+        self, request: HttpRequest, form: Any, formsets: Any, change: bool
+    ) -> None:
         if change:
             super().save_related(request, form, formsets, change)
 
@@ -87,7 +91,14 @@ class DatasetAdmin(admin.ModelAdmin):
 
 @admin.register(Image)
 class ImageAdmin(admin.ModelAdmin):
-    list_display = ("uid", "modality", "source", "dataset", "quarantined", "reward_score")
+    list_display = (
+        "uid",
+        "modality",
+        "source",
+        "dataset",
+        "quarantined",
+        "reward_score",
+    )
     list_filter = ("source", "modality", "quarantined")
     search_fields = ("prompt",)
     readonly_fields = [f.name for f in Image._meta.fields]
@@ -115,8 +126,14 @@ class RatingAdmin(admin.ModelAdmin):
 
 @admin.register(AuditEvent)
 class AuditEventAdmin(admin.ModelAdmin):
-    list_display = ("created_at", "actor_name", "action", "object_type", "object_id",
-                    "ip_address")
+    list_display = (
+        "created_at",
+        "actor_name",
+        "action",
+        "object_type",
+        "object_id",
+        "ip_address",
+    )
     list_filter = ("action",)
     search_fields = ("actor_name", "object_id")
     readonly_fields = [f.name for f in AuditEvent._meta.fields]

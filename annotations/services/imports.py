@@ -247,7 +247,9 @@ def _import_rows(
             if digest in seen:
                 report.duplicates += 1
                 report.error(
-                    row.line, f"same image as line {seen[digest]}; skipped", "path"
+                    row.line,
+                    f"{row.path.name}: same image as line {seen[digest]}; skipped",
+                    "path",
                 )
                 continue
             seen[digest] = row.line

@@ -8,11 +8,18 @@ from annotations.models import AuditEvent
 pytestmark = pytest.mark.django_db
 
 
-def test_admin_creates_a_user_with_role_and_one_time_random_password(client, admin_user):
+def test_admin_creates_a_user_with_role_and_one_time_random_password(
+    client, admin_user
+):
     client.force_login(admin_user)
     response = client.post(
         "/admin/auth/user/add/",
-        {"username": "dr_new", "email": "", "role": "physician", "expert_level": "expert"},
+        {
+            "username": "dr_new",
+            "email": "",
+            "role": "physician",
+            "expert_level": "expert",
+        },
         follow=True,
     )
     assert response.status_code == 200
@@ -34,6 +41,8 @@ def test_physician_cannot_use_the_admin(client, physician):
 def test_audit_events_cannot_be_changed_from_the_admin(client, admin_user):
     client.force_login(admin_user)
     event = AuditEvent.objects.create(action="x")
-    response = client.post(f"/admin/annotations/auditevent/{event.pk}/delete/", {"post": "yes"})
+    response = client.post(
+        f"/admin/annotations/auditevent/{event.pk}/delete/", {"post": "yes"}
+    )
     assert response.status_code == 403
     assert AuditEvent.objects.filter(pk=event.pk).exists()
