@@ -51,8 +51,13 @@ class TextEncoder:
         self.model.eval().requires_grad_(False)
 
     @torch.no_grad()
-    def encode(self, prompts: list[str]) -> TextEncoding:
-        """Encode prompts; raise PromptTooLongError naming the first one too long."""
+    def encode(self, prompts: list[str], *, pad_to_max: bool = True) -> TextEncoding:
+        """Encode prompts; raise PromptTooLongError naming the first one too long.
+
+        ``pad_to_max`` pads every batch to ``max_tokens`` so hidden states of
+        different batches stack; without it the batch is padded to its longest
+        prompt, which is much faster when only ``pooled`` is needed.
+        """
         lengths = [len(ids) for ids in self.tokenizer(prompts)["input_ids"]]
         for prompt, n in zip(prompts, lengths, strict=True):
             if n > self.max_tokens:
@@ -62,7 +67,7 @@ class TextEncoder:
                 )
         batch = self.tokenizer(
             prompts,
-            padding="max_length",
+            padding="max_length" if pad_to_max else "longest",
             truncation=True,
             max_length=self.max_tokens,
             return_tensors="pt",

@@ -13,7 +13,9 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def _run(code: str, env: dict[str, str], tmp_path: Path) -> subprocess.CompletedProcess:
     full_env = {
-        k: v for k, v in os.environ.items() if k not in {"SECRET_KEY", "MEDRLHF_ENV"}
+        k: v
+        for k, v in os.environ.items()
+        if k not in {"SECRET_KEY", "MEDRLHF_ENV", "DATABASE_URL", "CELERY_BROKER_URL"}
     }
     full_env.update(
         {
