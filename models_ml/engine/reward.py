@@ -467,7 +467,8 @@ def _principal_axes(centred: np.ndarray, dims: int) -> np.ndarray:
     """Up to ``dims`` leading right-singular vectors as columns (at least one)."""
     _, singular, vt = np.linalg.svd(centred.astype(np.float64), full_matrices=False)
     keep = max(1, min(dims, int((singular > 1e-6 * max(singular.max(), 1e-12)).sum())))
-    return vt[:keep].T.astype(np.float32)
+    # C order, as after loading: BLAS rounds differently per memory layout.
+    return np.ascontiguousarray(vt[:keep].T, dtype=np.float32)
 
 
 def _fit_ensemble(
