@@ -249,7 +249,7 @@ class MiniLMPromptEmbedder:
         todo = sorted({p for p in prompts if p not in self._cache})
         for start in range(0, len(todo), 64):
             chunk = todo[start : start + 64]
-            pooled = self.encoder.encode(chunk).pooled.cpu().numpy()
+            pooled = self.encoder.encode(chunk, pad_to_max=False).pooled.cpu().numpy()
             self._cache.update(zip(chunk, pooled, strict=True))
         return np.stack([self._cache[p] for p in prompts]).astype(np.float32)
 
