@@ -54,7 +54,7 @@ class RatingExportApi(APIView):
         if round_id is not None:
             round_id = get_object_or_404(Round, pk=round_id).pk
         audit_record(
-            action="export",
+            action="export_ratings",
             actor=request.user,
             detail={"round": round_id, "via": "api"},
             request=request,

@@ -8,6 +8,11 @@ urlpatterns = [
     path("auth/token/", auth.TokenCreateApi.as_view(), name="api-token"),
     path("datasets/", datasets.DatasetListApi.as_view(), name="api-dataset-list"),
     path(
+        "datasets/import/",
+        datasets.DatasetImportApi.as_view(),
+        name="api-dataset-import",
+    ),
+    path(
         "datasets/<int:dataset_id>/",
         datasets.DatasetDetailApi.as_view(),
         name="api-dataset-detail",
