@@ -244,6 +244,8 @@ class RoundsApi(APIView):
             raters=params["raters"],
             open_now=params["open_now"],
         )
+        # round_create returns the row as created, before open_now opened it.
+        rnd.refresh_from_db()
         return Response(
             round_detail_data(round=rnd, user=request.user),
             status=status.HTTP_201_CREATED,
