@@ -264,7 +264,9 @@ LOGGING = {
     },
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
-    "loggers": {"PIL": {"level": "WARNING"}},
+    # Decoder failures reach the import report with the file's name; pydicom's
+    # own tracebacks for them would only be noise (and may quote header values).
+    "loggers": {"PIL": {"level": "WARNING"}, "pydicom": {"level": "CRITICAL"}},
 }
 
 if PRODUCTION:

@@ -164,11 +164,6 @@ def dataset_import(
     for err in manifest.errors:
         report.error(err.line, err.message, err.field)
     report.rows = len(manifest.rows) + len(manifest.errors)
-    if manifest.errors and on_error == "reject":
-        raise ImportFailed(
-            f"{len(manifest.errors)} rows of {source.name} are invalid; nothing imported",
-            report.as_dict(),
-        )
     written: list[str] = []
     try:
         with transaction.atomic():
@@ -252,7 +247,9 @@ def _import_rows(
             if digest in seen:
                 report.duplicates += 1
                 report.error(
-                    row.line, f"same image as line {seen[digest]}; skipped", "path"
+                    row.line,
+                    f"{row.path.name}: same image as line {seen[digest]}; skipped",
+                    "path",
                 )
                 continue
             seen[digest] = row.line

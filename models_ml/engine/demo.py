@@ -22,7 +22,7 @@ Brain MRI
     volumes of a brain, 24 slices from the midbrain to above the ventricles.
 Chest X-ray
     pydicom-data ``RG1_UNCR.dcm``: posteroanterior chest radiograph (CR).
-X-ray
+Extremity X-ray
     pydicom-data ``RG3_UNCR.dcm``: AP radiograph of the right lower leg,
     tibia and fibula (CR).
 MRI
@@ -663,7 +663,7 @@ def _extremity_xray() -> list[_Frame]:
     pixels = _dicom_gray(path)
     return [
         _Frame(
-            modality="X-ray",
+            modality="Extremity X-ray",
             pixels=pixels,
             roi=(0, 200, 1760, 1560),
             descriptions=(
@@ -773,7 +773,7 @@ _MODALITY_SOURCES: tuple[tuple[str, tuple[Callable[[], list[_Frame]], ...]], ...
     ("Brain MRI", (_brain_mri,)),
     ("Chest X-ray", (_chest_xray,)),
     ("MRI", (_mri,)),
-    ("X-ray", (_extremity_xray,)),
+    ("Extremity X-ray", (_extremity_xray,)),
     ("Ultrasound", (_ultrasound,)),
     ("Histopathology", (_histopathology,)),
 )

@@ -8,7 +8,12 @@ from django.contrib.auth import authenticate
 from django.core.management import CommandError, call_command
 from django.test import RequestFactory
 
-from annotations.exports import EXPORT_COLUMNS, csv_safe, export_rows, ratings_for_export
+from annotations.exports import (
+    EXPORT_COLUMNS,
+    csv_safe,
+    export_rows,
+    ratings_for_export,
+)
 from annotations.models import AuditEvent, Role
 from annotations.services.ratings import assignment_next, rating_submit, rating_undo
 
@@ -17,13 +22,16 @@ pytestmark = pytest.mark.django_db
 
 def _rate_all(rnd, rater, score=3, comment=""):
     while (a := assignment_next(round=rnd, rater=rater)) is not None:
-        rating_submit(round=rnd, rater=rater, image=a.round_image.image, score=score,
-                      comment=comment)
+        rating_submit(
+            round=rnd,
+            rater=rater,
+            image=a.round_image.image,
+            score=score,
+            comment=comment,
+        )
 
 
-@pytest.mark.parametrize(
-    "value", ["=1+1", "+cmd", "-2", "@SUM(A1)", "\tx", "\rx"]
-)
+@pytest.mark.parametrize("value", ["=1+1", "+cmd", "-2", "@SUM(A1)", "\tx", "\rx"])
 def test_formula_like_cells_are_escaped(value):
     assert csv_safe(value) == "'" + value
 
@@ -36,13 +44,18 @@ def test_export_has_the_seed_columns_first_and_one_row_per_live_rating(
     make_round, physician
 ):
     rnd = make_round(3)
-    _rate_all(rnd, physician, comment="=HYPERLINK(\"x\")")
+    _rate_all(rnd, physician, comment='=HYPERLINK("x")')
     rating_undo(round=rnd, rater=physician)
     text = "".join(export_rows(ratings_for_export(round_id=rnd.pk)))
     rows = list(csv.DictReader(io.StringIO(text)))
     assert list(rows[0].keys()) == list(EXPORT_COLUMNS)
-    assert EXPORT_COLUMNS[:5] == ("image_path", "rating", "modality", "expert_level",
-                                  "prompt")
+    assert EXPORT_COLUMNS[:5] == (
+        "image_path",
+        "rating",
+        "modality",
+        "expert_level",
+        "prompt",
+    )
     assert len(rows) == 2
     row = rows[0]
     assert row["rating"] == "3" and row["expert_level"] == "specialist"
@@ -63,8 +76,9 @@ def test_export_ratings_command_writes_a_file(make_round, physician, tmp_path):
     rnd = make_round(2)
     _rate_all(rnd, physician)
     out = tmp_path / "ratings.csv"
-    call_command("export_ratings", "--round", str(rnd.pk), "-o", str(out),
-                 "--absolute-paths")
+    call_command(
+        "export_ratings", "--round", str(rnd.pk), "-o", str(out), "--absolute-paths"
+    )
     rows = list(csv.DictReader(out.open()))
     assert len(rows) == 2 and rows[0]["image_path"].startswith("/")
     assert AuditEvent.objects.filter(action="export_ratings").exists()

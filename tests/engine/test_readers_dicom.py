@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import io
-import os
 from pathlib import Path
 
 import numpy as np
 import pydicom
 import pytest
 from PIL import Image
-from pydicom.data import get_testdata_file, get_testdata_files
+from pydicom.data import get_testdata_file
 
 from models_ml.engine.readers import (
     CorruptFileError,
@@ -22,6 +21,7 @@ from models_ml.engine.readers import (
     encode_preview_png,
     read_image_file,
 )
+from tests.dicom_files import local_dicom_test_files
 
 # One file per transfer syntax / photometric case worth guarding.
 DECODABLE = {
@@ -70,11 +70,7 @@ def test_known_transfer_syntaxes_decode_to_sane_images(name: str) -> None:
 
 
 def test_every_test_file_decodes_or_is_rejected_naming_it() -> None:
-    small = [
-        Path(f)
-        for f in get_testdata_files()
-        if os.path.isfile(f) and os.path.getsize(f) < 300_000
-    ]
+    small = local_dicom_test_files(max_bytes=100_000)
     decoded = rejected = 0
     for path in small:
         try:

@@ -58,7 +58,9 @@ class Command(BaseCommand):
                 )
             )
             for username, role, level in DEMO_ACCOUNTS:
-                _, password = user_create(username=username, role=role, expert_level=level)
+                _, password = user_create(
+                    username=username, role=role, expert_level=level
+                )
                 self.stdout.write(f"  {role:<10} {username:<12} {password}")
         if not Round.objects.exists():
             admin = User.objects.filter(groups__name=Role.ADMIN).first()

@@ -19,7 +19,8 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from pydicom.dataset import Dataset
 
-DEID_METHOD = "medrlhf PS3.15 E.1.1 Basic Application Level Confidentiality Profile"
+# LO values hold at most 64 characters.
+DEID_METHOD = "medrlhf: PS3.15 E.1.1 Basic Application Confidentiality Profile"
 
 # Attributes the profile removes (X) or empties (Z/D) that the generic VR and
 # keyword rules below would not catch on their own.

@@ -126,7 +126,9 @@ def _set_transfer_syntax(ds: Dataset) -> None:
 
 
 def _int_attr(ds: Dataset, keyword: str, path: Path, default: int | None = None) -> int:
-    value = ds.get(keyword, default)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        value = ds.get(keyword, default)
     if value is None or value == "":
         if default is not None:
             return default

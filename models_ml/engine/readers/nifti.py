@@ -227,11 +227,13 @@ def _percentile_window(
 ) -> tuple[float, float]:
     flat = valid.ravel()
     sample = flat[:: max(1, flat.size // 2_000_000)].astype(np.float64) * slope + inter
-    # Background voxels at the minimum would pull the window towards black.
-    foreground = sample[sample > low]
-    if foreground.size >= 100:
-        sample = foreground
-    lo, hi = np.percentile(sample, [0.5, 99.5])
-    if hi <= lo:
-        lo, hi = float(sample.min()), float(sample.max())
-    return (float(lo) + float(hi)) / 2.0, max(float(hi) - float(lo), 1e-6)
+    # Background voxels at the minimum would pull the window towards black,
+    # so the foreground decides unless it is too small or flat.
+    for candidate in (sample[sample > low], sample):
+        if candidate.size < 100:
+            continue
+        lo, hi = (float(v) for v in np.percentile(candidate, [0.5, 99.5]))
+        if hi > lo:
+            return (lo + hi) / 2.0, hi - lo
+    lo, hi = float(sample.min()), float(sample.max())
+    return (lo + hi) / 2.0, max(hi - lo, 1e-6)
