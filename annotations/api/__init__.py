@@ -1,0 +1,1 @@
+"""REST API of the rating platform: one APIView per use case."""

@@ -1,0 +1,83 @@
+"""Exchanging a username and password for an API token."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.contrib.auth import authenticate, user_logged_in
+from drf_spectacular.utils import extend_schema, extend_schema_serializer
+from rest_framework import serializers, status
+from rest_framework.authtoken.models import Token
+from rest_framework.permissions import AllowAny
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.throttling import AnonRateThrottle
+from rest_framework.views import APIView
+
+from .common import ErrorOutputSerializer
+
+DEFAULT_LOGIN_RATE = "10/minute"
+
+
+class LoginRateThrottle(AnonRateThrottle):
+    """Per client address; ``DEFAULT_THROTTLE_RATES["login"]`` overrides the rate."""
+
+    scope = "login"
+
+    def get_rate(self) -> str:
+        rates = settings.REST_FRAMEWORK.get("DEFAULT_THROTTLE_RATES", {})
+        return rates.get(self.scope, DEFAULT_LOGIN_RATE)
+
+
+class TokenCreateApi(APIView):
+    """Trade a username and password for the user's API token."""
+
+    authentication_classes: list[type] = []
+    permission_classes = [AllowAny]
+    throttle_classes = [LoginRateThrottle]
+
+    @extend_schema_serializer(component_name="TokenCreateInput")
+    class InputSerializer(serializers.Serializer):
+        username = serializers.CharField(max_length=150)
+        password = serializers.CharField(max_length=256, trim_whitespace=False)
+
+    @extend_schema_serializer(component_name="Token")
+    class OutputSerializer(serializers.Serializer):
+        token = serializers.CharField()
+
+    @extend_schema(
+        operation_id="auth_token_create",
+        request=InputSerializer,
+        responses={
+            200: OutputSerializer,
+            400: ErrorOutputSerializer,
+            401: ErrorOutputSerializer,
+            429: ErrorOutputSerializer,
+        },
+        auth=[],
+    )
+    def post(self, request: Request) -> Response:
+        data = self.InputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        # authenticate() with the request lets django-axes count failures and
+        # refuse locked-out clients.  Failures return a response instead of
+        # raising, so that the request's transaction keeps axes' records.
+        user = authenticate(request=request, **data.validated_data)
+        if getattr(request, "axes_locked_out", False):
+            return Response(
+                {
+                    "detail": "Too many failed logins; try again later.",
+                    "code": "locked_out",
+                },
+                status=status.HTTP_429_TOO_MANY_REQUESTS,
+            )
+        if user is None:
+            return Response(
+                {"detail": "Wrong username or password.", "code": "login_failed"},
+                status=status.HTTP_401_UNAUTHORIZED,
+                headers={"WWW-Authenticate": "Token"},
+            )
+        # Same signal as a session login: axes resets the failure count,
+        # last_login is updated and the audit log records "login".
+        user_logged_in.send(sender=type(user), request=request, user=user)
+        token, _ = Token.objects.get_or_create(user=user)
+        return Response(self.OutputSerializer({"token": token.key}).data)

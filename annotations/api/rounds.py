@@ -1,0 +1,410 @@
+"""Rounds: list, create, detail, open and close, and a physician's rating flow."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from django.contrib.auth import get_user_model
+from django.db.models import QuerySet
+from django.shortcuts import get_object_or_404
+from django.urls import reverse
+from drf_spectacular.utils import (
+    PolymorphicProxySerializer,
+    extend_schema,
+    extend_schema_serializer,
+)
+from rest_framework import serializers, status
+from rest_framework.pagination import LimitOffsetPagination
+from rest_framework.permissions import IsAuthenticated
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from ..errors import NotServed
+from ..models import Dataset, Image, ImageSource, Role, Round
+from ..permissions import CanRateRound, CanSeeRound, IsAdmin, IsPhysician
+from ..roles import is_admin, is_researcher
+from ..selectors import round_progress, rounds_visible_to
+from ..services.ratings import assignment_next, assignment_skip, rating_undo
+from ..services.rounds import round_close, round_create, round_open
+from .common import ErrorOutputSerializer, paginated_response
+from .images import BlindedImageSerializer
+
+
+class RoundProgressSerializer(serializers.Serializer):
+    total_items = serializers.IntegerField()
+    needed = serializers.IntegerField(help_text="Ratings the round needs in all.")
+    done = serializers.IntegerField()
+    percent = serializers.IntegerField()
+    mine = serializers.IntegerField(help_text="Live ratings of the current user.")
+    my_remaining = serializers.IntegerField()
+    my_percent = serializers.IntegerField()
+
+
+class RoundStaffSerializer(serializers.ModelSerializer):
+    """Admins and researchers see how a round is made."""
+
+    created_by = serializers.CharField(
+        source="created_by.username", default=None, read_only=True
+    )
+
+    class Meta:
+        model = Round
+        fields = [
+            "id",
+            "name",
+            "description",
+            "status",
+            "raters_per_image",
+            "control_share",
+            "raters",
+            "model_version",
+            "compare_model_version",
+            "settings",
+            "created_by",
+            "created_at",
+            "opened_at",
+            "closed_at",
+        ]
+        read_only_fields = fields
+
+
+class RoundPhysicianSerializer(serializers.ModelSerializer):
+    """Physicians are blinded to models and controls."""
+
+    class Meta:
+        model = Round
+        fields = ["id", "name", "description", "status"]
+        read_only_fields = fields
+
+
+def _round_serializer(user: Any) -> type[serializers.ModelSerializer]:
+    if is_admin(user) or is_researcher(user):
+        return RoundStaffSerializer
+    return RoundPhysicianSerializer
+
+
+def round_detail_data(*, round: Round, user: Any) -> dict[str, Any]:
+    data = dict(_round_serializer(user)(round).data)
+    data["progress"] = RoundProgressSerializer(
+        round_progress(round=round, user=user)
+    ).data
+    return data
+
+
+class RoundStaffDetailSerializer(RoundStaffSerializer):
+    progress = RoundProgressSerializer()
+
+    class Meta(RoundStaffSerializer.Meta):
+        fields = [*RoundStaffSerializer.Meta.fields, "progress"]
+        read_only_fields = fields
+
+
+class RoundPhysicianDetailSerializer(RoundPhysicianSerializer):
+    progress = RoundProgressSerializer()
+
+    class Meta(RoundPhysicianSerializer.Meta):
+        fields = [*RoundPhysicianSerializer.Meta.fields, "progress"]
+        read_only_fields = fields
+
+
+RoundDetailSchema = PolymorphicProxySerializer(
+    component_name="RoundDetail",
+    serializers=[RoundStaffDetailSerializer, RoundPhysicianDetailSerializer],
+    resource_type_field_name=None,
+)
+
+
+def _images_for_round(
+    *,
+    dataset: Dataset | None,
+    modality: str,
+    image_uids: list[uuid.UUID],
+) -> QuerySet[Image]:
+    qs = Image.objects.filter(quarantined=False)
+    if dataset is not None:
+        qs = qs.filter(dataset=dataset)
+    if modality:
+        qs = qs.filter(modality=modality)
+    if image_uids:
+        qs = qs.filter(uid__in=image_uids)
+    return qs
+
+
+class RoundsApi(APIView):
+    """``GET`` lists the rounds the user may see; ``POST`` (admins) creates one."""
+
+    pagination_class = LimitOffsetPagination
+
+    def get_permissions(self) -> list[Any]:
+        if self.request.method == "POST":
+            return [IsAuthenticated(), IsAdmin()]
+        return [IsAuthenticated()]
+
+    @extend_schema_serializer(component_name="RoundCreateInput")
+    class CreateInputSerializer(serializers.Serializer):
+        name = serializers.CharField(max_length=200)
+        description = serializers.CharField(
+            required=False, default="", allow_blank=True
+        )
+        dataset = serializers.PrimaryKeyRelatedField(
+            queryset=Dataset.objects.all(),
+            required=False,
+            allow_null=True,
+            default=None,
+        )
+        modality = serializers.CharField(
+            max_length=64, required=False, default="", allow_blank=True
+        )
+        image_uids = serializers.ListField(
+            child=serializers.UUIDField(),
+            required=False,
+            default=list,
+            max_length=100_000,
+        )
+        raters_per_image = serializers.IntegerField(
+            min_value=1, max_value=50, default=1
+        )
+        control_share = serializers.FloatField(min_value=0, max_value=0.99, default=0.0)
+        raters = serializers.PrimaryKeyRelatedField(
+            queryset=get_user_model().objects.filter(
+                groups__name=Role.PHYSICIAN, is_active=True
+            ),
+            many=True,
+            required=False,
+            default=list,
+            help_text="Physicians who may rate; empty means every physician.",
+        )
+        open_now = serializers.BooleanField(default=False)
+
+        def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+            if not (attrs["dataset"] or attrs["modality"] or attrs["image_uids"]):
+                raise serializers.ValidationError(
+                    "choose the round's images by dataset, modality or image_uids"
+                )
+            uids = set(attrs["image_uids"])
+            if uids:
+                found = set(
+                    Image.objects.filter(uid__in=uids).values_list("uid", flat=True)
+                )
+                missing = sorted(str(u) for u in uids - found)
+                if missing:
+                    raise serializers.ValidationError(
+                        {"image_uids": f"no image with uid {', '.join(missing[:10])}"}
+                    )
+            return attrs
+
+    @extend_schema(
+        operation_id="rounds_list",
+        responses=PolymorphicProxySerializer(
+            component_name="RoundSummary",
+            serializers=[RoundStaffSerializer, RoundPhysicianSerializer],
+            resource_type_field_name=None,
+            many=True,
+        ),
+    )
+    def get(self, request: Request) -> Response:
+        return paginated_response(
+            serializer_class=_round_serializer(request.user),
+            queryset=rounds_visible_to(request.user).prefetch_related("raters"),
+            request=request,
+            view=self,
+        )
+
+    @extend_schema(
+        operation_id="rounds_create",
+        request=CreateInputSerializer,
+        responses={201: RoundStaffDetailSerializer, 400: ErrorOutputSerializer},
+    )
+    def post(self, request: Request) -> Response:
+        data = self.CreateInputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        params = data.validated_data
+        images = _images_for_round(
+            dataset=params["dataset"],
+            modality=params["modality"],
+            image_uids=params["image_uids"],
+        )
+        controls: Any = ()
+        if params["control_share"] > 0:
+            controls = Image.objects.filter(
+                source=ImageSource.REAL, quarantined=False
+            ).exclude(pk__in=images.values("pk"))
+            if params["modality"]:
+                controls = controls.filter(modality=params["modality"])
+        rnd = round_create(
+            name=params["name"],
+            description=params["description"],
+            images=list(images),
+            created_by=request.user,
+            raters_per_image=params["raters_per_image"],
+            control_share=params["control_share"],
+            control_pool=controls,
+            raters=params["raters"],
+            open_now=params["open_now"],
+        )
+        # round_create returns the row as created, before open_now opened it.
+        rnd.refresh_from_db()
+        return Response(
+            round_detail_data(round=rnd, user=request.user),
+            status=status.HTTP_201_CREATED,
+        )
+
+
+class RoundDetailApi(APIView):
+    permission_classes = [IsAuthenticated, CanSeeRound]
+
+    @extend_schema(
+        operation_id="rounds_retrieve",
+        responses={200: RoundDetailSchema, 404: ErrorOutputSerializer},
+    )
+    def get(self, request: Request, round_id: int) -> Response:
+        rnd = get_object_or_404(Round, pk=round_id)
+        self.check_object_permissions(request, rnd)
+        return Response(round_detail_data(round=rnd, user=request.user))
+
+
+class RoundOpenApi(APIView):
+    permission_classes = [IsAuthenticated, IsAdmin, CanSeeRound]
+
+    @extend_schema(
+        operation_id="rounds_open",
+        request=None,
+        responses={200: RoundStaffDetailSerializer, 409: ErrorOutputSerializer},
+    )
+    def post(self, request: Request, round_id: int) -> Response:
+        rnd = get_object_or_404(Round, pk=round_id)
+        self.check_object_permissions(request, rnd)
+        rnd = round_open(round=rnd, actor=request.user)
+        return Response(round_detail_data(round=rnd, user=request.user))
+
+
+class RoundCloseApi(APIView):
+    permission_classes = [IsAuthenticated, IsAdmin, CanSeeRound]
+
+    @extend_schema(
+        operation_id="rounds_close",
+        request=None,
+        responses={200: RoundStaffDetailSerializer},
+    )
+    def post(self, request: Request, round_id: int) -> Response:
+        rnd = get_object_or_404(Round, pk=round_id)
+        self.check_object_permissions(request, rnd)
+        rnd = round_close(round=rnd, actor=request.user)
+        return Response(round_detail_data(round=rnd, user=request.user))
+
+
+def _rated_round(*, request: Request, view: APIView, round_id: int) -> Round:
+    rnd = get_object_or_404(Round, pk=round_id)
+    view.check_object_permissions(request, rnd)
+    return rnd
+
+
+class RoundNextApi(APIView):
+    """The image the current physician should rate next; 204 when none is left."""
+
+    permission_classes = [IsAuthenticated, IsPhysician, CanRateRound]
+
+    @extend_schema_serializer(component_name="NextImage")
+    class OutputSerializer(serializers.Serializer):
+        @extend_schema_serializer(component_name="ServedImage")
+        class ImageSerializer(BlindedImageSerializer):
+            file_url = serializers.SerializerMethodField()
+            preview_url = serializers.SerializerMethodField()
+
+            class Meta(BlindedImageSerializer.Meta):
+                fields = [
+                    *BlindedImageSerializer.Meta.fields,
+                    "file_url",
+                    "preview_url",
+                ]
+
+            def get_file_url(self, image: Image) -> str:
+                return reverse("api-image-file", kwargs={"uid": image.uid})
+
+            def get_preview_url(self, image: Image) -> str:
+                return (
+                    reverse("api-image-file", kwargs={"uid": image.uid}) + "?preview=1"
+                )
+
+        round = serializers.IntegerField()
+        image = ImageSerializer()
+        served_at = serializers.DateTimeField()
+        progress = RoundProgressSerializer()
+
+    @extend_schema(
+        operation_id="rounds_next",
+        responses={
+            200: OutputSerializer,
+            204: None,
+            404: ErrorOutputSerializer,
+            409: ErrorOutputSerializer,
+        },
+    )
+    def get(self, request: Request, round_id: int) -> Response:
+        rnd = _rated_round(request=request, view=self, round_id=round_id)
+        assignment = assignment_next(round=rnd, rater=request.user)
+        if assignment is None:
+            return Response(status=status.HTTP_204_NO_CONTENT)
+        out = self.OutputSerializer(
+            {
+                "round": rnd.pk,
+                "image": assignment.round_image.image,
+                "served_at": assignment.served_at,
+                "progress": round_progress(round=rnd, user=request.user),
+            }
+        )
+        return Response(out.data)
+
+
+class RoundSkipApi(APIView):
+    permission_classes = [IsAuthenticated, IsPhysician, CanRateRound]
+
+    @extend_schema_serializer(component_name="RoundSkipInput")
+    class InputSerializer(serializers.Serializer):
+        image = serializers.UUIDField(help_text="uid of the image being skipped")
+
+    @extend_schema(
+        operation_id="rounds_skip",
+        request=InputSerializer,
+        responses={204: None, 409: ErrorOutputSerializer},
+    )
+    def post(self, request: Request, round_id: int) -> Response:
+        rnd = _rated_round(request=request, view=self, round_id=round_id)
+        data = self.InputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        image = Image.objects.filter(uid=data.validated_data["image"]).first()
+        if image is None:
+            raise NotServed("this image is not waiting for your rating")
+        assignment_skip(round=rnd, rater=request.user, image=image)
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class RoundUndoApi(APIView):
+    """Retract the current physician's last rating in this round."""
+
+    permission_classes = [IsAuthenticated, IsPhysician, CanRateRound]
+
+    @extend_schema_serializer(component_name="UndoneRating")
+    class OutputSerializer(serializers.Serializer):
+        rating = serializers.IntegerField()
+        image = serializers.UUIDField()
+        retracted_at = serializers.DateTimeField()
+
+    @extend_schema(
+        operation_id="rounds_undo",
+        request=None,
+        responses={200: OutputSerializer, 409: ErrorOutputSerializer},
+    )
+    def post(self, request: Request, round_id: int) -> Response:
+        rnd = _rated_round(request=request, view=self, round_id=round_id)
+        rating = rating_undo(round=rnd, rater=request.user)
+        out = self.OutputSerializer(
+            {
+                "rating": rating.pk,
+                "image": rating.image.uid,
+                "retracted_at": rating.retracted_at,
+            }
+        )
+        return Response(out.data)

@@ -1,0 +1,69 @@
+"""Routes of the rating platform's API, included under /api/."""
+
+from django.urls import path
+
+from . import auth, datasets, export, images, ratings, rounds
+
+urlpatterns = [
+    path("auth/token/", auth.TokenCreateApi.as_view(), name="api-token"),
+    path("datasets/", datasets.DatasetListApi.as_view(), name="api-dataset-list"),
+    path(
+        "datasets/import/",
+        datasets.DatasetImportApi.as_view(),
+        name="api-dataset-import",
+    ),
+    path(
+        "datasets/<int:dataset_id>/",
+        datasets.DatasetDetailApi.as_view(),
+        name="api-dataset-detail",
+    ),
+    path(
+        "images/<uuid:uid>/", images.ImageDetailApi.as_view(), name="api-image-detail"
+    ),
+    path(
+        "images/<uuid:uid>/file/", images.ImageFileApi.as_view(), name="api-image-file"
+    ),
+    path("rounds/", rounds.RoundsApi.as_view(), name="api-rounds"),
+    path(
+        "rounds/<int:round_id>/",
+        rounds.RoundDetailApi.as_view(),
+        name="api-round-detail",
+    ),
+    path(
+        "rounds/<int:round_id>/open/",
+        rounds.RoundOpenApi.as_view(),
+        name="api-round-open",
+    ),
+    path(
+        "rounds/<int:round_id>/close/",
+        rounds.RoundCloseApi.as_view(),
+        name="api-round-close",
+    ),
+    path(
+        "rounds/<int:round_id>/next/",
+        rounds.RoundNextApi.as_view(),
+        name="api-round-next",
+    ),
+    path(
+        "rounds/<int:round_id>/skip/",
+        rounds.RoundSkipApi.as_view(),
+        name="api-round-skip",
+    ),
+    path(
+        "rounds/<int:round_id>/undo/",
+        rounds.RoundUndoApi.as_view(),
+        name="api-round-undo",
+    ),
+    path("ratings/", ratings.RatingCreateApi.as_view(), name="api-rating-create"),
+    path("ratings/mine/", ratings.RatingMineApi.as_view(), name="api-rating-mine"),
+    path(
+        "ratings/<int:rating_id>/",
+        ratings.RatingDetailApi.as_view(),
+        name="api-rating-detail",
+    ),
+    path(
+        "export/ratings.csv",
+        export.RatingExportApi.as_view(),
+        name="api-export-ratings",
+    ),
+]

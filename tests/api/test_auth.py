@@ -1,0 +1,85 @@
+"""Token login: audit, lockout after repeated failures, throttling."""
+
+from __future__ import annotations
+
+import pytest
+from rest_framework.authtoken.models import Token
+
+from annotations.models import AuditEvent
+
+pytestmark = pytest.mark.django_db
+
+PASSWORD = "correct horse battery"  # set by tests.factories.UserFactory
+TOKEN_URL = "/api/auth/token/"
+
+
+def test_right_password_gives_a_token_that_authenticates_and_is_audited(api, physician):
+    response = api.post(
+        TOKEN_URL, {"username": physician.username, "password": PASSWORD}
+    )
+    assert response.status_code == 200
+    key = response.json()["token"]
+    assert Token.objects.get(user=physician).key == key
+    assert AuditEvent.objects.filter(action="login", actor=physician).count() == 1
+    api.credentials(HTTP_AUTHORIZATION=f"Token {key}")
+    assert api.get("/api/ratings/mine/").status_code == 200
+
+
+def test_asking_twice_returns_the_same_token(api, physician):
+    body = {"username": physician.username, "password": PASSWORD}
+    first = api.post(TOKEN_URL, body).json()["token"]
+    assert api.post(TOKEN_URL, body).json()["token"] == first
+
+
+def test_wrong_password_is_401_and_audited_as_a_failed_login(api, physician):
+    response = api.post(TOKEN_URL, {"username": physician.username, "password": "no"})
+    assert response.status_code == 401
+    assert response.json()["code"] == "login_failed"
+    assert "token" not in response.json()
+    failed = AuditEvent.objects.get(action="login_failed")
+    assert failed.actor_name == physician.username
+
+
+def test_repeated_wrong_passwords_lock_the_account_out_even_for_the_right_one(
+    api, physician, settings
+):
+    for _ in range(settings.AXES_FAILURE_LIMIT):
+        api.post(TOKEN_URL, {"username": physician.username, "password": "wrong"})
+    response = api.post(
+        TOKEN_URL, {"username": physician.username, "password": PASSWORD}
+    )
+    assert response.status_code == 429
+    assert response.json()["code"] == "locked_out"
+    assert not Token.objects.filter(user=physician).exists()
+
+
+def test_a_bad_token_is_refused(api):
+    api.credentials(HTTP_AUTHORIZATION="Token " + "0" * 40)
+    response = api.get("/api/ratings/mine/")
+    # 403, not 401: session authentication comes first in the settings.
+    assert response.status_code == 403
+    assert response.json()["detail"] == "Invalid token."
+
+
+def test_login_attempts_are_throttled_per_client(api, physician, settings):
+    settings.REST_FRAMEWORK = {
+        **settings.REST_FRAMEWORK,
+        "DEFAULT_THROTTLE_RATES": {
+            **settings.REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"],
+            "login": "2/minute",
+        },
+    }
+    body = {"username": physician.username, "password": PASSWORD}
+    codes = [api.post(TOKEN_URL, body).status_code for _ in range(3)]
+    assert codes == [200, 200, 429]
+
+
+def test_session_login_works_for_the_api(client, physician):
+    client.force_login(physician)
+    assert client.get("/api/ratings/mine/").status_code == 200
+
+
+def test_missing_fields_are_named(api):
+    response = api.post(TOKEN_URL, {"username": "x"})
+    assert response.status_code == 400
+    assert "password" in response.json()
