@@ -4,6 +4,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from django.core.cache import cache
 
 from annotations.models import Role
 from annotations.services.rounds import round_create
@@ -12,9 +13,13 @@ from .factories import ImageFactory, UserFactory
 
 
 @pytest.fixture(autouse=True)
-def _media_in_tmp(settings: Any, tmp_path_factory: pytest.TempPathFactory) -> None:
+def _test_settings(settings: Any, tmp_path_factory: pytest.TempPathFactory) -> None:
     settings.MEDIA_ROOT = tmp_path_factory.mktemp("media")
     settings.MODELS_DIR = tmp_path_factory.mktemp("models")
+    # Hashing is not under test; the default hasher costs ~0.3 s a user.
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+    # Throttle counters live in the cache; each test starts with none.
+    cache.clear()
 
 
 @pytest.fixture

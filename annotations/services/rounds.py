@@ -106,7 +106,7 @@ def round_create(
         detail={"images": len(chosen), "controls": n_controls},
     )
     if open_now:
-        round_open(round=rnd, actor=created_by)
+        rnd = round_open(round=rnd, actor=created_by)
     return rnd
 
 

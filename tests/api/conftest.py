@@ -1,44 +1,13 @@
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
-from django.core.cache import cache
-from drf_spectacular.plumbing import _load_enum_name_overrides
-from drf_spectacular.settings import spectacular_settings
 from rest_framework.test import APIClient
 
 from annotations.models import Role
 from annotations.services.ratings import assignment_next
-
-# The settings lines the API relies on (see medrlhf/settings.py); applied here
-# only where the settings module does not have them yet.
-EXCEPTION_HANDLER = "medrlhf.exceptions.api_exception_handler"
-ENUM_NAME_OVERRIDES = {
-    "RoundStatusEnum": "annotations.models.RoundStatus",
-    "JobStatusEnum": "models_ml.models.JobStatus",
-}
-
-
-@pytest.fixture(autouse=True)
-def _api_settings(settings: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    if "EXCEPTION_HANDLER" not in settings.REST_FRAMEWORK:
-        settings.REST_FRAMEWORK = {
-            **settings.REST_FRAMEWORK,
-            "EXCEPTION_HANDLER": EXCEPTION_HANDLER,
-        }
-    if not spectacular_settings.ENUM_NAME_OVERRIDES:
-        monkeypatch.setattr(
-            spectacular_settings, "ENUM_NAME_OVERRIDES", ENUM_NAME_OVERRIDES
-        )
-        _load_enum_name_overrides.cache_clear()
-    # Hashing is not under test here; the default hasher costs ~0.3 s a user.
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-    # Throttle counters live in the cache; each test starts with none.
-    cache.clear()
-    yield
-    _load_enum_name_overrides.cache_clear()
 
 
 @pytest.fixture
