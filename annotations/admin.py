@@ -17,8 +17,8 @@ from .models import (
     Dataset,
     ExpertLevel,
     Image,
-    Rating,
     RaterProfile,
+    Rating,
     Role,
     Round,
 )
@@ -69,7 +69,8 @@ class MedrlhfUserAdmin(UserAdmin):
         obj.refresh_from_db()
         messages.warning(
             request,
-            f"Password for {user.username} (shown once, pass it on securely): {password}",
+            f"Password for {user.username} (shown once, pass it on securely): "
+            f"{password}",
         )
 
     def save_related(

@@ -18,6 +18,7 @@ from django.conf import settings
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 from django.db import transaction
+
 from models_ml.engine.readers import (
     ReaderError,
     ReadLimits,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import random
 import secrets
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -71,10 +70,10 @@ def round_create(
     n_controls = controls_needed(n_images=len(chosen), control_share=control_share)
     if n_controls > len(pool):
         raise DomainError(
-            f"control_share {control_share:.0%} needs {n_controls} real control images, "
-            f"but only {len(pool)} are available"
+            f"control_share {control_share:.0%} needs {n_controls} real controls, "
+            f"but only {len(pool)} are there"
         )
-    controls = random.Random(secrets.randbits(32)).sample(pool, n_controls)
+    controls = secrets.SystemRandom().sample(pool, n_controls)
     rnd = Round.objects.create(
         name=name.strip(),
         description=description,

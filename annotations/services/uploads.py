@@ -49,7 +49,8 @@ def _extract_zip(archive: Path, dest: Path, *, max_bytes: int) -> int:
         declared = sum(m.file_size for m in members)
         if declared > max_bytes:
             raise UploadRejected(
-                f"{archive.name}: unpacks to {declared} bytes, over the limit of {max_bytes}"
+                f"{archive.name}: unpacks to {declared} bytes, "
+                f"over the limit of {max_bytes}"
             )
         total = 0
         for member in members:

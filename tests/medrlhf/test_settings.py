@@ -70,7 +70,10 @@ def test_development_key_is_random_per_machine_and_kept_out_of_the_repo(tmp_path
 
 
 def test_database_url_switches_database_without_code_change(tmp_path):
-    code = "from django.conf import settings; print(settings.DATABASES['default']['ENGINE'])"
+    code = (
+        "from django.conf import settings;"
+        "print(settings.DATABASES['default']['ENGINE'])"
+    )
     pg = _run(code, {"DATABASE_URL": "postgres://u@127.0.0.1:5432/x"}, tmp_path)
     assert pg.stdout.strip() == "django.db.backends.postgresql"
     assert _run(code, {}, tmp_path).stdout.strip() == "django.db.backends.sqlite3"

@@ -65,7 +65,9 @@ class Command(BaseCommand):
         if not Round.objects.exists():
             admin = User.objects.filter(groups__name=Role.ADMIN).first()
             pool = list(Image.objects.filter(dataset=dataset, quarantined=False))
-            chosen = random.Random(0).sample(pool, min(o["round_size"], len(pool)))
+            chosen = random.Random(0).sample(  # noqa: S311 (a fixed, reproducible demo)
+                pool, min(o["round_size"], len(pool))
+            )
             rnd = round_create(
                 name="Demo round 1: real images",
                 description="Rate how well each image matches its prompt.",

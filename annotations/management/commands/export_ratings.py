@@ -25,10 +25,11 @@ class Command(BaseCommand):
             ratings_for_export(round_id=o["round"]), absolute_paths=o["absolute_paths"]
         )
         out = open(o["output"], "w", newline="") if o["output"] else sys.stdout
-        n = -1
+        n = -1  # the header is not a rating
         try:
-            for n, line in enumerate(rows):
+            for line in rows:
                 out.write(line)
+                n += 1
         finally:
             if o["output"]:
                 out.close()

@@ -38,7 +38,7 @@ class Command(BaseCommand):
         ]
         beat_db = str(settings.VAR_DIR / "celerybeat-schedule")
         procs = [
-            subprocess.Popen(
+            subprocess.Popen(  # noqa: S603 (fixed argv of our own)
                 [
                     *celery,
                     "-Q",
@@ -50,8 +50,10 @@ class Command(BaseCommand):
                     beat_db,
                 ]
             ),
-            subprocess.Popen([*celery, "-Q", "ml", "-n", "ml@%h"]),
-            subprocess.Popen(
+            subprocess.Popen(  # noqa: S603 (fixed argv of our own)
+                [*celery, "-Q", "ml", "-n", "ml@%h"]
+            ),
+            subprocess.Popen(  # noqa: S603 (fixed argv of our own)
                 [
                     sys.executable,
                     "-m",
