@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import random
 import secrets
 from typing import Any
 
@@ -18,10 +17,12 @@ MAX_ROUND_IMAGES = 100_000
 class RatingForm(forms.Form):
     image = forms.UUIDField(widget=forms.HiddenInput)
     score = forms.TypedChoiceField(
-        choices=[(1, "1"), (2, "2"), (3, "3")], coerce=int, error_messages={
+        choices=[(1, "1"), (2, "2"), (3, "3")],
+        coerce=int,
+        error_messages={
             "required": "choose a score of 1, 2 or 3",
             "invalid_choice": "the score must be 1, 2 or 3",
-        }
+        },
     )
     flags = forms.MultipleChoiceField(choices=Flag.choices, required=False)
     comment = forms.CharField(max_length=2000, required=False)
@@ -49,7 +50,9 @@ class RoundCreateForm(forms.Form):
     SOURCE_CHOICES = [("", "Real and generated"), *ImageSource.choices]
 
     name = forms.CharField(max_length=200)
-    description = forms.CharField(widget=forms.Textarea(attrs={"rows": 2}), required=False)
+    description = forms.CharField(
+        widget=forms.Textarea(attrs={"rows": 2}), required=False
+    )
     datasets = forms.ModelMultipleChoiceField(
         queryset=Dataset.objects.order_by("name"),
         required=False,
@@ -67,7 +70,7 @@ class RoundCreateForm(forms.Form):
         min_value=1,
         max_value=MAX_ROUND_IMAGES,
         required=False,
-        help_text="Leave empty to take every matching image; otherwise a random sample.",
+        help_text="Empty: every matching image; otherwise a random sample.",
     )
     raters_per_image = forms.IntegerField(min_value=1, max_value=50, initial=1)
     control_percent = forms.IntegerField(
@@ -115,10 +118,12 @@ class RoundCreateForm(forms.Form):
             return data
         ids = list(self._matching().values_list("pk", flat=True))
         if not ids:
-            raise forms.ValidationError("No image matches these datasets and modalities.")
+            raise forms.ValidationError(
+                "No image matches these datasets and modalities."
+            )
         limit = data.get("max_images")
         if limit and limit < len(ids):
-            ids = random.Random(secrets.randbits(32)).sample(ids, limit)
+            ids = secrets.SystemRandom().sample(ids, limit)
         data["image_ids"] = ids
         return data
 
@@ -137,10 +142,16 @@ class _ImportFields(forms.Form):
         ("reject", "Reject the whole import if any row is bad"),
         ("skip", "Import the good rows, report the bad ones"),
     ]
-    AXIS_CHOICES = [(2, "Axial (axis 2)"), (1, "Coronal (axis 1)"), (0, "Sagittal (axis 0)")]
+    AXIS_CHOICES = [
+        (2, "Axial (axis 2)"),
+        (1, "Coronal (axis 1)"),
+        (0, "Sagittal (axis 0)"),
+    ]
 
     name = forms.CharField(max_length=200, label="Dataset name")
-    description = forms.CharField(widget=forms.Textarea(attrs={"rows": 2}), required=False)
+    description = forms.CharField(
+        widget=forms.Textarea(attrs={"rows": 2}), required=False
+    )
     modality = forms.CharField(
         max_length=64,
         required=False,

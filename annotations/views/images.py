@@ -32,9 +32,7 @@ def _serve(request: HttpRequest, uid: UUID, field: str) -> FileResponse:
         handle = stored.open("rb")
     except FileNotFoundError as exc:
         raise Http404 from exc
-    response = FileResponse(
-        handle, content_type="image/png", filename=f"{uid.hex}.png"
-    )
+    response = FileResponse(handle, content_type="image/png", filename=f"{uid.hex}.png")
     response["Cache-Control"] = "private, max-age=600"
     response["X-Content-Type-Options"] = "nosniff"
     return response

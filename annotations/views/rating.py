@@ -78,7 +78,11 @@ def _render(
 
 
 def _after_post(
-    request: HttpRequest, rnd: Round, *, error: str = "", notice: str = "",
+    request: HttpRequest,
+    rnd: Round,
+    *,
+    error: str = "",
+    notice: str = "",
     status: int = 200,
 ) -> HttpResponse:
     # Without htmx a successful post redirects, so a reload never posts twice.

@@ -65,7 +65,9 @@ def rounds_create(request: HttpRequest) -> HttpResponse:
     return render(request, "annotations/round_form.html", {"form": form}, status=status)
 
 
-def _change_status(request: HttpRequest, round_id: int, *, open_it: bool) -> HttpResponse:
+def _change_status(
+    request: HttpRequest, round_id: int, *, open_it: bool
+) -> HttpResponse:
     rnd = get_object_or_404(Round, pk=round_id)
     error = ""
     status = 200

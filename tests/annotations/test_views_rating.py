@@ -15,6 +15,11 @@ pytestmark = pytest.mark.django_db
 HTMX = {"HTTP_HX_REQUEST": "true"}
 
 
+@pytest.fixture(autouse=True)
+def _fast_passwords(settings):
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
 def _uid_in(response) -> str:
     """The uid of the image the panel asks to rate ('' on the end screen)."""
     found = re.search(r'name="image" value="([0-9a-f-]+)"', response.content.decode())
