@@ -10,6 +10,13 @@
   var view = { zoom: 1, x: 0, y: 0 };
   var shownAt = null;
   var currentImage = null;
+  // Keys act only once htmx has finished swapping in and wiring up the panel.
+  var ready = false;
+
+  function setReady(value) {
+    ready = value;
+    document.documentElement.dataset.raterReady = value ? "1" : "0";
+  }
 
   function viewerImage() { return document.querySelector("[data-image]"); }
 
@@ -43,6 +50,7 @@
   function startImage() {
     var img = viewerImage();
     currentImage = img;
+    setReady(true);
     view = { zoom: 1, x: 0, y: 0 };
     shownAt = null;
     if (!img) { return; }
@@ -111,6 +119,7 @@
   }
 
   function busy() {
+    if (!ready) { return true; }
     var form = document.getElementById("rate-form");
     var controls = document.getElementById("rate-controls");
     return Boolean(
@@ -155,6 +164,15 @@
     if (shownAt !== null) {
       evt.detail.parameters.time_taken_ms = String(Math.round(performance.now() - shownAt));
     }
+  });
+
+  document.addEventListener("htmx:beforeRequest", function (evt) {
+    if (evt.detail.elt.closest && evt.detail.elt.closest("#rater")) { setReady(false); }
+  });
+
+  // A request that swapped nothing in (network error) leaves the panel as it was.
+  document.addEventListener("htmx:afterRequest", function (evt) {
+    if (viewerImage() === currentImage && evt.detail.elt.isConnected) { setReady(true); }
   });
 
   // A swap brings a new <img> element: restart zoom, pan and the clock for it.
