@@ -56,9 +56,8 @@ def rounds_create(request: HttpRequest) -> HttpResponse:
                 form.add_error(None, str(exc))
                 status = exc.status_code
             else:
-                messages.success(
-                    request, f"Round “{rnd.name}” created ({rnd.get_status_display()})."
-                )
+                state = "and opened for rating" if data["open_now"] else "as a draft"
+                messages.success(request, f"Round “{rnd.name}” created {state}.")
                 return redirect("rounds")
         else:
             status = 400
