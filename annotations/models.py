@@ -33,7 +33,9 @@ class RaterProfile(TimeStampedModel):
     """What a rating export needs to know about a physician."""
 
     user = models.OneToOneField(
-        django_settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="rater_profile"
+        django_settings.AUTH_USER_MODEL,
+        on_delete=models.CASCADE,
+        related_name="rater_profile",
     )
     expert_level = models.CharField(
         max_length=16, choices=ExpertLevel.choices, default=ExpertLevel.SPECIALIST
@@ -51,7 +53,10 @@ class Dataset(TimeStampedModel):
     modalities = models.JSONField(default=list, blank=True)
     import_report = models.JSONField(default=dict, blank=True)
     created_by = models.ForeignKey(
-        django_settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL
+        django_settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
     )
 
     class Meta:
@@ -92,7 +97,10 @@ class Image(TimeStampedModel):
     modality = models.CharField(max_length=64, db_index=True)
     prompt = models.TextField()
     source = models.CharField(
-        max_length=16, choices=ImageSource.choices, default=ImageSource.REAL, db_index=True
+        max_length=16,
+        choices=ImageSource.choices,
+        default=ImageSource.REAL,
+        db_index=True,
     )
     source_path = models.CharField(max_length=1000, blank=True)
     source_format = models.CharField(max_length=16, blank=True)
@@ -143,7 +151,10 @@ class Round(TimeStampedModel):
     name = models.CharField(max_length=200)
     description = models.TextField(blank=True)
     status = models.CharField(
-        max_length=16, choices=RoundStatus.choices, default=RoundStatus.DRAFT, db_index=True
+        max_length=16,
+        choices=RoundStatus.choices,
+        default=RoundStatus.DRAFT,
+        db_index=True,
     )
     raters_per_image = models.PositiveSmallIntegerField(default=1)
     control_share = models.FloatField(
@@ -184,7 +195,8 @@ class Round(TimeStampedModel):
         ordering = ["-created_at"]
         constraints = [
             models.CheckConstraint(
-                condition=Q(raters_per_image__gte=1), name="round_raters_per_image_positive"
+                condition=Q(raters_per_image__gte=1),
+                name="round_raters_per_image_positive",
             ),
             models.CheckConstraint(
                 condition=Q(control_share__gte=0) & Q(control_share__lte=1),
@@ -204,7 +216,9 @@ class RoundImage(models.Model):
     """An image in a round. ``shuffle_key`` is a random key that orders serving."""
 
     round = models.ForeignKey(Round, on_delete=models.CASCADE, related_name="items")
-    image = models.ForeignKey(Image, on_delete=models.PROTECT, related_name="round_items")
+    image = models.ForeignKey(
+        Image, on_delete=models.PROTECT, related_name="round_items"
+    )
     is_control = models.BooleanField(default=False)
     shuffle_key = models.BigIntegerField()
     assigned_count = models.PositiveIntegerField(default=0)
@@ -212,9 +226,13 @@ class RoundImage(models.Model):
 
     class Meta:
         constraints = [
-            models.UniqueConstraint(fields=["round", "image"], name="round_image_unique"),
+            models.UniqueConstraint(
+                fields=["round", "image"], name="round_image_unique"
+            ),
         ]
-        indexes = [models.Index(fields=["round", "shuffle_key"], name="round_shuffle_idx")]
+        indexes = [
+            models.Index(fields=["round", "shuffle_key"], name="round_shuffle_idx")
+        ]
 
     def __str__(self) -> str:
         return f"{self.round_id}:{self.image_id}"
@@ -226,9 +244,13 @@ class Assignment(models.Model):
     round_image = models.ForeignKey(
         RoundImage, on_delete=models.CASCADE, related_name="assignments"
     )
-    round = models.ForeignKey(Round, on_delete=models.CASCADE, related_name="assignments")
+    round = models.ForeignKey(
+        Round, on_delete=models.CASCADE, related_name="assignments"
+    )
     rater = models.ForeignKey(
-        django_settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="assignments"
+        django_settings.AUTH_USER_MODEL,
+        on_delete=models.CASCADE,
+        related_name="assignments",
     )
     served_at = models.DateTimeField(auto_now_add=True)
     policy = models.CharField(max_length=32, default="random")
@@ -273,12 +295,18 @@ class Rating(models.Model):
     """
 
     rater = models.ForeignKey(
-        django_settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="ratings"
+        django_settings.AUTH_USER_MODEL,
+        on_delete=models.PROTECT,
+        related_name="ratings",
     )
     image = models.ForeignKey(Image, on_delete=models.PROTECT, related_name="ratings")
     round = models.ForeignKey(Round, on_delete=models.PROTECT, related_name="ratings")
     assignment = models.ForeignKey(
-        Assignment, null=True, blank=True, on_delete=models.SET_NULL, related_name="ratings"
+        Assignment,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="ratings",
     )
     score = models.PositiveSmallIntegerField()
     flags = models.JSONField(default=list, blank=True)
@@ -309,7 +337,10 @@ class AuditEvent(models.Model):
     """Append-only log of who did what and when."""
 
     actor = models.ForeignKey(
-        django_settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL
+        django_settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
     )
     actor_name = models.CharField(max_length=150, blank=True)
     action = models.CharField(max_length=64, db_index=True)

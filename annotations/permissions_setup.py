@@ -21,8 +21,14 @@ ROLE_PERMISSIONS: dict[str, list[str]] = {
         "models_ml.view_modelversion",
         "models_ml.view_job",
     ],
-    Role.ADMIN: ["annotations.*", "models_ml.*", "auth.add_user", "auth.change_user",
-                 "auth.view_user", "auth.view_group"],
+    Role.ADMIN: [
+        "annotations.*",
+        "models_ml.*",
+        "auth.add_user",
+        "auth.change_user",
+        "auth.view_user",
+        "auth.view_group",
+    ],
 }
 
 

@@ -59,9 +59,9 @@ class RoundProgress:
 
 def round_progress(*, round: Round, user: Any | None = None) -> RoundProgress:
     agg = round.items.aggregate(
-        n=Count("id"), done=Sum("rating_count"), quarantined=Count(
-            "id", filter=Q(image__quarantined=True)
-        )
+        n=Count("id"),
+        done=Sum("rating_count"),
+        quarantined=Count("id", filter=Q(image__quarantined=True)),
     )
     total = agg["n"] or 0
     needed = (total - (agg["quarantined"] or 0)) * round.raters_per_image
@@ -77,7 +77,11 @@ def round_progress(*, round: Round, user: Any | None = None) -> RoundProgress:
             .count()
         )
     return RoundProgress(
-        total_items=total, needed=needed, done=done, mine=mine, my_remaining=my_remaining
+        total_items=total,
+        needed=needed,
+        done=done,
+        mine=mine,
+        my_remaining=my_remaining,
     )
 
 

@@ -115,6 +115,8 @@ DATABASES = {
 }
 DATABASES["default"]["ATOMIC_REQUESTS"] = True
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # A file, not memory, so that a Celery worker started by a test sees it.
+    DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / "test.sqlite3")}
     # WAL and IMMEDIATE transactions let the web server and the worker share
     # the file without "database is locked" errors under ordinary load.
     DATABASES["default"]["OPTIONS"] = {
@@ -128,7 +130,9 @@ else:
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 AUTH_PASSWORD_VALIDATORS = [
-    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {
+        "NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"
+    },
     {
         "NAME": "django.contrib.auth.password_validation.MinimumLengthValidator",
         "OPTIONS": {"min_length": 12},
@@ -166,11 +170,18 @@ USE_TZ = True
 STATIC_URL = "static/"
 STATICFILES_DIRS = [BASE_DIR / "static"]
 STATIC_ROOT = VAR_DIR / "staticfiles"
+# Outside production, whitenoise serves straight from the source folders.
+WHITENOISE_USE_FINDERS = not PRODUCTION
+WHITENOISE_AUTOREFRESH = DEBUG
 MEDIA_ROOT = Path(env.str("MEDIA_ROOT", default=str(VAR_DIR / "media")))
 # Media are private: served only through permission-checked views.
 MEDIA_URL = "/media-not-public/"
 STORAGES = {
-    "default": {"BACKEND": env.str("MEDIA_STORAGE", default="django.core.files.storage.FileSystemStorage")},
+    "default": {
+        "BACKEND": env.str(
+            "MEDIA_STORAGE", default="django.core.files.storage.FileSystemStorage"
+        )
+    },
     "staticfiles": {
         "BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"
         if PRODUCTION
@@ -179,7 +190,9 @@ STORAGES = {
 }
 
 # Where admins may point server-side imports; uploads are unpacked here too.
-IMPORT_ROOTS = [Path(p) for p in env.list("IMPORT_ROOTS", default=[str(VAR_DIR / "imports")])]
+IMPORT_ROOTS = [
+    Path(p) for p in env.list("IMPORT_ROOTS", default=[str(VAR_DIR / "imports")])
+]
 UPLOAD_STAGING_DIR = VAR_DIR / "imports" / "uploads"
 MAX_UPLOAD_BYTES = env.int("MAX_UPLOAD_BYTES", default=2 * 1024**3)
 DATA_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024**2
@@ -246,10 +259,14 @@ ASSIGNMENT_LEASE = timedelta(minutes=env.int("ASSIGNMENT_LEASE_MINUTES", default
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}
+    },
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
-    "loggers": {"PIL": {"level": "WARNING"}},
+    # Decoder failures reach the import report with the file's name; pydicom's
+    # own tracebacks for them would only be noise (and may quote header values).
+    "loggers": {"PIL": {"level": "WARNING"}, "pydicom": {"level": "CRITICAL"}},
 }
 
 if PRODUCTION:

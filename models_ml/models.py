@@ -76,7 +76,10 @@ class Job(models.Model):
 
     kind = models.CharField(max_length=32, choices=JobKind.choices, db_index=True)
     status = models.CharField(
-        max_length=16, choices=JobStatus.choices, default=JobStatus.QUEUED, db_index=True
+        max_length=16,
+        choices=JobStatus.choices,
+        default=JobStatus.QUEUED,
+        db_index=True,
     )
     progress = models.FloatField(default=0.0)
     message = models.CharField(max_length=300, blank=True)

@@ -47,7 +47,9 @@ def job_create(
     job = Job.objects.create(
         kind=kind,
         params=params,
-        created_by=created_by if getattr(created_by, "is_authenticated", False) else None,
+        created_by=created_by
+        if getattr(created_by, "is_authenticated", False)
+        else None,
         max_attempts=max_attempts or settings.JOB_MAX_ATTEMPTS,
     )
     audit_record(action="job_create", actor=created_by, obj=job, detail={"kind": kind})
@@ -88,16 +90,27 @@ def job_claim(*, job_id: int) -> Job | None:
         if job is None:
             return None
         if job.attempts >= job.max_attempts:
-            _finish(job, JobStatus.FAILED, error=job.error or "gave up after "
-                    f"{job.attempts} attempts")
+            _finish(
+                job,
+                JobStatus.FAILED,
+                error=job.error or f"gave up after {job.attempts} attempts",
+            )
             return None
         job.status = JobStatus.RUNNING
         job.attempts += 1
         job.started_at = job.started_at or now
         job.heartbeat_at = now
         job.worker = socket.gethostname()[:200]
-        job.save(update_fields=["status", "attempts", "started_at", "heartbeat_at",
-                                "worker", "updated_at"])
+        job.save(
+            update_fields=[
+                "status",
+                "attempts",
+                "started_at",
+                "heartbeat_at",
+                "worker",
+                "updated_at",
+            ]
+        )
     return job
 
 
@@ -113,7 +126,9 @@ def job_progress(*, job: Job, progress: float, message: str = "") -> None:
         raise JobCancelled(f"job {job.pk} was cancelled")
 
 
-def _finish(job: Job, status: str, *, error: str = "", result: dict | None = None) -> Job:
+def _finish(
+    job: Job, status: str, *, error: str = "", result: dict | None = None
+) -> Job:
     job.status = status
     job.finished_at = timezone.now()
     job.error = error[:10000]
@@ -121,10 +136,19 @@ def _finish(job: Job, status: str, *, error: str = "", result: dict | None = Non
         job.result = result
     if status == JobStatus.SUCCEEDED:
         job.progress = 1.0
-    job.save(update_fields=["status", "finished_at", "error", "result", "progress",
-                            "updated_at"])
-    audit_record(action=f"job_{status}", actor=job.created_by, obj=job,
-                 detail={"kind": job.kind})
+    job.save(
+        update_fields=[
+            "status",
+            "finished_at",
+            "error",
+            "result",
+            "progress",
+            "updated_at",
+        ]
+    )
+    audit_record(
+        action=f"job_{status}", actor=job.created_by, obj=job, detail={"kind": job.kind}
+    )
     return job
 
 
@@ -136,6 +160,11 @@ def job_succeed(*, job: Job, result: dict[str, Any]) -> Job:
 @transaction.atomic
 def job_fail(*, job: Job, error: str, result: dict[str, Any] | None = None) -> Job:
     return _finish(job, JobStatus.FAILED, error=error, result=result)
+
+
+@transaction.atomic
+def job_finish_cancelled(*, job: Job) -> Job:
+    return _finish(job, JobStatus.CANCELLED, error="cancelled by an admin")
 
 
 @transaction.atomic
@@ -167,17 +196,22 @@ def jobs_reap_stale(*, stale_after: timedelta | None = None) -> ReapResult:
     stale = Job.objects.filter(status=JobStatus.RUNNING, heartbeat_at__lt=cutoff)
     for job_id in stale.values_list("pk", flat=True):
         with transaction.atomic():
-            job = Job.objects.select_for_update().filter(
-                pk=job_id, status=JobStatus.RUNNING, heartbeat_at__lt=cutoff
-            ).first()
+            job = (
+                Job.objects.select_for_update()
+                .filter(pk=job_id, status=JobStatus.RUNNING, heartbeat_at__lt=cutoff)
+                .first()
+            )
             if job is None:
                 continue
             if job.cancel_requested:
                 _finish(job, JobStatus.CANCELLED, error="cancelled; worker stopped")
                 failed += 1
             elif job.attempts >= job.max_attempts:
-                _finish(job, JobStatus.FAILED, error=f"worker stopped responding "
-                        f"{job.attempts} times; giving up")
+                _finish(
+                    job,
+                    JobStatus.FAILED,
+                    error=f"worker stopped responding {job.attempts} times; giving up",
+                )
                 failed += 1
             else:
                 job.status = JobStatus.QUEUED

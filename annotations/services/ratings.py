@@ -12,7 +12,14 @@ from django.db.models import F, QuerySet
 from django.utils import timezone
 
 from ..audit import audit_record
-from ..errors import AlreadyRated, DomainError, NotAllowed, NothingToUndo, NotServed, RoundNotOpen
+from ..errors import (
+    AlreadyRated,
+    DomainError,
+    NotAllowed,
+    NothingToUndo,
+    NotServed,
+    RoundNotOpen,
+)
 from ..models import Assignment, Flag, Image, Rating, Round, RoundImage, RoundStatus
 from ..roles import is_physician
 
@@ -105,14 +112,16 @@ def assignment_next(*, round: Round, rater: Any) -> Assignment | None:
 @transaction.atomic
 def assignment_skip(*, round: Round, rater: Any, image: Image) -> Assignment:
     _lock_round_for_rating(round.pk)
-    assignment = _open_assignments(round, rater).filter(round_image__image=image).first()
+    assignment = (
+        _open_assignments(round, rater).filter(round_image__image=image).first()
+    )
     if assignment is None:
         raise NotServed("this image is not waiting for your rating")
     assignment.skipped_at = timezone.now()
     assignment.save(update_fields=["skipped_at"])
-    RoundImage.objects.filter(pk=assignment.round_image_id, assigned_count__gt=0).update(
-        assigned_count=F("assigned_count") - 1
-    )
+    RoundImage.objects.filter(
+        pk=assignment.round_image_id, assigned_count__gt=0
+    ).update(assigned_count=F("assigned_count") - 1)
     audit_record(action="rating_skip", actor=rater, obj=assignment)
     return assignment
 

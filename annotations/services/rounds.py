@@ -64,7 +64,9 @@ def round_create(
     pool = [
         im
         for im in control_pool
-        if im.source == ImageSource.REAL and not im.quarantined and im.pk not in chosen_ids
+        if im.source == ImageSource.REAL
+        and not im.quarantined
+        and im.pk not in chosen_ids
     ]
     n_controls = controls_needed(n_images=len(chosen), control_share=control_share)
     if n_controls > len(pool):
@@ -86,7 +88,9 @@ def round_create(
     rnd.raters.set(list(raters))
     RoundImage.objects.bulk_create(
         [
-            RoundImage(round=rnd, image=im, is_control=False, shuffle_key=_shuffle_key())
+            RoundImage(
+                round=rnd, image=im, is_control=False, shuffle_key=_shuffle_key()
+            )
             for im in chosen
         ]
         + [

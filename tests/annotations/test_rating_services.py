@@ -2,7 +2,13 @@ from __future__ import annotations
 
 import pytest
 
-from annotations.errors import AlreadyRated, NotAllowed, NotServed, NothingToUndo, RoundNotOpen
+from annotations.errors import (
+    AlreadyRated,
+    NotAllowed,
+    NothingToUndo,
+    NotServed,
+    RoundNotOpen,
+)
 from annotations.models import Rating, RoundImage
 from annotations.services.ratings import (
     assignment_next,
@@ -84,7 +90,9 @@ def test_undo_retracts_keeps_history_and_serves_image_again(make_round, physicia
     rating_undo(round=rnd, rater=physician)
     assert assignment_next(round=rnd, rater=physician).round_image.image == image
     rating_submit(round=rnd, rater=physician, image=image, score=3)
-    history = list(Rating.objects.filter(image=image).values_list("score", "retracted_at"))
+    history = list(
+        Rating.objects.filter(image=image).values_list("score", "retracted_at")
+    )
     assert [s for s, _ in history] == [1, 3]
     assert history[0][1] is not None and history[1][1] is None
     assert RoundImage.objects.get(round=rnd, image=image).rating_count == 1
@@ -116,7 +124,9 @@ def test_only_physicians_on_the_round_may_rate(make_round, researcher, make_user
         assignment_next(round=rnd, rater=outsider)
 
 
-def test_score_outside_one_to_three_rejected_by_service_and_database(make_round, physician):
+def test_score_outside_one_to_three_rejected_by_service_and_database(
+    make_round, physician
+):
     from django.db import IntegrityError, transaction
 
     from annotations.errors import DomainError

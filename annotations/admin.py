@@ -1,0 +1,148 @@
+"""Admin pages. Accounts are created here (or with manage.py create_user) with a
+role and a random password shown once; the rest is mostly read-only, since
+writes belong to the product's own pages and services."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django import forms
+from django.contrib import admin, messages
+from django.contrib.auth import get_user_model
+from django.contrib.auth.admin import UserAdmin
+from django.http import HttpRequest
+
+from .models import (
+    AuditEvent,
+    Dataset,
+    ExpertLevel,
+    Image,
+    Rating,
+    RaterProfile,
+    Role,
+    Round,
+)
+from .services.users import user_create
+
+User = get_user_model()
+
+
+class RoleUserCreationForm(forms.ModelForm):
+    role = forms.ChoiceField(choices=Role.choices)
+    expert_level = forms.ChoiceField(
+        choices=ExpertLevel.choices, initial=ExpertLevel.SPECIALIST
+    )
+
+    class Meta:
+        model = User
+        fields = ("username", "email")
+
+
+class RaterProfileInline(admin.StackedInline):
+    model = RaterProfile
+    can_delete = False
+
+
+class MedrlhfUserAdmin(UserAdmin):
+    add_form = RoleUserCreationForm
+    add_fieldsets = ((None, {"fields": ("username", "email", "role", "expert_level")}),)
+    inlines = [RaterProfileInline]
+    list_display = ("username", "email", "is_active", "is_staff", "last_login")
+
+    def get_inlines(self, request: HttpRequest, obj: Any = None) -> list[Any]:
+        return [RaterProfileInline] if obj is not None else []
+
+    def save_model(
+        self, request: HttpRequest, obj: Any, form: Any, change: bool
+    ) -> None:
+        if change:
+            super().save_model(request, obj, form, change)
+            return
+        user, password = user_create(
+            username=form.cleaned_data["username"],
+            email=form.cleaned_data.get("email", ""),
+            role=form.cleaned_data["role"],
+            expert_level=form.cleaned_data["expert_level"],
+            created_by=request.user,
+        )
+        obj.pk = user.pk
+        obj.refresh_from_db()
+        messages.warning(
+            request,
+            f"Password for {user.username} (shown once, pass it on securely): {password}",
+        )
+
+    def save_related(
+        self, request: HttpRequest, form: Any, formsets: Any, change: bool
+    ) -> None:
+        if change:
+            super().save_related(request, form, formsets, change)
+
+
+admin.site.unregister(User)
+admin.site.register(User, MedrlhfUserAdmin)
+
+
+@admin.register(Dataset)
+class DatasetAdmin(admin.ModelAdmin):
+    list_display = ("name", "created_at", "created_by")
+    readonly_fields = ("import_report", "modalities", "root", "created_by")
+
+
+@admin.register(Image)
+class ImageAdmin(admin.ModelAdmin):
+    list_display = (
+        "uid",
+        "modality",
+        "source",
+        "dataset",
+        "quarantined",
+        "reward_score",
+    )
+    list_filter = ("source", "modality", "quarantined")
+    search_fields = ("prompt",)
+    readonly_fields = [f.name for f in Image._meta.fields]
+
+
+@admin.register(Round)
+class RoundAdmin(admin.ModelAdmin):
+    list_display = ("name", "status", "raters_per_image", "control_share", "created_at")
+    list_filter = ("status",)
+    readonly_fields = ("status", "opened_at", "closed_at", "created_by")
+
+
+@admin.register(Rating)
+class RatingAdmin(admin.ModelAdmin):
+    list_display = ("rater", "round", "score", "created_at", "retracted_at")
+    list_filter = ("round", "score")
+    readonly_fields = [f.name for f in Rating._meta.fields]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+@admin.register(AuditEvent)
+class AuditEventAdmin(admin.ModelAdmin):
+    list_display = (
+        "created_at",
+        "actor_name",
+        "action",
+        "object_type",
+        "object_id",
+        "ip_address",
+    )
+    list_filter = ("action",)
+    search_fields = ("actor_name", "object_id")
+    readonly_fields = [f.name for f in AuditEvent._meta.fields]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False

@@ -1,0 +1,93 @@
+"""Celery tasks. Each takes a job id, claims the row, and delegates.
+
+Engine code (torch) is imported inside task bodies only, so the web process
+never loads it.
+"""
+
+from __future__ import annotations
+
+import logging
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from celery import shared_task
+from django.conf import settings
+from django.utils import timezone
+
+from annotations.errors import DomainError, ImportFailed
+
+from .engine.errors import EngineError
+from .models import Job
+from .services import (
+    JobCancelled,
+    job_claim,
+    job_fail,
+    job_finish_cancelled,
+    job_progress,
+    job_succeed,
+)
+
+logger = logging.getLogger(__name__)
+
+
+def run_job(
+    job_id: int, body: Callable[[Job, Callable[[float, str], None]], dict[str, Any]]
+) -> None:
+    """Claim the job, run ``body`` with a progress callback, record the outcome."""
+    job = job_claim(job_id=job_id)
+    if job is None:
+        logger.info(
+            "job %s not claimable (running elsewhere, finished or cancelled)", job_id
+        )
+        return
+
+    def progress(fraction: float, message: str = "") -> None:
+        job_progress(job=job, progress=fraction, message=message)
+
+    try:
+        result = body(job, progress)
+    except JobCancelled:
+        job_finish_cancelled(job=job)
+    except ImportFailed as exc:
+        job_fail(job=job, error=str(exc), result={"report": exc.report})
+    except (DomainError, EngineError) as exc:
+        job_fail(job=job, error=str(exc))
+    except Exception as exc:
+        logger.exception("job %s failed", job_id)
+        job_fail(job=job, error=f"{exc}\n\n{traceback.format_exc(limit=8)}")
+    else:
+        job_succeed(job=job, result=result)
+
+
+@shared_task(name="models_ml.tasks.run_import", acks_late=True)
+def run_import(job_id: int) -> None:
+    from annotations.services.imports import dataset_import
+
+    def body(job: Job, progress: Callable[[float, str], None]) -> dict[str, Any]:
+        p = job.params
+        dataset, report = dataset_import(
+            name=p["name"],
+            source=Path(p["source"]),
+            created_by=job.created_by,
+            on_error=p.get("on_error", "reject"),
+            modality=p.get("modality"),
+            nifti_axis=p.get("nifti_axis", 2),
+            description=p.get("description", ""),
+            progress=progress,
+        )
+        return {"dataset_id": dataset.pk, "report": report.as_dict()}
+
+    run_job(job_id, body)
+
+
+@shared_task(name="models_ml.tasks.reap_stale_jobs")
+def reap_stale_jobs() -> dict[str, int]:
+    from annotations.services.rounds import assignments_expire
+
+    from .services import jobs_reap_stale
+
+    reaped = jobs_reap_stale()
+    expired = assignments_expire(older_than=timezone.now() - settings.ASSIGNMENT_LEASE)
+    return {"requeued": reaped.requeued, "failed": reaped.failed, "expired": expired}
