@@ -165,8 +165,9 @@ class _ImportFields(forms.Form):
 
 class DatasetUploadForm(_ImportFields):
     file = forms.FileField(
+        widget=forms.ClearableFileInput(attrs={"accept": ".zip"}),
         help_text="A .zip holding the CSV (path,Text[,modality]) and its images, "
-        "or a folder of label_xxx.png images."
+        "or a folder of label_xxx.png images.",
     )
 
 

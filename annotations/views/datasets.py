@@ -13,6 +13,8 @@ from ..errors import DomainError
 from ..forms import DatasetFolderForm, DatasetUploadForm
 from ..models import Dataset
 from ..roles import is_admin
+from ..services.imports import dataset_import_start
+from ..services.uploads import upload_stage
 from .access import role_required
 
 TEMPLATE = "annotations/datasets.html"
@@ -49,9 +51,6 @@ def datasets_upload(request: HttpRequest) -> HttpResponse:
     form = DatasetUploadForm(request.POST, request.FILES, prefix="upload")
     if not form.is_valid():
         return _page(request, upload_form=form, status=400)
-    from ..services.imports import dataset_import_start
-    from ..services.uploads import upload_stage
-
     data = form.cleaned_data
     try:
         staged = upload_stage(uploaded_file=data["file"], created_by=request.user)
@@ -76,8 +75,6 @@ def datasets_import_folder(request: HttpRequest) -> HttpResponse:
     form = DatasetFolderForm(request.POST, prefix="folder")
     if not form.is_valid():
         return _page(request, folder_form=form, status=400)
-    from ..services.imports import dataset_import_start
-
     data = form.cleaned_data
     try:
         job = dataset_import_start(

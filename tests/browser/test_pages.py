@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import csv
+import zipfile
 from typing import Any
 
 import pytest
 from django.core.files.base import ContentFile
 
-from annotations.models import Rating, Round, RoundStatus
+from annotations.models import Dataset, Rating, Round, RoundStatus
 from annotations.services.ratings import assignment_next, rating_submit
 from annotations.services.rounds import round_create
+from models_ml.tasks import run_import
 from tests.factories import DatasetFactory, ImageFactory
 
 from .conftest import medical_png
@@ -20,7 +22,7 @@ PROMPTS = [
     "Axial CT of the head at the level of the lateral ventricles",
     "Fundus photograph with a few scattered exudates",
 ]
-HOSTILE = "<script>window.__xss=1</script><img src=x onerror=\"window.__xss=2\">"
+HOSTILE = '<script>window.__xss=1</script><img src=x onerror="window.__xss=2">'
 
 
 def _images(n: int, prompts: list[str] | None = None) -> list[Any]:
@@ -40,9 +42,7 @@ def _images(n: int, prompts: list[str] | None = None) -> list[Any]:
 
 
 def _round(admin_user: Any, images: list[Any], name: str = "Fundus and CT, round 1"):
-    return round_create(
-        name=name, images=images, created_by=admin_user, open_now=True
-    )
+    return round_create(name=name, images=images, created_by=admin_user, open_now=True)
 
 
 def _shown_uid(page: Any) -> str | None:
@@ -75,7 +75,9 @@ def test_physician_rates_with_the_keyboard_undoes_and_reaches_the_end(
     rnd = _round(admin_user, _images(3))
     login(page, physician)
     page.goto(f"{live_server.url}/rate/{rnd.pk}/")
-    page.wait_for_function("() => document.querySelector('[data-image]').naturalWidth > 0")
+    page.wait_for_function(
+        "() => document.querySelector('[data-image]').naturalWidth > 0"
+    )
     box = page.locator("[data-image]").bounding_box()
     assert box["height"] >= 500, "the image must be shown large"
     shot(page, "rating-page")
@@ -196,6 +198,43 @@ def test_admin_creates_a_round(page, live_server, login, shot, admin_user, physi
     page.locator(f"#round-{rnd.pk} .badge").filter(has_text="Closed").wait_for()
     rnd.refresh_from_db()
     assert rnd.status == RoundStatus.CLOSED
+
+
+def test_admin_uploads_a_dataset_and_watches_the_job_finish(
+    page, live_server, login, shot, admin_user, settings, monkeypatch, tmp_path
+):
+    settings.IMPORT_ROOTS = [tmp_path]
+    settings.UPLOAD_STAGING_DIR = tmp_path / "uploads"
+    queued: list[int] = []
+    monkeypatch.setattr(
+        "models_ml.services.job_enqueue", lambda *, job: queued.append(job.pk)
+    )
+    archive = tmp_path / "fundus.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        zf.writestr(
+            "fundus.csv",
+            "path, Text, modality\n"
+            "eye.png, Fundus photograph of a healthy retina, fundus\n"
+            "../outside.png, Escapes the folder, fundus\n",
+        )
+        zf.writestr("eye.png", medical_png("fundus", size=256))
+    login(page, admin_user)
+    page.goto(f"{live_server.url}/manage/datasets/")
+    page.fill("#id_upload-name", "Fundus upload")
+    page.select_option("#id_upload-on_error", "skip")
+    page.set_input_files("#id_upload-file", str(archive))
+    page.get_by_role("button", name="Upload and import").click()
+    page.wait_for_url(f"{live_server.url}/jobs/*/")
+    assert page.get_by_test_id("job-status").inner_text() == "Queued"
+    # The worker's part, run here: the page must notice through its polling.
+    run_import(queued[0])
+    page.get_by_test_id("job-status").filter(has_text="Succeeded").wait_for()
+    report = page.get_by_test_id("import-report").inner_text()
+    assert "Images imported\n1" in report
+    assert "outside" in page.locator("#job-status table").inner_text()
+    shot(page, "import-job")
+    assert Dataset.objects.get(name="Fundus upload").images.count() == 1
+    assert page.js_errors == []
 
 
 @pytest.mark.parametrize("path", ["/", "/manage/datasets/"])
