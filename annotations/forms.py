@@ -164,6 +164,8 @@ class _ImportFields(forms.Form):
 
 
 class DatasetUploadForm(_ImportFields):
+    field_order = ["file", "name"]
+
     file = forms.FileField(
         widget=forms.ClearableFileInput(attrs={"accept": ".zip"}),
         help_text="A .zip holding the CSV (path,Text[,modality]) and its images, "
@@ -172,6 +174,8 @@ class DatasetUploadForm(_ImportFields):
 
 
 class DatasetFolderForm(_ImportFields):
+    field_order = ["path", "name"]
+
     path = forms.CharField(
         max_length=1000,
         label="Server path",

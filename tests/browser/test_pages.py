@@ -243,4 +243,5 @@ def test_admin_pages_render_without_script_errors(
 ):
     login(page, admin_user)
     page.goto(f"{live_server.url}{path}")
+    shot(page, "admin" + path.rstrip("/").replace("/", "-"))
     assert page.js_errors == []
