@@ -1,7 +1,38 @@
+from django.contrib.auth import views as auth_views
 from django.urls import path
 
-from . import views
+from .views import datasets, exports, images, jobs, pages, rating, rounds
 
 urlpatterns = [
-    path("", views.home, name="home"),
+    path("", pages.home, name="home"),
+    path(
+        "accounts/login/",
+        auth_views.LoginView.as_view(redirect_authenticated_user=True),
+        name="login",
+    ),
+    path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("rate/<int:round_id>/", rating.rate, name="rate"),
+    path("rate/<int:round_id>/submit/", rating.rate_submit, name="rate-submit"),
+    path("rate/<int:round_id>/skip/", rating.rate_skip, name="rate-skip"),
+    path("rate/<int:round_id>/undo/", rating.rate_undo, name="rate-undo"),
+    path("images/<uuid:uid>/preview.png", images.image_preview, name="image-preview"),
+    path("images/<uuid:uid>/image.png", images.image_file, name="image-file"),
+    path("manage/rounds/", rounds.rounds_list, name="rounds"),
+    path("manage/rounds/new/", rounds.rounds_create, name="rounds-create"),
+    path("manage/rounds/<int:round_id>/open/", rounds.rounds_open, name="rounds-open"),
+    path(
+        "manage/rounds/<int:round_id>/close/", rounds.rounds_close, name="rounds-close"
+    ),
+    path("manage/datasets/", datasets.datasets_list, name="datasets"),
+    path("manage/datasets/upload/", datasets.datasets_upload, name="datasets-upload"),
+    path(
+        "manage/datasets/import/",
+        datasets.datasets_import_folder,
+        name="datasets-import-folder",
+    ),
+    path("jobs/<int:job_id>/", jobs.job_detail, name="job"),
+    path("jobs/<int:job_id>/status/", jobs.job_status, name="job-status"),
+    path("jobs/<int:job_id>/cancel/", jobs.job_cancel_view, name="job-cancel"),
+    path("export/", exports.export_page, name="export"),
+    path("export/ratings.csv", exports.export_download, name="export-download"),
 ]

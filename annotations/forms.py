@@ -1,0 +1,191 @@
+"""Forms of the pages: they validate input; services do the work."""
+
+from __future__ import annotations
+
+import secrets
+from typing import Any
+
+from django import forms
+from django.contrib.auth import get_user_model
+from django.db.models import QuerySet
+
+from .models import Dataset, Flag, Image, ImageSource, Role, Round
+
+MAX_ROUND_IMAGES = 100_000
+
+
+class RatingForm(forms.Form):
+    image = forms.UUIDField(widget=forms.HiddenInput)
+    score = forms.TypedChoiceField(
+        choices=[(1, "1"), (2, "2"), (3, "3")],
+        coerce=int,
+        error_messages={
+            "required": "choose a score of 1, 2 or 3",
+            "invalid_choice": "the score must be 1, 2 or 3",
+        },
+    )
+    flags = forms.MultipleChoiceField(choices=Flag.choices, required=False)
+    comment = forms.CharField(max_length=2000, required=False)
+    time_taken_ms = forms.IntegerField(min_value=0, required=False)
+
+
+class SkipForm(forms.Form):
+    image = forms.UUIDField(widget=forms.HiddenInput)
+
+
+def _physicians() -> QuerySet[Any]:
+    return (
+        get_user_model()
+        .objects.filter(groups__name=Role.PHYSICIAN, is_active=True)
+        .order_by("username")
+    )
+
+
+class PhysicianChoiceField(forms.ModelMultipleChoiceField):
+    def label_from_instance(self, obj: Any) -> str:
+        return obj.get_full_name() or obj.get_username()
+
+
+class RoundCreateForm(forms.Form):
+    SOURCE_CHOICES = [("", "Real and generated"), *ImageSource.choices]
+
+    name = forms.CharField(max_length=200)
+    description = forms.CharField(
+        widget=forms.Textarea(attrs={"rows": 2}), required=False
+    )
+    datasets = forms.ModelMultipleChoiceField(
+        queryset=Dataset.objects.order_by("name"),
+        required=False,
+        widget=forms.CheckboxSelectMultiple,
+        help_text="None ticked: every dataset.",
+    )
+    modalities = forms.MultipleChoiceField(
+        choices=[],
+        required=False,
+        widget=forms.CheckboxSelectMultiple,
+        help_text="None ticked: every modality.",
+    )
+    source = forms.ChoiceField(choices=SOURCE_CHOICES, required=False)
+    max_images = forms.IntegerField(
+        min_value=1,
+        max_value=MAX_ROUND_IMAGES,
+        required=False,
+        help_text="Empty: every matching image; otherwise a random sample.",
+    )
+    raters_per_image = forms.IntegerField(min_value=1, max_value=50, initial=1)
+    control_percent = forms.IntegerField(
+        label="Real controls (%)",
+        min_value=0,
+        max_value=90,
+        initial=0,
+        help_text="Share of the round made of real images mixed in as controls.",
+    )
+    raters = PhysicianChoiceField(
+        queryset=get_user_model().objects.none(),
+        required=False,
+        widget=forms.CheckboxSelectMultiple,
+        help_text="None ticked: every physician may rate.",
+    )
+    open_now = forms.BooleanField(
+        required=False, initial=True, label="Open for rating now"
+    )
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        modalities = (
+            Image.objects.filter(quarantined=False)
+            .order_by("modality")
+            .values_list("modality", flat=True)
+            .distinct()
+        )
+        self.fields["modalities"].choices = [(m, m) for m in modalities]
+        self.fields["raters"].queryset = _physicians()
+
+    def _matching(self) -> QuerySet[Image]:
+        data = self.cleaned_data
+        qs = Image.objects.filter(quarantined=False)
+        if data.get("datasets"):
+            qs = qs.filter(dataset__in=data["datasets"])
+        if data.get("modalities"):
+            qs = qs.filter(modality__in=data["modalities"])
+        if data.get("source"):
+            qs = qs.filter(source=data["source"])
+        return qs
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean() or {}
+        if self.errors:
+            return data
+        ids = list(self._matching().values_list("pk", flat=True))
+        if not ids:
+            raise forms.ValidationError(
+                "No image matches these datasets and modalities."
+            )
+        limit = data.get("max_images")
+        if limit and limit < len(ids):
+            ids = secrets.SystemRandom().sample(ids, limit)
+        data["image_ids"] = ids
+        return data
+
+    def images(self) -> list[Image]:
+        return list(Image.objects.filter(pk__in=self.cleaned_data["image_ids"]))
+
+    def control_pool(self) -> QuerySet[Image]:
+        qs = Image.objects.filter(source=ImageSource.REAL, quarantined=False)
+        if self.cleaned_data.get("modalities"):
+            qs = qs.filter(modality__in=self.cleaned_data["modalities"])
+        return qs
+
+
+class _ImportFields(forms.Form):
+    ON_ERROR_CHOICES = [
+        ("reject", "Reject the whole import if any row is bad"),
+        ("skip", "Import the good rows, report the bad ones"),
+    ]
+    AXIS_CHOICES = [
+        (2, "Axial (axis 2)"),
+        (1, "Coronal (axis 1)"),
+        (0, "Sagittal (axis 0)"),
+    ]
+
+    name = forms.CharField(max_length=200, label="Dataset name")
+    description = forms.CharField(
+        widget=forms.Textarea(attrs={"rows": 2}), required=False
+    )
+    modality = forms.CharField(
+        max_length=64,
+        required=False,
+        help_text="For files without a modality column, e.g. CT, MR, fundus.",
+    )
+    on_error = forms.ChoiceField(choices=ON_ERROR_CHOICES, initial="reject")
+    nifti_axis = forms.TypedChoiceField(
+        choices=AXIS_CHOICES, coerce=int, initial=2, label="NIfTI slice axis"
+    )
+
+
+class DatasetUploadForm(_ImportFields):
+    field_order = ["file", "name"]
+
+    file = forms.FileField(
+        widget=forms.ClearableFileInput(attrs={"accept": ".zip"}),
+        help_text="A .zip holding the CSV (path,Text[,modality]) and its images, "
+        "or a folder of label_xxx.png images.",
+    )
+
+
+class DatasetFolderForm(_ImportFields):
+    field_order = ["path", "name"]
+
+    path = forms.CharField(
+        max_length=1000,
+        label="Server path",
+        help_text="A CSV file or a folder inside the allowed import folders.",
+    )
+
+
+class ExportForm(forms.Form):
+    round = forms.ModelChoiceField(
+        queryset=Round.objects.order_by("-created_at"),
+        required=False,
+        empty_label="All rounds",
+    )

@@ -1,0 +1,1 @@
+"""Server-rendered pages. Views check roles and objects, then delegate to services."""

@@ -1,0 +1,30 @@
+"""Role checks shared by the page views."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import wraps
+from typing import Any
+
+from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied
+from django.http import HttpRequest, HttpResponse
+
+from ..roles import AnyUser
+
+View = Callable[..., HttpResponse]
+
+
+def role_required(check: Callable[[AnyUser], bool]) -> Callable[[View], View]:
+    """Log in first, then answer 403 unless ``check(user)`` holds."""
+
+    def decorator(view: View) -> View:
+        @wraps(view)
+        def wrapped(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+            if not check(request.user):
+                raise PermissionDenied
+            return view(request, *args, **kwargs)
+
+        return login_required(wrapped)
+
+    return decorator

@@ -1,0 +1,154 @@
+"""The physician's rating page: one image at a time, swapped in by htmx.
+
+Blinded: the page shows the prompt, modality and image (by uid) only, never
+the source, model or make-up of the round.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib import messages
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.http import require_GET, require_POST
+
+from ..errors import DomainError, NotServed
+from ..forms import RatingForm, SkipForm
+from ..models import Flag, Image, Round, RoundStatus
+from ..roles import is_physician
+from ..selectors import round_progress
+from ..services.ratings import (
+    assignment_next,
+    assignment_skip,
+    rater_may_rate,
+    rating_submit,
+    rating_undo,
+)
+from .access import role_required
+
+TEMPLATE = "annotations/rate.html"
+
+
+def _round_for_rater(request: HttpRequest, round_id: int) -> Round:
+    """The round, or 404 when this physician may not see it."""
+    rnd = get_object_or_404(Round, pk=round_id)
+    if rnd.status in (RoundStatus.DRAFT, RoundStatus.GENERATING):
+        raise Http404
+    if not rater_may_rate(round=rnd, rater=request.user):
+        raise Http404
+    return rnd
+
+
+def _served_image(rnd: Round, uid: Any) -> Image:
+    image = Image.objects.filter(uid=uid, round_items__round=rnd).first()
+    if image is None:
+        raise NotServed("this image is not part of this round")
+    return image
+
+
+def _render(
+    request: HttpRequest,
+    rnd: Round,
+    *,
+    error: str = "",
+    notice: str = "",
+    status: int = 200,
+) -> HttpResponse:
+    """Render the rater panel with the physician's current image (or the end)."""
+    assignment = None
+    closed = False
+    try:
+        assignment = assignment_next(round=rnd, rater=request.user)
+    except DomainError as exc:
+        closed = True
+        if not error:
+            error, status = str(exc), exc.status_code
+    context = {
+        "round": rnd,
+        "image": assignment.round_image.image if assignment else None,
+        "closed": closed,
+        "progress": round_progress(round=rnd, user=request.user),
+        "flag_choices": Flag.choices,
+        "error": error,
+        "notice": notice,
+    }
+    template = f"{TEMPLATE}#rater" if request.htmx else TEMPLATE
+    return render(request, template, context, status=status)
+
+
+def _after_post(
+    request: HttpRequest,
+    rnd: Round,
+    *,
+    error: str = "",
+    notice: str = "",
+    status: int = 200,
+) -> HttpResponse:
+    # Without htmx a successful post redirects, so a reload never posts twice.
+    if not request.htmx and not error:
+        if notice:
+            messages.info(request, notice)
+        return redirect("rate", round_id=rnd.pk)
+    return _render(request, rnd, error=error, notice=notice, status=status)
+
+
+@require_GET
+@role_required(is_physician)
+def rate(request: HttpRequest, round_id: int) -> HttpResponse:
+    return _render(request, _round_for_rater(request, round_id))
+
+
+@require_POST
+@role_required(is_physician)
+def rate_submit(request: HttpRequest, round_id: int) -> HttpResponse:
+    rnd = _round_for_rater(request, round_id)
+    form = RatingForm(request.POST)
+    if not form.is_valid():
+        message = "; ".join(str(e) for errs in form.errors.values() for e in errs)
+        return _after_post(request, rnd, error=message, status=400)
+    data = form.cleaned_data
+    try:
+        image = _served_image(rnd, data["image"])
+        rating_submit(
+            round=rnd,
+            rater=request.user,
+            image=image,
+            score=data["score"],
+            flags=data["flags"],
+            comment=data["comment"],
+            time_taken_ms=data["time_taken_ms"],
+        )
+    except DomainError as exc:
+        return _after_post(request, rnd, error=str(exc), status=exc.status_code)
+    return _after_post(request, rnd)
+
+
+@require_POST
+@role_required(is_physician)
+def rate_skip(request: HttpRequest, round_id: int) -> HttpResponse:
+    rnd = _round_for_rater(request, round_id)
+    form = SkipForm(request.POST)
+    if not form.is_valid():
+        return _after_post(request, rnd, error="no image to skip", status=400)
+    try:
+        image = _served_image(rnd, form.cleaned_data["image"])
+        assignment_skip(round=rnd, rater=request.user, image=image)
+    except DomainError as exc:
+        return _after_post(request, rnd, error=str(exc), status=exc.status_code)
+    return _after_post(request, rnd, notice="Image skipped.")
+
+
+@require_POST
+@role_required(is_physician)
+def rate_undo(request: HttpRequest, round_id: int) -> HttpResponse:
+    rnd = _round_for_rater(request, round_id)
+    try:
+        undone = rating_undo(round=rnd, rater=request.user)
+    except DomainError as exc:
+        return _after_post(request, rnd, error=str(exc), status=exc.status_code)
+    return _after_post(
+        request,
+        rnd,
+        notice=f"Your rating of {undone.score} was withdrawn. Rate this image again.",
+    )

@@ -1,0 +1,102 @@
+"""Admin pages for rounds: list, create, open and close."""
+
+from __future__ import annotations
+
+from django.contrib import messages
+from django.db.models import Count, Q, QuerySet
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
+
+from ..errors import DomainError
+from ..forms import RoundCreateForm
+from ..models import Round
+from ..roles import is_admin
+from ..services.rounds import round_close, round_create, round_open
+from .access import role_required
+
+LIST_TEMPLATE = "annotations/rounds.html"
+
+
+def _rounds() -> QuerySet[Round]:
+    return Round.objects.annotate(
+        n_images=Count("items", distinct=True),
+        n_controls=Count("items", filter=Q(items__is_control=True), distinct=True),
+        n_ratings=Count("ratings", filter=Q(ratings__retracted_at=None), distinct=True),
+    ).prefetch_related("raters")
+
+
+@require_GET
+@role_required(is_admin)
+def rounds_list(request: HttpRequest) -> HttpResponse:
+    return render(request, LIST_TEMPLATE, {"rounds": _rounds()})
+
+
+@require_http_methods(["GET", "POST"])
+@role_required(is_admin)
+def rounds_create(request: HttpRequest) -> HttpResponse:
+    form = RoundCreateForm(request.POST or None)
+    status = 200
+    if request.method == "POST":
+        if form.is_valid():
+            data = form.cleaned_data
+            try:
+                rnd = round_create(
+                    name=data["name"],
+                    description=data["description"],
+                    images=form.images(),
+                    control_pool=form.control_pool(),
+                    created_by=request.user,
+                    raters_per_image=data["raters_per_image"],
+                    control_share=data["control_percent"] / 100,
+                    raters=data["raters"],
+                    open_now=data["open_now"],
+                )
+            except DomainError as exc:
+                form.add_error(None, str(exc))
+                status = exc.status_code
+            else:
+                state = "and opened for rating" if data["open_now"] else "as a draft"
+                messages.success(request, f"Round “{rnd.name}” created {state}.")
+                return redirect("rounds")
+        else:
+            status = 400
+    return render(request, "annotations/round_form.html", {"form": form}, status=status)
+
+
+def _change_status(
+    request: HttpRequest, round_id: int, *, open_it: bool
+) -> HttpResponse:
+    rnd = get_object_or_404(Round, pk=round_id)
+    error = ""
+    status = 200
+    try:
+        if open_it:
+            round_open(round=rnd, actor=request.user)
+        else:
+            round_close(round=rnd, actor=request.user)
+    except DomainError as exc:
+        error, status = str(exc), exc.status_code
+    if request.htmx:
+        row = _rounds().get(pk=rnd.pk)
+        return render(
+            request,
+            f"{LIST_TEMPLATE}#round-row",
+            {"rnd": row, "row_error": error},
+            status=status,
+        )
+    if error:
+        messages.error(request, error)
+    return redirect("rounds")
+
+
+@require_POST
+@role_required(is_admin)
+def rounds_open(request: HttpRequest, round_id: int) -> HttpResponse:
+    return _change_status(request, round_id, open_it=True)
+
+
+@require_POST
+@role_required(is_admin)
+def rounds_close(request: HttpRequest, round_id: int) -> HttpResponse:
+    return _change_status(request, round_id, open_it=False)
