@@ -129,6 +129,14 @@ def dataset_import_start(
 def _manifest_for(source: Path, *, modality: str | None, limits: ReadLimits) -> Any:
     if source.is_file():
         return parse_manifest(source, limits=limits)
+    entries = [
+        p
+        for p in source.iterdir()
+        if not p.name.startswith(".") and p.name != "__MACOSX"
+    ]
+    if len(entries) == 1 and entries[0].is_dir() and not entries[0].is_symlink():
+        # A zipped folder unpacks to one folder holding everything: step in.
+        return _manifest_for(entries[0], modality=modality, limits=limits)
     csvs = sorted(
         p for p in source.iterdir() if p.suffix.lower() == ".csv" and p.is_file()
     )

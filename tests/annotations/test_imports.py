@@ -169,6 +169,24 @@ def _zip(entries: dict[str, bytes]) -> SimpleUploadedFile:
     return SimpleUploadedFile("upload.zip", buf.getvalue())
 
 
+def test_zipped_folder_with_its_csv_inside_imports(settings, tmp_path, admin_user):
+    settings.UPLOAD_STAGING_DIR = tmp_path / "staging"
+    png = io.BytesIO()
+    PILImage.new("L", (16, 16), 90).save(png, format="PNG")
+    staged = upload_stage(
+        uploaded_file=_zip(
+            {
+                "study/data.csv": b"path,Text,modality\nimg/a.png,CT: one,CT\n",
+                "study/img/a.png": png.getvalue(),
+                "__MACOSX/._study": b"",
+            }
+        ),
+        created_by=admin_user,
+    )
+    _, report = dataset_import(name="zipped", source=staged)
+    assert report.images == 1
+
+
 def test_upload_zip_is_unpacked_into_staging(settings, tmp_path, admin_user):
     settings.UPLOAD_STAGING_DIR = tmp_path / "staging"
     staged = upload_stage(
