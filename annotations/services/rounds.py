@@ -70,8 +70,8 @@ def round_create(
     n_controls = controls_needed(n_images=len(chosen), control_share=control_share)
     if n_controls > len(pool):
         raise DomainError(
-            f"control_share {control_share:.0%} needs {n_controls} real controls, "
-            f"but only {len(pool)} are there"
+            f"control_share {control_share:.0%} needs {n_controls} "
+            f"real control images, but only {len(pool)} are available"
         )
     controls = secrets.SystemRandom().sample(pool, n_controls)
     rnd = Round.objects.create(
