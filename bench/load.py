@@ -358,7 +358,9 @@ async def drive(
 ) -> tuple[Stats, float]:
     import httpx
 
-    limits = httpx.Limits(max_connections=len(tokens), max_keepalive_connections=len(tokens))
+    limits = httpx.Limits(
+        max_connections=len(tokens), max_keepalive_connections=len(tokens)
+    )
     async with httpx.AsyncClient(
         base_url=f"http://127.0.0.1:{port}", limits=limits, timeout=30.0
     ) as client:
