@@ -115,7 +115,7 @@ def django_setup(url: str) -> None:
     os.environ.pop("MEDRLHF_ENV", None)
     if str(REPO_ROOT) not in sys.path:
         sys.path.insert(0, str(REPO_ROOT))
-    VAR_DIR.mkdir(parents=True, exist_ok=True)
+    (VAR_DIR / "staticfiles").mkdir(parents=True, exist_ok=True)
     import django
 
     django.setup()

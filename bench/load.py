@@ -231,7 +231,8 @@ def gunicorn_wait(proc: subprocess.Popen[bytes], port: int, timeout: float) -> N
         if proc.poll() is not None:
             raise SystemExit(f"gunicorn exited with status {proc.returncode}")
         try:
-            httpx.get(f"http://127.0.0.1:{port}/api/schema/", timeout=2.0)
+            # The home page answers a redirect to the login page: up and routing.
+            httpx.get(f"http://127.0.0.1:{port}/", timeout=2.0)
             return
         except httpx.TransportError:
             time.sleep(0.3)
