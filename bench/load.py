@@ -224,17 +224,15 @@ def gunicorn_start(
 
 
 def gunicorn_wait(proc: subprocess.Popen[bytes], port: int, timeout: float) -> None:
-    import httpx
-
+    """Wait until gunicorn accepts connections; the warm-up loads the app."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise SystemExit(f"gunicorn exited with status {proc.returncode}")
         try:
-            # The home page answers a redirect to the login page: up and routing.
-            httpx.get(f"http://127.0.0.1:{port}/", timeout=2.0)
-            return
-        except httpx.TransportError:
+            with socket.create_connection(("127.0.0.1", port), timeout=1.0):
+                return
+        except OSError:
             time.sleep(0.3)
     raise SystemExit(f"gunicorn did not answer on port {port} in {timeout:.0f} s")
 
