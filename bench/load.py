@@ -40,6 +40,12 @@ N_RATINGS = 200_000
 RATERS_PER_IMAGE = 3
 RATER_PREFIX = "bench_rater_"
 MAX_PAIRS_PER_RATER = 100_000
+SEEDED_TABLES = (
+    "annotations_image",
+    "annotations_roundimage",
+    "annotations_assignment",
+    "annotations_rating",
+)
 
 
 def seed_counts() -> list[int]:
@@ -166,6 +172,7 @@ def seed(url: str) -> tuple[int, benchdb.Raters, float]:
     log(f"seeding {N_IMAGES:,} images and {N_RATINGS:,} ratings ...")
     with transaction.atomic():
         raters = benchdb.raters_ensure(prefix=RATER_PREFIX, n=50)
+        benchdb.triggers_off_for_transaction()
         round_id = benchdb.round_create(
             name=ROUND_NAME,
             raters_per_image=RATERS_PER_IMAGE,
@@ -176,12 +183,9 @@ def seed(url: str) -> tuple[int, benchdb.Raters, float]:
             round_id=round_id, n_images=N_IMAGES, rater_ids=raters.ids, stride=17
         )
         benchdb.round_items_seed(seed=rated, counts=seed_counts(), rng=rng)
-        benchdb.sequences_reset(
-            "annotations_image",
-            "annotations_roundimage",
-            "annotations_assignment",
-            "annotations_rating",
-        )
+        benchdb.sequences_reset(*SEEDED_TABLES)
+        for table in SEEDED_TABLES:
+            benchdb.foreign_keys_check(table)
     benchdb.analyze()
     if not seed_consistent(round_id):
         raise SystemExit("the fresh seed is inconsistent; see the lines above")
