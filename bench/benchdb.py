@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import random
-import resource
 import sys
 import time
 import uuid
@@ -436,15 +435,24 @@ class Timer:
         self.elapsed = time.perf_counter() - self.t0
 
 
-def peak_rss_mb() -> float:
-    """This process's RSS high-water mark (Linux reports KiB)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+def _status_mb(field: str, pid: int | str = "self") -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError(f"no {field} in /proc/{pid}/status")
 
 
-def current_rss_mb() -> float:
-    with open("/proc/self/statm") as fh:
-        pages = int(fh.read().split()[1])
-    return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
+def peak_rss_mb(pid: int | str = "self") -> float:
+    """RSS high-water mark of this address space.
+
+    VmHWM rather than ``getrusage``: Linux carries ``ru_maxrss`` across
+    ``exec``, so a child would report its parent's peak.
+    """
+    return _status_mb("VmHWM", pid)
+
+
+def current_rss_mb(pid: int | str = "self") -> float:
+    return _status_mb("VmRSS", pid)
 
 
 def machine() -> dict[str, Any]:

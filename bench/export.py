@@ -203,13 +203,6 @@ def _worker_pids(master: int) -> list[int]:
     return [int(p) for p in path.read_text().split()]
 
 
-def _status_mb(pid: int, field: str) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1]) / 1024
-    return 0.0
-
-
 def measure_http(url: str, round_id: int) -> dict[str, Any] | None:
     """Stream the API export from one gunicorn worker; None without the route."""
     import httpx
@@ -223,16 +216,16 @@ def measure_http(url: str, round_id: int) -> dict[str, Any] | None:
         headers = {"Authorization": f"Token {token}", "Accept": "text/csv"}
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=120) as client:
             # A first small request loads the app, so the baseline includes it.
-            # An unknown round answers a JSON 404 when the route exists and
-            # Django's HTML 404 when it does not.
+            # An unknown round answers the API's own 404 when the route exists
+            # and Django's HTML 404 when it does not.
             probe = client.get(
                 "/api/export/ratings.csv", params={"round": 999_999}, headers=headers
             )
-            if "json" not in probe.headers.get("content-type", ""):
+            if "html" in probe.headers.get("content-type", ""):
                 log(f"no export API ({probe.status_code}): skipping the http path")
                 return None
             worker = _worker_pids(proc.pid)[0]
-            base = _status_mb(worker, "VmRSS")
+            base = benchdb.current_rss_mb(worker)
             n_bytes = n_lines = 0
             t0 = time.perf_counter()
             with client.stream(
@@ -248,7 +241,7 @@ def measure_http(url: str, round_id: int) -> dict[str, Any] | None:
                     n_bytes += len(chunk)
                     n_lines += chunk.count(b"\n")
             wall = time.perf_counter() - t0
-            peak = _status_mb(worker, "VmHWM")
+            peak = benchdb.peak_rss_mb(worker)
     finally:
         gunicorn_stop(proc)
     rows = n_lines - 1
