@@ -147,7 +147,8 @@ def test_saved_model_loads_and_samples_the_same_images(tmp_path: Path) -> None:
 
     assert loaded.version == backend.version
     assert np.array_equal(
-        pixels(backend.generate(request, steps=2)), pixels(loaded.generate(request, steps=2))
+        pixels(backend.generate(request, steps=2)),
+        pixels(loaded.generate(request, steps=2)),
     )
 
 

@@ -19,7 +19,9 @@ from models_ml.engine.train import (
 )
 
 
-def write_tiny_dataset(folder: Path, *, count: int = 8, weights: list[float] | None = None) -> Path:
+def write_tiny_dataset(
+    folder: Path, *, count: int = 8, weights: list[float] | None = None
+) -> Path:
     """Two easily told apart 'modalities': red discs and grey bars."""
     folder.mkdir(parents=True, exist_ok=True)
     header = "path, Text, modality" + (", weight" if weights else "")
@@ -71,13 +73,20 @@ def test_training_loss_decreases_on_a_tiny_synthetic_set(tmp_path: Path) -> None
     first, last = np.mean(result.losses[:5]), np.mean(result.losses[-5:])
     assert result.steps == 30
     assert last < 0.8 * first
-    assert result.final_dir is not None and (result.final_dir / "unet.safetensors").is_file()
+    assert (
+        result.final_dir is not None
+        and (result.final_dir / "unet.safetensors").is_file()
+    )
 
 
 def test_two_runs_with_the_same_seed_give_identical_weights(tmp_path: Path) -> None:
     data = write_tiny_dataset(tmp_path / "data")
-    first = train(tiny_config(tmp_path, data_csv=str(data), output_dir=str(tmp_path / "a")))
-    second = train(tiny_config(tmp_path, data_csv=str(data), output_dir=str(tmp_path / "b")))
+    first = train(
+        tiny_config(tmp_path, data_csv=str(data), output_dir=str(tmp_path / "a"))
+    )
+    second = train(
+        tiny_config(tmp_path, data_csv=str(data), output_dir=str(tmp_path / "b"))
+    )
 
     a, b = unet_weights(first.final_dir), unet_weights(second.final_dir)
     assert first.losses == second.losses
@@ -86,9 +95,13 @@ def test_two_runs_with_the_same_seed_give_identical_weights(tmp_path: Path) -> N
 
 def test_different_seeds_give_different_weights(tmp_path: Path) -> None:
     data = write_tiny_dataset(tmp_path / "data")
-    first = train(tiny_config(tmp_path, data_csv=str(data), output_dir=str(tmp_path / "a")))
+    first = train(
+        tiny_config(tmp_path, data_csv=str(data), output_dir=str(tmp_path / "a"))
+    )
     other = train(
-        tiny_config(tmp_path, data_csv=str(data), output_dir=str(tmp_path / "b"), seed=1)
+        tiny_config(
+            tmp_path, data_csv=str(data), output_dir=str(tmp_path / "b"), seed=1
+        )
     )
 
     a, b = unet_weights(first.final_dir), unet_weights(other.final_dir)
@@ -158,3 +171,45 @@ def test_weights_are_normalised_to_mean_one_within_each_prompt() -> None:
 def test_negative_weight_is_refused() -> None:
     with pytest.raises(EngineError, match="prompt .a."):
         normalise_weights_per_prompt([("a", -1.0)])
+
+
+def sd_config(tmp_path: Path, **overrides: object) -> TrainConfig:
+    from tests.engine.test_backends import write_tiny_sd_folder
+
+    base = write_tiny_sd_folder(tmp_path / "base")
+    return tiny_config(
+        tmp_path, backend="sd", model_path=str(base), max_steps=2, **overrides
+    )
+
+
+def test_sd_lora_training_saves_only_adapters_that_load_back(tmp_path: Path) -> None:
+    result = train(
+        sd_config(tmp_path, use_lora=True, lora_rank=2, train_text_encoder=True)
+    )
+
+    model = result.final_dir
+    assert model is not None
+    assert sorted(p.name for p in model.iterdir()) == [
+        "medrlhf_model.json",
+        "text_encoder_lora.safetensors",
+        "unet_lora.safetensors",
+    ]
+    from safetensors.torch import load_file
+
+    saved = load_file(model / "unet_lora.safetensors")
+    loaded = load_backend(model)
+    from peft.utils import get_peft_model_state_dict
+
+    restored = get_peft_model_state_dict(loaded.unet)
+    assert saved.keys() == restored.keys()
+    assert all(torch.equal(saved[k], restored[k]) for k in saved)
+
+
+def test_sd_full_unet_training_with_ema_and_min_snr_runs(tmp_path: Path) -> None:
+    result = train(
+        sd_config(tmp_path, use_ema=True, snr_gamma=5.0, gradient_checkpointing=True)
+    )
+
+    assert result.final_dir is not None
+    assert (result.final_dir / "unet.safetensors").is_file()
+    assert load_backend(result.final_dir).name == "sd"
