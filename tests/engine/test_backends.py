@@ -4,19 +4,20 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 import torch
 
 from models_ml.engine.backends import load_backend
-from models_ml.engine.backends.base import MODEL_JSON, GenerationRequest
+from models_ml.engine.backends.base import MODEL_JSON, GeneratedImage, GenerationRequest
 from models_ml.engine.backends.sd import fold_modality
-from models_ml.engine.backends.tiny import TinyConfig, create_tiny_backend
+from models_ml.engine.backends.tiny import TinyBackend, TinyConfig, create_tiny_backend
 from models_ml.engine.errors import PromptTooLongError, WeightsFormatError
 
 
-def tiny_backend(**overrides: object):  # noqa: ANN201
+def tiny_backend(**overrides: Any) -> TinyBackend:
     return create_tiny_backend(TinyConfig(resolution=16, channels=(8, 16), **overrides))
 
 
@@ -93,7 +94,7 @@ def write_tiny_sd_folder(folder: Path) -> Path:
     return target
 
 
-def pixels(images) -> np.ndarray:  # noqa: ANN001
+def pixels(images: list[GeneratedImage]) -> np.ndarray:
     return np.stack([np.asarray(g.image, dtype=np.int16) for g in images])
 
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from models_ml.engine.backends import load_backend
-from models_ml.engine.backends.tiny import TinyConfig, create_tiny_backend
+from models_ml.engine.backends.tiny import TinyBackend, TinyConfig, create_tiny_backend
 from models_ml.engine.data import TrainingBatch, load_training_set
 from models_ml.engine.errors import DatasetError
 from models_ml.engine.train import (
@@ -20,7 +20,7 @@ from models_ml.engine.train import (
 from tests.engine.test_train import tiny_config, write_tiny_dataset
 
 
-def gradients(backend, batch: TrainingBatch) -> list[torch.Tensor]:  # noqa: ANN001
+def gradients(backend: TinyBackend, batch: TrainingBatch) -> list[torch.Tensor]:
     backend.unet.zero_grad()
     losses = denoising_losses(backend, batch, generator=step_generator(0, 0))
     weighted_mean(losses, batch.weights).backward()
