@@ -59,6 +59,8 @@ class RoundProgress:
 
 
 ROUND_TOTALS_TTL_S = 10
+# Below this many items counting is cheap, and exact progress matters more.
+ROUND_TOTALS_CACHE_MIN_ITEMS = 5000
 
 
 def _round_totals(round: Round) -> tuple[int, int, int, int]:
@@ -87,7 +89,8 @@ def _round_totals(round: Round) -> tuple[int, int, int, int]:
             agg["done"] or 0,
             agg["open"] or 0,
         )
-        cache.set(key, totals, ROUND_TOTALS_TTL_S)
+        if totals[0] >= ROUND_TOTALS_CACHE_MIN_ITEMS:
+            cache.set(key, totals, ROUND_TOTALS_TTL_S)
     return totals
 
 
