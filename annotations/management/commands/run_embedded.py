@@ -12,6 +12,32 @@ from typing import Any
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandParser
 
+STOP_TIMEOUT_S = 20
+
+
+def _raise_keyboard_interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
+def _stop(procs: list[subprocess.Popen]) -> None:
+    """SIGTERM each child's whole process group (Celery pool and beat children
+    included), then SIGKILL whatever is still there after a grace period."""
+    for p in procs:
+        if p.poll() is None:
+            os.killpg(p.pid, signal.SIGTERM)
+    deadline = time.monotonic() + STOP_TIMEOUT_S
+    for p in procs:
+        try:
+            p.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            pass
+    for p in procs:
+        try:
+            os.killpg(p.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        p.wait()
+
 
 class Command(BaseCommand):
     help = (
@@ -24,8 +50,9 @@ class Command(BaseCommand):
         parser.add_argument("--port", default="8000")
 
     def handle(self, *args: Any, **o: Any) -> None:
-        celery = [
-            sys.executable,
+        python = sys.executable
+        worker = [
+            python,
             "-m",
             "celery",
             "-A",
@@ -37,59 +64,43 @@ class Command(BaseCommand):
             "1",
         ]
         beat_db = str(settings.VAR_DIR / "celerybeat-schedule")
-        procs = [
-            subprocess.Popen(  # noqa: S603 (fixed argv of our own)
-                [
-                    *celery,
-                    "-Q",
-                    "default",
-                    "-n",
-                    "default@%h",
-                    "-B",
-                    "--schedule",
-                    beat_db,
-                ]
-            ),
-            subprocess.Popen(  # noqa: S603 (fixed argv of our own)
-                [*celery, "-Q", "ml", "-n", "ml@%h"]
-            ),
-            subprocess.Popen(  # noqa: S603 (fixed argv of our own)
-                [
-                    sys.executable,
-                    "-m",
-                    "gunicorn",
-                    "medrlhf.wsgi:application",
-                    "--bind",
-                    f"{o['host']}:{o['port']}",
-                    "--workers",
-                    "2",
-                    "--threads",
-                    "4",
-                    "--access-logfile",
-                    "-",
-                ],
-                env={**os.environ},
-            ),
+        commands = [
+            [*worker, "-Q", "default", "-n", "default@%h", "-B", "--schedule", beat_db],
+            [*worker, "-Q", "ml", "-n", "ml@%h"],
+            [
+                python,
+                "-m",
+                "gunicorn",
+                "medrlhf.wsgi:application",
+                "--bind",
+                f"{o['host']}:{o['port']}",
+                "--workers",
+                "2",
+                "--threads",
+                "4",
+                "--access-logfile",
+                "-",
+            ],
         ]
-        self.stdout.write(
-            f"medrlhf is running at http://{o['host']}:{o['port']}/ (Ctrl-C stops it)"
-        )
+        # A SIGTERM (from a service manager or kill) stops the children too.
+        signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+        procs: list[subprocess.Popen] = []
         try:
+            for argv in commands:
+                # Each child leads its own process group so that stopping it
+                # also stops the processes it forks.
+                procs.append(subprocess.Popen(argv, start_new_session=True))  # noqa: S603
+            self.stdout.write(
+                f"medrlhf is running at http://{o['host']}:{o['port']}/ "
+                "(Ctrl-C stops it)"
+            )
             while all(p.poll() is None for p in procs):
                 time.sleep(1)
         except KeyboardInterrupt:
             pass
         finally:
-            for p in procs:
-                if p.poll() is None:
-                    p.send_signal(signal.SIGTERM)
-            for p in procs:
-                try:
-                    p.wait(timeout=20)
-                except subprocess.TimeoutExpired:
-                    p.kill()
-        failed = [
-            p.args for p in procs if p.returncode not in (0, -signal.SIGTERM, None)
-        ]
-        if failed:
+            _stop(procs)
+        if any(
+            p.returncode not in (0, -signal.SIGTERM, -signal.SIGKILL) for p in procs
+        ):
             sys.exit(1)
