@@ -45,6 +45,10 @@ class TinyConfig:
     max_prompt_tokens: int = 64
     num_train_timesteps: int = 1000
     beta_schedule: str = "squaredcos_cap_v2"
+    # v-prediction: with epsilon-prediction a small, briefly trained UNet gives
+    # wild x0 estimates at high noise and deterministic samplers (DDIM, Euler)
+    # then end in visible noise; v keeps those estimates bounded.
+    prediction_type: str = "v_prediction"
     seed: int = 0
     text_encoder_path: str | None = field(default=None)
 
@@ -106,7 +110,7 @@ def build_noise_scheduler(config: TinyConfig) -> Any:
         num_train_timesteps=config.num_train_timesteps,
         beta_schedule=config.beta_schedule,
         clip_sample=True,
-        prediction_type="epsilon",
+        prediction_type=config.prediction_type,
     )
 
 

@@ -20,7 +20,11 @@ def add_parser(subparsers: Any) -> None:
         required=True,
         help="prompt text; repeat for several prompts",
     )
-    add("--modality", help="modality for every prompt (Fundus, CT, MRI, X-Ray ...)")
+    add(
+        "--modality",
+        help="modality for every prompt (Fundus, CT, MRI, X-Ray ...); by default "
+        "the text before ':' in each prompt, as in 'CT: axial slice'",
+    )
     add("--output_dir", required=True, help="folder for PNGs and manifest files")
     add(
         "--num_images",
@@ -64,7 +68,9 @@ def run(args: argparse.Namespace) -> int:
         Path(args.checkpoint) / "model" if args.checkpoint else Path(args.model_path)
     )
     requests = [
-        GenerationRequest(prompt=p, modality=args.modality, seed=args.seed + k)
+        GenerationRequest(
+            prompt=p, modality=args.modality or _prefix(p), seed=args.seed + k
+        )
         for p in args.prompt
         for k in range(args.num_images)
     ]
@@ -94,3 +100,9 @@ def run(args: argparse.Namespace) -> int:
     if result.side_by_side:
         print(f"side by side: {result.side_by_side}")
     return 0
+
+
+def _prefix(prompt: str) -> str | None:
+    """'CT: axial slice' names modality CT, the seeds' prompt convention."""
+    head, sep, _ = prompt.partition(":")
+    return head.strip() or None if sep else None
