@@ -265,13 +265,14 @@ class Assignment(models.Model):
             ),
         ]
         indexes = [
+            models.Index(fields=["round", "rater"], name="assignment_round_rater_idx"),
             models.Index(
                 fields=["round", "rater"],
                 name="assignment_open_idx",
                 condition=Q(completed_at__isnull=True)
                 & Q(skipped_at__isnull=True)
                 & Q(expired_at__isnull=True),
-            )
+            ),
         ]
 
     def __str__(self) -> str:

@@ -5,9 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from django.core.cache import cache
 from django.db.models import Count, Q, QuerySet, Sum
 
-from .models import Dataset, Image, Rating, Round, RoundStatus
+from .models import Assignment, Dataset, Image, Rating, Round, RoundStatus
 from .roles import is_admin, is_physician, is_researcher
 
 
@@ -57,25 +58,58 @@ class RoundProgress:
         return round(100 * self.mine / total) if total else 100
 
 
+ROUND_TOTALS_TTL_S = 10
+
+
+def _round_totals(round: Round) -> tuple[int, int, int, int]:
+    """(items, quarantined, ratings, items still needing ratings), cached briefly.
+
+    Every ``next`` shows progress; recounting a 100k-image round each time
+    would cost more than the rating itself.
+    """
+    key = f"round-totals:{round.pk}:{round.raters_per_image}"
+    totals = cache.get(key)
+    if totals is None:
+        agg = round.items.aggregate(
+            n=Count("id"),
+            done=Sum("rating_count"),
+            quarantined=Count("id", filter=Q(image__quarantined=True)),
+            open=Count(
+                "id",
+                filter=Q(
+                    rating_count__lt=round.raters_per_image, image__quarantined=False
+                ),
+            ),
+        )
+        totals = (
+            agg["n"] or 0,
+            agg["quarantined"] or 0,
+            agg["done"] or 0,
+            agg["open"] or 0,
+        )
+        cache.set(key, totals, ROUND_TOTALS_TTL_S)
+    return totals
+
+
 def round_progress(*, round: Round, user: Any | None = None) -> RoundProgress:
-    agg = round.items.aggregate(
-        n=Count("id"),
-        done=Sum("rating_count"),
-        quarantined=Count("id", filter=Q(image__quarantined=True)),
-    )
-    total = agg["n"] or 0
-    needed = (total - (agg["quarantined"] or 0)) * round.raters_per_image
-    done = min(agg["done"] or 0, needed)
+    total, quarantined, done, open_items = _round_totals(round)
+    needed = (total - quarantined) * round.raters_per_image
+    done = min(done, needed)
     mine = my_remaining = 0
     if user is not None and user.is_authenticated:
         mine = Rating.objects.filter(round=round, rater=user, retracted_at=None).count()
-        my_remaining = (
-            round.items.filter(
-                rating_count__lt=round.raters_per_image, image__quarantined=False
+        # Open items this physician already rated or skipped cannot come back.
+        finished_open = (
+            Assignment.objects.filter(
+                round=round,
+                rater=user,
+                round_image__rating_count__lt=round.raters_per_image,
+                round_image__image__quarantined=False,
             )
-            .exclude(assignments__rater=user, assignments__completed_at__isnull=False)
+            .exclude(completed_at=None, skipped_at=None)
             .count()
         )
+        my_remaining = max(0, open_items - finished_open)
     return RoundProgress(
         total_items=total,
         needed=needed,

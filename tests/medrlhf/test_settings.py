@@ -15,7 +15,15 @@ def _run(code: str, env: dict[str, str], tmp_path: Path) -> subprocess.Completed
     full_env = {
         k: v
         for k, v in os.environ.items()
-        if k not in {"SECRET_KEY", "MEDRLHF_ENV", "DATABASE_URL", "CELERY_BROKER_URL"}
+        # The browser tests' conftest sets DJANGO_ALLOW_ASYNC_UNSAFE for Playwright.
+        if k
+        not in {
+            "SECRET_KEY",
+            "MEDRLHF_ENV",
+            "DATABASE_URL",
+            "CELERY_BROKER_URL",
+            "DJANGO_ALLOW_ASYNC_UNSAFE",
+        }
     }
     full_env.update(
         {

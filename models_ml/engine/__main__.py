@@ -1,0 +1,7 @@
+"""``python -m models_ml.engine``: see ``cli.py``."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())

@@ -1,0 +1,121 @@
+"""Command line: discovery of commands, user errors, train then generate."""
+
+from __future__ import annotations
+
+import importlib
+import json
+from pathlib import Path
+
+import pytest
+
+from models_ml.engine import cli
+from tests.engine.test_train import write_tiny_dataset
+
+
+def test_help_lists_the_diffusion_commands(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        cli.main(["--help"])
+
+    out = capsys.readouterr().out
+    assert "train" in out and "generate" in out and "finetune" in out
+
+
+def test_missing_command_module_is_skipped(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(cli, "COMMANDS", ("no_such_command", "generate"))
+
+    parser = cli.build_parser()
+
+    assert "generate" in parser.format_help()
+
+
+def test_import_error_inside_an_existing_module_is_not_hidden(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def broken(name: str) -> None:
+        raise ModuleNotFoundError("No module named 'missing_dependency'", name="x")
+
+    monkeypatch.setattr(importlib, "import_module", broken)
+
+    with pytest.raises(ModuleNotFoundError, match="missing_dependency"):
+        cli.build_parser()
+
+
+def test_user_error_prints_one_line_and_exits_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    empty = tmp_path / "empty.csv"
+    empty.write_text("path,Text\n")
+
+    code = cli.main(
+        ["train", "--data", str(empty), "--output_dir", str(tmp_path / "o")]
+    )
+
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2
+    assert err[-1].startswith("error: ") and "empty.csv" in err[-1]
+    assert not any("Traceback" in line for line in err)
+
+
+def test_train_then_generate_from_the_command_line(tmp_path: Path) -> None:
+    data = write_tiny_dataset(tmp_path / "data")
+    run = tmp_path / "run"
+    trained = cli.main(
+        [
+            "train",
+            "--dataset_csv",
+            str(data),
+            "--output_dir",
+            str(run),
+            "--resolution",
+            "16",
+            "--channels",
+            "8",
+            "16",
+            "--batch_size",
+            "2",
+            "--max_train_steps",
+            "2",
+            "--checkpointing_steps",
+            "2",
+            "--device",
+            "cpu",
+        ]
+    )
+    generated = cli.main(
+        [
+            "generate",
+            "--model_path",
+            str(run / "model"),
+            "--prompt",
+            "CT: slice",
+            "--modality",
+            "CT",
+            "--img_num",
+            "2",
+            "--seed",
+            "5",
+            "--num_inference_steps",
+            "2",
+            "--output_dir",
+            str(tmp_path / "out"),
+        ]
+    )
+    from_checkpoint = cli.main(
+        [
+            "generate",
+            "--model_path",
+            str(run / "model"),
+            "--checkpoint",
+            str(run / "checkpoint-2"),
+            "--prompt",
+            "CT: slice",
+            "--num_inference_steps",
+            "2",
+            "--output_dir",
+            str(tmp_path / "out2"),
+        ]
+    )
+
+    rows = (tmp_path / "out" / "manifest.jsonl").read_text().splitlines()
+    assert (trained, generated, from_checkpoint) == (0, 0, 0)
+    assert [json.loads(r)["seed"] for r in rows] == [5, 6]
