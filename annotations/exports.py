@@ -146,18 +146,24 @@ _PG_FLOAT = (
     "AND ABS(%(expressions)s) < 1e15 "
     "THEN %(expressions)s::text || '.0' ELSE %(expressions)s::text END"
 )
+# Flags joined by ";".  An array of plain strings prints as ``["a", "b"]``;
+# without a backslash no element holds a quote, so trimming the brackets and
+# replacing ``", "`` is exact and far cheaper than unnesting every row.
 _PG_FLAGS = (
-    "CASE WHEN JSONB_TYPEOF(%(expressions)s) = 'array' "
-    "AND %(expressions)s <> '[]'::jsonb THEN "
-    "(SELECT STRING_AGG(f.v, ';' ORDER BY f.n) "
+    "CASE WHEN JSONB_TYPEOF(%(expressions)s) <> 'array' "
+    "OR %(expressions)s = '[]'::jsonb THEN NULL "
+    "WHEN LEFT(%(expressions)s::text, 2) = '[\"' "
+    "AND STRPOS(%(expressions)s::text, '\\') = 0 "
+    "THEN REPLACE(SUBSTR(%(expressions)s::text, 3, "
+    "LENGTH(%(expressions)s::text) - 4), '\", \"', ';') "
+    "ELSE (SELECT STRING_AGG(f.v, ';' ORDER BY f.n) "
     "FROM JSONB_ARRAY_ELEMENTS_TEXT(%(expressions)s) WITH ORDINALITY AS f(v, n)) "
     "END"
 )
 # datetime.isoformat() of an aware UTC datetime: microseconds only when set.
 _PG_ISO_UTC = (
-    "TO_CHAR(%(expressions)s AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS') "
-    "|| CASE WHEN TO_CHAR(%(expressions)s, 'US') = '000000' THEN '' "
-    "ELSE TO_CHAR(%(expressions)s AT TIME ZONE 'UTC', '.US') END || '+00:00'"
+    "REPLACE(TO_CHAR(%(expressions)s AT TIME ZONE 'UTC', "
+    "'YYYY-MM-DD\"T\"HH24:MI:SS.US\"+00:00\"'), '.000000+', '+')"
 )
 
 
@@ -232,12 +238,21 @@ def export_rows_copy(
     yield _writer().writerow(EXPORT_COLUMNS)
     decode = codecs.getincrementaldecoder("utf-8")().decode
     with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT current_setting('jit'), current_setting('extra_float_digits')::int"
+        )
+        jit, float_digits = cursor.fetchone()
+        # Compiling these CASE expressions takes JIT longer (seconds) than
+        # running them; the setting is put back when the export ends.
+        cursor.execute("SET jit = off")
         # float8 text is the shortest exact form only while this is positive
         # (the server default); the Python path's repr() is that form.
-        cursor.execute("SELECT current_setting('extra_float_digits')::int")
-        if cursor.fetchone()[0] < 1:
+        if float_digits < 1:
             cursor.execute("SET extra_float_digits = 1")
-        # Each CopyData message that PostgreSQL sends is one CSV record.
-        with cursor.cursor.copy(statement, params) as copy:
-            for record in copy:
-                yield decode(record)
+        try:
+            # Each CopyData message that PostgreSQL sends is one CSV record.
+            with cursor.cursor.copy(statement, params) as copy:
+                for record in copy:
+                    yield decode(record)
+        finally:
+            cursor.execute("SELECT set_config('jit', %s, false)", [jit])
