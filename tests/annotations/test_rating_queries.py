@@ -22,7 +22,7 @@ from annotations.models import Rating, Role
 pytestmark = pytest.mark.django_db
 
 NEXT_NEW_MAX = 15
-NEXT_AGAIN_MAX = 12
+NEXT_AGAIN_MAX = 11
 SUBMIT_MAX = 15
 
 
