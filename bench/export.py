@@ -4,15 +4,18 @@ Seeds a PostgreSQL database with 100,000 images and one round of 1,000,000
 ratings (reused when already there), then measures, each in a fresh process so
 that peak memory belongs to one path only:
 
-- ``copy``: PostgreSQL's own ``COPY (same query) TO STDOUT``, the baseline;
+- ``copy``: PostgreSQL's own ``COPY (same query) TO STDOUT`` of the raw
+  columns, unformatted, the baseline;
 - ``export``: ``export_rows(ratings_for_export())``, the path that the page,
-  the API and ``manage.py export_ratings`` share;
+  the API and ``manage.py export_ratings`` share (on PostgreSQL, COPY of the
+  formatted columns);
+- ``python``: ``export_rows_python``, the ORM path that SQLite uses;
 - ``http``: ``GET /api/export/ratings.csv`` from gunicorn, when the route exists.
 
 Every output goes to a null sink.  Figures go to stdout and
 ``bench/out/export.json``.
 
-    python bench/export.py [--skip-http]
+    python bench/export.py [--skip-http] [--skip-python]
 """
 
 from __future__ import annotations
@@ -141,17 +144,28 @@ def phase_copy() -> tuple[int, int]:
     return n_lines - 1, n_bytes
 
 
+def _consume(records: Any) -> tuple[int, int]:
+    """Rows (one record per item, header excluded) and characters."""
+    n_bytes = n_records = 0
+    for record in records:
+        n_bytes += len(record)
+        n_records += 1
+    return n_records - 1, n_bytes
+
+
 def phase_export() -> tuple[int, int]:
     from annotations.exports import export_rows, ratings_for_export
 
-    n_bytes = n_lines = 0
-    for line in export_rows(ratings_for_export()):
-        n_bytes += len(line)
-        n_lines += 1
-    return n_lines - 1, n_bytes
+    return _consume(export_rows(ratings_for_export()))
 
 
-PHASES = {"copy": phase_copy, "export": phase_export}
+def phase_python() -> tuple[int, int]:
+    from annotations.exports import export_rows_python, ratings_for_export
+
+    return _consume(export_rows_python(ratings_for_export()))
+
+
+PHASES = {"copy": phase_copy, "export": phase_export, "python": phase_python}
 
 
 def run_phase(name: str) -> None:
@@ -263,6 +277,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--phase", choices=sorted(PHASES), help=argparse.SUPPRESS)
     parser.add_argument("--skip-http", action="store_true")
+    parser.add_argument(
+        "--skip-python", action="store_true", help="leave out the ORM path"
+    )
     parser.add_argument("--json", default="export.json", help="file under bench/out/")
     args = parser.parse_args()
     if args.phase:
@@ -277,7 +294,7 @@ def main() -> None:
 
     connections.close_all()
     results = {}
-    for name in ("copy", "export"):
+    for name in ("copy", "export") + (() if args.skip_python else ("python",)):
         log(f"measuring {name} ...")
         results[name] = measure(name, url)
     if not args.skip_http:

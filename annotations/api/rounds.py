@@ -26,7 +26,12 @@ from ..models import Dataset, Image, ImageSource, Role, Round
 from ..permissions import CanRateRound, CanSeeRound, IsAdmin, IsPhysician
 from ..roles import is_admin, is_researcher
 from ..selectors import round_progress, rounds_visible_to
-from ..services.ratings import assignment_next, assignment_skip, rating_undo
+from ..services.ratings import (
+    assignment_next,
+    assignment_skip,
+    rating_undo,
+    rounds_with_rater_check,
+)
 from ..services.rounds import round_close, round_create, round_open
 from .common import ErrorOutputSerializer, paginated_response
 from .images import BlindedImageSerializer
@@ -296,7 +301,8 @@ class RoundCloseApi(APIView):
 
 
 def _rated_round(*, request: Request, view: APIView, round_id: int) -> Round:
-    rnd = get_object_or_404(Round, pk=round_id)
+    # The row carries the rater check, so CanRateRound asks no second query.
+    rnd = get_object_or_404(rounds_with_rater_check(request.user), pk=round_id)
     view.check_object_permissions(request, rnd)
     return rnd
 
