@@ -15,8 +15,7 @@ from rest_framework.renderers import JSONRenderer
 from rest_framework.request import Request
 from rest_framework.views import APIView
 
-from ..audit import audit_record
-from ..exports import export_rows, ratings_for_export
+from ..exports import ratings_export_start
 from ..models import Round
 from ..permissions import IsResearcherOrAdmin
 from .common import CSVRenderer, ErrorOutputSerializer
@@ -53,12 +52,6 @@ class RatingExportApi(APIView):
         round_id = query.validated_data.get("round")
         if round_id is not None:
             round_id = get_object_or_404(Round, pk=round_id).pk
-        audit_record(
-            action="export_ratings",
-            actor=request.user,
-            detail={"round": round_id, "via": "api"},
-            request=request,
-        )
         stamp = timezone.now().strftime("%Y%m%d-%H%M%S")
         name = (
             f"ratings-round{round_id}-{stamp}.csv"
@@ -66,7 +59,9 @@ class RatingExportApi(APIView):
             else f"ratings-{stamp}.csv"
         )
         response = StreamingHttpResponse(
-            export_rows(ratings_for_export(round_id=round_id)),
+            ratings_export_start(
+                actor=request.user, round_id=round_id, via="api", request=request
+            ),
             content_type="text/csv; charset=utf-8",
         )
         response["Content-Disposition"] = f'attachment; filename="{name}"'

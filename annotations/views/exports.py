@@ -9,8 +9,7 @@ from django.shortcuts import render
 from django.utils import timezone
 from django.views.decorators.http import require_GET
 
-from ..audit import audit_record
-from ..exports import export_rows, ratings_for_export
+from ..exports import ratings_export_start
 from ..forms import ExportForm
 from ..models import Round
 from ..roles import can_export
@@ -43,15 +42,13 @@ def export_download(request: HttpRequest) -> HttpResponse:
     rnd = form.cleaned_data["round"]
     stamp = timezone.now().strftime("%Y%m%d-%H%M")
     scope = f"round-{rnd.pk}" if rnd else "all"
-    audit_record(
-        action="ratings_export",
-        actor=request.user,
-        obj=rnd,
-        detail={"round": rnd.pk if rnd else None, "via": "page"},
-        request=request,
-    )
     response = StreamingHttpResponse(
-        export_rows(ratings_for_export(round_id=rnd.pk if rnd else None)),
+        ratings_export_start(
+            actor=request.user,
+            round_id=rnd.pk if rnd else None,
+            via="page",
+            request=request,
+        ),
         content_type="text/csv; charset=utf-8",
     )
     response["Content-Disposition"] = (

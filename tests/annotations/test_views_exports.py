@@ -75,7 +75,7 @@ def test_download_is_audited(client, make_round, researcher):
     make_round(1)
     client.force_login(researcher)
     _download(client)
-    assert AuditEvent.objects.filter(action="ratings_export", actor=researcher).exists()
+    assert AuditEvent.objects.filter(action="export_ratings", actor=researcher).exists()
 
 
 def test_export_page_lists_rounds_with_a_download_form(client, make_round, researcher):
