@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 from django.db.models import Count, QuerySet
@@ -17,12 +16,10 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from ..errors import DomainError
 from ..models import Dataset
 from ..permissions import IsAdmin, IsResearcherOrAdmin
 from ..selectors import datasets_visible_to
 from ..services.imports import ON_ERROR_CHOICES, dataset_import_start
-from ..services.uploads import upload_stage
 from .common import ErrorOutputSerializer, paginated_response
 
 
@@ -139,24 +136,16 @@ class DatasetImportApi(APIView):
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         params = data.validated_data
-        staged: Path | None = None
-        if "file" in params:
-            staged = upload_stage(uploaded_file=params["file"], created_by=request.user)
-        try:
-            job = dataset_import_start(
-                name=params["name"],
-                source=staged or Path(params["path"]),
-                created_by=request.user,
-                on_error=params["on_error"],
-                modality=params["modality"] or None,
-                nifti_axis=params["nifti_axis"],
-                description=params["description"],
-            )
-        except DomainError:
-            # A refused import leaves nothing of its upload behind.
-            if staged is not None:
-                shutil.rmtree(staged, ignore_errors=True)
-            raise
+        job = dataset_import_start(
+            name=params["name"],
+            source=None if "file" in params else Path(params["path"]),
+            upload=params.get("file"),
+            created_by=request.user,
+            on_error=params["on_error"],
+            modality=params["modality"] or None,
+            nifti_axis=params["nifti_axis"],
+            description=params["description"],
+        )
         out = self.OutputSerializer(
             {
                 "job": job.pk,

@@ -9,6 +9,7 @@ removed; with ``on_error="skip"`` bad rows are left out and reported instead.
 from __future__ import annotations
 
 import hashlib
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +34,7 @@ from models_ml.engine.readers import (
 from ..audit import audit_record
 from ..errors import DomainError, ImportFailed
 from ..models import Dataset, Image, ImageSource
+from .uploads import upload_stage
 
 ON_ERROR_CHOICES = ("reject", "skip")
 BATCH = 200
@@ -87,7 +89,8 @@ def import_source_check(source: Path) -> Path:
 def dataset_import_start(
     *,
     name: str,
-    source: Path,
+    source: Path | None = None,
+    upload: Any = None,
     created_by: Any,
     on_error: str = "reject",
     modality: str | None = None,
@@ -95,7 +98,28 @@ def dataset_import_start(
     description: str = "",
     check_roots: bool = True,
 ) -> Any:
-    """Validate the request and queue an import job."""
+    """Validate the request and queue an import job.
+
+    Give either ``source`` (a CSV or folder on the server) or ``upload`` (an
+    uploaded .zip); a refused request leaves nothing of its upload behind.
+    """
+    if (source is None) == (upload is None):
+        raise DomainError("give either a server path or an uploaded .zip")
+    if upload is not None:
+        staged = upload_stage(uploaded_file=upload, created_by=created_by)
+        try:
+            return dataset_import_start(
+                name=name,
+                source=staged,
+                created_by=created_by,
+                on_error=on_error,
+                modality=modality,
+                nifti_axis=nifti_axis,
+                description=description,
+            )
+        except BaseException:
+            shutil.rmtree(staged, ignore_errors=True)
+            raise
     from models_ml.models import JobKind
     from models_ml.services import job_create
 

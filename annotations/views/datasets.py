@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from django.db.models import Count, Q
 from django.http import HttpRequest, HttpResponse
@@ -14,7 +15,6 @@ from ..forms import DatasetFolderForm, DatasetUploadForm
 from ..models import Dataset
 from ..roles import is_admin
 from ..services.imports import dataset_import_start
-from ..services.uploads import upload_stage
 from .access import role_required
 
 TEMPLATE = "annotations/datasets.html"
@@ -51,22 +51,9 @@ def datasets_upload(request: HttpRequest) -> HttpResponse:
     form = DatasetUploadForm(request.POST, request.FILES, prefix="upload")
     if not form.is_valid():
         return _page(request, upload_form=form, status=400)
-    data = form.cleaned_data
-    try:
-        staged = upload_stage(uploaded_file=data["file"], created_by=request.user)
-        job = dataset_import_start(
-            name=data["name"],
-            source=staged,
-            created_by=request.user,
-            on_error=data["on_error"],
-            modality=data["modality"] or None,
-            nifti_axis=data["nifti_axis"],
-            description=data["description"],
-        )
-    except DomainError as exc:
-        form.add_error(None, str(exc))
-        return _page(request, upload_form=form, status=exc.status_code)
-    return redirect("job", job_id=job.pk)
+    return _start_import(
+        request, form, upload=form.cleaned_data["file"], form_name="upload_form"
+    )
 
 
 @require_POST
@@ -75,11 +62,25 @@ def datasets_import_folder(request: HttpRequest) -> HttpResponse:
     form = DatasetFolderForm(request.POST, prefix="folder")
     if not form.is_valid():
         return _page(request, folder_form=form, status=400)
+    return _start_import(
+        request, form, source=Path(form.cleaned_data["path"]), form_name="folder_form"
+    )
+
+
+def _start_import(
+    request: HttpRequest,
+    form: Any,
+    *,
+    form_name: str,
+    source: Path | None = None,
+    upload: Any = None,
+) -> HttpResponse:
     data = form.cleaned_data
     try:
         job = dataset_import_start(
             name=data["name"],
-            source=Path(data["path"]),
+            source=source,
+            upload=upload,
             created_by=request.user,
             on_error=data["on_error"],
             modality=data["modality"] or None,
@@ -88,5 +89,5 @@ def datasets_import_folder(request: HttpRequest) -> HttpResponse:
         )
     except DomainError as exc:
         form.add_error(None, str(exc))
-        return _page(request, folder_form=form, status=exc.status_code)
+        return _page(request, status=exc.status_code, **{form_name: form})
     return redirect("job", job_id=job.pk)
