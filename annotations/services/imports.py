@@ -9,6 +9,7 @@ removed; with ``on_error="skip"`` bad rows are left out and reported instead.
 from __future__ import annotations
 
 import hashlib
+import hmac
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -23,6 +24,7 @@ from django.db import transaction
 from models_ml.engine.readers import (
     ReaderError,
     ReadLimits,
+    UidMap,
     encode_png,
     encode_preview_png,
     normalize_modality,
@@ -254,13 +256,22 @@ def _import_rows(
     limits: ReadLimits,
     progress: Callable[[float, str], None] | None,
 ) -> None:
+    # Keyed by the installation's secret: the same study gets the same new UIDs
+    # on every import here, and different ones elsewhere.
+    uid_map = UidMap(
+        salt=hmac.new(
+            settings.SECRET_KEY.encode(), b"dicom-uids", hashlib.sha256
+        ).digest()
+    )
     seen: dict[str, int] = {}
     pending: list[Image] = []
     for index, row in enumerate(rows):
         if progress and index % 10 == 0:
             progress(index / max(len(rows), 1), f"row {index + 1} of {len(rows)}")
         try:
-            decoded = read_image_file(row.path, limits=limits, nifti_axis=nifti_axis)
+            decoded = read_image_file(
+                row.path, limits=limits, nifti_axis=nifti_axis, uid_map=uid_map
+            )
         except ReaderError as exc:
             report.error(row.line, str(exc), "path")
             continue

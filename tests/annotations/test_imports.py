@@ -221,3 +221,20 @@ def test_non_zip_upload_is_refused_with_a_clear_message(admin_user):
             uploaded_file=SimpleUploadedFile("data.csv", b"path,Text\n"),
             created_by=admin_user,
         )
+
+
+def test_dicom_uids_are_remapped_consistently_and_patient_is_pseudonymous(tmp_path):
+    first = _dicom_with_phi(tmp_path / "a.dcm")
+    ds = pydicom.dcmread(first)
+    original_study = str(ds.StudyInstanceUID)
+    ds.SOPInstanceUID = pydicom.uid.generate_uid()
+    ds.PixelData = bytes(b ^ 0x01 for b in ds.PixelData)  # another slice
+    ds.save_as(tmp_path / "b.dcm")
+    (tmp_path / "data.csv").write_text("path,Text\na.dcm,CT: one\nb.dcm,CT: two\n")
+    dataset_import(name="d", source=tmp_path / "data.csv")
+    headers = [im.header for im in Image.objects.order_by("source_path")]
+    studies = {h["StudyInstanceUID"] for h in headers}
+    patients = {h["PatientID"] for h in headers}
+    assert len(studies) == 1 and original_study not in studies
+    assert next(iter(studies)).startswith("2.25.")
+    assert len(patients) == 1 and "PID-4242" not in next(iter(patients))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import stat
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from models_ml.engine.readers.errors import (
     CorruptFileError,
@@ -19,6 +20,10 @@ _PNG = b"\x89PNG\r\n\x1a\n"
 _JPEG = b"\xff\xd8\xff"
 _GZIP = b"\x1f\x8b"
 _HEAD_BYTES = 1024
+
+
+if TYPE_CHECKING:
+    from models_ml.engine.readers.deid import UidMap
 
 
 def sniff_format(path: str | Path) -> str | None:
@@ -73,8 +78,13 @@ def read_image_file(
     limits: ReadLimits = DEFAULT_LIMITS,
     nifti_axis: int = 2,
     max_slices: int | None = None,
+    uid_map: UidMap | None = None,
 ) -> list[DecodedImage]:
     """Decode a PNG, JPEG, DICOM or NIfTI file into 2-D images.
+
+    With ``uid_map``, a DICOM file is de-identified before decoding and each
+    image's metadata also carries its remapped study and series UIDs and the
+    pseudonymous patient ID, so slices and patients can still be grouped.
 
     The format comes from the file's magic bytes, not its name. DICOM gives
     one image per frame and NIfTI one per non-constant slice along
@@ -94,7 +104,20 @@ def read_image_file(
         ds = read_dicom_dataset(
             path, limits=limits, headerless=kind == "dicom-headerless"
         )
-        return decode_dicom(ds, path, limits=limits, max_slices=max_slices)
+        if uid_map is None:
+            return decode_dicom(ds, path, limits=limits, max_slices=max_slices)
+        from models_ml.engine.readers.deid import deidentify
+
+        clean = deidentify(ds, uid_map=uid_map).dataset
+        images = decode_dicom(clean, path, limits=limits, max_slices=max_slices)
+        grouping = {
+            key: str(clean.get(key))
+            for key in ("StudyInstanceUID", "SeriesInstanceUID", "PatientID")
+            if clean.get(key)
+        }
+        for image in images:
+            image.metadata.update(grouping)
+        return images
     if kind in ("nifti", "nifti-gz"):
         from models_ml.engine.readers.nifti import read_nifti
 
