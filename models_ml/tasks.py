@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from celery import shared_task
+from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 from django.utils import timezone
 
@@ -30,6 +31,13 @@ from .services import (
 )
 
 logger = logging.getLogger(__name__)
+
+# ML jobs may run for hours; the hard limit leaves the soft one time to record
+# the failure.
+ML_SOFT_TIME_LIMIT: int = getattr(
+    settings, "ML_TASK_SOFT_TIME_LIMIT", settings.CELERY_TASK_SOFT_TIME_LIMIT
+)
+ML_TIME_LIMIT = ML_SOFT_TIME_LIMIT + 300
 
 
 def run_job(
@@ -50,6 +58,12 @@ def run_job(
         result = body(job, progress)
     except JobCancelled:
         job_finish_cancelled(job=job)
+    except SoftTimeLimitExceeded:
+        job_fail(
+            job=job,
+            error=f"time limit of {ML_SOFT_TIME_LIMIT} s reached; "
+            "checkpoints written so far are kept",
+        )
     except ImportFailed as exc:
         job_fail(job=job, error=str(exc), result={"report": exc.report})
     except (DomainError, EngineError) as exc:
@@ -80,6 +94,32 @@ def run_import(job_id: int) -> None:
         return {"dataset_id": dataset.pk, "report": report.as_dict()}
 
     run_job(job_id, body)
+
+
+def _ml_task(name: str, body_name: str) -> Any:
+    """A task on the ``ml`` queue (routed by its ``ml_`` name) running a body
+    from ``services_runs``, imported when the task runs."""
+
+    def task(job_id: int) -> None:
+        from . import services_runs
+
+        run_job(job_id, getattr(services_runs, body_name))
+
+    task.__name__ = task.__qualname__ = name
+    task.__doc__ = f"Run ``services_runs.{body_name}`` for a job."
+    return shared_task(
+        name=f"models_ml.tasks.{name}",
+        acks_late=True,
+        soft_time_limit=ML_SOFT_TIME_LIMIT,
+        time_limit=ML_TIME_LIMIT,
+    )(task)
+
+
+ml_train_base = _ml_task("ml_train_base", "train_base_run")
+ml_generate_round = _ml_task("ml_generate_round", "round_generate_run")
+ml_train_reward = _ml_task("ml_train_reward", "reward_model_train_run")
+ml_finetune = _ml_task("ml_finetune", "finetune_run")
+ml_generate = _ml_task("ml_generate", "generate_run")
 
 
 @shared_task(name="models_ml.tasks.reap_stale_jobs")
