@@ -61,8 +61,8 @@ def _one_thread_and_every_step_reported(monkeypatch: pytest.MonkeyPatch) -> None
     monkeypatch.setattr(services_runs, "PROGRESS_EVERY_S", 0.0)
 
 
-@pytest.fixture
-def dataset() -> Dataset:
+@pytest.fixture(name="dataset")
+def dataset_fixture() -> Dataset:
     ds = DatasetFactory(name="chest")
     for i in range(6):
         ImageFactory(
