@@ -7,6 +7,7 @@ never loads it.
 from __future__ import annotations
 
 import logging
+import threading
 import traceback
 from collections.abc import Callable
 from pathlib import Path
@@ -15,12 +16,13 @@ from typing import Any
 from celery import shared_task
 from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
+from django.db import DatabaseError, connection
 from django.utils import timezone
 
 from annotations.errors import DomainError, ImportFailed
 
 from .engine.errors import EngineError
-from .models import Job
+from .models import Job, JobStatus
 from .services import (
     JobCancelled,
     job_claim,
@@ -40,6 +42,31 @@ ML_SOFT_TIME_LIMIT: int = getattr(
 ML_TIME_LIMIT = ML_SOFT_TIME_LIMIT + 300
 
 
+class _Heartbeat(threading.Thread):
+    """Keeps a claimed job's lease fresh while its body sits in one long call
+    (loading a model, decoding a dataset) between progress reports, so the
+    reaper does not hand a live job to a second worker.  A killed worker takes
+    this thread with it, and the job goes stale as it should."""
+
+    def __init__(self, job_id: int, every: float) -> None:
+        super().__init__(daemon=True, name=f"job-{job_id}-heartbeat")
+        self.job_id = job_id
+        self.every = every
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        try:
+            while not self.done.wait(self.every):
+                try:
+                    Job.objects.filter(pk=self.job_id, status=JobStatus.RUNNING).update(
+                        heartbeat_at=timezone.now()
+                    )
+                except DatabaseError:
+                    logger.warning("job %s: heartbeat not written", self.job_id)
+        finally:
+            connection.close()
+
+
 def run_job(
     job_id: int, body: Callable[[Job, Callable[[float, str], None]], dict[str, Any]]
 ) -> None:
@@ -54,6 +81,8 @@ def run_job(
     def progress(fraction: float, message: str = "") -> None:
         job_progress(job=job, progress=fraction, message=message)
 
+    heartbeat = _Heartbeat(job.pk, settings.JOB_STALE_AFTER.total_seconds() / 3)
+    heartbeat.start()
     try:
         result = body(job, progress)
     except JobCancelled:
@@ -61,7 +90,7 @@ def run_job(
     except SoftTimeLimitExceeded:
         job_fail(
             job=job,
-            error=f"time limit of {ML_SOFT_TIME_LIMIT} s reached; "
+            error="the task's time limit was reached; "
             "checkpoints written so far are kept",
         )
     except ImportFailed as exc:
@@ -73,6 +102,9 @@ def run_job(
         job_fail(job=job, error=f"{exc}\n\n{traceback.format_exc(limit=8)}")
     else:
         job_succeed(job=job, result=result)
+    finally:
+        heartbeat.done.set()
+        heartbeat.join()
 
 
 @shared_task(name="models_ml.tasks.run_import", acks_late=True)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -28,7 +29,7 @@ from models_ml.ml_services import (
     round_generate_start,
 )
 from models_ml.models import Job, JobKind, JobStatus, ModelKind, ModelVersion
-from models_ml.services import job_cancel, jobs_reap_stale
+from models_ml.services import job_cancel, job_create, jobs_reap_stale
 from tests.factories import DatasetFactory, ImageFactory
 
 pytestmark = pytest.mark.django_db
@@ -352,3 +353,19 @@ def test_a_job_the_engine_rejects_fails_at_once_naming_the_problem(dataset, admi
     assert job.status == JobStatus.FAILED and job.attempts == 1
     assert "resolution 9" in job.error
     assert not ModelVersion.objects.exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_job_busy_in_one_long_call_keeps_its_lease(settings):
+    settings.JOB_STALE_AFTER = timedelta(seconds=0.3)
+    job = job_create(kind=JobKind.TRAIN_BASE, params={}, enqueue=False)
+    reaped = []
+
+    def body(job: Job, progress: Any) -> dict[str, Any]:
+        time.sleep(0.6)
+        reaped.append(jobs_reap_stale().requeued)
+        return {}
+
+    tasks.run_job(job.pk, body)
+    job.refresh_from_db()
+    assert reaped == [0] and job.status == JobStatus.SUCCEEDED
