@@ -8,6 +8,7 @@ in ``services_runs``.
 
 from __future__ import annotations
 
+import json
 import secrets
 import uuid
 from collections.abc import Iterable, Sequence
@@ -193,6 +194,57 @@ def model_version_train_base_start(
         created_by=created_by,
         params={"dataset_id": dataset.pk, "train": dict(params)},
     )
+
+
+_MODEL_FILES = {
+    ModelKind.DIFFUSION: ("medrlhf_model.json", "model_index.json"),
+    ModelKind.REWARD: ("reward_model.json",),
+}
+
+
+@transaction.atomic
+def model_version_register(
+    *,
+    name: str,
+    kind: str,
+    path: Path | str,
+    created_by: Any,
+    dataset: Dataset | None = None,
+    parent: ModelVersion | None = None,
+    params: dict[str, Any] | None = None,
+) -> ModelVersion:
+    """Adopt a model folder already on disk (a kept demo checkpoint, a local
+    Stable Diffusion folder) as a version, without training it."""
+    from annotations.audit import audit_record
+
+    if kind not in _MODEL_FILES:
+        raise DomainError(f"kind must be one of {', '.join(_MODEL_FILES)}")
+    folder = Path(path).resolve()
+    if not any((folder / f).is_file() for f in _MODEL_FILES[kind]):
+        raise DomainError(
+            f"{folder}: not a {kind} model folder (needs "
+            f"{' or '.join(_MODEL_FILES[kind])})"
+        )
+    if not name.strip():
+        raise DomainError("the version needs a name")
+    backend = "reward" if kind == ModelKind.REWARD else "sd"
+    described = folder / "medrlhf_model.json"
+    if kind == ModelKind.DIFFUSION and described.is_file():
+        try:
+            backend = str(json.loads(described.read_text())["backend"])
+        except (ValueError, KeyError) as exc:
+            raise DomainError(f"{described}: no readable 'backend' field") from exc
+    version = ModelVersion.objects.create(
+        name=name.strip(),
+        kind=kind,
+        backend=backend,
+        parent=parent,
+        dataset=dataset,
+        path=str(folder),
+        params={**(params or {}), "registered": True},
+    )
+    audit_record(action="model_version_register", actor=created_by, obj=version)
+    return version
 
 
 # --- rounds that generate ------------------------------------------------------

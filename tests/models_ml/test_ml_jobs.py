@@ -24,6 +24,7 @@ from models_ml import services_runs, tasks
 from models_ml.ml_services import (
     generate_start,
     job_dir,
+    model_version_register,
     model_version_train_base_start,
     reward_model_train_start,
     round_generate_start,
@@ -369,3 +370,24 @@ def test_a_job_busy_in_one_long_call_keeps_its_lease(settings):
     tasks.run_job(job.pk, body)
     job.refresh_from_db()
     assert reaped == [0] and job.status == JobStatus.SUCCEEDED
+
+
+def test_an_existing_model_folder_is_registered_as_a_version(
+    dataset, admin_user, tmp_path
+):
+    folder = tmp_path / "kept"
+    folder.mkdir()
+    with pytest.raises(DomainError, match="not a diffusion model folder"):
+        model_version_register(
+            name="demo", kind=ModelKind.DIFFUSION, path=folder, created_by=admin_user
+        )
+    (folder / "medrlhf_model.json").write_text('{"backend": "tiny"}')
+    version = model_version_register(
+        name="demo",
+        kind=ModelKind.DIFFUSION,
+        path=folder,
+        created_by=admin_user,
+        dataset=dataset,
+    )
+    assert (version.backend, version.parent, version.dataset) == ("tiny", None, dataset)
+    assert version.path == str(folder.resolve()) and version.params["registered"]
