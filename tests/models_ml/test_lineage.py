@@ -25,9 +25,12 @@ from models_ml.ml_services import (
 from models_ml.models import Job, JobKind, JobStatus, ModelKind, ModelVersion
 from models_ml.selectors import job_chain, model_version_ancestors, model_version_tree
 from tests.models_ml.test_ml_jobs import (  # noqa: F401 (fixtures)
+    REAL_PROGRESS,
     SAMPLING,
     WorkerKilled,
+    _die_at_step,
     _one_thread_and_every_step_reported,
+    _worker_goes_silent,
     dataset_fixture,
     run,
     train_base,
@@ -301,3 +304,31 @@ def test_retraining_chain_trains_reward_then_finetunes_then_opens_a_comparison(
     assert Job.objects.filter(kind=JobKind.FINETUNE).count() == 1
     (root,) = model_version_tree(kind=ModelKind.DIFFUSION)
     assert root.version == base and [c.version for c in root.children] == [new]
+
+
+def test_a_finetune_whose_worker_died_resumes_on_the_same_samples_and_finishes_once(
+    dataset, admin_user, physicians, monkeypatch, django_capture_on_commit_callbacks
+):
+    base = train_base(dataset, admin_user)
+    rnd, _ = open_round(base, dataset, admin_user)
+    rate_everything(rnd, physicians)
+    reward = train_reward(admin_user)
+    job = finetune_start(
+        diffusion_version=base,
+        reward_version=reward,
+        created_by=admin_user,
+        params=FINETUNE,
+    )
+    _die_at_step(monkeypatch, 3)
+    with pytest.raises(WorkerKilled):
+        tasks.ml_finetune(job.pk)
+    weights = (job_dir(job=job) / "weights.csv").read_text()
+    monkeypatch.setattr(tasks, "job_progress", REAL_PROGRESS)
+    _worker_goes_silent(job, django_capture_on_commit_callbacks)
+
+    job = run(tasks.ml_finetune, job)
+
+    assert job.status == JobStatus.SUCCEEDED and job.attempts == 2
+    assert job.result["resumed_from_step"] == 2 and job.result["steps"] == 4
+    assert (job_dir(job=job) / "weights.csv").read_text() == weights
+    assert ModelVersion.objects.filter(parent=base).count() == 1
