@@ -27,6 +27,11 @@ logger = logging.getLogger(__name__)
 # Which Celery task runs each kind of job.
 TASK_FOR_KIND: dict[str, str] = {
     JobKind.IMPORT: "models_ml.tasks.run_import",
+    JobKind.TRAIN_BASE: "models_ml.tasks.ml_train_base",
+    JobKind.GENERATE_ROUND: "models_ml.tasks.ml_generate_round",
+    JobKind.TRAIN_REWARD: "models_ml.tasks.ml_train_reward",
+    JobKind.FINETUNE: "models_ml.tasks.ml_finetune",
+    JobKind.GENERATE: "models_ml.tasks.ml_generate",
 }
 
 

@@ -7,19 +7,22 @@ never loads it.
 from __future__ import annotations
 
 import logging
+import threading
 import traceback
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from celery import shared_task
+from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
+from django.db import DatabaseError, connection
 from django.utils import timezone
 
 from annotations.errors import DomainError, ImportFailed
 
 from .engine.errors import EngineError
-from .models import Job
+from .models import Job, JobStatus
 from .services import (
     JobCancelled,
     job_claim,
@@ -30,6 +33,38 @@ from .services import (
 )
 
 logger = logging.getLogger(__name__)
+
+# ML jobs may run for hours; the hard limit leaves the soft one time to record
+# the failure.
+ML_SOFT_TIME_LIMIT: int = getattr(
+    settings, "ML_TASK_SOFT_TIME_LIMIT", settings.CELERY_TASK_SOFT_TIME_LIMIT
+)
+ML_TIME_LIMIT = ML_SOFT_TIME_LIMIT + 300
+
+
+class _Heartbeat(threading.Thread):
+    """Keeps a claimed job's lease fresh while its body sits in one long call
+    (loading a model, decoding a dataset) between progress reports, so the
+    reaper does not hand a live job to a second worker.  A killed worker takes
+    this thread with it, and the job goes stale as it should."""
+
+    def __init__(self, job_id: int, every: float) -> None:
+        super().__init__(daemon=True, name=f"job-{job_id}-heartbeat")
+        self.job_id = job_id
+        self.every = every
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        try:
+            while not self.done.wait(self.every):
+                try:
+                    Job.objects.filter(pk=self.job_id, status=JobStatus.RUNNING).update(
+                        heartbeat_at=timezone.now()
+                    )
+                except DatabaseError:
+                    logger.warning("job %s: heartbeat not written", self.job_id)
+        finally:
+            connection.close()
 
 
 def run_job(
@@ -46,10 +81,18 @@ def run_job(
     def progress(fraction: float, message: str = "") -> None:
         job_progress(job=job, progress=fraction, message=message)
 
+    heartbeat = _Heartbeat(job.pk, settings.JOB_STALE_AFTER.total_seconds() / 3)
+    heartbeat.start()
     try:
         result = body(job, progress)
     except JobCancelled:
         job_finish_cancelled(job=job)
+    except SoftTimeLimitExceeded:
+        job_fail(
+            job=job,
+            error="the task's time limit was reached; "
+            "checkpoints written so far are kept",
+        )
     except ImportFailed as exc:
         job_fail(job=job, error=str(exc), result={"report": exc.report})
     except (DomainError, EngineError) as exc:
@@ -59,6 +102,9 @@ def run_job(
         job_fail(job=job, error=f"{exc}\n\n{traceback.format_exc(limit=8)}")
     else:
         job_succeed(job=job, result=result)
+    finally:
+        heartbeat.done.set()
+        heartbeat.join()
 
 
 @shared_task(name="models_ml.tasks.run_import", acks_late=True)
@@ -80,6 +126,32 @@ def run_import(job_id: int) -> None:
         return {"dataset_id": dataset.pk, "report": report.as_dict()}
 
     run_job(job_id, body)
+
+
+def _ml_task(name: str, body_name: str) -> Any:
+    """A task on the ``ml`` queue (routed by its ``ml_`` name) running a body
+    from ``services_runs``, imported when the task runs."""
+
+    def task(job_id: int) -> None:
+        from . import services_runs
+
+        run_job(job_id, getattr(services_runs, body_name))
+
+    task.__name__ = task.__qualname__ = name
+    task.__doc__ = f"Run ``services_runs.{body_name}`` for a job."
+    return shared_task(
+        name=f"models_ml.tasks.{name}",
+        acks_late=True,
+        soft_time_limit=ML_SOFT_TIME_LIMIT,
+        time_limit=ML_TIME_LIMIT,
+    )(task)
+
+
+ml_train_base = _ml_task("ml_train_base", "train_base_run")
+ml_generate_round = _ml_task("ml_generate_round", "round_generate_run")
+ml_train_reward = _ml_task("ml_train_reward", "reward_model_train_run")
+ml_finetune = _ml_task("ml_finetune", "finetune_run")
+ml_generate = _ml_task("ml_generate", "generate_run")
 
 
 @shared_task(name="models_ml.tasks.reap_stale_jobs")

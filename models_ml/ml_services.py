@@ -1,0 +1,599 @@
+"""Starting ML jobs: base training, rounds that generate, reward model,
+fine-tuning, filtered generation, and the retraining chain.
+
+These run in the web process, so nothing here imports torch: they validate,
+write rows, and queue a job once the transaction commits.  The job bodies live
+in ``services_runs``.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import uuid
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+from django.conf import settings
+from django.db import transaction
+
+from annotations.errors import DomainError
+from annotations.models import Dataset, Image, ImageSource, Round
+from annotations.services.generation import round_generating_create
+from annotations.services.rounds import controls_needed
+from models_ml.engine.readers import normalize_modality
+from models_ml.engine.readers.errors import InvalidModalityError
+
+from .models import Job, JobKind, ModelKind, ModelVersion
+from .selectors import model_version_dataset, real_images_for_training
+from .services import job_create
+
+TRAIN_KEYS = frozenset(
+    {
+        "name",
+        "backend",
+        "model_path",
+        "resolution",
+        "channels",
+        "batch_size",
+        "learning_rate",
+        "max_steps",
+        "grad_accum",
+        "lr_scheduler",
+        "lr_warmup_steps",
+        "max_grad_norm",
+        "weight_decay",
+        "seed",
+        "checkpointing_steps",
+        "checkpoints_total_limit",
+        "mixed_precision",
+        "use_lora",
+        "lora_rank",
+        "use_ema",
+        "ema_decay",
+        "snr_gamma",
+        "gradient_checkpointing",
+        "cond_dropout",
+        "device",
+    }
+)
+FINETUNE_KEYS = TRAIN_KEYS | {
+    "beta",
+    "filter_threshold",
+    "max_drift",
+    "min_diversity_fraction",
+    "drift_check_steps",
+    "drift_samples",
+    "max_samples",
+}
+REWARD_KEYS = frozenset(
+    {
+        "name",
+        "features",
+        "ensemble_size",
+        "epochs",
+        "lr",
+        "weight_decay",
+        "hidden",
+        "rank",
+        "negatives_per_image",
+        "negative_weight",
+        "n_folds",
+        "seed",
+        "modality_buckets",
+        "target_precision",
+        "max_real_images",
+    }
+)
+SAMPLING_KEYS = frozenset({"steps", "guidance", "scheduler", "batch_size", "device"})
+ROUND_KEYS = SAMPLING_KEYS | {
+    "name",
+    "prompts",
+    "images_per_prompt",
+    "raters_per_image",
+    "control_share",
+    "seed",
+}
+SCHEDULERS = ("ddim", "dpm", "euler", "ddpm")
+MAX_IMAGES_PER_JOB = 20000
+FILTER_MODES = ("best_of_n", "threshold")
+
+
+def job_dir(*, job: Job) -> Path:
+    """Where a job keeps its checkpoints and outputs: MODELS_DIR/<job id>."""
+    return Path(settings.MODELS_DIR) / str(job.pk)
+
+
+def _check_keys(params: dict[str, Any], allowed: frozenset[str], what: str) -> None:
+    if not isinstance(params, dict):
+        raise DomainError(f"{what} params must be a mapping")
+    unknown = sorted(set(params) - allowed)
+    if unknown:
+        raise DomainError(
+            f"{what}: unknown parameter(s) {', '.join(unknown)}; "
+            f"allowed: {', '.join(sorted(allowed))}"
+        )
+
+
+def _positive_int(value: Any, name: str, *, maximum: int | None = None) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise DomainError(f"{name} must be a whole number of at least 1")
+    if maximum is not None and value > maximum:
+        raise DomainError(f"{name} must be at most {maximum}")
+    return value
+
+
+def _check_sampling(params: dict[str, Any]) -> None:
+    if "steps" in params:
+        _positive_int(params["steps"], "steps", maximum=1000)
+    if "scheduler" in params and params["scheduler"] not in SCHEDULERS:
+        raise DomainError(f"scheduler must be one of {', '.join(SCHEDULERS)}")
+    if "guidance" in params and not isinstance(params["guidance"], (int, float)):
+        raise DomainError("guidance must be a number")
+
+
+def _check_diffusion(version: Any, name: str) -> ModelVersion:
+    if not isinstance(version, ModelVersion) or version.kind != ModelKind.DIFFUSION:
+        raise DomainError(f"{name} must be a diffusion model version")
+    return version
+
+
+def _check_reward(version: Any, name: str = "reward_version") -> ModelVersion:
+    if not isinstance(version, ModelVersion) or version.kind != ModelKind.REWARD:
+        raise DomainError(f"{name} must be a reward model version")
+    return version
+
+
+def _modality(raw: str, where: str) -> str:
+    try:
+        return normalize_modality(raw)
+    except InvalidModalityError as exc:
+        raise DomainError(f"{where}: {exc}") from exc
+
+
+def _prompt_list(prompts: Sequence[Any]) -> list[list[str]]:
+    if not prompts:
+        raise DomainError("give at least one prompt")
+    out = []
+    for number, item in enumerate(prompts, start=1):
+        if not isinstance(item, (list, tuple)) or len(item) != 2:
+            raise DomainError(f"prompt {number}: give (prompt, modality)")
+        text, modality = item
+        if not isinstance(text, str) or not text.strip():
+            raise DomainError(f"prompt {number}: the text is empty")
+        out.append([text.strip(), _modality(str(modality), f"prompt {number}")])
+    return out
+
+
+def _seed(seed: int | None) -> int:
+    if seed is None:
+        return secrets.randbelow(2**31)
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise DomainError("seed must be a whole number >= 0")
+    return seed
+
+
+# --- base training -------------------------------------------------------------
+
+
+@transaction.atomic
+def model_version_train_base_start(
+    *, dataset: Dataset, created_by: Any, params: dict[str, Any]
+) -> Job:
+    """Queue training of a base diffusion model on ``dataset``'s real images."""
+    _check_keys(params, TRAIN_KEYS, "train_base")
+    if not real_images_for_training(dataset_ids=[dataset.pk]).exists():
+        raise DomainError(f"dataset {dataset.name!r} has no usable real images")
+    if params.get("backend", "tiny") == "sd" and not params.get("model_path"):
+        raise DomainError("backend 'sd' needs model_path (a local SD folder)")
+    if "max_steps" in params:
+        _positive_int(params["max_steps"], "max_steps")
+    return job_create(
+        kind=JobKind.TRAIN_BASE,
+        created_by=created_by,
+        params={"dataset_id": dataset.pk, "train": dict(params)},
+    )
+
+
+_MODEL_FILES = {
+    ModelKind.DIFFUSION: ("medrlhf_model.json", "model_index.json"),
+    ModelKind.REWARD: ("reward_model.json",),
+}
+
+
+@transaction.atomic
+def model_version_register(
+    *,
+    name: str,
+    kind: str,
+    path: Path | str,
+    created_by: Any,
+    dataset: Dataset | None = None,
+    parent: ModelVersion | None = None,
+    params: dict[str, Any] | None = None,
+) -> ModelVersion:
+    """Adopt a model folder already on disk (a kept demo checkpoint, a local
+    Stable Diffusion folder) as a version, without training it."""
+    from annotations.audit import audit_record
+
+    if kind not in _MODEL_FILES:
+        raise DomainError(f"kind must be one of {', '.join(_MODEL_FILES)}")
+    folder = Path(path).resolve()
+    if not any((folder / f).is_file() for f in _MODEL_FILES[kind]):
+        raise DomainError(
+            f"{folder}: not a {kind} model folder (needs "
+            f"{' or '.join(_MODEL_FILES[kind])})"
+        )
+    if not name.strip():
+        raise DomainError("the version needs a name")
+    backend = "reward" if kind == ModelKind.REWARD else "sd"
+    described = folder / "medrlhf_model.json"
+    if kind == ModelKind.DIFFUSION and described.is_file():
+        try:
+            backend = str(json.loads(described.read_text())["backend"])
+        except (ValueError, KeyError) as exc:
+            raise DomainError(f"{described}: no readable 'backend' field") from exc
+    version = ModelVersion.objects.create(
+        name=name.strip(),
+        kind=kind,
+        backend=backend,
+        parent=parent,
+        dataset=dataset,
+        path=str(folder),
+        params={**(params or {}), "registered": True},
+    )
+    audit_record(action="model_version_register", actor=created_by, obj=version)
+    return version
+
+
+# --- rounds that generate ------------------------------------------------------
+
+
+@transaction.atomic
+def round_generate_start(
+    *,
+    model_version: ModelVersion,
+    prompts: Sequence[tuple[str, str]],
+    images_per_prompt: int,
+    created_by: Any,
+    name: str,
+    raters_per_image: int = 1,
+    control_share: float = 0.0,
+    control_pool: Iterable[Image] = (),
+    compare_model_version: ModelVersion | None = None,
+    open_when_done: bool = True,
+    seed: int | None = None,
+    sampling: dict[str, Any] | None = None,
+    chain: dict[str, Any] | None = None,
+) -> Job:
+    """Create a round in ``generating`` and queue the job that fills it.
+
+    With ``compare_model_version`` both versions draw the same prompts and
+    seeds, so the round compares them image for image, blinded.
+    """
+    _check_diffusion(model_version, "model_version")
+    if compare_model_version is not None:
+        _check_diffusion(compare_model_version, "compare_model_version")
+        if compare_model_version.pk == model_version.pk:
+            raise DomainError("a round cannot compare a version with itself")
+    sampling = dict(sampling or {})
+    _check_keys(sampling, SAMPLING_KEYS, "sampling")
+    _check_sampling(sampling)
+    pairs = _prompt_list(prompts)
+    _positive_int(images_per_prompt, "images_per_prompt")
+    versions = 2 if compare_model_version is not None else 1
+    n_images = len(pairs) * images_per_prompt * versions
+    if n_images > MAX_IMAGES_PER_JOB:
+        raise DomainError(
+            f"{n_images} images asked for; one round generates at most "
+            f"{MAX_IMAGES_PER_JOB}"
+        )
+    pool_ids = [
+        im.pk
+        for im in control_pool
+        if im.source == ImageSource.REAL and not im.quarantined
+    ]
+    n_controls = controls_needed(n_images=n_images, control_share=control_share)
+    if n_controls > len(pool_ids):
+        raise DomainError(
+            f"control_share {control_share:.0%} needs {n_controls} real control "
+            f"images, but only {len(pool_ids)} are available"
+        )
+    seed = _seed(seed)
+    rnd = round_generating_create(
+        name=name,
+        created_by=created_by,
+        model_version=model_version,
+        compare_model_version=compare_model_version,
+        raters_per_image=raters_per_image,
+        control_share=control_share,
+        settings={
+            "prompts": pairs,
+            "images_per_prompt": images_per_prompt,
+            "seed": seed,
+            "sampling": sampling,
+        },
+    )
+    params: dict[str, Any] = {
+        "round_id": rnd.pk,
+        "model_version_id": model_version.pk,
+        "compare_model_version_id": getattr(compare_model_version, "pk", None),
+        "prompts": pairs,
+        "images_per_prompt": images_per_prompt,
+        "seed": seed,
+        "sampling": sampling,
+        "control_pool_ids": pool_ids,
+        "open_when_done": open_when_done,
+    }
+    if chain is not None:
+        params["chain"] = chain
+    job = job_create(kind=JobKind.GENERATE_ROUND, created_by=created_by, params=params)
+    Round.objects.filter(pk=rnd.pk).update(settings={**rnd.settings, "job_id": job.pk})
+    return job
+
+
+# --- reward model --------------------------------------------------------------
+
+
+def _check_reward_params(params: dict[str, Any]) -> None:
+    _check_keys(params, REWARD_KEYS, "train_reward")
+    for key in ("ensemble_size", "epochs", "n_folds", "max_real_images"):
+        if key in params:
+            _positive_int(params[key], key)
+    target = params.get("target_precision", 0.8)
+    if not isinstance(target, (int, float)) or not 0 < target <= 1:
+        raise DomainError("target_precision must be in (0, 1]")
+
+
+@transaction.atomic
+def reward_model_train_start(
+    *,
+    created_by: Any,
+    rounds: Iterable[Round] | None = None,
+    params: dict[str, Any],
+    chain: dict[str, Any] | None = None,
+) -> Job:
+    """Queue training of the reward model on every live rating so far (or of
+    ``rounds``); the ratings are fixed when the job starts."""
+    from annotations.models import Rating
+
+    _check_reward_params(params)
+    round_ids = None if rounds is None else sorted({r.pk for r in rounds})
+    ratings = Rating.objects.filter(retracted_at=None)
+    if round_ids is not None:
+        if not round_ids:
+            raise DomainError("give at least one round, or none for all ratings")
+        ratings = ratings.filter(round_id__in=round_ids)
+    if ratings.count() < 2:
+        raise DomainError("a reward model needs at least 2 ratings; too few so far")
+    job_params: dict[str, Any] = {"round_ids": round_ids, "reward": dict(params)}
+    if chain is not None:
+        job_params["chain"] = chain
+    return job_create(
+        kind=JobKind.TRAIN_REWARD, created_by=created_by, params=job_params
+    )
+
+
+# --- reward-weighted fine-tuning ---------------------------------------------
+
+
+def _check_finetune_params(params: dict[str, Any]) -> None:
+    _check_keys(params, FINETUNE_KEYS, "finetune")
+    for key in ("max_steps", "max_samples"):
+        if key in params:
+            _positive_int(params[key], key)
+    beta = params.get("beta", 1.0)
+    if not isinstance(beta, (int, float)) or beta < 0:
+        raise DomainError("beta must be a number >= 0")
+
+
+@transaction.atomic
+def finetune_start(
+    *,
+    diffusion_version: ModelVersion,
+    reward_version: ModelVersion,
+    created_by: Any,
+    params: dict[str, Any],
+    chain: dict[str, Any] | None = None,
+) -> Job:
+    """Queue a reward-weighted fine-tune of ``diffusion_version``."""
+    _check_diffusion(diffusion_version, "diffusion_version")
+    _check_reward(reward_version)
+    _check_finetune_params(params)
+    job_params: dict[str, Any] = {
+        "diffusion_version_id": diffusion_version.pk,
+        "reward_version_id": reward_version.pk,
+        "finetune": dict(params),
+    }
+    if chain is not None:
+        job_params["chain"] = chain
+    return job_create(kind=JobKind.FINETUNE, created_by=created_by, params=job_params)
+
+
+# --- the retraining chain -------------------------------------------------------
+
+
+def _default_prompts(version: ModelVersion, limit: int = 8) -> list[list[str]]:
+    """The prompts of the last round of this version, else the dataset's texts."""
+    for rnd in Round.objects.filter(model_version=version).order_by("-created_at"):
+        if rnd.settings.get("prompts"):
+            return [list(p) for p in rnd.settings["prompts"]]
+    dataset = model_version_dataset(model_version=version)
+    if dataset is None:
+        raise DomainError(
+            "give round prompts: this version has no dataset to draw them from"
+        )
+    pairs = (
+        real_images_for_training(dataset_ids=[dataset.pk])
+        .values_list("prompt", "modality")
+        .distinct()[:limit]
+    )
+    return [[p, m] for p, m in pairs]
+
+
+@transaction.atomic
+def retraining_round_start(
+    *,
+    created_by: Any,
+    diffusion_version: ModelVersion,
+    params: dict[str, Any],
+    open_next_round: bool,
+) -> Job:
+    """Train the reward model on all ratings, fine-tune ``diffusion_version``
+    with it, and optionally open a round comparing the new version with it.
+
+    ``params`` holds ``reward``, ``finetune`` and ``round`` mappings.  Each
+    step is its own job; the next is created when the previous succeeds, and
+    every job of the run carries ``params["chain"]`` with the same id.
+    Returns the first job.
+    """
+    _check_diffusion(diffusion_version, "diffusion_version")
+    _check_keys(params, frozenset({"reward", "finetune", "round"}), "retraining")
+    reward = dict(params.get("reward") or {})
+    finetune = dict(params.get("finetune") or {})
+    _check_reward_params(reward)
+    _check_finetune_params(finetune)
+    round_params: dict[str, Any] | None = None
+    if open_next_round:
+        round_params = dict(params.get("round") or {})
+        _check_keys(round_params, ROUND_KEYS, "round")
+        _check_sampling(round_params)
+        prompts = round_params.get("prompts") or _default_prompts(diffusion_version)
+        round_params["prompts"] = _prompt_list(prompts)
+        round_params.setdefault("images_per_prompt", 4)
+        _positive_int(round_params["images_per_prompt"], "images_per_prompt")
+        round_params["seed"] = _seed(round_params.get("seed"))
+        controls_needed(
+            n_images=1, control_share=float(round_params.get("control_share", 0.0))
+        )
+    chain = {
+        "id": uuid.uuid4().hex,
+        "step": JobKind.TRAIN_REWARD.value,
+        "diffusion_version_id": diffusion_version.pk,
+        "finetune": finetune,
+        "round": round_params,
+    }
+    return reward_model_train_start(
+        created_by=created_by, rounds=None, params=reward, chain=chain
+    )
+
+
+def chain_next_after_reward(*, job: Job, reward_version: ModelVersion) -> Job | None:
+    """Queue the fine-tune step of a retraining run (once, however often asked)."""
+    chain = job.params.get("chain")
+    if not chain:
+        return None
+    existing = _chain_step_job(chain, JobKind.FINETUNE)
+    if existing is not None:
+        return existing
+    diffusion_version = ModelVersion.objects.get(pk=chain["diffusion_version_id"])
+    return finetune_start(
+        diffusion_version=diffusion_version,
+        reward_version=reward_version,
+        created_by=job.created_by,
+        params=chain["finetune"],
+        chain={**chain, "step": JobKind.FINETUNE.value},
+    )
+
+
+def chain_next_after_finetune(*, job: Job, new_version: ModelVersion) -> Job | None:
+    """Queue the comparison round of a retraining run, when one was asked for."""
+    chain = job.params.get("chain")
+    if not chain or not chain.get("round"):
+        return None
+    existing = _chain_step_job(chain, JobKind.GENERATE_ROUND)
+    if existing is not None:
+        return existing
+    spec = dict(chain["round"])
+    parent = new_version.parent
+    dataset = model_version_dataset(model_version=new_version)
+    pool = (
+        real_images_for_training(dataset_ids=[dataset.pk])
+        if dataset is not None
+        else Image.objects.none()
+    )
+    return round_generate_start(
+        model_version=new_version,
+        compare_model_version=parent,
+        prompts=[tuple(p) for p in spec["prompts"]],
+        images_per_prompt=spec["images_per_prompt"],
+        created_by=job.created_by,
+        name=spec.get("name") or f"{new_version.name} vs {parent.name}",
+        raters_per_image=spec.get("raters_per_image", 1),
+        control_share=float(spec.get("control_share", 0.0)),
+        control_pool=pool,
+        open_when_done=True,
+        seed=spec["seed"],
+        sampling={k: v for k, v in spec.items() if k in SAMPLING_KEYS},
+        chain={**chain, "step": JobKind.GENERATE_ROUND.value},
+    )
+
+
+def _chain_step_job(chain: dict[str, Any], kind: str) -> Job | None:
+    return Job.objects.filter(params__chain__id=chain["id"], kind=kind).first()
+
+
+# --- filtered generation ---------------------------------------------------------
+
+
+@transaction.atomic
+def generate_start(
+    *,
+    model_version: ModelVersion,
+    reward_version: ModelVersion,
+    prompt: str,
+    modality: str,
+    count: int,
+    mode: str = "best_of_n",
+    n: int = 4,
+    threshold: float | None = None,
+    created_by: Any,
+    max_attempts: int = 8,
+    seed: int | None = None,
+    sampling: dict[str, Any] | None = None,
+) -> Job:
+    """Queue reward-filtered generation; kept and rejected images are stored.
+
+    Threshold mode without a threshold uses the one calibrated on the reward
+    model's held-out ratings.
+    """
+    _check_diffusion(model_version, "model_version")
+    _check_reward(reward_version)
+    if not prompt or not prompt.strip():
+        raise DomainError("the prompt is empty")
+    modality = _modality(modality, "modality")
+    _positive_int(count, "count", maximum=256)
+    _positive_int(n, "n", maximum=64)
+    _positive_int(max_attempts, "max_attempts", maximum=64)
+    if mode not in FILTER_MODES:
+        raise DomainError(f"mode must be one of {', '.join(FILTER_MODES)}")
+    if threshold is None and mode == "threshold":
+        threshold = reward_version.metrics.get("threshold")
+        if threshold is None:
+            raise DomainError(
+                "threshold mode needs a threshold: this reward model has no "
+                "calibrated one; give it explicitly"
+            )
+    if threshold is not None and not 0 <= float(threshold) <= 1:
+        raise DomainError("threshold must be between 0 and 1")
+    sampling = dict(sampling or {})
+    _check_keys(sampling, SAMPLING_KEYS, "sampling")
+    _check_sampling(sampling)
+    return job_create(
+        kind=JobKind.GENERATE,
+        created_by=created_by,
+        params={
+            "model_version_id": model_version.pk,
+            "reward_version_id": reward_version.pk,
+            "prompt": prompt.strip(),
+            "modality": modality,
+            "count": count,
+            "mode": mode,
+            "n": n,
+            "threshold": None if threshold is None else float(threshold),
+            "max_attempts": max_attempts,
+            "seed": _seed(seed),
+            "sampling": sampling,
+        },
+    )

@@ -1,0 +1,132 @@
+"""Reads for the ML lifecycle: lineage, job chains, and what a job trains on."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.db.models import Avg, Count, Max, QuerySet
+
+from annotations.models import Image, ImageSource, Rating
+
+from .models import Job, ModelKind, ModelVersion
+
+
+def model_versions_list(*, kind: str | None = None) -> QuerySet[ModelVersion]:
+    qs = ModelVersion.objects.select_related("parent", "dataset", "job")
+    return qs.filter(kind=kind) if kind else qs
+
+
+def model_version_ancestors(*, model_version: ModelVersion) -> list[ModelVersion]:
+    """The version itself, its parent, and so on up to the root."""
+    chain = [model_version]
+    seen = {model_version.pk}
+    while chain[-1].parent_id is not None and chain[-1].parent_id not in seen:
+        parent = ModelVersion.objects.get(pk=chain[-1].parent_id)
+        seen.add(parent.pk)
+        chain.append(parent)
+    return chain
+
+
+def model_version_dataset(*, model_version: ModelVersion) -> Any:
+    """The dataset of the nearest version in the lineage that names one."""
+    for version in model_version_ancestors(model_version=model_version):
+        if version.dataset_id is not None:
+            return version.dataset
+    return None
+
+
+@dataclass
+class LineageNode:
+    version: ModelVersion
+    children: list[LineageNode] = field(default_factory=list)
+
+
+def model_version_tree(*, kind: str | None = None) -> list[LineageNode]:
+    """Every version as a forest: roots first, children under their parent."""
+    versions = list(model_versions_list(kind=kind).order_by("created_at", "id"))
+    nodes = {v.pk: LineageNode(v) for v in versions}
+    roots: list[LineageNode] = []
+    for version in versions:
+        parent = nodes.get(version.parent_id) if version.parent_id else None
+        (parent.children if parent else roots).append(nodes[version.pk])
+    return roots
+
+
+def job_chain(*, job: Job) -> list[Job]:
+    """The jobs of one retraining run, in the order they were created."""
+    chain_id = (job.params or {}).get("chain", {}).get("id")
+    if not chain_id:
+        return [job]
+    return list(
+        Job.objects.filter(params__chain__id=chain_id).order_by("created_at", "id")
+    )
+
+
+def real_images_for_training(*, dataset_ids: list[int]) -> QuerySet[Image]:
+    return Image.objects.filter(
+        dataset_id__in=dataset_ids, source=ImageSource.REAL, quarantined=False
+    ).order_by("id")
+
+
+def ratings_for_reward(*, round_ids: list[int] | None, until: Any) -> QuerySet[Rating]:
+    """Live ratings made up to ``until``, of the given rounds or of all."""
+    qs = Rating.objects.filter(retracted_at=None, created_at__lte=until)
+    if round_ids is not None:
+        qs = qs.filter(round_id__in=round_ids)
+    return qs.order_by("id")
+
+
+def rating_summary(*, ratings: QuerySet[Rating]) -> dict[str, Any]:
+    """Count, last time, rounds and datasets behind a set of ratings."""
+    agg = ratings.aggregate(n=Count("id"), until=Max("created_at"))
+    round_ids = sorted(set(ratings.values_list("round_id", flat=True)))
+    image_ids = ratings.values("image_id")
+    real_datasets = set(
+        Image.objects.filter(pk__in=image_ids, source=ImageSource.REAL)
+        .exclude(dataset_id=None)
+        .values_list("dataset_id", flat=True)
+    )
+    version_ids = set(
+        Image.objects.filter(
+            pk__in=image_ids, source=ImageSource.GENERATED
+        ).values_list("model_version_id", flat=True)
+    )
+    for version in ModelVersion.objects.filter(pk__in=version_ids):
+        dataset = model_version_dataset(model_version=version)
+        if dataset is not None:
+            real_datasets.add(dataset.pk)
+    return {
+        "count": agg["n"],
+        "until": agg["until"],
+        "round_ids": round_ids,
+        "dataset_ids": sorted(real_datasets),
+    }
+
+
+def generated_images_for_finetune(
+    *, diffusion_version: ModelVersion, limit: int
+) -> list[Image]:
+    """Generated images of this version and its ancestors, newest first."""
+    lineage = [v.pk for v in model_version_ancestors(model_version=diffusion_version)]
+    return list(
+        Image.objects.filter(
+            source=ImageSource.GENERATED,
+            model_version_id__in=lineage,
+            quarantined=False,
+        ).order_by("-id")[:limit]
+    )
+
+
+def mean_ratings(*, image_ids: list[int]) -> dict[int, tuple[float, int]]:
+    """Mean live score and rating count per image, for images that have any."""
+    rows = (
+        Rating.objects.filter(image_id__in=image_ids, retracted_at=None)
+        .values("image_id")
+        .annotate(mean=Avg("score"), n=Count("id"))
+    )
+    return {r["image_id"]: (float(r["mean"]), int(r["n"])) for r in rows}
+
+
+def latest_reward_version() -> ModelVersion | None:
+    return ModelVersion.objects.filter(kind=ModelKind.REWARD).first()

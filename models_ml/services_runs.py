@@ -1,0 +1,681 @@
+"""What the ML jobs do once a worker has claimed them.
+
+Each ``*_run(job, progress)`` is the body a Celery task hands to ``run_job``:
+it reads its inputs from the database, calls the engine (imported here, inside
+the functions, so the web process never loads torch), records the outcome as
+rows and files, and returns the job's result.  Bodies are safe to run again
+after a worker died: training resumes from its last checkpoint, generation
+skips images already stored, and a version already recorded for the job is
+returned instead of made twice.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import time
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+from django.core.files.storage import default_storage
+from django.db import transaction
+from django.utils import timezone
+
+from annotations.exports import export_rows
+from annotations.models import Dataset, Image, ImageSource, Round, RoundStatus
+from annotations.services.generation import (
+    generated_image_create,
+    round_generated_fill,
+)
+
+from .engine.errors import EngineError
+from .ml_services import chain_next_after_finetune, chain_next_after_reward, job_dir
+from .models import Job, ModelKind, ModelVersion
+from .selectors import (
+    generated_images_for_finetune,
+    mean_ratings,
+    model_version_dataset,
+    rating_summary,
+    ratings_for_reward,
+    real_images_for_training,
+)
+from .services import JobCancelled
+
+Progress = Callable[[float, str], None]
+
+# Progress rows are written at most this often; each write is also the
+# heartbeat and the cancel check.
+PROGRESS_EVERY_S = 1.0
+DEFAULT_BASE_STEPS = 1000
+DEFAULT_FINETUNE_STEPS = 200
+DEFAULT_MAX_SAMPLES = 5000
+DEFAULT_MAX_REAL_IMAGES = 500
+MAX_LOSSES_KEPT = 500
+_FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
+
+
+class _Reporter:
+    """Throttled progress for one part (``start`` .. ``start + span``) of a job.
+
+    With ``hold_cancel`` a cancel request is remembered instead of raised, so
+    a training loop can stop at a step boundary and write its checkpoint.
+    """
+
+    def __init__(
+        self,
+        progress: Progress,
+        *,
+        start: float = 0.0,
+        span: float = 1.0,
+        hold_cancel: bool = False,
+    ) -> None:
+        self.progress = progress
+        self.start = start
+        self.span = span
+        self.hold_cancel = hold_cancel
+        self.cancelled = False
+        self.last = 0.0
+
+    def __call__(self, fraction: float, message: str, *, force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and now - self.last < PROGRESS_EVERY_S:
+            return
+        self.last = now
+        try:
+            fraction = min(max(fraction, 0.0), 1.0)
+            self.progress(self.start + self.span * fraction, message)
+        except JobCancelled:
+            if not self.hold_cancel:
+                raise
+            self.cancelled = True
+
+    def should_stop(self) -> bool:
+        return self.cancelled
+
+
+def _device(preference: str | None) -> str:
+    import torch
+
+    return preference or ("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def _file_path(image: Image) -> str:
+    return default_storage.path(image.file.name)
+
+
+def _write_real_csv(path: Path, images: Iterable[Image]) -> int:
+    """The import CSV format (path,Text,modality) with absolute paths."""
+    count = 0
+    tmp = path.with_suffix(".tmp")
+    with tmp.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["path", "Text", "modality"])
+        for image in images:
+            writer.writerow([_file_path(image), image.prompt, image.modality])
+            count += 1
+    tmp.replace(path)
+    return count
+
+
+def _thin(values: Sequence[float], limit: int) -> list[float]:
+    if len(values) <= limit:
+        return [float(v) for v in values]
+    stride = len(values) / limit
+    return [float(values[int(i * stride)]) for i in range(limit)]
+
+
+def _checkpoint_step(output_dir: Path) -> int:
+    from .engine.checkpoint import latest_checkpoint
+
+    latest = latest_checkpoint(output_dir)
+    return int(latest.name.rsplit("-", 1)[1]) if latest else 0
+
+
+def _train(config: Any, reporter: _Reporter) -> Any:
+    """Run the engine's training loop; a cancel stops it after a checkpoint."""
+    from .engine.train import TrainProgress, train
+
+    def on_step(p: TrainProgress) -> None:
+        reporter(
+            p.step / p.max_steps,
+            f"step {p.step} of {p.max_steps}, loss {p.loss:.4f}",
+            force=p.step in (1, p.max_steps),
+        )
+
+    result = train(config, progress=on_step, should_stop=reporter.should_stop)
+    if reporter.cancelled:
+        raise JobCancelled(f"stopped at step {result.steps}; checkpoints kept")
+    if result.final_dir is None:
+        raise EngineError(f"training stopped without a model: {result.stopped_reason}")
+    return result
+
+
+def _train_metrics(result: Any, resumed_from: int) -> dict[str, Any]:
+    losses = list(result.losses)
+    tail = losses[-10:]
+    return {
+        "steps": result.steps,
+        "final_loss": sum(tail) / len(tail) if tail else None,
+        "losses": _thin(losses, MAX_LOSSES_KEPT),
+        "samples_per_second": result.samples_per_second,
+        "resumed_from_step": resumed_from,
+        "drift": result.drift,
+        "engine_version": result.version,
+    }
+
+
+def _version_result(version: ModelVersion, **extra: Any) -> dict[str, Any]:
+    return {
+        "model_version_id": version.pk,
+        "model_version": version.name,
+        "path": version.path,
+        "steps": version.metrics.get("steps"),
+        "resumed_from_step": version.metrics.get("resumed_from_step"),
+        **extra,
+    }
+
+
+def _train_config_kwargs(params: dict[str, Any], default_steps: int) -> dict[str, Any]:
+    kwargs = {k: v for k, v in params.items() if k not in ("name", "max_samples")}
+    kwargs.setdefault("max_steps", default_steps)
+    kwargs.setdefault("checkpointing_steps", max(1, int(kwargs["max_steps"]) // 10))
+    if "channels" in kwargs:
+        kwargs["channels"] = tuple(kwargs["channels"])
+    return kwargs
+
+
+# --- base training -------------------------------------------------------------
+
+
+def train_base_run(job: Job, progress: Progress) -> dict[str, Any]:
+    """Train a base diffusion model on a dataset's real images."""
+    from .engine.train import TrainConfig
+
+    done = ModelVersion.objects.filter(job=job).first()
+    if done is not None:
+        return _version_result(done)
+    dataset = Dataset.objects.get(pk=job.params["dataset_id"])
+    out = job_dir(job=job)
+    out.mkdir(parents=True, exist_ok=True)
+    data_csv = out / "data.csv"
+    # Written once: a resumed run must draw its batches from the same rows.
+    if not data_csv.exists():
+        _write_real_csv(data_csv, real_images_for_training(dataset_ids=[dataset.pk]))
+    params = dict(job.params.get("train") or {})
+    config = TrainConfig(
+        data_csv=str(data_csv),
+        output_dir=str(out),
+        resume="latest",
+        **_train_config_kwargs(params, DEFAULT_BASE_STEPS),
+    )
+    resumed_from = _checkpoint_step(out)
+    result = _train(config, _Reporter(progress, hold_cancel=True))
+    with transaction.atomic():
+        version = ModelVersion.objects.create(
+            name=params.get("name") or f"{dataset.name} base #{job.pk}",
+            kind=ModelKind.DIFFUSION,
+            backend=config.backend,
+            parent=None,
+            dataset=dataset,
+            path=str(result.final_dir),
+            params=params,
+            metrics=_train_metrics(result, resumed_from),
+            job=job,
+        )
+    return _version_result(version)
+
+
+# --- rounds that generate ------------------------------------------------------
+
+
+def _generation_record(generated: Any, *, job: Job) -> dict[str, Any]:
+    return {
+        "seed": generated.seed,
+        "steps": generated.steps,
+        "guidance": generated.guidance,
+        "scheduler": generated.scheduler,
+        "prompt": generated.prompt,
+        "modality": generated.modality,
+        "engine_version": generated.model_version,
+        "job_id": job.pk,
+    }
+
+
+def _sampling_kwargs(sampling: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "steps": sampling.get("steps"),
+        "guidance": sampling.get("guidance"),
+        "scheduler": sampling.get("scheduler", "ddim"),
+        "batch_size": int(sampling.get("batch_size", 8)),
+    }
+
+
+def round_generate_run(job: Job, progress: Progress) -> dict[str, Any]:
+    """Generate a round's images (both versions on the same seeds) and open it."""
+    from .engine.backends import load_backend
+    from .engine.backends.base import GenerationRequest
+
+    p = job.params
+    rnd = Round.objects.get(pk=p["round_id"])
+    if rnd.status == RoundStatus.GENERATING:
+        versions = [ModelVersion.objects.get(pk=p["model_version_id"])]
+        if p.get("compare_model_version_id"):
+            versions.append(ModelVersion.objects.get(pk=p["compare_model_version_id"]))
+        per_prompt = int(p["images_per_prompt"])
+        requests = [
+            GenerationRequest(
+                prompt=text, modality=modality, seed=p["seed"] + i * per_prompt + k
+            )
+            for i, (text, modality) in enumerate(p["prompts"])
+            for k in range(per_prompt)
+        ]
+        # A retried job keeps what an earlier attempt stored.
+        stored = set(
+            Image.objects.filter(generated_for_round=rnd).values_list(
+                "model_version_id", "generation__seed"
+            )
+        )
+        sampling = _sampling_kwargs(p.get("sampling") or {})
+        device = _device((p.get("sampling") or {}).get("device"))
+        backends = {v.pk: load_backend(v.path, device=device) for v in versions}
+        reporter = _Reporter(progress, span=0.95)
+        total = len(requests) * len(versions)
+        made = 0
+        chunk = sampling["batch_size"]
+        for start in range(0, len(requests), chunk):
+            # Versions alternate chunk by chunk, so a stopped job leaves both
+            # equally far along.
+            for version in versions:
+                todo = [
+                    r
+                    for r in requests[start : start + chunk]
+                    if (version.pk, r.seed) not in stored
+                ]
+                for generated in backends[version.pk].generate(todo, **sampling):
+                    generated_image_create(
+                        picture=generated.image,
+                        prompt=generated.prompt,
+                        modality=generated.modality or "",
+                        model_version=version,
+                        generation=_generation_record(generated, job=job),
+                        round=rnd,
+                    )
+                made += len(requests[start : start + chunk])
+                reporter(made / total, f"{made} of {total} images generated")
+        images = list(
+            Image.objects.filter(generated_for_round=rnd, source=ImageSource.GENERATED)
+        )
+        pool = Image.objects.filter(pk__in=p.get("control_pool_ids") or [])
+        rnd = round_generated_fill(
+            round=rnd,
+            images=images,
+            control_pool=pool,
+            actor=job.created_by,
+            open_now=bool(p.get("open_when_done", True)),
+        )
+    items = rnd.items.all()
+    return {
+        "round_id": rnd.pk,
+        "round_status": rnd.status,
+        "generated": items.filter(is_control=False).count(),
+        "controls": items.filter(is_control=True).count(),
+    }
+
+
+# --- reward model --------------------------------------------------------------
+
+
+def _unescape(text: str) -> str:
+    """Undo the export's spreadsheet-formula guard on a prompt."""
+    if len(text) > 1 and text[0] == "'" and text[1] in _FORMULA_PREFIXES:
+        return text[1:]
+    return text
+
+
+def _evenly(items: Sequence[Any], limit: int) -> list[Any]:
+    if len(items) <= limit:
+        return list(items)
+    stride = len(items) / limit
+    return [items[int(i * stride)] for i in range(limit)]
+
+
+def reward_model_train_run(job: Job, progress: Progress) -> dict[str, Any]:
+    """Train the reward model on the ratings up to the job's first start."""
+    import dataclasses
+
+    from .engine.filtering import calibrate_threshold
+    from .engine.reward import RewardConfig, read_ratings_csv, train_reward_model
+
+    done = ModelVersion.objects.filter(job=job).first()
+    if done is not None:
+        return _reward_result(job, done)
+    p = dict(job.params.get("reward") or {})
+    until = job.started_at or timezone.now()
+    ratings = ratings_for_reward(round_ids=job.params.get("round_ids"), until=until)
+    summary = rating_summary(ratings=ratings)
+    out = job_dir(job=job)
+    out.mkdir(parents=True, exist_ok=True)
+    ratings_csv = out / "ratings.csv"
+    with ratings_csv.open("w", newline="", encoding="utf-8") as handle:
+        for line in export_rows(ratings, absolute_paths=True):
+            handle.write(line)
+    records = [
+        dataclasses.replace(r, prompt=_unescape(r.prompt))
+        for r in read_ratings_csv(ratings_csv)
+    ]
+    real_images = _evenly(
+        list(real_images_for_training(dataset_ids=summary["dataset_ids"])),
+        int(p.get("max_real_images", DEFAULT_MAX_REAL_IMAGES)),
+    )
+    real = [(_file_path(im), im.prompt, im.modality) for im in real_images]
+    fields = {f.name for f in dataclasses.fields(RewardConfig)}
+    config = RewardConfig(**{k: v for k, v in p.items() if k in fields})
+    reporter = _Reporter(progress)
+    spans = {"features": (0.0, 0.4), "folds": (0.4, 0.55), "final": (0.95, 0.05)}
+
+    def on_stage(stage: str, done: int, total: int) -> None:
+        start, span = spans.get(stage, (0.0, 1.0))
+        reporter(start + span * done / max(total, 1), f"{stage}: {done} of {total}")
+
+    result = train_reward_model(
+        records, config=config, real_images=real, progress=on_stage
+    )
+    metrics = {k: v for k, v in result.metrics.items()}
+    if result.heldout is not None:
+        calibration = calibrate_threshold(
+            result.heldout.reward,
+            result.heldout.ratings,
+            float(p.get("target_precision", 0.8)),
+        )
+        metrics.update(
+            threshold=calibration.threshold,
+            threshold_precision=calibration.achieved_precision,
+            threshold_recall=calibration.recall,
+            threshold_note=calibration.message,
+        )
+        result.model.info["threshold"] = calibration.threshold
+    model_dir = result.model.save(out / "reward")
+    (model_dir / "metrics.json").write_text(
+        json.dumps(
+            {"heldout": metrics, "folds": result.fold_metrics}, indent=2, default=str
+        )
+    )
+    metrics = json.loads(json.dumps(metrics, default=float))
+    with transaction.atomic():
+        previous = (
+            ModelVersion.objects.filter(kind=ModelKind.REWARD).exclude(job=job).first()
+        )
+        dataset_ids = summary["dataset_ids"]
+        version = ModelVersion.objects.create(
+            name=p.get("name") or f"reward #{job.pk} ({summary['count']} ratings)",
+            kind=ModelKind.REWARD,
+            backend="reward",
+            parent=previous,
+            dataset_id=dataset_ids[0] if len(dataset_ids) == 1 else None,
+            rating_count=summary["count"],
+            ratings_until=summary["until"],
+            path=str(model_dir),
+            params={
+                **p,
+                "round_ids": job.params.get("round_ids"),
+                "dataset_ids": dataset_ids,
+                "n_real_images": len(real),
+            },
+            metrics=metrics,
+            job=job,
+        )
+        version.trained_on_rounds.set(summary["round_ids"])
+        return _reward_result(job, version)
+
+
+def _reward_result(job: Job, version: ModelVersion) -> dict[str, Any]:
+    next_job = chain_next_after_reward(job=job, reward_version=version)
+    return _version_result(
+        version,
+        rating_count=version.rating_count,
+        threshold=version.metrics.get("threshold"),
+        next_job_id=getattr(next_job, "pk", None),
+    )
+
+
+# --- reward-weighted fine-tuning ---------------------------------------------
+
+
+def _finetune_weights(
+    *,
+    images: list[Image],
+    reward_version: ModelVersion,
+    reporter: _Reporter,
+) -> tuple[list[tuple[Image, float]], dict[str, Any]]:
+    """Weight per synthetic image: mean rating mapped to [0, 1] where physicians
+    rated it, else the reward model's score; then normalised per prompt."""
+    from PIL import Image as PILImage
+
+    from .engine.reward import RewardModel
+    from .engine.train import normalise_weights_per_prompt
+
+    rated = mean_ratings(image_ids=[im.pk for im in images])
+    raw: dict[int, float] = {pk: (mean - 1.0) / 2.0 for pk, (mean, _) in rated.items()}
+    unrated = [im for im in images if im.pk not in rated]
+    if unrated:
+        model = RewardModel.load(reward_version.path)
+        for start in range(0, len(unrated), 64):
+            chunk = unrated[start : start + 64]
+            pictures = []
+            for im in chunk:
+                with PILImage.open(_file_path(im)) as picture:
+                    pictures.append(picture.convert("RGB"))
+            predicted = model.predict(
+                pictures, [im.prompt for im in chunk], [im.modality for im in chunk]
+            )
+            raw.update(
+                (im.pk, float(r)) for im, r in zip(chunk, predicted.reward, strict=True)
+            )
+            reporter(
+                (start + len(chunk)) / len(unrated),
+                f"scored {start + len(chunk)} of {len(unrated)} unrated images",
+            )
+    weights = normalise_weights_per_prompt([(im.prompt, raw[im.pk]) for im in images])
+    summary = {
+        "n_samples": len(images),
+        "n_rated": len(rated),
+        "n_scored": len(unrated),
+        "rating_count": sum(n for _, n in rated.values()),
+        "mean_raw_weight": sum(raw.values()) / len(raw),
+    }
+    return list(zip(images, weights, strict=True)), summary
+
+
+def finetune_run(job: Job, progress: Progress) -> dict[str, Any]:
+    """Reward-weighted fine-tune of a diffusion version, real images regularising."""
+    from annotations.models import Rating
+
+    from .engine.train import TrainConfig
+
+    done = ModelVersion.objects.filter(job=job).first()
+    if done is not None:
+        return _finetune_result(job, done)
+    parent = ModelVersion.objects.get(pk=job.params["diffusion_version_id"])
+    reward_version = ModelVersion.objects.get(pk=job.params["reward_version_id"])
+    params = dict(job.params.get("finetune") or {})
+    out = job_dir(job=job)
+    out.mkdir(parents=True, exist_ok=True)
+    weights_csv, real_csv = out / "weights.csv", out / "real.csv"
+    summary_json = out / "weights_summary.json"
+    dataset = model_version_dataset(model_version=parent)
+    # Inputs are written once, so a resumed run trains on the same rows.
+    if not summary_json.exists():
+        images = generated_images_for_finetune(
+            diffusion_version=parent,
+            limit=int(params.get("max_samples", DEFAULT_MAX_SAMPLES)),
+        )
+        if not images:
+            raise EngineError(
+                f"{parent.name}: no generated images of this version or its "
+                "ancestors to fine-tune on; open a round first"
+            )
+        weighted, summary = _finetune_weights(
+            images=images,
+            reward_version=reward_version,
+            reporter=_Reporter(progress, span=0.1),
+        )
+        with weights_csv.open("w", newline="", encoding="utf-8") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(["path", "Text", "modality", "weight"])
+            for im, weight in weighted:
+                writer.writerow([_file_path(im), im.prompt, im.modality, weight])
+        if dataset is not None:
+            _write_real_csv(
+                real_csv, real_images_for_training(dataset_ids=[dataset.pk])
+            )
+        summary["image_ids"] = [im.pk for im, _ in weighted]
+        summary_json.write_text(json.dumps(summary))
+    summary = json.loads(summary_json.read_text())
+    kwargs = _train_config_kwargs(params, DEFAULT_FINETUNE_STEPS)
+    kwargs.setdefault("learning_rate", 5e-5)
+    kwargs.update(backend=parent.backend, model_path=parent.path)
+    config = TrainConfig(
+        weights_csv=str(weights_csv),
+        real_csv=str(real_csv) if real_csv.exists() else None,
+        output_dir=str(out),
+        resume="latest",
+        **kwargs,
+    )
+    resumed_from = _checkpoint_step(out)
+    result = _train(config, _Reporter(progress, start=0.1, span=0.9, hold_cancel=True))
+    used = Rating.objects.filter(image_id__in=summary["image_ids"], retracted_at=None)
+    rating_info = rating_summary(ratings=used)
+    metrics = _train_metrics(result, resumed_from)
+    metrics.update({k: v for k, v in summary.items() if k != "image_ids"})
+    with transaction.atomic():
+        version = ModelVersion.objects.create(
+            name=params.get("name") or f"{parent.name} + reward #{job.pk}",
+            kind=ModelKind.DIFFUSION,
+            backend=parent.backend,
+            parent=parent,
+            dataset=dataset,
+            rating_count=rating_info["count"],
+            ratings_until=rating_info["until"],
+            path=str(result.final_dir),
+            params={
+                **params,
+                "reward_version_id": reward_version.pk,
+                "reward_version": reward_version.name,
+            },
+            metrics=metrics,
+            job=job,
+        )
+        rounds = set(rating_info["round_ids"]) | set(
+            reward_version.trained_on_rounds.values_list("pk", flat=True)
+        )
+        version.trained_on_rounds.set(sorted(rounds))
+        return _finetune_result(job, version)
+
+
+def _finetune_result(job: Job, version: ModelVersion) -> dict[str, Any]:
+    next_job = chain_next_after_finetune(job=job, new_version=version)
+    return _version_result(version, next_job_id=getattr(next_job, "pk", None))
+
+
+# --- filtered generation ---------------------------------------------------------
+
+
+class _CountingGenerator:
+    """Passes a progress callback to each ``generate`` call filtering makes."""
+
+    def __init__(self, backend: Any, reporter: _Reporter, expected_calls: int) -> None:
+        self.backend = backend
+        self.reporter = reporter
+        self.expected = max(expected_calls, 1)
+        self.calls = 0
+
+    def generate(self, requests: list[Any], **kwargs: Any) -> list[Any]:
+        call = self.calls
+        self.calls += 1
+
+        def on_step(done: int, total: int) -> None:
+            fraction = (call + done / max(total, 1)) / self.expected
+            self.reporter(fraction, f"generating: {done} of {total} sampling steps")
+
+        return self.backend.generate(requests, progress=on_step, **kwargs)
+
+
+def generate_run(job: Job, progress: Progress) -> dict[str, Any]:
+    """Generate, score with the reward model, store kept and rejected images."""
+    from .engine.backends import load_backend
+    from .engine.backends.base import GenerationRequest
+    from .engine.filtering import filter_generate
+    from .engine.reward import RewardModel
+
+    p = job.params
+    stored = Image.objects.filter(generation__job_id=job.pk).order_by("id")
+    if not stored.exists():
+        version = ModelVersion.objects.get(pk=p["model_version_id"])
+        reward_version = ModelVersion.objects.get(pk=p["reward_version_id"])
+        sampling = _sampling_kwargs(p.get("sampling") or {})
+        backend = load_backend(
+            version.path, device=_device((p.get("sampling") or {}).get("device"))
+        )
+        reward = RewardModel.load(reward_version.path)
+        requests = [
+            GenerationRequest(
+                prompt=p["prompt"], modality=p["modality"], seed=p["seed"] + i
+            )
+            for i in range(int(p["count"]))
+        ]
+        calls = 1 if p["mode"] == "best_of_n" else int(p["max_attempts"])
+        result = filter_generate(
+            _CountingGenerator(backend, _Reporter(progress, span=0.9), calls),
+            reward,
+            requests,
+            mode=p["mode"],
+            n=int(p["n"]),
+            threshold=p.get("threshold"),
+            max_attempts=int(p["max_attempts"]),
+            **sampling,
+        )
+        scored = [(s, True) for s in result.kept]
+        scored += [(s, False) for s in result.rejected]
+        with transaction.atomic():
+            for item, kept in scored:
+                generated_image_create(
+                    picture=item.image,
+                    prompt=item.prompt,
+                    modality=item.modality,
+                    model_version=version,
+                    reward_score=item.reward,
+                    generation={
+                        "seed": item.seed,
+                        "steps": item.provenance.get("steps"),
+                        "guidance": item.provenance.get("guidance"),
+                        "scheduler": item.provenance.get("scheduler"),
+                        "prompt": item.prompt,
+                        "modality": item.modality,
+                        "engine_version": item.provenance.get("model_version"),
+                        "job_id": job.pk,
+                        "reward_version_id": reward_version.pk,
+                        "kept": kept,
+                        "request_index": item.request_index,
+                        "attempt": item.attempt,
+                        "probs": list(item.probs),
+                        "uncertainty": item.uncertainty,
+                    },
+                )
+        stats = result.stats
+    else:
+        stats = dict(job.result.get("stats") or {})
+    rows: dict[str, list[dict[str, Any]]] = {"kept": [], "rejected": []}
+    for image in stored:
+        g = image.generation
+        rows["kept" if g.get("kept") else "rejected"].append(
+            {
+                "uid": image.uid.hex,
+                "reward_score": image.reward_score,
+                "seed": g.get("seed"),
+                "request_index": g.get("request_index"),
+                "attempt": g.get("attempt"),
+                "uncertainty": g.get("uncertainty"),
+            }
+        )
+    return {**rows, "stats": stats, "threshold": p.get("threshold")}

@@ -1,0 +1,334 @@
+"""The loop in-process: base model -> round -> ratings -> reward model ->
+fine-tune -> comparison round, and what each version records of its lineage."""
+
+from __future__ import annotations
+
+import csv
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from annotations.models import Image, ImageSource, Rating, Round, RoundStatus
+from annotations.services.generation import generated_image_create as create_image
+from annotations.services.ratings import assignment_next, rating_submit
+from models_ml import services_runs, tasks
+from models_ml.ml_services import (
+    finetune_start,
+    generate_start,
+    job_dir,
+    retraining_round_start,
+    reward_model_train_start,
+    round_generate_start,
+)
+from models_ml.models import Job, JobKind, JobStatus, ModelKind, ModelVersion
+from models_ml.selectors import job_chain, model_version_ancestors, model_version_tree
+from tests.models_ml.test_ml_jobs import (  # noqa: F401 (fixtures)
+    REAL_PROGRESS,
+    SAMPLING,
+    WorkerKilled,
+    _die_at_step,
+    _one_thread_and_every_step_reported,
+    _worker_goes_silent,
+    dataset_fixture,
+    run,
+    train_base,
+)
+
+pytestmark = pytest.mark.django_db
+
+PROMPTS = [("CT: case 1", "ct"), ("Fundus: case 2", "fundus")]
+REWARD = {"ensemble_size": 2, "epochs": 30, "n_folds": 2}
+FINETUNE = {
+    "max_steps": 4,
+    "batch_size": 2,
+    "checkpointing_steps": 2,
+    "lr_warmup_steps": 0,
+    "device": "cpu",
+}
+
+
+def open_round(
+    version: ModelVersion, dataset: Any, user: Any, **kw: Any
+) -> tuple[Round, Job]:
+    job = round_generate_start(
+        model_version=version,
+        prompts=PROMPTS,
+        images_per_prompt=2,
+        created_by=user,
+        name=kw.pop("name", "round 1"),
+        raters_per_image=2,
+        control_share=kw.pop("control_share", 0.2),
+        control_pool=Image.objects.filter(dataset=dataset),
+        seed=11,
+        sampling=SAMPLING,
+        **kw,
+    )
+    job = run(tasks.ml_generate_round, job)
+    assert job.status == JobStatus.SUCCEEDED, job.error
+    return Round.objects.get(pk=job.params["round_id"]), job
+
+
+def rate_everything(rnd: Round, raters: list[Any]) -> None:
+    for rater in raters:
+        while (assignment := assignment_next(round=rnd, rater=rater)) is not None:
+            image = assignment.round_image.image
+            rating_submit(round=rnd, rater=rater, image=image, score=1 + image.pk % 3)
+
+
+def train_reward(user: Any, **kw: Any) -> ModelVersion:
+    job = run(
+        tasks.ml_train_reward,
+        reward_model_train_start(created_by=user, params=REWARD, **kw),
+    )
+    assert job.status == JobStatus.SUCCEEDED, job.error
+    return ModelVersion.objects.get(pk=job.result["model_version_id"])
+
+
+@pytest.fixture
+def physicians(make_user: Any) -> list[Any]:
+    return [make_user(), make_user()]
+
+
+def test_a_comparison_round_draws_both_versions_on_the_same_seeds_and_opens(
+    dataset, admin_user
+):
+    old = train_base(dataset, admin_user, name="old")
+    new = train_base(dataset, admin_user, name="new", seed=1)
+    rnd, job = open_round(new, dataset, admin_user, compare_model_version=old)
+
+    assert rnd.status == RoundStatus.RATING and rnd.opened_at is not None
+    generated = Image.objects.filter(generated_for_round=rnd)
+    assert generated.count() == 8
+    seeds = defaultdict(set)
+    for image in generated:
+        assert image.source == ImageSource.GENERATED
+        assert Path(image.file.path).is_file() and Path(image.preview.path).is_file()
+        assert image.width == image.height == 16
+        g = image.generation
+        assert {"seed", "steps", "guidance", "scheduler", "prompt"} <= set(g)
+        assert g["steps"] == 2 and g["prompt"] == image.prompt
+        seeds[image.model_version_id].add((g["prompt"], g["seed"]))
+    assert seeds[old.pk] == seeds[new.pk] and len(seeds[new.pk]) == 4
+    controls = rnd.items.filter(is_control=True)
+    assert controls.count() == 2
+    assert all(i.image.source == ImageSource.REAL for i in controls)
+    assert job.result["generated"] == 8 and job.result["controls"] == 2
+
+
+def test_a_round_job_retried_after_its_worker_died_keeps_the_images_it_stored(
+    dataset, admin_user, monkeypatch
+):
+    base = train_base(dataset, admin_user)
+    job = round_generate_start(
+        model_version=base,
+        prompts=PROMPTS,
+        images_per_prompt=2,
+        created_by=admin_user,
+        name="r",
+        seed=3,
+        sampling={**SAMPLING, "batch_size": 1},
+    )
+    stored = []
+
+    def dies_after_two(**kwargs: Any) -> Image:
+        if len(stored) == 2:
+            raise WorkerKilled
+        stored.append(create_image(**kwargs))
+        return stored[-1]
+
+    monkeypatch.setattr(services_runs, "generated_image_create", dies_after_two)
+    with pytest.raises(WorkerKilled):
+        tasks.ml_generate_round(job.pk)
+    monkeypatch.setattr(services_runs, "generated_image_create", create_image)
+    Job.objects.filter(pk=job.pk).update(status=JobStatus.QUEUED)
+
+    job = run(tasks.ml_generate_round, job)
+
+    rnd = Round.objects.get(pk=job.params["round_id"])
+    images = Image.objects.filter(generated_for_round=rnd)
+    assert images.count() == 4 and set(stored) <= set(images)
+    assert sorted(im.generation["seed"] for im in images) == [3, 4, 5, 6]
+    assert rnd.status == RoundStatus.RATING and rnd.items.count() == 4
+
+
+def test_reward_job_trains_on_all_live_ratings_and_records_what_it_used(
+    dataset, admin_user, physicians
+):
+    base = train_base(dataset, admin_user)
+    rnd, _ = open_round(base, dataset, admin_user)
+    rate_everything(rnd, physicians)
+    first = Rating.objects.order_by("id").first()
+    Rating.objects.filter(pk=first.pk).update(retracted_at=first.created_at)
+    live = Rating.objects.filter(retracted_at=None)
+
+    reward = train_reward(admin_user)
+
+    assert reward.kind == ModelKind.REWARD and reward.parent is None
+    assert reward.rating_count == live.count() == 9
+    assert reward.ratings_until == max(r.created_at for r in live)
+    assert list(reward.trained_on_rounds.all()) == [rnd]
+    assert reward.dataset == dataset and reward.params["n_real_images"] == 6
+    for key in ("spearman", "auc_rated_3", "kappa_quadratic", "ece", "threshold"):
+        assert key in reward.metrics
+    assert reward.metrics["n_ratings"] == 9 and reward.metrics["n_negatives"] > 0
+    assert (Path(reward.path) / "reward_model.safetensors").is_file()
+    with (job_dir(job=reward.job) / "ratings.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == 9 and all(Path(r["image_path"]).is_file() for r in rows)
+    assert train_reward(admin_user).parent == reward
+
+
+def test_finetune_weights_rated_and_scored_images_and_records_its_lineage(
+    dataset, admin_user, physicians
+):
+    base = train_base(dataset, admin_user)
+    rnd, _ = open_round(base, dataset, admin_user)
+    rate_everything(rnd, physicians)
+    reward = train_reward(admin_user)
+    gen = generate_start(
+        model_version=base,
+        reward_version=reward,
+        prompt="CT: case 3",
+        modality="ct",
+        count=2,
+        n=2,
+        created_by=admin_user,
+        sampling=SAMPLING,
+    )
+    gen = run(tasks.ml_generate, gen)
+    assert gen.status == JobStatus.SUCCEEDED, gen.error
+    assert len(gen.result["kept"]) == 2 and len(gen.result["rejected"]) == 2
+
+    job = finetune_start(
+        diffusion_version=base,
+        reward_version=reward,
+        created_by=admin_user,
+        params=FINETUNE,
+    )
+    job = run(tasks.ml_finetune, job)
+    assert job.status == JobStatus.SUCCEEDED, job.error
+    child = ModelVersion.objects.get(pk=job.result["model_version_id"])
+
+    assert child.kind == ModelKind.DIFFUSION and child.parent == base
+    assert child.dataset == dataset and child.backend == base.backend
+    assert list(child.trained_on_rounds.all()) == [rnd]
+    # Four generated images, each rated by both physicians; controls are real.
+    assert child.rating_count == 8
+    assert child.params["reward_version_id"] == reward.pk
+    assert child.metrics["n_rated"] == 4 and child.metrics["n_scored"] == 4
+    assert child.metrics["steps"] == 4
+    assert (Path(child.path) / "medrlhf_model.json").is_file()
+    assert job.result["next_job_id"] is None
+    weights: dict[str, list[float]] = defaultdict(list)
+    with (job_dir(job=job) / "weights.csv").open() as handle:
+        for row in csv.DictReader(handle):
+            weights[row["Text"]].append(float(row["weight"]))
+    for values in weights.values():
+        assert sum(values) / len(values) == pytest.approx(1.0) or not any(values)
+    assert model_version_ancestors(model_version=child) == [child, base]
+
+
+def test_filtered_generation_keeps_the_best_of_n_and_stores_the_rest(
+    dataset, admin_user, physicians
+):
+    base = train_base(dataset, admin_user)
+    rnd, _ = open_round(base, dataset, admin_user)
+    rate_everything(rnd, physicians)
+    reward = train_reward(admin_user)
+    job = generate_start(
+        model_version=base,
+        reward_version=reward,
+        prompt="Fundus: case 9",
+        modality="Fundus",
+        count=2,
+        n=3,
+        created_by=admin_user,
+        seed=5,
+        sampling=SAMPLING,
+    )
+    job = run(tasks.ml_generate, job)
+    assert job.status == JobStatus.SUCCEEDED, job.error
+    kept, rejected = job.result["kept"], job.result["rejected"]
+    assert len(kept) == 2 and len(rejected) == 4
+    for item in kept:
+        rivals = [r for r in rejected if r["request_index"] == item["request_index"]]
+        assert all(item["reward_score"] >= r["reward_score"] for r in rivals)
+    images = Image.objects.filter(generation__job_id=job.pk)
+    assert images.count() == 6
+    assert all(0 <= im.reward_score <= 1 for im in images)
+    assert {im.model_version for im in images} == {base}
+    assert job.result["stats"]["n_generated"] == 6
+
+
+def test_retraining_chain_trains_reward_then_finetunes_then_opens_a_comparison(
+    dataset, admin_user, physicians
+):
+    base = train_base(dataset, admin_user)
+    rnd, _ = open_round(base, dataset, admin_user)
+    rate_everything(rnd, physicians)
+    first = retraining_round_start(
+        created_by=admin_user,
+        diffusion_version=base,
+        params={
+            "reward": REWARD,
+            "finetune": FINETUNE,
+            "round": {"images_per_prompt": 1, **SAMPLING},
+        },
+        open_next_round=True,
+    )
+    assert first.kind == JobKind.TRAIN_REWARD
+
+    first = run(tasks.ml_train_reward, first)
+    second = run(tasks.ml_finetune, Job.objects.get(pk=first.result["next_job_id"]))
+    third = run(
+        tasks.ml_generate_round, Job.objects.get(pk=second.result["next_job_id"])
+    )
+
+    chain = job_chain(job=third)
+    assert [j.pk for j in chain] == [first.pk, second.pk, third.pk]
+    assert all(j.status == JobStatus.SUCCEEDED for j in chain)
+    reward = ModelVersion.objects.get(pk=first.result["model_version_id"])
+    new = ModelVersion.objects.get(pk=second.result["model_version_id"])
+    assert second.params["reward_version_id"] == reward.pk
+    assert new.parent == base
+    next_round = Round.objects.get(pk=third.result["round_id"])
+    assert next_round.status == RoundStatus.RATING
+    assert (next_round.model_version, next_round.compare_model_version) == (new, base)
+    assert next_round.settings["prompts"] == [list(p) for p in PROMPTS]
+    assert next_round.items.count() == 4
+    # Running a finished step's body again creates no second next step.
+    again = services_runs.reward_model_train_run(first, lambda *_: None)
+    assert again["next_job_id"] == second.pk
+    assert Job.objects.filter(kind=JobKind.FINETUNE).count() == 1
+    (root,) = model_version_tree(kind=ModelKind.DIFFUSION)
+    assert root.version == base and [c.version for c in root.children] == [new]
+
+
+def test_a_finetune_whose_worker_died_resumes_on_the_same_samples_and_finishes_once(
+    dataset, admin_user, physicians, monkeypatch, django_capture_on_commit_callbacks
+):
+    base = train_base(dataset, admin_user)
+    rnd, _ = open_round(base, dataset, admin_user)
+    rate_everything(rnd, physicians)
+    reward = train_reward(admin_user)
+    job = finetune_start(
+        diffusion_version=base,
+        reward_version=reward,
+        created_by=admin_user,
+        params=FINETUNE,
+    )
+    _die_at_step(monkeypatch, 3)
+    with pytest.raises(WorkerKilled):
+        tasks.ml_finetune(job.pk)
+    weights = (job_dir(job=job) / "weights.csv").read_text()
+    monkeypatch.setattr(tasks, "job_progress", REAL_PROGRESS)
+    _worker_goes_silent(job, django_capture_on_commit_callbacks)
+
+    job = run(tasks.ml_finetune, job)
+
+    assert job.status == JobStatus.SUCCEEDED and job.attempts == 2
+    assert job.result["resumed_from_step"] == 2 and job.result["steps"] == 4
+    assert (job_dir(job=job) / "weights.csv").read_text() == weights
+    assert ModelVersion.objects.filter(parent=base).count() == 1
