@@ -4,6 +4,7 @@ from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from models_ml import api as jobs_api
+from models_ml import api_ml as ml_api
 
 urlpatterns = [
     path("", include("annotations.api.urls")),
@@ -13,6 +14,68 @@ urlpatterns = [
         "jobs/<int:job_id>/cancel/",
         jobs_api.JobCancelApi.as_view(),
         name="api-job-cancel",
+    ),
+    path(
+        "model-versions/",
+        ml_api.ModelVersionListApi.as_view(),
+        name="api-model-version-list",
+    ),
+    path(
+        "model-versions/tree/",
+        ml_api.ModelVersionTreeApi.as_view(),
+        name="api-model-version-tree",
+    ),
+    path(
+        "model-versions/register/",
+        ml_api.ModelVersionRegisterApi.as_view(),
+        name="api-model-version-register",
+    ),
+    path(
+        "model-versions/<int:version_id>/",
+        ml_api.ModelVersionDetailApi.as_view(),
+        name="api-model-version-detail",
+    ),
+    path(
+        "model-versions/<int:version_id>/finetune/",
+        ml_api.ModelVersionFinetuneApi.as_view(),
+        name="api-model-version-finetune",
+    ),
+    path(
+        "datasets/<int:dataset_id>/train-base/",
+        ml_api.DatasetTrainBaseApi.as_view(),
+        name="api-dataset-train-base",
+    ),
+    path(
+        "rounds/generate/",
+        ml_api.RoundGenerateApi.as_view(),
+        name="api-round-generate",
+    ),
+    path("retraining/", ml_api.RetrainingStartApi.as_view(), name="api-retraining"),
+    path(
+        "retraining/<str:chain_id>/",
+        ml_api.RetrainingDetailApi.as_view(),
+        name="api-retraining-detail",
+    ),
+    path(
+        "reward-models/train/",
+        ml_api.RewardModelTrainApi.as_view(),
+        name="api-reward-model-train",
+    ),
+    path("generate/", ml_api.GenerateApi.as_view(), name="api-generate"),
+    path(
+        "generate/<int:job_id>/",
+        ml_api.GenerateDetailApi.as_view(),
+        name="api-generate-detail",
+    ),
+    path(
+        "generate/<int:job_id>/images/<uuid:uid>/",
+        ml_api.GenerateImageFileApi.as_view(),
+        name="api-generate-image",
+    ),
+    path(
+        "generate/<int:job_id>/download.zip",
+        ml_api.GenerateDownloadApi.as_view(),
+        name="api-generate-download",
     ),
     path("schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path(
