@@ -783,7 +783,7 @@ class GenerateApi(APIView):
         p.setdefault("reward_version", latest_reward_version())
         for key, what in (("model_version", "diffusion"), ("reward_version", "reward")):
             if p[key] is None:
-                raise serializers.ValidationError({key: f"no {what} model yet"})
+                raise serializers.ValidationError({key: [f"no {what} model yet"]})
         job = generate_start(created_by=request.user, **p)
         return _queued(
             job, result_url=reverse("api-generate-detail", kwargs={"job_id": job.pk})
