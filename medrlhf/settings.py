@@ -228,6 +228,8 @@ SPECTACULAR_SETTINGS = {
     "ENUM_NAME_OVERRIDES": {
         "RoundStatusEnum": "annotations.models.RoundStatus",
         "JobStatusEnum": "models_ml.models.JobStatus",
+        "ModelKindEnum": "models_ml.models.ModelKind",
+        "JobKindEnum": "models_ml.models.JobKind",
     },
 }
 

@@ -552,11 +552,13 @@ def generate_start(
     max_attempts: int = 8,
     seed: int | None = None,
     sampling: dict[str, Any] | None = None,
+    enqueue: bool = True,
 ) -> Job:
     """Queue reward-filtered generation; kept and rejected images are stored.
 
     Threshold mode without a threshold uses the one calibrated on the reward
-    model's held-out ratings.
+    model's held-out ratings.  ``enqueue=False`` creates the job for a caller
+    that runs it in-process (``manage.py generate``).
     """
     _check_diffusion(model_version, "model_version")
     _check_reward(reward_version)
@@ -582,6 +584,7 @@ def generate_start(
     _check_sampling(sampling)
     return job_create(
         kind=JobKind.GENERATE,
+        enqueue=enqueue,
         created_by=created_by,
         params={
             "model_version_id": model_version.pk,

@@ -12,26 +12,17 @@ from pathlib import Path
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
-from django.db import transaction
 
 from annotations.errors import DomainError
-from models_ml.api_ml import (
+from models_ml.generate_files import (
     generated_images,
     kept_file_name,
     provenance_row,
     write_manifests,
 )
 from models_ml.ml_services import FILTER_MODES, generate_start
-from models_ml.models import Job, JobKind, JobStatus, ModelKind, ModelVersion
+from models_ml.models import Job, JobStatus, ModelKind, ModelVersion
 from models_ml.selectors import latest_reward_version
-from models_ml.services import job_create
-
-
-class _Validated(Exception):
-    """Carries checked job params out of a rolled-back transaction."""
-
-    def __init__(self, params: dict[str, Any]) -> None:
-        self.params = params
 
 
 def resolve_version(value: str, *, kind: str, option: str) -> ModelVersion:
@@ -97,18 +88,12 @@ class Command(BaseCommand):
             raise CommandError("--output_dir is needed (or --queue)")
         kwargs = self._job_kwargs(opts)
         try:
-            if opts["queue"]:
-                job = generate_start(created_by=None, **kwargs)
-                self.stdout.write(f"queued generate job {job.pk}")
-                return
-            job = job_create(
-                kind=JobKind.GENERATE,
-                params=_checked_params(kwargs),
-                created_by=None,
-                enqueue=False,
-            )
+            job = generate_start(created_by=None, enqueue=opts["queue"], **kwargs)
         except DomainError as exc:
             raise CommandError(str(exc)) from exc
+        if opts["queue"]:
+            self.stdout.write(f"queued generate job {job.pk}")
+            return
         from models_ml import services_runs, tasks
 
         tasks.run_job(job.pk, services_runs.generate_run)
@@ -161,17 +146,6 @@ class Command(BaseCommand):
             "seed": opts["seed"],
             "sampling": sampling,
         }
-
-
-def _checked_params(kwargs: dict[str, Any]) -> dict[str, Any]:
-    """The params ``generate_start`` would queue, without queueing: its rows
-    and its after-commit send are rolled back."""
-    try:
-        with transaction.atomic():
-            job = generate_start(created_by=None, **kwargs)
-            raise _Validated(job.params)
-    except _Validated as done:
-        return done.params
 
 
 def write_kept(job: Job, output_dir: Path) -> int:
