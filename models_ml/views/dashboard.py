@@ -104,8 +104,8 @@ def _verdict(
     if new is None:
         return None
     if old is None:
-        # Without a comparison in the round, hold it against the same version's
-        # share in earlier rounds... or the parent's, when the version is new.
+        # A round without a comparison is held against earlier rounds of the
+        # same version or of its parent.
         parent_id = getattr(rnd.model_version, "parent_id", None)
         earlier = [
             r
