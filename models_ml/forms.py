@@ -91,10 +91,10 @@ class RetrainingForm(forms.Form):
         empty_label=None,
     )
     reward_epochs = forms.IntegerField(
-        label="Reward model epochs", min_value=1, max_value=1000, initial=30
+        label="Reward epochs", min_value=1, max_value=1000, initial=30
     )
     ensemble_size = forms.IntegerField(
-        label="Reward ensemble size", min_value=1, max_value=16, initial=3
+        label="Ensemble size", min_value=1, max_value=16, initial=3
     )
     finetune_steps = forms.IntegerField(
         label="Fine-tune steps", min_value=1, max_value=100_000, initial=200
@@ -148,21 +148,23 @@ class RoundGenerateForm(forms.Form):
         help_text="One per line as “modality: prompt”, e.g. “fundus: optic disc”.",
     )
     dataset = forms.ModelChoiceField(
-        label="Or sample prompts from",
+        label="Or sample from",
         queryset=Dataset.objects.order_by("name"),
         required=False,
     )
-    sample_modality = forms.CharField(
-        label="Only this modality", max_length=64, required=False
-    )
+    sample_modality = forms.CharField(label="Modality", max_length=64, required=False)
     sample_count = forms.IntegerField(
-        label="Prompts to sample", min_value=1, max_value=500, initial=8
+        label="How many", min_value=1, max_value=500, initial=8
     )
-    images_per_prompt = forms.IntegerField(min_value=1, max_value=64, initial=4)
+    images_per_prompt = forms.IntegerField(
+        label="Images / prompt", min_value=1, max_value=64, initial=4
+    )
     control_percent = forms.IntegerField(
-        label="Real controls (%)", min_value=0, max_value=90, initial=10
+        label="Controls (%)", min_value=0, max_value=90, initial=10
     )
-    raters_per_image = forms.IntegerField(min_value=1, max_value=20, initial=1)
+    raters_per_image = forms.IntegerField(
+        label="Raters / image", min_value=1, max_value=20, initial=1
+    )
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)

@@ -16,7 +16,7 @@ from django.utils.safestring import SafeString, mark_safe
 
 SCORE_COLOURS = {1: "#b42318", 2: "#c98a12", 3: "#1e7b44"}
 SERIES_COLOURS = ("#0b5cad", "#1e7b44", "#9a5b00", "#7a3fb0", "#b42318")
-WIDTH = 640
+WIDTH = 520
 
 
 def wilson_interval(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
@@ -68,11 +68,11 @@ class ScoreRow:
 
 def stacked_scores(rows: Sequence[ScoreRow], *, title: str) -> SafeString:
     """One 100 % bar per row, split into the shares rated 1, 2 and 3."""
-    left, right, row_h = 190, WIDTH - 60, 26
+    left, right, row_h = 130, WIDTH - 50, 26
     height = 40 + row_h * len(rows) + 24
     body = _unit_axis(left, right, 24, 24 + row_h * len(rows))
     for i, (score, colour) in enumerate(SCORE_COLOURS.items()):
-        x = left + i * 90
+        x = left + i * 80
         body.append(f'<rect x="{x}" y="4" width="12" height="12" fill="{colour}"/>')
         body.append(_text(x + 16, 14, f"rated {score}", "legend"))
     for i, row in enumerate(rows):
@@ -115,7 +115,7 @@ class ShareRow:
 
 def share_intervals(rows: Sequence[ShareRow], *, title: str) -> SafeString:
     """A dot per row at its share with its 95 % Wilson interval as a whisker."""
-    left, right, row_h = 230, WIDTH - 70, 24
+    left, right, row_h = 190, WIDTH - 50, 24
     bottom = 12 + row_h * len(rows)
     body = _unit_axis(left, right, 6, bottom)
     for i, row in enumerate(rows):
@@ -153,7 +153,7 @@ def metric_lines(
         return bottom - (v - y_min) / (y_max - y_min) * (bottom - top)
 
     body = []
-    for tick in (y_min, 0.0, 0.5, 1.0):
+    for tick in sorted({y_min, 0.0, 0.5, 1.0}):
         y = y_of(tick)
         body.append(
             f'<line class="grid" x1="{left}" y1="{y:.1f}" x2="{right}" y2="{y:.1f}"/>'
@@ -169,9 +169,9 @@ def metric_lines(
     for j, (name, vs) in enumerate(series.items()):
         colour = SERIES_COLOURS[j % len(SERIES_COLOURS)]
         body.append(
-            f'<rect x="{left + j * 150}" y="6" width="12" height="12" fill="{colour}"/>'
+            f'<rect x="{left + j * 120}" y="6" width="12" height="12" fill="{colour}"/>'
         )
-        body.append(_text(left + j * 150 + 16, 16, name, "legend"))
+        body.append(_text(left + j * 120 + 16, 16, name, "legend"))
         points = [(x_of(i), y_of(v)) for i, v in enumerate(vs) if v is not None]
         run: list[str] = []
         for i, v in enumerate(vs):
@@ -204,7 +204,7 @@ def reward_scatter(
     Points with the same mean rating are spread sideways a little so that
     images rated alike do not hide each other.
     """
-    left, right, top, bottom = 50, WIDTH - 20, 12, 232
+    left, right, top, bottom = 50, WIDTH - 20, 28, 240
     body = []
     for tick in (0, 0.25, 0.5, 0.75, 1):
         y = bottom - tick * (bottom - top)
@@ -216,9 +216,9 @@ def reward_scatter(
         x = left + (score - 1) / 2 * (right - left - 40) + 20
         body.append(_text(x, bottom + 16, f"rated {score}", "tick", "middle"))
     body.append(_text(left, bottom + 32, "mean physician rating →", "axis-name"))
-    body.append(_text(12, top + 4, "reward", "axis-name"))
+    body.append(_text(8, 14, "reward ↑", "axis-name"))
     for i, (mean, reward, label) in enumerate(points):
-        jitter = ((i * 37) % 21 - 10) * 1.6
+        jitter = ((i * 37) % 41 - 20) * 1.5
         x = left + (mean - 1) / 2 * (right - left - 40) + 20 + jitter
         y = bottom - max(0.0, min(1.0, reward)) * (bottom - top)
         colour = SCORE_COLOURS[min(3, max(1, round(mean)))]
