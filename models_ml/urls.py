@@ -1,1 +1,40 @@
-urlpatterns: list = []
+from django.urls import path
+
+from .views import dashboard, generate, lineage, retraining
+
+urlpatterns = [
+    path("generate/", generate.generate_page, name="ml-generate"),
+    path("generate/<int:job_id>/", generate.generate_job, name="ml-generate-job"),
+    path(
+        "generate/<int:job_id>/status/",
+        generate.generate_job_status,
+        name="ml-generate-job-status",
+    ),
+    path(
+        "generate/<int:job_id>/images.zip",
+        generate.generate_download,
+        name="ml-generate-download",
+    ),
+    path(
+        "generate/images/<uuid:uid>.png",
+        generate.generated_image,
+        name="ml-generated-image",
+    ),
+    path("models/lineage/", lineage.lineage_page, name="ml-lineage"),
+    path("models/retraining/", retraining.retraining_page, name="ml-retraining"),
+    path(
+        "models/retraining/start/",
+        retraining.retraining_start,
+        name="ml-retraining-start",
+    ),
+    path(
+        "models/rounds/generate/", retraining.round_generate, name="ml-round-generate"
+    ),
+    path("models/jobs/<int:job_id>/", retraining.ml_job, name="ml-job"),
+    path(
+        "models/jobs/<int:job_id>/status/",
+        retraining.ml_job_status,
+        name="ml-job-status",
+    ),
+    path("models/dashboard/", dashboard.dashboard_page, name="ml-dashboard"),
+]

@@ -1,0 +1,201 @@
+"""Forms of the ML pages: they validate input; ``ml_services`` does the work."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django import forms
+from django.db.models import QuerySet
+
+from annotations.models import Dataset
+from models_ml.engine.readers import normalize_modality
+from models_ml.engine.readers.errors import InvalidModalityError
+
+from .ml_services import FILTER_MODES
+from .models import ModelKind, ModelVersion
+
+MAX_PASTED_PROMPTS = 500
+
+
+class VersionChoiceField(forms.ModelChoiceField):
+    def label_from_instance(self, obj: Any) -> str:
+        return f"{obj.name} · #{obj.pk} · {obj.created_at:%Y-%m-%d %H:%M}"
+
+
+def _versions(kind: str) -> QuerySet[ModelVersion]:
+    return ModelVersion.objects.filter(kind=kind).order_by("-created_at", "-id")
+
+
+def _clean_modality(raw: str) -> str:
+    try:
+        return normalize_modality(raw)
+    except InvalidModalityError as exc:
+        raise forms.ValidationError(str(exc)) from exc
+
+
+class GenerateForm(forms.Form):
+    """Reward-filtered generation; versions default to the newest of each kind."""
+
+    prompt = forms.CharField(max_length=1000, widget=forms.Textarea(attrs={"rows": 3}))
+    modality = forms.CharField(max_length=64, help_text="e.g. fundus, ct, oct")
+    count = forms.IntegerField(min_value=1, max_value=64, initial=4)
+    mode = forms.ChoiceField(
+        label="Filter",
+        choices=[
+            ("best_of_n", "Best of N: keep the highest reward of N tries"),
+            ("threshold", "Threshold: keep images above a reward"),
+        ],
+        initial="best_of_n",
+        widget=forms.RadioSelect,
+    )
+    n = forms.IntegerField(label="N", min_value=1, max_value=64, initial=4)
+    threshold = forms.FloatField(
+        min_value=0,
+        max_value=1,
+        required=False,
+        help_text="Blank: the reward model's calibrated threshold.",
+    )
+    model_version = VersionChoiceField(
+        queryset=_versions(ModelKind.DIFFUSION), empty_label=None
+    )
+    reward_version = VersionChoiceField(
+        label="Reward model", queryset=_versions(ModelKind.REWARD), empty_label=None
+    )
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # Querysets are evaluated per form, so a version made a second ago shows.
+        self.fields["model_version"].queryset = _versions(ModelKind.DIFFUSION)
+        self.fields["reward_version"].queryset = _versions(ModelKind.REWARD)
+        for name in ("model_version", "reward_version"):
+            first = self.fields[name].queryset.first()
+            if first is not None:
+                self.fields[name].initial = first.pk
+
+    def clean_modality(self) -> str:
+        return _clean_modality(self.cleaned_data["modality"])
+
+    def clean_mode(self) -> str:
+        mode = self.cleaned_data["mode"]
+        if mode not in FILTER_MODES:
+            raise forms.ValidationError("unknown filter")
+        return mode
+
+
+class RetrainingForm(forms.Form):
+    """One retraining round: reward model, fine-tune, and the next round."""
+
+    diffusion_version = VersionChoiceField(
+        label="Fine-tune this version",
+        queryset=_versions(ModelKind.DIFFUSION),
+        empty_label=None,
+    )
+    reward_epochs = forms.IntegerField(
+        label="Reward epochs", min_value=1, max_value=1000, initial=30
+    )
+    ensemble_size = forms.IntegerField(
+        label="Ensemble size", min_value=1, max_value=16, initial=3
+    )
+    finetune_steps = forms.IntegerField(
+        label="Fine-tune steps", min_value=1, max_value=100_000, initial=200
+    )
+    open_next_round = forms.BooleanField(
+        label="Open the next round comparing the new version with its parent",
+        required=False,
+        initial=True,
+    )
+    images_per_prompt = forms.IntegerField(
+        label="Images per prompt (next round)", min_value=1, max_value=64, initial=4
+    )
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["diffusion_version"].queryset = _versions(ModelKind.DIFFUSION)
+        first = self.fields["diffusion_version"].queryset.first()
+        if first is not None:
+            self.fields["diffusion_version"].initial = first.pk
+
+    def service_params(self) -> dict[str, Any]:
+        data = self.cleaned_data
+        params: dict[str, Any] = {
+            "reward": {
+                "epochs": data["reward_epochs"],
+                "ensemble_size": data["ensemble_size"],
+            },
+            "finetune": {"max_steps": data["finetune_steps"]},
+        }
+        if data["open_next_round"]:
+            params["round"] = {"images_per_prompt": data["images_per_prompt"]}
+        return params
+
+
+class RoundGenerateForm(forms.Form):
+    """A round that generates: typed prompts, or prompts sampled from a dataset."""
+
+    name = forms.CharField(max_length=200)
+    model_version = VersionChoiceField(
+        queryset=_versions(ModelKind.DIFFUSION), empty_label=None
+    )
+    compare_model_version = VersionChoiceField(
+        label="Compare with (optional)",
+        queryset=_versions(ModelKind.DIFFUSION),
+        required=False,
+        help_text="Both versions draw the same prompts and seeds, blinded.",
+    )
+    prompts = forms.CharField(
+        required=False,
+        widget=forms.Textarea(attrs={"rows": 5}),
+        help_text="One per line as “modality: prompt”, e.g. “fundus: optic disc”.",
+    )
+    dataset = forms.ModelChoiceField(
+        label="Or sample from",
+        queryset=Dataset.objects.order_by("name"),
+        required=False,
+    )
+    sample_modality = forms.CharField(label="Modality", max_length=64, required=False)
+    sample_count = forms.IntegerField(
+        label="How many", min_value=1, max_value=500, initial=8
+    )
+    images_per_prompt = forms.IntegerField(
+        label="Images / prompt", min_value=1, max_value=64, initial=4
+    )
+    control_percent = forms.IntegerField(
+        label="Controls (%)", min_value=0, max_value=90, initial=10
+    )
+    raters_per_image = forms.IntegerField(
+        label="Raters / image", min_value=1, max_value=20, initial=1
+    )
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        for name in ("model_version", "compare_model_version"):
+            self.fields[name].queryset = _versions(ModelKind.DIFFUSION)
+        first = self.fields["model_version"].queryset.first()
+        if first is not None:
+            self.fields["model_version"].initial = first.pk
+
+    def clean_sample_modality(self) -> str:
+        raw = self.cleaned_data["sample_modality"].strip()
+        return _clean_modality(raw) if raw else ""
+
+    def clean_prompts(self) -> list[tuple[str, str]]:
+        pairs = []
+        lines = [ln.strip() for ln in self.cleaned_data["prompts"].splitlines()]
+        for number, line in enumerate((ln for ln in lines if ln), start=1):
+            modality, sep, text = line.partition(":")
+            if not sep or not text.strip():
+                raise forms.ValidationError(
+                    f"line {number}: write “modality: prompt”, e.g. “ct: axial head”"
+                )
+            pairs.append((text.strip(), _clean_modality(modality)))
+        if len(pairs) > MAX_PASTED_PROMPTS:
+            raise forms.ValidationError(f"at most {MAX_PASTED_PROMPTS} prompts")
+        return pairs
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean()
+        if not data.get("prompts") and not data.get("dataset"):
+            self.add_error(
+                "prompts", "type prompts, or choose a dataset to sample them from"
+            )
+        return data

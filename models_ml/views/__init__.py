@@ -1,0 +1,1 @@
+"""Pages of the ML lifecycle: generate, lineage, retraining and the dashboard."""

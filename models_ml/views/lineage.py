@@ -1,0 +1,71 @@
+"""The lineage page: every model version as a tree under its parent."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import render
+from django.views.decorators.http import require_GET
+
+from annotations.roles import is_admin
+from annotations.views.access import role_required
+
+from ..models import ModelKind, ModelVersion
+from ..selectors import LineageNode, model_version_tree
+
+DIFFUSION_METRICS = (
+    ("steps", "steps"),
+    ("final_loss", "final loss"),
+    ("resumed_from_step", "resumed from step"),
+)
+REWARD_METRICS = (
+    ("spearman", "Spearman"),
+    ("kappa_quadratic", "κ (quadratic)"),
+    ("auc_rated_3", "AUC rated 3"),
+    ("accuracy", "accuracy"),
+    ("threshold", "threshold"),
+)
+
+
+def key_metrics(version: ModelVersion) -> list[tuple[str, Any]]:
+    """The few numbers worth showing next to a version, in a fixed order."""
+    metrics = dict(version.metrics or {})
+    losses = metrics.get("losses")
+    if isinstance(losses, list) and losses:
+        metrics["final_loss"] = losses[-1]
+    wanted = REWARD_METRICS if version.kind == ModelKind.REWARD else DIFFUSION_METRICS
+    shown = []
+    for key, label in wanted:
+        value = metrics.get(key)
+        if isinstance(value, bool) or value is None:
+            continue
+        if isinstance(value, float):
+            value = f"{value:.3f}"
+        shown.append((label, value))
+    drift = metrics.get("drift")
+    if isinstance(drift, dict) and drift.get("stopped"):
+        shown.append(("drift", "stopped early"))
+    return shown
+
+
+def _decorate(nodes: list[LineageNode]) -> list[dict[str, Any]]:
+    return [
+        {
+            "version": node.version,
+            "metrics": key_metrics(node.version),
+            "rounds": list(node.version.trained_on_rounds.all()),
+            "children": _decorate(node.children),
+        }
+        for node in nodes
+    ]
+
+
+@require_GET
+@role_required(is_admin)
+def lineage_page(request: HttpRequest) -> HttpResponse:
+    context = {
+        "diffusion": _decorate(model_version_tree(kind=ModelKind.DIFFUSION)),
+        "reward": _decorate(model_version_tree(kind=ModelKind.REWARD)),
+    }
+    return render(request, "models_ml/lineage.html", context)

@@ -1,0 +1,229 @@
+"""Retraining and rounds that generate: admin forms, and the steps page that
+polls every 2 s until the last step of the run has finished."""
+
+from __future__ import annotations
+
+import pytest
+from django.urls import reverse
+
+from annotations.models import Rating, Role, Round, RoundStatus
+from annotations.services.ratings import assignment_next, rating_submit
+from models_ml.models import Job, JobKind, JobStatus
+from tests.factories import DatasetFactory, ImageFactory
+
+from .ml_page_data import diffusion, reward
+
+pytestmark = pytest.mark.django_db
+
+HTMX = {"HTTP_HX_REQUEST": "true"}
+
+
+@pytest.fixture(autouse=True)
+def _no_broker(monkeypatch):
+    from medrlhf.celery import app
+
+    class Result:
+        id = "celery-id"
+
+    monkeypatch.setattr(app, "send_task", lambda *a, **k: Result())
+
+
+def _rate_all(rnd, physician):
+    while True:
+        try:
+            assignment = assignment_next(round=rnd, rater=physician)
+        except Exception:  # noqa: BLE001 - the round ran out of images
+            return
+        if assignment is None:
+            return
+        rating_submit(
+            round=rnd,
+            rater=physician,
+            image=assignment.round_image.image,
+            score=3,
+            flags=[],
+            comment="",
+            time_taken_ms=100,
+        )
+
+
+@pytest.mark.parametrize(
+    "name", ["ml-retraining", "ml-retraining-start", "ml-round-generate"]
+)
+def test_physicians_cannot_reach_retraining(client, physician, name):
+    client.force_login(physician)
+    method = client.get if name == "ml-retraining" else client.post
+    assert method(reverse(name)).status_code == 403
+
+
+def test_retraining_form_starts_the_chain_and_redirects_to_its_steps(
+    client, admin_user, physician, make_round, django_capture_on_commit_callbacks
+):
+    _rate_all(make_round(n_images=3), physician)
+    assert Rating.objects.count() >= 2
+    dataset = DatasetFactory()
+    ImageFactory(dataset=dataset, modality="ct", prompt="CT: axial head")
+    version = diffusion("base", dataset=dataset)
+    client.force_login(admin_user)
+    with django_capture_on_commit_callbacks(execute=True):
+        response = client.post(
+            reverse("ml-retraining-start"),
+            {
+                "diffusion_version": version.pk,
+                "reward_epochs": 5,
+                "ensemble_size": 2,
+                "finetune_steps": 7,
+                "open_next_round": "on",
+                "images_per_prompt": 2,
+            },
+        )
+    assert response.status_code == 302, response.context["retrain_form"].errors
+    job = Job.objects.get()
+    assert response["Location"] == reverse("ml-job", args=[job.pk])
+    assert job.kind == JobKind.TRAIN_REWARD
+    assert job.params["reward"] == {"epochs": 5, "ensemble_size": 2}
+    assert job.params["chain"]["finetune"] == {"max_steps": 7}
+    assert job.params["chain"]["round"]["images_per_prompt"] == 2
+    assert job.params["chain"]["round"]["prompts"] == [["CT: axial head", "ct"]]
+
+
+def test_retraining_without_ratings_shows_the_reason(client, admin_user):
+    version = diffusion()
+    client.force_login(admin_user)
+    response = client.post(
+        reverse("ml-retraining-start"),
+        {
+            "diffusion_version": version.pk,
+            "reward_epochs": 5,
+            "ensemble_size": 2,
+            "finetune_steps": 7,
+            "images_per_prompt": 2,
+        },
+    )
+    assert response.status_code == 400
+    assert "at least 2 ratings" in response.content.decode()
+    assert not Job.objects.exists()
+
+
+def test_steps_page_lists_done_and_planned_steps_and_keeps_polling(client, admin_user):
+    chain = {"id": "abc", "round": {"images_per_prompt": 2}}
+    rew = reward("reward one", metrics={"spearman": 0.5})
+    first = Job.objects.create(
+        kind=JobKind.TRAIN_REWARD,
+        status=JobStatus.SUCCEEDED,
+        progress=1.0,
+        params={"chain": {**chain, "step": "train_reward"}},
+        result={"model_version_id": rew.pk},
+    )
+    Job.objects.create(
+        kind=JobKind.FINETUNE,
+        status=JobStatus.RUNNING,
+        progress=0.3,
+        message="step 3 of 10",
+        params={"chain": {**chain, "step": "finetune"}},
+    )
+    client.force_login(admin_user)
+    response = client.get(reverse("ml-job-status", args=[first.pk]), **HTMX)
+    html = response.content.decode()
+    assert response.status_code == 200
+    assert 'hx-trigger="every 2s"' in html
+    assert "reward one" in html and "Spearman</span> 0.500" in html
+    assert "step 3 of 10" in html
+    assert "Generate round" in html and "Starts when the step before" in html
+
+
+def test_steps_page_stops_polling_once_a_step_failed(client, admin_user):
+    job = Job.objects.create(
+        kind=JobKind.TRAIN_REWARD,
+        status=JobStatus.FAILED,
+        error="reward model: too few ratings",
+        params={"chain": {"id": "x", "round": None}},
+    )
+    client.force_login(admin_user)
+    response = client.get(reverse("ml-job-status", args=[job.pk]), **HTMX)
+    assert response.status_code == 286
+    assert "too few ratings" in response.content.decode()
+    assert "Starts when" not in response.content.decode()
+
+
+def test_pasted_prompts_open_a_generating_round_comparing_two_versions(
+    client, admin_user
+):
+    dataset = DatasetFactory()
+    ImageFactory.create_batch(3, dataset=dataset)
+    old = diffusion("old", dataset=dataset)
+    new = diffusion("new", parent=old)
+    client.force_login(admin_user)
+    response = client.post(
+        reverse("ml-round-generate"),
+        {
+            "round-name": "new vs old",
+            "round-model_version": new.pk,
+            "round-compare_model_version": old.pk,
+            "round-prompts": "fundus: optic disc\nCT: axial head",
+            "round-sample_count": 8,
+            "round-images_per_prompt": 2,
+            "round-control_percent": 10,
+            "round-raters_per_image": 2,
+        },
+    )
+    job = Job.objects.get()
+    rnd = Round.objects.get()
+    assert response.status_code == 302
+    assert job.kind == JobKind.GENERATE_ROUND
+    assert job.params["prompts"] == [["optic disc", "fundus"], ["axial head", "ct"]]
+    assert job.params["compare_model_version_id"] == old.pk
+    assert len(job.params["control_pool_ids"]) == 3
+    assert rnd.status == RoundStatus.GENERATING
+    assert rnd.raters_per_image == 2
+
+
+def test_prompts_are_sampled_from_the_dataset_for_one_modality(client, admin_user):
+    dataset = DatasetFactory()
+    for i in range(4):
+        ImageFactory(dataset=dataset, modality="ct", prompt=f"CT case {i}")
+    ImageFactory(dataset=dataset, modality="fundus", prompt="fundus case")
+    version = diffusion("base", dataset=dataset)
+    client.force_login(admin_user)
+    client.post(
+        reverse("ml-round-generate"),
+        {
+            "round-name": "sampled",
+            "round-model_version": version.pk,
+            "round-dataset": dataset.pk,
+            "round-sample_modality": "CT",
+            "round-sample_count": 2,
+            "round-images_per_prompt": 1,
+            "round-control_percent": 0,
+            "round-raters_per_image": 1,
+        },
+    )
+    prompts = Job.objects.get().params["prompts"]
+    assert len(prompts) == 2
+    assert all(m == "ct" for _, m in prompts)
+
+
+def test_a_malformed_prompt_line_is_named(client, admin_user):
+    version = diffusion()
+    client.force_login(admin_user)
+    response = client.post(
+        reverse("ml-round-generate"),
+        {
+            "round-name": "bad",
+            "round-model_version": version.pk,
+            "round-prompts": "fundus: fine\nno modality here",
+            "round-sample_count": 8,
+            "round-images_per_prompt": 1,
+            "round-control_percent": 0,
+            "round-raters_per_image": 1,
+        },
+    )
+    assert response.status_code == 400
+    assert "line 2" in response.content.decode()
+    assert not Job.objects.exists()
+
+
+def test_researcher_cannot_see_a_jobs_steps(client, make_user):
+    job = Job.objects.create(kind=JobKind.TRAIN_REWARD, params={})
+    client.force_login(make_user(Role.RESEARCHER))
+    assert client.get(reverse("ml-job", args=[job.pk])).status_code == 403
