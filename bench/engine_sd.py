@@ -11,7 +11,11 @@ from pathlib import Path
 
 
 def write_tiny_sd_folder(folder: Path) -> Path:
-    """Save a tiny random SD pipeline (UNet, VAE, CLIP text model, tokenizer)."""
+    """Save a tiny random SD pipeline (UNet, VAE, CLIP text model, tokenizer).
+
+    The tokenizer has single characters only, so its length limit is raised
+    to take the demo prompts whole.
+    """
     import torch
     from diffusers import (
         AutoencoderKL,
@@ -34,7 +38,7 @@ def write_tiny_sd_folder(folder: Path) -> Path:
     tokenizer = CLIPTokenizer(
         vocab_file=str(words / "vocab.json"),
         merges_file=str(words / "merges.txt"),
-        model_max_length=77,
+        model_max_length=256,
     )
     text_encoder = CLIPTextModel(
         CLIPTextConfig(
@@ -43,7 +47,7 @@ def write_tiny_sd_folder(folder: Path) -> Path:
             intermediate_size=64,
             num_hidden_layers=2,
             num_attention_heads=4,
-            max_position_embeddings=77,
+            max_position_embeddings=256,
             bos_token_id=0,
             eos_token_id=1,
             pad_token_id=1,
