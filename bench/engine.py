@@ -293,8 +293,8 @@ def bench_training(
         plain.step()
         sync(s.device)
         plain_times.append(time.perf_counter() - start)
-        last.append(time.perf_counter())
         log(f"train step {len(plain_times)}/{steps}")
+        last.append(time.perf_counter())
 
     config = train_config(s, data_csv, work / "train", steps)
     config.use_lora = use_lora
@@ -302,10 +302,11 @@ def bench_training(
     setup_start = time.perf_counter()
     train(config, progress=progress)
     total = time.perf_counter() - setup_start
-    # Engine step 1 is not timed (no callback before it); plain step 1 is dropped.
-    w = s.warmup_pairs
-    ours = ours_times[w - 1 :] if w else ours_times
-    paired_plain = plain_times[w : len(ours) + w]
+    # ours_times[j] is engine step j + 2 (no callback precedes step 1) and
+    # plain_times[j] plain step j + 1: drop the first w steps of each.
+    w = max(1, s.warmup_pairs)
+    ours = ours_times[w - 1 :]
+    paired_plain = plain_times[w:]
     return {
         "batch_size": s.batch_size,
         "steps": steps,
