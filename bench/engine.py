@@ -18,7 +18,7 @@ process per phase, minus the RSS after imports; on CUDA also
 ``torch.cuda.max_memory_allocated``. Figures go to stdout and
 ``bench/out/engine.json``.
 
-    python bench/engine.py [--quick]
+    python bench/engine.py [--quick] [--threads N]
     python bench/engine.py --backend sd --model_path <SD folder> --device cuda \
         --resolution 512 --mixed_precision bf16
     python bench/engine.py --backend sd --tiny_sd --quick   # CPU smoke check
@@ -732,7 +732,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--train_steps", type=int)
     parser.add_argument("--gen_steps", type=int)
     parser.add_argument(
-        "--threads", type=int, help="torch intra-op threads (default: torch's)"
+        "--threads",
+        type=int,
+        default=1,
+        help="torch intra-op threads; 0 keeps torch's default (one per core). "
+        "1 by default: on shared cores more threads spin at every barrier",
     )
     parser.add_argument("--no_memory", action="store_true", help="skip peak memory")
     parser.add_argument("--output", default=str(OUT / "engine.json"))
