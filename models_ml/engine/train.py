@@ -257,6 +257,8 @@ class _Trainer:
         torch.manual_seed(cfg.seed)
         self.backend = self._build_backend()
         self.main_set, self.real_set = self._load_data()
+        if not cfg.train_text_encoder:
+            self._encode_prompts_once()
         params = self._trainable_parameters()
         self.optimizer = torch.optim.AdamW(
             params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay
@@ -309,6 +311,28 @@ class _Trainer:
             resolution=cfg.resolution or 64, channels=tuple(cfg.channels), seed=cfg.seed
         )
         return create_tiny_backend(tiny, device=device)
+
+    def _encode_prompts_once(self) -> None:
+        """Fill the tiny backend's prompt cache in a few batched passes.
+
+        Otherwise every step of the first epoch stops to encode its unseen
+        prompts; encoding them together up front costs less and leaves every
+        step the same work.
+        """
+        if self.backend.name != "tiny":
+            return
+        from .backends.tiny import CACHE_LIMIT
+
+        pairs: set[tuple[str, str | None]] = {("", None)}
+        for data in (self.main_set, self.real_set):
+            if data is not None:
+                pairs.update(zip(data.prompts, data.modalities, strict=True))
+        if len(pairs) > CACHE_LIMIT:
+            return
+        ordered = sorted(pairs, key=str)
+        for start in range(0, len(ordered), 64):
+            chunk = ordered[start : start + 64]
+            self.backend.encode_prompts([p for p, _ in chunk], [m for _, m in chunk])
 
     def _load_data(self) -> tuple[TrainingSet, TrainingSet | None]:
         cfg = self.config
