@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-fast venv lint bench-load bench-export clean
+.PHONY: run test test-fast venv lint bench-load bench-export bench-engine clean
 
 $(STAMP): pyproject.toml
 	@test -n "$(PYTHON)" || { echo "need python3.11 on PATH"; exit 1; }
@@ -37,6 +37,9 @@ bench-load: $(STAMP)
 
 bench-export: $(STAMP)
 	$(PY) bench/export.py
+
+bench-engine: $(STAMP)
+	$(PY) bench/engine.py $(BENCH_ENGINE_ARGS)
 
 clean:
 	rm -rf var/broker var/media var/*.sqlite3*
