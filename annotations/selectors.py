@@ -63,8 +63,8 @@ ROUND_TOTALS_TTL_S = 10
 ROUND_TOTALS_CACHE_MIN_ITEMS = 5000
 
 
-def _round_totals(round: Round) -> tuple[int, int, int, int]:
-    """(items, quarantined, ratings, items still needing ratings), cached briefly.
+def _round_totals(round: Round) -> tuple[int, int, int]:
+    """(items, ratings, items still needing ratings), cached briefly.
 
     Every ``next`` shows progress; recounting a 100k-image round each time
     would cost more than the rating itself.
@@ -72,31 +72,22 @@ def _round_totals(round: Round) -> tuple[int, int, int, int]:
     key = f"round-totals:{round.pk}:{round.raters_per_image}"
     totals = cache.get(key)
     if totals is None:
+        # No join with the images: round_create never adds a quarantined image
+        # and nothing quarantines one later, so counting rows is enough.
         agg = round.items.aggregate(
             n=Count("id"),
             done=Sum("rating_count"),
-            quarantined=Count("id", filter=Q(image__quarantined=True)),
-            open=Count(
-                "id",
-                filter=Q(
-                    rating_count__lt=round.raters_per_image, image__quarantined=False
-                ),
-            ),
+            open=Count("id", filter=Q(rating_count__lt=round.raters_per_image)),
         )
-        totals = (
-            agg["n"] or 0,
-            agg["quarantined"] or 0,
-            agg["done"] or 0,
-            agg["open"] or 0,
-        )
+        totals = (agg["n"] or 0, agg["done"] or 0, agg["open"] or 0)
         if totals[0] >= ROUND_TOTALS_CACHE_MIN_ITEMS:
             cache.set(key, totals, ROUND_TOTALS_TTL_S)
     return totals
 
 
 def round_progress(*, round: Round, user: Any | None = None) -> RoundProgress:
-    total, quarantined, done, open_items = _round_totals(round)
-    needed = (total - quarantined) * round.raters_per_image
+    total, done, open_items = _round_totals(round)
+    needed = total * round.raters_per_image
     done = min(done, needed)
     mine = my_remaining = 0
     if user is not None and user.is_authenticated:

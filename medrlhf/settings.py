@@ -126,6 +126,9 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     }
 else:
     DATABASES["default"].setdefault("CONN_MAX_AGE", env.int("CONN_MAX_AGE", 60))
+    # Short OLTP queries: PostgreSQL's JIT spent most of a progress count
+    # compiling it (measured in bench/load.py).
+    DATABASES["default"].setdefault("OPTIONS", {}).setdefault("options", "-c jit=off")
     DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 # Throttle counters; use Redis (redis://…) when several web processes run.
 CACHES = {"default": env.cache("CACHE_URL", default="locmemcache://")}
