@@ -47,9 +47,12 @@ class ExperimentConfig:
     per_modality: int = 60
     base_steps: int = 300
     base_lr: float = 1e-3
-    finetune_steps: int = 150
-    finetune_lr: float = 3e-4
-    beta: float = 1.0
+    finetune_steps: int = 100
+    # Small and warmed up: a fresh Adam state at a large constant rate moves a
+    # converged model more than the feedback does.
+    finetune_lr: float = 1e-4
+    finetune_warmup: int = 20
+    beta: float = 3.0
     # Raw weight = ((rating - 1) / 2) ** power (reward ** power where unrated):
     # with power 1 a 2 weighs half a 3, too little contrast to beat the drift
     # of training on the model's own samples.
@@ -77,6 +80,7 @@ def quick_config(output_dir: Path) -> ExperimentConfig:
         per_modality=10,
         base_steps=20,
         finetune_steps=6,
+        finetune_warmup=2,
         batch_size=8,
         images_per_prompt=3,
         sample_steps=8,
@@ -514,7 +518,7 @@ def run_experiment(config: ExperimentConfig) -> dict[str, Any]:
                 max_steps=config.finetune_steps,
                 learning_rate=config.finetune_lr,
                 lr_scheduler="constant",
-                **common,
+                **{**common, "lr_warmup_steps": config.finetune_warmup},
             )
         )
     assert tuned.final_dir is not None
