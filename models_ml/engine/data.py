@@ -10,16 +10,22 @@ from __future__ import annotations
 
 import csv
 import functools
+import io
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from .errors import DatasetError
-
-PIL_SUFFIXES = (".png", ".jpg", ".jpeg")
+from .images import load_frames
+from .readers import (
+    MODALITY_LABELS,
+    ReaderError,
+    normalize_modality,
+    parse_manifest,
+)
 
 
 @dataclass(frozen=True)
@@ -61,69 +67,92 @@ class TrainingBatch:
     weights: torch.Tensor
 
 
-def _read_dataset_csv(csv_path: Path, *, need_weight: bool = False) -> list[DatasetRow]:
-    """Rows of ``path,Text[,modality][,weight]``; paths are relative to the CSV.
+def conditioning_modality(raw: str | None) -> str | None:
+    """The modality name a model is conditioned on.
 
-    Kept private and small so the shared readers can replace it.
+    Known modalities get their display name, so "CXR", "chest_xray" and
+    "Chest X-ray" train alike (and match a "Chest X-ray: ..." prompt prefix);
+    any other name is kept as written.
     """
-    if not csv_path.is_file():
-        raise DatasetError(f"{csv_path}: dataset CSV not found")
-    with open(csv_path, newline="", encoding="utf-8-sig") as handle:
-        reader = csv.reader(handle, skipinitialspace=True)
-        header = [h.strip() for h in next(reader, [])]
-        names = {h.lower(): i for i, h in enumerate(header)}
-        for field in ("path", "text") + (("weight",) if need_weight else ()):
-            if field not in names:
-                raise DatasetError(f"{csv_path}: header lacks column {field!r}")
-        rows = []
-        for line, record in enumerate(reader, start=2):
-            if not any(cell.strip() for cell in record):
-                continue
-            cells = [c.strip() for c in record] + [""] * len(header)
-            raw_path = cells[names["path"]]
-            if not raw_path:
-                raise DatasetError(f"{csv_path}, line {line}: field 'path' is empty")
-            path = Path(raw_path)
-            path = path if path.is_absolute() else csv_path.parent / path
-            modality = cells[names["modality"]] if "modality" in names else ""
-            weight = 1.0
-            if "weight" in names:
-                try:
-                    weight = float(cells[names["weight"]])
-                except ValueError as exc:
-                    raise DatasetError(
-                        f"{csv_path}, line {line}: field 'weight' is not a number"
-                    ) from exc
-                if not np.isfinite(weight) or weight < 0:
-                    raise DatasetError(
-                        f"{csv_path}, line {line}: field 'weight' must be >= 0"
-                    )
-            rows.append(
-                DatasetRow(
-                    line=line,
-                    path=path,
-                    text=cells[names["text"]],
-                    modality=modality or None,
-                    weight=weight,
-                )
-            )
-    if not rows:
-        raise DatasetError(f"{csv_path}: dataset is empty")
-    return rows
+    if raw is None or not raw.strip():
+        return None
+    return MODALITY_LABELS.get(normalize_modality(raw), raw.strip())
 
 
-def _load_training_image(path: Path) -> Image.Image:
-    """Open one PNG/JPEG image. The shared readers will take over this job."""
-    if path.suffix.lower() not in PIL_SUFFIXES:
-        raise DatasetError(f"{path}: only PNG and JPEG are read here")
+def _record_starts(text: str) -> dict[int, list[str]]:
+    """CSV records by the line they start on, counted as ``parse_manifest`` does."""
+    reader = csv.reader(io.StringIO(text, newline=""), skipinitialspace=True)
+    records: dict[int, list[str]] = {}
+    line = 1
+    for record in reader:
+        start, line = line, reader.line_num + 1
+        records[start] = record
+    return records
+
+
+def _read_weights(csv_path: Path, lines: list[int]) -> dict[int, float]:
+    """The ``weight`` cell of each given line; the manifest has checked the rest."""
+    text = csv_path.read_bytes().decode("utf-8-sig", errors="replace")
+    records = _record_starts(text)
+    first = min(n for n, cells in records.items() if any(c.strip() for c in cells))
+    header = [h.strip().lower() for h in records[first]]
+    if "weight" not in header:
+        raise DatasetError(f"{csv_path}: header lacks column 'weight'")
+    column = header.index("weight")
+    weights = {}
+    for line in lines:
+        cell = records[line][column].strip()
+        try:
+            weight = float(cell)
+        except ValueError as exc:
+            raise DatasetError(
+                f"{csv_path}, line {line}: field 'weight' {cell!r} is not a number"
+            ) from exc
+        if not np.isfinite(weight) or weight < 0:
+            raise DatasetError(f"{csv_path}, line {line}: field 'weight' must be >= 0")
+        weights[line] = weight
+    return weights
+
+
+def read_dataset_csv(
+    csv_path: Path | str, *, need_weight: bool = False
+) -> list[DatasetRow]:
+    """Rows of the seeds' ``path,Text[,modality][,weight]`` CSV or the platform's
+    ratings export (``image_path,...,prompt,modality``).
+
+    Paths are relative to the CSV's folder. Any bad row fails the whole file
+    with a ``DatasetError`` that lists every bad line.
+    """
+    csv_path = Path(csv_path)
     try:
-        with Image.open(path) as image:
-            image.load()
-            return image.copy()
-    except FileNotFoundError as exc:
-        raise DatasetError(f"{path}: image file not found") from exc
-    except (UnidentifiedImageError, OSError) as exc:
-        raise DatasetError(f"{path}: not a readable image ({exc})") from exc
+        manifest = parse_manifest(csv_path)
+    except ReaderError as exc:
+        raise DatasetError(f"{csv_path}: dataset CSV unusable: {exc.reason}") from exc
+    if manifest.errors:
+        listed = "; ".join(
+            f"line {e.line}: {f'{e.field}: ' if e.field else ''}{e.message}"
+            for e in manifest.errors[:20]
+        )
+        more = len(manifest.errors) - 20
+        raise DatasetError(
+            f"{csv_path}: {len(manifest.errors)} bad row(s): {listed}"
+            + (f"; and {more} more" if more > 0 else "")
+        )
+    weights = (
+        _read_weights(csv_path, [row.line for row in manifest.rows])
+        if need_weight
+        else {}
+    )
+    return [
+        DatasetRow(
+            line=row.line,
+            path=row.path,
+            text=row.text,
+            modality=conditioning_modality(row.modality),
+            weight=weights.get(row.line, 1.0),
+        )
+        for row in manifest.rows
+    ]
 
 
 def prepare_image(image: Image.Image, resolution: int) -> np.ndarray:
@@ -151,11 +180,14 @@ def load_training_set(
 ) -> TrainingSet:
     """Read and decode every row; errors name the CSV line and the image file.
 
+    A DICOM row yields all its frames and a NIfTI row all its non-constant
+    slices, each paired with the row's text.
+
     ``min_weight`` keeps only rows whose weight reaches it (the filtered
     fine-tuning variant); the rows kept then count equally.
     """
     csv_path = Path(csv_path)
-    rows = _read_dataset_csv(csv_path, need_weight=need_weight)
+    rows = read_dataset_csv(csv_path, need_weight=need_weight)
     if min_weight is not None:
         rows = [r for r in rows if r.weight >= min_weight]
         if not rows:
@@ -166,19 +198,21 @@ def load_training_set(
             DatasetRow(line=r.line, path=r.path, text=r.text, modality=r.modality)
             for r in rows
         ]
-    arrays = []
+    arrays, kept = [], []
     for row in rows:
         try:
-            image = _load_training_image(row.path)
+            frames = load_frames(row.path)
         except DatasetError as exc:
             raise DatasetError(f"{csv_path}, line {row.line}: {exc}") from exc
-        arrays.append(prepare_image(image, resolution))
+        for frame in frames:
+            arrays.append(prepare_image(frame, resolution))
+            kept.append(row)
     return TrainingSet(
         source=csv_path,
         pixels=torch.from_numpy(np.stack(arrays)),
-        prompts=[r.text for r in rows],
-        modalities=[r.modality for r in rows],
-        weights=torch.tensor([r.weight for r in rows], dtype=torch.float32),
+        prompts=[r.text for r in kept],
+        modalities=[r.modality for r in kept],
+        weights=torch.tensor([r.weight for r in kept], dtype=torch.float32),
     )
 
 

@@ -28,6 +28,8 @@ import numpy as np
 from PIL import Image
 
 from .errors import DatasetError
+from .images import load_pil
+from .readers import normalize_modality
 
 if TYPE_CHECKING:
     from .features import FeatureExtractor
@@ -344,12 +346,6 @@ def paired_ssim_psnr(
 # --- evaluating a generated set against real data ---------------------------------
 
 
-def _load_image(path: str | Path) -> Image.Image:
-    from .reward import _load_image as load
-
-    return load(path)
-
-
 def read_generated(source: str | Path) -> list[dict[str, str | None]]:
     """Generated images from a folder or a manifest CSV.
 
@@ -424,8 +420,8 @@ def evaluate_sets(
     extractor = feature_extractor or (
         reward_model.feature_extractor if reward_model else HandcraftedFeatures()
     )
-    gen_images = [_load_image(g["path"]) for g in generated]
-    real_images = [_load_image(p) for p, _, _ in real]
+    gen_images = [load_pil(g["path"]) for g in generated]
+    real_images = [load_pil(p) for p, _, _ in real]
     out: dict[str, Any] = {
         "n_generated": len(generated),
         "n_real": len(real),
@@ -437,11 +433,13 @@ def evaluate_sets(
     per_modality = {}
     gen_by_mod: dict[str, list[Image.Image]] = defaultdict(list)
     real_by_mod: dict[str, list[Image.Image]] = defaultdict(list)
+    # Grouped by canonical slug: the real CSV and a generated manifest may spell
+    # a modality differently ("Chest X-ray", "CXR").
     for g, image in zip(generated, gen_images, strict=True):
         if g["modality"]:
-            gen_by_mod[g["modality"]].append(image)
+            gen_by_mod[normalize_modality(g["modality"])].append(image)
     for (_, _, modality), image in zip(real, real_images, strict=True):
-        real_by_mod[modality].append(image)
+        real_by_mod[normalize_modality(modality)].append(image)
     for modality in sorted(gen_by_mod):
         if len(gen_by_mod[modality]) >= 2 and len(real_by_mod.get(modality, [])) >= 2:
             result = local_fd_kid(

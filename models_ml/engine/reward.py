@@ -28,6 +28,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from .data import read_dataset_csv
 from .errors import DatasetError, EngineError, WeightsFormatError
 from .features import (
     FeatureExtractor,
@@ -35,6 +36,7 @@ from .features import (
     feature_extractor_from_config,
     feature_extractor_from_spec,
 )
+from .images import load_pil
 from .metrics import ordinal_metrics
 
 FORMAT = "medrlhf-reward-v1"
@@ -103,13 +105,8 @@ class RewardTrainResult:
 
 
 def _load_image(path: str | Path) -> Image.Image:
-    """The single place images are read, so other readers can be swapped in."""
-    try:
-        with Image.open(path) as image:
-            image.load()
-            return image.copy()
-    except (OSError, ValueError) as exc:
-        raise DatasetError(f"cannot read image {path}: {exc}") from exc
+    """The single place reward code reads images: the shared loader."""
+    return load_pil(path)
 
 
 # --- reading ratings -------------------------------------------------------
@@ -190,35 +187,15 @@ def _rating_row(
 
 
 def read_real_csv(path: str | Path) -> list[tuple[str, str, str]]:
-    """Read an import CSV ``path,Text[,modality]`` into (path, prompt, modality)."""
-    path = Path(path)
-    if not path.is_file():
-        raise DatasetError(f"real-image CSV not found: {path}")
-    out = []
-    with path.open(newline="", encoding="utf-8-sig") as handle:
-        reader = csv.DictReader(handle, skipinitialspace=True)
-        header = {name.strip().lower(): name for name in reader.fieldnames or []}
-        path_col = header.get("path") or header.get("image_path")
-        text_col = header.get("text") or header.get("prompt")
-        modality_col = header.get("modality")
-        if not path_col or not text_col:
-            raise DatasetError(f"{path}: header must have path and Text columns")
-        for row in reader:
-            where = f"{path} line {reader.line_num}"
-            image = (row.get(path_col) or "").strip()
-            text = (row.get(text_col) or "").strip()
-            if not image or not text:
-                raise DatasetError(f"{where}: empty path or Text")
-            image_path = (
-                Path(image) if Path(image).is_absolute() else path.parent / image
-            )
-            if not image_path.is_file():
-                raise DatasetError(f"{where}: image not found: {image_path}")
-            modality = (row.get(modality_col) or "").strip() if modality_col else ""
-            out.append((str(image_path), text, modality or "unspecified"))
-    if not out:
-        raise DatasetError(f"{path}: no images")
-    return out
+    """Read an import CSV ``path,Text[,modality]`` into (path, prompt, modality).
+
+    Same rules as training data (``data.read_dataset_csv``); a row without a
+    modality gets ``"unspecified"``.
+    """
+    return [
+        (str(row.path), row.text, row.modality or "unspecified")
+        for row in read_dataset_csv(path)
+    ]
 
 
 # --- prompt and modality encodings -----------------------------------------

@@ -9,7 +9,7 @@ import torch
 
 from models_ml.engine.checkpoint import CheckpointError, list_checkpoints
 from models_ml.engine.train import train
-from tests.engine.test_train import tiny_config, unet_weights, write_tiny_dataset
+from tests.engine.helpers import tiny_config, unet_weights, write_tiny_dataset
 
 
 def test_checkpoints_are_complete_folders_of_safetensors_and_json(

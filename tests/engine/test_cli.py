@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from models_ml.engine import cli
-from tests.engine.test_train import write_tiny_dataset
+from tests.engine.helpers import write_tiny_dataset
 
 
 def test_help_lists_the_diffusion_commands(capsys: pytest.CaptureFixture[str]) -> None:

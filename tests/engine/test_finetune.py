@@ -17,7 +17,7 @@ from models_ml.engine.train import (
     train,
     weighted_mean,
 )
-from tests.engine.test_train import tiny_config, write_tiny_dataset
+from tests.engine.helpers import tiny_config, write_tiny_dataset
 
 
 def gradients(backend: TinyBackend, batch: TrainingBatch) -> list[torch.Tensor]:

@@ -17,54 +17,12 @@ from models_ml.engine.train import (
     normalise_weights_per_prompt,
     train,
 )
-
-
-def write_tiny_dataset(
-    folder: Path, *, count: int = 8, weights: list[float] | None = None
-) -> Path:
-    """Two easily told apart 'modalities': red discs and grey bars."""
-    folder.mkdir(parents=True, exist_ok=True)
-    header = "path, Text, modality" + (", weight" if weights else "")
-    lines = [header]
-    for i in range(count):
-        pixels = np.zeros((24, 24, 3), np.uint8)
-        if i % 2:
-            pixels[..., 0] = 200
-            pixels[6:18, 6:18, 1] = 120
-            text, modality = "Fundus: red retina", "Fundus"
-        else:
-            pixels[...] = 50
-            pixels[4:20, 9:15] = 230
-            text, modality = "CT: grey slice", "CT"
-        Image.fromarray(pixels).save(folder / f"img{i}.png")
-        row = f"img{i}.png, {text}, {modality}"
-        if weights:
-            row += f", {weights[i]}"
-        lines.append(row)
-    csv_path = folder / ("weights.csv" if weights else "data.csv")
-    csv_path.write_text("\n".join(lines) + "\n")
-    return csv_path
-
-
-def tiny_config(tmp_path: Path, **overrides: object) -> TrainConfig:
-    values: dict[str, object] = {
-        "output_dir": str(tmp_path / "run"),
-        "resolution": 16,
-        "channels": (8, 16),
-        "batch_size": 4,
-        "max_steps": 4,
-        "learning_rate": 1e-3,
-        "lr_warmup_steps": 0,
-        "device": "cpu",
-    }
-    values.update(overrides)
-    if "data_csv" not in values and "weights_csv" not in values:
-        values["data_csv"] = str(write_tiny_dataset(tmp_path / "data"))
-    return TrainConfig(**values)  # type: ignore[arg-type]
-
-
-def unet_weights(model_dir: Path) -> dict[str, torch.Tensor]:
-    return {k: v.clone() for k, v in load_backend(model_dir).unet.state_dict().items()}
+from tests.engine.helpers import (
+    tiny_config,
+    unet_weights,
+    write_tiny_dataset,
+    write_tiny_sd_folder,
+)
 
 
 def test_training_loss_decreases_on_a_tiny_synthetic_set(tmp_path: Path) -> None:
@@ -128,7 +86,7 @@ def test_csv_without_text_column_names_the_column(tmp_path: Path) -> None:
     csv_path = tmp_path / "bad.csv"
     csv_path.write_text("path,caption\nimg.png,hello\n")
 
-    with pytest.raises(DatasetError, match="'text'"):
+    with pytest.raises(DatasetError, match="text column"):
         train(tiny_config(tmp_path, data_csv=str(csv_path)))
 
 
@@ -174,8 +132,6 @@ def test_negative_weight_is_refused() -> None:
 
 
 def sd_config(tmp_path: Path, **overrides: object) -> TrainConfig:
-    from tests.engine.test_backends import write_tiny_sd_folder
-
     base = write_tiny_sd_folder(tmp_path / "base")
     return tiny_config(
         tmp_path, backend="sd", model_path=str(base), max_steps=2, **overrides
