@@ -125,7 +125,9 @@ def read_dataset_csv(
     """
     csv_path = Path(csv_path)
     try:
-        manifest = parse_manifest(csv_path)
+        # Engine CSVs are the user's own or the platform's exports, which name
+        # stored files by absolute path; uploads never come through here.
+        manifest = parse_manifest(csv_path, allow_absolute=True)
     except ReaderError as exc:
         raise DatasetError(f"{csv_path}: dataset CSV unusable: {exc.reason}") from exc
     if manifest.errors:

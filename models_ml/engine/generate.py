@@ -129,7 +129,7 @@ def generate_images(
     output_dir: Path | str,
     steps: int | None = None,
     guidance: float | None = None,
-    scheduler: str = "ddim",
+    scheduler: str | None = None,
     batch_size: int = 8,
     device: str = "cpu",
     baseline_model_dir: Path | str | None = None,

@@ -308,7 +308,9 @@ class _Trainer:
         from .backends.tiny import TinyConfig, create_tiny_backend
 
         tiny = TinyConfig(
-            resolution=cfg.resolution or 64, channels=tuple(cfg.channels), seed=cfg.seed
+            resolution=cfg.resolution or TinyConfig().resolution,
+            channels=tuple(cfg.channels),
+            seed=cfg.seed,
         )
         return create_tiny_backend(tiny, device=device)
 

@@ -209,3 +209,25 @@ def test_label_folder_refuses_symlinks_and_too_many_files(tmp_path: Path) -> Non
     assert "symbolic links" in manifest.errors[0].message
     with pytest.raises(ManifestError, match="more than 2 images"):
         scan_label_folder(tmp_path, limits=ReadLimits(max_csv_rows=2))
+
+
+def test_absolute_paths_are_refused_unless_the_caller_allows_them(tmp_path):
+    from PIL import Image
+
+    from models_ml.engine.readers import parse_manifest
+
+    image = tmp_path / "elsewhere" / "a.png"
+    image.parent.mkdir()
+    Image.new("L", (8, 8)).save(image)
+    link = tmp_path / "link.png"
+    link.symlink_to(image)
+    csv_dir = tmp_path / "csv"
+    csv_dir.mkdir()
+    (csv_dir / "data.csv").write_text(f"path,Text\n{image},CT: a\n{link},CT: b\n")
+    strict = parse_manifest(csv_dir / "data.csv")
+    assert [e.line for e in strict.errors] == [2, 3]
+    assert "absolute paths are not allowed" in strict.errors[0].message
+    loose = parse_manifest(csv_dir / "data.csv", allow_absolute=True)
+    assert [r.path for r in loose.rows] == [image.resolve()]
+    assert [e.line for e in loose.errors] == [3]
+    assert "symbolic links" in loose.errors[0].message

@@ -199,6 +199,7 @@ class DiffusionBackend(ABC):
     version: str
     parent: str | None
     default_steps: int = 50
+    default_scheduler: str = "ddim"
     default_guidance: float = 5.0
 
     @abstractmethod
@@ -246,7 +247,7 @@ class DiffusionBackend(ABC):
         *,
         steps: int | None = None,
         guidance: float | None = None,
-        scheduler: str = "ddim",
+        scheduler: str | None = None,
         batch_size: int = 8,
         progress: ProgressFn | None = None,
     ) -> list[GeneratedImage]:
@@ -256,6 +257,7 @@ class DiffusionBackend(ABC):
         a per-sample generator, so batch size and neighbours do not matter.
         """
         steps = steps or self.default_steps
+        scheduler = scheduler or self.default_scheduler
         guidance = self.default_guidance if guidance is None else guidance
         if batch_size < 1:
             raise EngineError("batch_size must be at least 1")

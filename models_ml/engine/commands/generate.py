@@ -44,8 +44,8 @@ def add_parser(subparsers: Any) -> None:
     add(
         "--scheduler",
         choices=("ddim", "dpm", "euler", "ddpm"),
-        default="ddim",
-        help="sampler",
+        default=None,
+        help="sampler (default: the model's own; tiny ddpm, sd ddim)",
     )
     add("--batch_size", type=int, default=8, help="images sampled together")
     add(

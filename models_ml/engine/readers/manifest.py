@@ -137,17 +137,36 @@ def check_relative_path(root: Path, raw: str) -> tuple[Path | None, str | None]:
     return resolved, None
 
 
+def check_absolute_path(raw: str) -> tuple[Path | None, str | None]:
+    """An absolute path to a regular file that is not itself a symlink."""
+    path = Path(raw)
+    try:
+        info = os.lstat(path)
+    except FileNotFoundError:
+        return None, f"file not found: {raw}"
+    except OSError as exc:
+        return None, f"cannot access {raw}: {exc.strerror}"
+    if stat.S_ISLNK(info.st_mode):
+        return None, f"symbolic links are not allowed ({raw})"
+    if not stat.S_ISREG(info.st_mode):
+        return None, f"not a regular file: {raw}"
+    return path.resolve(), None
+
+
 def parse_manifest(
     csv_path: str | Path,
     *,
     limits: ReadLimits = DEFAULT_LIMITS,
     encoding: str | None = None,
+    allow_absolute: bool = False,
 ) -> Manifest:
     """Read an import CSV whose paths are relative to the CSV's folder.
 
     Accepts ``path,Text``, ``path,Text,modality`` (any case, spaces after
     commas) and the ratings export (``image_path,...,prompt,modality``).
     UTF-8 (with or without BOM) unless ``encoding`` says otherwise.
+    ``allow_absolute`` also accepts absolute paths: for the engine, reading a
+    user's own files or the platform's exports, never for uploaded CSVs.
     """
     csv_path = Path(csv_path)
     try:
@@ -184,7 +203,15 @@ def parse_manifest(
                     csv_path, f"CSV has more than {limits.max_csv_rows} rows"
                 )
             _parse_row(
-                manifest, root, record, start, columns, len(header), seen, limits
+                manifest,
+                root,
+                record,
+                start,
+                columns,
+                len(header),
+                seen,
+                limits,
+                allow_absolute,
             )
     except csv.Error as exc:
         raise ManifestError(
@@ -204,6 +231,7 @@ def _parse_row(
     width: int,
     seen: dict[tuple[Path, str], int],
     limits: ReadLimits,
+    allow_absolute: bool = False,
 ) -> None:
     path_col, text_col, modality_col = columns
     if len(record) != width:
@@ -236,7 +264,11 @@ def _parse_row(
         except InvalidModalityError as exc:
             manifest.errors.append(RowError(line, "modality", str(exc)))
             return
-    resolved, problem = check_relative_path(root, cells[path_col])
+    raw = cells[path_col]
+    if allow_absolute and raw.startswith("/") and "\x00" not in raw:
+        resolved, problem = check_absolute_path(raw)
+    else:
+        resolved, problem = check_relative_path(root, raw)
     if problem is not None or resolved is None:
         manifest.errors.append(RowError(line, "path", problem or "invalid path"))
         return
