@@ -582,9 +582,16 @@ def measure_memory(
 
 def make_tiny_sd(folder: Path) -> Path:
     """A random SD v1-layout folder small enough for a CPU smoke check."""
-    from engine_sd import write_tiny_sd_folder
+    from models_ml.engine.backends.sd_random import write_random_sd_folder
 
-    return write_tiny_sd_folder(folder)
+    return write_random_sd_folder(
+        folder,
+        text_width=32,
+        text_layers=2,
+        unet_channels=(16, 32),
+        max_tokens=256,
+        train_timesteps=1000,
+    )
 
 
 def set_threads(s: Settings) -> None:
