@@ -147,6 +147,20 @@ class RoundStatus(models.TextChoices):
     CLOSED = "closed", "Closed"
 
 
+class ServingPolicy(models.TextChoices):
+    RANDOM = "random", "Random order"
+    UNCERTAINTY = "uncertainty", "Most informative first"
+
+
+class AssignmentPolicy(models.TextChoices):
+    """Why an image was served: recorded on every assignment."""
+
+    RANDOM = "random", "Random order"
+    AGREEMENT = "agreement", "Agreement set"
+    UNCERTAINTY = "uncertainty", "Most informative first"
+    REPEAT = "repeat", "Self-consistency repeat"
+
+
 class Round(TimeStampedModel):
     name = models.CharField(max_length=200)
     description = models.TextField(blank=True)
@@ -159,6 +173,26 @@ class Round(TimeStampedModel):
     raters_per_image = models.PositiveSmallIntegerField(default=1)
     control_share = models.FloatField(
         default=0.0, help_text="Share of the round's images that are real controls."
+    )
+    agreement_share = models.FloatField(
+        default=0.0,
+        help_text="Share of the round's images that every physician rates.",
+    )
+    repeat_share = models.FloatField(
+        default=0.0,
+        help_text="Share of a physician's images that come back to them later, "
+        "unannounced, for test-retest agreement.",
+    )
+    serving_policy = models.CharField(
+        max_length=16, choices=ServingPolicy.choices, default=ServingPolicy.RANDOM
+    )
+    reward_model_version = models.ForeignKey(
+        "models_ml.ModelVersion",
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="scored_rounds",
+        help_text="Reward model whose ensemble spread drives uncertainty serving.",
     )
     raters = models.ManyToManyField(
         django_settings.AUTH_USER_MODEL,
@@ -202,6 +236,14 @@ class Round(TimeStampedModel):
                 condition=Q(control_share__gte=0) & Q(control_share__lte=1),
                 name="round_control_share_in_unit_interval",
             ),
+            models.CheckConstraint(
+                condition=Q(agreement_share__gte=0) & Q(agreement_share__lte=1),
+                name="round_agreement_share_in_unit_interval",
+            ),
+            models.CheckConstraint(
+                condition=Q(repeat_share__gte=0) & Q(repeat_share__lte=0.5),
+                name="round_repeat_share_at_most_half",
+            ),
         ]
 
     def __str__(self) -> str:
@@ -220,9 +262,20 @@ class RoundImage(models.Model):
         Image, on_delete=models.PROTECT, related_name="round_items"
     )
     is_control = models.BooleanField(default=False)
+    in_agreement_set = models.BooleanField(
+        default=False, help_text="Rated by every physician of the round."
+    )
     shuffle_key = models.BigIntegerField()
     assigned_count = models.PositiveIntegerField(default=0)
     rating_count = models.PositiveIntegerField(default=0)
+    # Running sums of live first ratings, so disagreement needs no scan.
+    score_sum = models.PositiveIntegerField(default=0)
+    score_sq_sum = models.PositiveIntegerField(default=0)
+    uncertainty = models.FloatField(
+        null=True,
+        blank=True,
+        help_text="Reward-ensemble spread from the round's reward model.",
+    )
 
     class Meta:
         constraints = [
@@ -253,7 +306,14 @@ class Assignment(models.Model):
         related_name="assignments",
     )
     served_at = models.DateTimeField(auto_now_add=True)
-    policy = models.CharField(max_length=32, default="random")
+    policy = models.CharField(
+        max_length=32,
+        choices=AssignmentPolicy.choices,
+        default=AssignmentPolicy.RANDOM,
+    )
+    is_repeat = models.BooleanField(
+        default=False, help_text="A second, unannounced showing for test-retest."
+    )
     completed_at = models.DateTimeField(null=True, blank=True)
     skipped_at = models.DateTimeField(null=True, blank=True)
     expired_at = models.DateTimeField(null=True, blank=True)
@@ -261,7 +321,8 @@ class Assignment(models.Model):
     class Meta:
         constraints = [
             models.UniqueConstraint(
-                fields=["round_image", "rater"], name="assignment_once_per_rater"
+                fields=["round_image", "rater", "is_repeat"],
+                name="assignment_once_per_rater",
             ),
         ]
         indexes = [
@@ -313,6 +374,11 @@ class Rating(models.Model):
     flags = models.JSONField(default=list, blank=True)
     comment = models.TextField(blank=True, max_length=2000)
     time_taken_ms = models.PositiveIntegerField(null=True, blank=True)
+    is_repeat = models.BooleanField(
+        default=False,
+        help_text="Second rating of an image by the same physician (test-retest); "
+        "kept out of training and the agreement between physicians.",
+    )
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
     retracted_at = models.DateTimeField(null=True, blank=True)
 
@@ -320,7 +386,7 @@ class Rating(models.Model):
         ordering = ["created_at", "id"]
         constraints = [
             models.UniqueConstraint(
-                fields=["rater", "image", "round"],
+                fields=["rater", "image", "round", "is_repeat"],
                 condition=Q(retracted_at__isnull=True),
                 name="one_live_rating_per_rater_image_round",
             ),

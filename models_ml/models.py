@@ -57,6 +57,7 @@ class JobKind(models.TextChoices):
     TRAIN_REWARD = "train_reward", "Train reward model"
     FINETUNE = "finetune", "Reward-weighted fine-tune"
     GENERATE = "generate", "Generate images"
+    SCORE = "score", "Score images with a reward model"
     EXPORT = "export", "Export"
 
 
@@ -119,3 +120,33 @@ class Job(models.Model):
     @property
     def is_finished(self) -> bool:
         return self.status in FINISHED_STATUSES
+
+
+class ImageScore(models.Model):
+    """What a reward model says of one image: reward, rating distribution, spread."""
+
+    image = models.ForeignKey(
+        "annotations.Image", on_delete=models.CASCADE, related_name="scores"
+    )
+    model_version = models.ForeignKey(
+        ModelVersion, on_delete=models.CASCADE, related_name="image_scores"
+    )
+    reward = models.FloatField(help_text="Reward in [0, 1].")
+    expected_score = models.FloatField(help_text="Expected rating, 1 to 3.")
+    probs = models.JSONField(help_text="Predicted P(rating = 1, 2, 3).")
+    spread = models.FloatField(help_text="Ensemble standard deviation of the reward.")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["image", "model_version"], name="image_score_once_per_model"
+            ),
+            models.CheckConstraint(
+                condition=Q(reward__gte=0) & Q(reward__lte=1),
+                name="image_score_reward_in_unit_interval",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.image_id} by {self.model_version_id}: {self.reward:.3f}"
