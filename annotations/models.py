@@ -404,7 +404,16 @@ class Rating(models.Model):
                 condition=Q(score__gte=1) & Q(score__lte=3), name="rating_score_1_to_3"
             ),
         ]
-        indexes = [models.Index(fields=["round", "rater", "created_at"])]
+        indexes = [
+            models.Index(fields=["round", "rater", "created_at"]),
+            # Counting a physician's live ratings (progress on every page)
+            # reads only this index.
+            models.Index(
+                fields=["round", "rater"],
+                name="rating_live_round_rater_idx",
+                condition=Q(retracted_at__isnull=True),
+            ),
+        ]
 
     def __str__(self) -> str:
         return f"{self.rater_id} rated {self.image_id}: {self.score}"
