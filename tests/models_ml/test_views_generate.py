@@ -240,9 +240,7 @@ def test_zip_with_include_kept_leaves_the_rejected_out(client, physician):
     assert json.loads(archive.read("manifest.json"))["include"] == "kept"
 
 
-def test_zip_with_an_unknown_include_is_refused_naming_the_choices(
-    client, physician
-):
+def test_zip_with_an_unknown_include_is_refused_naming_the_choices(client, physician):
     job, _ = finished_generate_job(user=physician)
     client.force_login(physician)
     url = reverse("ml-generate-download", args=[job.pk]) + "?include=best"
