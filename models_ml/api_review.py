@@ -29,6 +29,7 @@ from .selectors import (
     review_counts,
     review_default_threshold,
     review_images,
+    review_page_images,
 )
 from .services_review import review_round_create
 from .services_rounds import round_abandon, round_generation_retry
@@ -134,13 +135,17 @@ class ReviewImagesApi(APIView):
         query = ReviewQuerySerializer(data=request.query_params)
         query.is_valid(raise_exception=True)
         review = query.review(show=query.validated_data["show"])
+        counts = review_counts(review=review)
         paginator = LimitOffsetPagination()
-        page = paginator.paginate_queryset(
-            review_images(review=review), request, view=self
+        ids = paginator.paginate_queryset(
+            review_images(review=review).values_list("id", flat=True),
+            request,
+            view=self,
         )
+        page = review_page_images(review=review, ids=ids)
         data = {
             "threshold": review.threshold,
-            "counts": review_counts(review=review),
+            "counts": counts,
             "count": paginator.count,
             "next": paginator.get_next_link(),
             "previous": paginator.get_previous_link(),

@@ -187,6 +187,26 @@ def review_images(*, review: ReviewFilter) -> QuerySet[Image]:
     )
 
 
+def review_page_images(*, review: ReviewFilter, ids: Any) -> list[Image]:
+    """The images of one page, in the page's order.
+
+    Pages are cut from ``review_images(...).values_list("id")``: sorting
+    thousands of bare ids is cheap, sorting whole rows (prompts, JSON) is not;
+    only the page's rows are then read in full.
+    """
+    ids = list(ids)
+    rows = Image.objects.select_related("model_version", "generated_for_round")
+    found = rows.in_bulk(ids)
+    return [found[pk] for pk in ids if pk in found]
+
+
+def review_shown_count(*, review: ReviewFilter, counts: dict[str, int]) -> int:
+    """How many images ``review.show`` lists, from counts already made."""
+    return {"kept": counts["kept"], "rejected": counts["rejected"]}.get(
+        review.show, counts["total"]
+    )
+
+
 def review_counts(*, review: ReviewFilter) -> dict[str, int]:
     """Kept and rejected at the threshold, and the version's unscored images."""
     scored = review_scored_images(

@@ -25,7 +25,9 @@ from ..selectors import (
     review_default_threshold,
     review_images,
     review_modalities,
+    review_page_images,
     review_rounds_of,
+    review_shown_count,
     review_versions,
 )
 from ..services_review import review_round_create
@@ -84,10 +86,17 @@ def _query(review: ReviewFilter) -> str:
     return urlencode(params)
 
 
-def _tiles(review: ReviewFilter, page_number: Any) -> tuple[Any, list[dict[str, Any]]]:
-    paginator = Paginator(review_images(review=review), PER_PAGE)
+def _tiles(
+    review: ReviewFilter, counts: dict[str, int], page_number: Any
+) -> tuple[Any, list[dict[str, Any]]]:
+    paginator = Paginator(
+        review_images(review=review).values_list("id", flat=True), PER_PAGE
+    )
+    # The counts are already made; the paginator need not count again.
+    paginator.count = review_shown_count(review=review, counts=counts)
     page = paginator.get_page(page_number)
-    in_rounds = review_rounds_of(image_ids=[im.pk for im in page.object_list])
+    images = review_page_images(review=review, ids=page.object_list)
+    in_rounds = review_rounds_of(image_ids=[im.pk for im in images])
     tiles = [
         {
             "image": im,
@@ -95,7 +104,7 @@ def _tiles(review: ReviewFilter, page_number: Any) -> tuple[Any, list[dict[str, 
             "g": im.generation,
             "rounds": in_rounds.get(im.pk, []),
         }
-        for im in page.object_list
+        for im in images
     ]
     return page, tiles
 
@@ -116,11 +125,12 @@ def _render(
     }
     if filter_form.is_valid():
         review = _review(filter_form)
-        page, tiles = _tiles(review, request.GET.get("page"))
+        counts = review_counts(review=review)
+        page, tiles = _tiles(review, counts, request.GET.get("page"))
         context.update(
             review=review,
             filter_query=_query(review),
-            counts=review_counts(review=review),
+            counts=counts,
             page=page,
             tiles=tiles,
         )
