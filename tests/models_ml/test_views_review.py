@@ -102,6 +102,11 @@ def test_a_threshold_out_of_range_is_named(client, admin_user, version):
     assert response.status_code == 400
     assert response.context["filter_form"].errors["threshold"]
     assert "tiles" not in response.context
+    refiltered = client.get(
+        URL, {"model_version": version.pk, "threshold": "-1"}, **HTMX
+    ).content.decode()
+    assert 'data-testid="filter-error"' in refiltered
+    assert "Threshold: Ensure this value is greater than or equal to 0" in refiltered
 
 
 def test_thousands_of_images_come_a_page_at_a_time(client, admin_user):
