@@ -23,6 +23,16 @@ urlpatterns = [
     path(
         "manage/rounds/<int:round_id>/close/", rounds.rounds_close, name="rounds-close"
     ),
+    path(
+        "manage/rounds/<int:round_id>/abandon/",
+        rounds.rounds_abandon,
+        name="rounds-abandon",
+    ),
+    path(
+        "manage/rounds/<int:round_id>/retry-generation/",
+        rounds.rounds_retry_generation,
+        name="rounds-retry-generation",
+    ),
     path("manage/datasets/", datasets.datasets_list, name="datasets"),
     path("manage/datasets/upload/", datasets.datasets_upload, name="datasets-upload"),
     path(
