@@ -130,13 +130,15 @@ class Retest:
 # --- helpers -----------------------------------------------------------------
 
 
-def _category_index(categories: Sequence[int]) -> dict[int, int]:
+def category_index(categories: Sequence[int]) -> dict[int, int]:
     if len(set(categories)) != len(categories) or len(categories) < 2:
         raise ValueError("categories must hold at least two distinct values")
     return {c: i for i, c in enumerate(categories)}
 
 
-def _code(index: Mapping[int, int], rater: Hashable, item: Hashable, score: int) -> int:
+def score_code(
+    index: Mapping[int, int], rater: Hashable, item: Hashable, score: int
+) -> int:
     try:
         return index[score]
     except (KeyError, TypeError):
@@ -146,7 +148,7 @@ def _code(index: Mapping[int, int], rater: Hashable, item: Hashable, score: int)
         ) from None
 
 
-def _percentile_ci(
+def percentile_ci(
     samples: np.ndarray, level: float
 ) -> tuple[float | None, float | None]:
     defined = samples[np.isfinite(samples)]
@@ -157,7 +159,7 @@ def _percentile_ci(
     return float(low), float(high)
 
 
-def _bootstrap_counts(n_items: int, n_boot: int, seed: int) -> Iterable[np.ndarray]:
+def bootstrap_counts(n_items: int, n_boot: int, seed: int) -> Iterable[np.ndarray]:
     """Item multiplicities of ``n_boot`` resamples with replacement, in chunks."""
     rng = np.random.default_rng(seed)
     probs = np.full(n_items, 1.0 / n_items)
@@ -195,10 +197,10 @@ def _pair_codes(
 ) -> tuple[np.ndarray, np.ndarray]:
     common = [item for item in a if item in b]
     ca = np.fromiter(
-        (_code(index, names[0], i, a[i]) for i in common), int, len(common)
+        (score_code(index, names[0], i, a[i]) for i in common), int, len(common)
     )
     cb = np.fromiter(
-        (_code(index, names[1], i, b[i]) for i in common), int, len(common)
+        (score_code(index, names[1], i, b[i]) for i in common), int, len(common)
     )
     return ca, cb
 
@@ -228,7 +230,7 @@ def kappa_estimate(
     level: float = 0.95,
 ) -> Estimate:
     """Quadratic kappa on the common items, with a bootstrap interval over items."""
-    index = _category_index(categories)
+    index = category_index(categories)
     ca, cb = _pair_codes(a, b, index)
     n = len(ca)
     if n == 0:
@@ -247,10 +249,10 @@ def kappa_estimate(
     samples = np.concatenate(
         [
             _kappa_from_confusion((counts @ onehot).reshape(-1, k, k), weights)
-            for counts in _bootstrap_counts(n, n_boot, seed)
+            for counts in bootstrap_counts(n, n_boot, seed)
         ]
     )
-    low, high = _percentile_ci(samples, level)
+    low, high = percentile_ci(samples, level)
     return Estimate(value, n, low, high, level=level, n_boot=n_boot)
 
 
@@ -264,7 +266,7 @@ def _unit_coincidences(ratings: Ratings, categories: Sequence[int]) -> np.ndarra
     ``(c c^T - diag(c)) / (m - 1)``: every ordered pair of its ratings from
     different raters, weighted so that each item adds ``m`` in total.
     """
-    index = _category_index(categories)
+    index = category_index(categories)
     k = len(categories)
     per_item: dict[Hashable, np.ndarray] = {}
     for rater, scores in ratings.items():
@@ -272,7 +274,7 @@ def _unit_coincidences(ratings: Ratings, categories: Sequence[int]) -> np.ndarra
             counts = per_item.get(item)
             if counts is None:
                 counts = per_item[item] = np.zeros(k)
-            counts[_code(index, rater, item, score)] += 1
+            counts[score_code(index, rater, item, score)] += 1
     units = [c for c in per_item.values() if c.sum() >= 2]
     if not units:
         return np.zeros((0, k, k))
@@ -351,10 +353,10 @@ def alpha_estimate(
             _alpha_from_coincidence(
                 (counts @ flat).reshape(-1, k, k), metric, categories
             )
-            for counts in _bootstrap_counts(n_units, n_boot, seed)
+            for counts in bootstrap_counts(n_units, n_boot, seed)
         ]
     )
-    low, high = _percentile_ci(samples, level)
+    low, high = percentile_ci(samples, level)
     return Estimate(value, n_units, low, high, level=level, n_boot=n_boot)
 
 
@@ -457,7 +459,7 @@ def retest_agreement(
     items; ``exact_agreement`` the share of repeats given the same score, with
     a Wilson interval; ``changes`` counts ``"2→3"``-style transitions.
     """
-    index = _category_index(categories)
+    index = category_index(categories)
     out: dict[Hashable, Retest] = {}
     for rater, again in repeats.items():
         before = first.get(rater, {})

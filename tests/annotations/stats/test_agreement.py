@@ -140,7 +140,7 @@ def test_kappa_bootstrap_resamples_equal_sklearn_on_the_resampled_items() -> Non
     a = {i: int(rng.integers(1, 4)) for i in range(25)}
     b = {i: int(min(3, max(1, v + rng.integers(-1, 2)))) for i, v in a.items()}
     items = list(a)
-    counts = next(agreement._bootstrap_counts(len(items), 50, seed=9))
+    counts = next(agreement.bootstrap_counts(len(items), 50, seed=9))
     expected = []
     for row in counts:
         picked = [
