@@ -106,6 +106,10 @@ def drift(
     if n < 3 or np.ptp(x) == 0:
         note = "fewer than three ratings" if n < 3 else "every rating at one position"
         return Drift(n, Estimate(None, n, level=level, note=note), None, bins)
+    if np.ptp(y) == 0:
+        # A constant series fits exactly: slope 0 with no uncertainty
+        # (scipy reports a NaN standard error here).
+        return Drift(n, Estimate(0.0, n, 0.0, 0.0, level=level), float(y[0]), bins)
     fit = stats.linregress(x, y)
     half = float(stats.t.ppf(0.5 + level / 2, n - 2) * fit.stderr)
     slope = Estimate(

@@ -98,6 +98,13 @@ CASES = [
     ),
     ("get", "/api/ratings/mine/", None, (DENIED_ANON, 200, 200, 200)),
     ("get", "/api/export/ratings.csv", None, (DENIED_ANON, 403, 200, 200)),
+    ("get", "/api/rounds/{w.round.pk}/agreement/", None, (DENIED_ANON, 403, 200, 200)),
+    (
+        "get",
+        "/api/rounds/{w.round.pk}/agreement/reward/",
+        None,
+        (DENIED_ANON, 403, 200, 200),
+    ),
 ]
 
 

@@ -141,3 +141,10 @@ def test_drift_bins_positions_for_the_chart_and_handles_tiny_inputs() -> None:
     assert drift([], []).slope.note == "no ratings"
     assert drift([1, 2], [1, 2]).slope.value is None
     assert drift([1, 1, 1], [1, 2, 3]).slope.note == "every rating at one position"
+
+
+def test_a_constant_series_has_slope_zero_with_a_zero_width_interval() -> None:
+    d = drift([1, 2, 3, 4], [10.0, 10.0, 10.0, 10.0])
+
+    assert (d.slope.value, d.slope.ci_low, d.slope.ci_high) == (0.0, 0.0, 0.0)
+    assert d.intercept == 10.0
