@@ -23,7 +23,7 @@ from ..roles import AnyUser, is_admin, is_researcher
 from ..stats.agreement import Estimate
 from ..stats.drift import MAX_SECONDS_PER_ITEM
 from .access import role_required
-from .agreement_charts import ForestRow, forest, kappa_heatmap, trend
+from .agreement_charts import ForestRow, forest, kappa_heatmap, nice_ceiling, trend
 
 N_BOOT = 1000
 ALPHA_RELIABLE = 0.8
@@ -91,13 +91,14 @@ def _charts(report: AgreementReport, ceiling: RewardCeilingReport) -> dict[str, 
             reference=0.5,
             reference_label="0.5 = indistinguishable",
         )
-        dist = []
-        for g, t in report.turing_by_physician:
-            dist.append(ScoreRow(f"{g} · real", t.real.counts))
-            dist.append(ScoreRow(f"{g} · synthetic", t.synthetic.counts))
-        charts["turing_dist"] = stacked_scores(
-            dist, title="Ratings of real and synthetic images per physician"
-        )
+        for arm in ("real", "synthetic"):
+            charts[f"turing_{arm}"] = stacked_scores(
+                [
+                    ScoreRow(g, getattr(t, arm).counts)
+                    for g, t in report.turing_by_physician
+                ],
+                title=f"Ratings of {arm} images per physician",
+            )
     if report.score_drift.bins:
         charts["drift_score"] = trend(
             report.score_drift,
@@ -113,7 +114,7 @@ def _charts(report: AgreementReport, ceiling: RewardCeilingReport) -> dict[str, 
             title="Seconds per image against position in session",
             y_label="seconds",
             y_low=0,
-            y_high=max(5.0, top * 1.2),
+            y_high=nice_ceiling(max(5.0, top * 1.1)),
             unit=" s",
         )
     ceiling_rows = [
@@ -121,7 +122,11 @@ def _charts(report: AgreementReport, ceiling: RewardCeilingReport) -> dict[str, 
             r.rater,
             [
                 ("reward model", r.model_kappa),
-                ("colleagues", Estimate(r.human_kappa, r.n_colleagues)),
+                (
+                    "colleagues",
+                    Estimate(r.human_kappa, r.n_colleagues),
+                    f"{r.n_colleagues} colleagues",
+                ),
             ],
         )
         for r in ceiling.rows

@@ -6,6 +6,7 @@ Every figure carries its n and interval in the drawing itself (and in a
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -95,10 +96,35 @@ def kappa_heatmap(matrix: KappaMatrix, *, title: str) -> SafeString:
     return _svg(int(height) + 14, body, title)
 
 
+def nice_ceiling(value: float, most: int = 6) -> float:
+    """The first round tick at or above ``value`` (axis top from zero)."""
+    ticks = nice_ticks(0.0, value, most)
+    step = ticks[1] - ticks[0] if len(ticks) > 1 else value
+    return math.ceil(value / step - 1e-9) * step
+
+
 @dataclass(frozen=True)
 class ForestRow:
+    """A labelled line of the forest plot: ``(series, estimate)`` pairs, or
+    ``(series, estimate, n_text)`` to say what the n counts."""
+
     label: str
-    estimates: Sequence[tuple[str, Estimate]]
+    estimates: Sequence[tuple[str, Estimate] | tuple[str, Estimate, str]]
+
+
+def nice_ticks(low: float, high: float, most: int = 7) -> list[float]:
+    """Round tick values from ``low`` to ``high``: steps of 1, 2, 2.5 or 5 × 10^k."""
+    span = high - low
+    if span <= 0:
+        return [low]
+    magnitude = 10 ** math.floor(math.log10(span))
+    for factor in (0.1, 0.2, 0.25, 0.5, 1, 2, 2.5, 5, 10):
+        step = factor * magnitude
+        if span / step <= most - 1:
+            break
+    first = math.ceil(low / step - 1e-9)
+    last = math.floor(high / step + 1e-9)
+    return [round(k * step, 10) for k in range(first, last + 1)]
 
 
 def forest(
@@ -113,7 +139,7 @@ def forest(
 ) -> SafeString:
     """One line per row, a dot per series with its interval as a whisker, and
     the value, interval and n written out on the right."""
-    series = list(dict.fromkeys(name for r in rows for name, _ in r.estimates))
+    series = list(dict.fromkeys(entry[0] for r in rows for entry in r.estimates))
     multi = len(series) > 1
     left, right, row_h = 130, 320, 22 * max(1, len(series))
     top = 26 if multi or reference is not None else 10
@@ -127,8 +153,7 @@ def forest(
         return "–" if v is None else (f"{v:.0%}" if percent else f"{v:.2f}")
 
     body = []
-    for k in range(5):
-        tick = low + k * (high - low) / 4
+    for tick in nice_ticks(low, high, most=6):
         x = x_of(tick)
         body.append(
             f'<line class="grid" x1="{x:.1f}" y1="{top - 4}" x2="{x:.1f}" '
@@ -143,15 +168,18 @@ def forest(
         )
         body.append(_text(x, top - 12, reference_label, "tick", "middle"))
     if multi:
+        x = float(right + 10)
         for s, name in enumerate(series):
             colour = SERIES_COLOURS[s % len(SERIES_COLOURS)]
-            x = right + 10 + s * 95
-            body.append(f'<circle cx="{x}" cy="8" r="5" fill="{colour}"/>')
+            body.append(f'<circle cx="{x:.1f}" cy="8" r="5" fill="{colour}"/>')
             body.append(_text(x + 9, 12, name, "legend"))
+            x += 24 + 7 * len(name)
     for i, row in enumerate(rows):
         y0 = top + i * row_h
         body.append(_text(left - 8, y0 + row_h / 2 + 4, row.label, "label", "end"))
-        for name, est in row.estimates:
+        for entry in row.estimates:
+            name, est = entry[0], entry[1]
+            n_text = entry[2] if len(entry) > 2 else f"n={est.n}"  # type: ignore[misc]
             s = series.index(name)
             y = y0 + 11 + s * 22
             colour = SERIES_COLOURS[s % len(SERIES_COLOURS)]
@@ -160,7 +188,7 @@ def forest(
                 if est.ci_low is not None
                 else show(est.value)
             )
-            text = f"{text}  n={est.n}" if est.value is not None else "undefined"
+            text = f"{text}  {n_text}" if est.value is not None else "undefined"
             if est.value is not None:
                 if est.ci_low is not None and est.ci_high is not None:
                     body.append(
@@ -172,7 +200,7 @@ def forest(
                     f'fill="{colour}"><title>{escape(row.label)} · {escape(name)}: '
                     f"{escape(text)}</title></circle>"
                 )
-            body.append(_text(right + 10, y + 4, text, "tick"))
+            body.append(_text(right + 10, y + 4, text, "label"))
     return _svg(bottom + 26, body, title)
 
 
@@ -193,13 +221,12 @@ def trend(
         v = max(y_low, min(y_high, v))
         return bottom - (v - y_low) / (y_high - y_low) * (bottom - top)
 
-    for k in range(5):
-        tick = y_low + k * (y_high - y_low) / 4
+    for tick in nice_ticks(y_low, y_high, most=6):
         y = y_of(tick)
         body.append(
             f'<line class="grid" x1="{left}" y1="{y:.1f}" x2="{right}" y2="{y:.1f}"/>'
         )
-        body.append(_text(left - 6, y + 4, f"{tick:.3g}", "tick", "end"))
+        body.append(_text(left - 6, y + 4, f"{tick:g}", "tick", "end"))
     body.append(_text(8, 14, f"{y_label} ↑", "axis-name"))
     body.append(_text(left, bottom + 32, "position in session →", "axis-name"))
     if not fit.bins:
@@ -209,10 +236,12 @@ def trend(
     def x_of(pos: float) -> float:
         return left + (pos - 1) / max(last - 1, 1) * (right - left)
 
-    for pos in sorted(
-        {1, last, *(b.first for b in fit.bins[:: max(1, len(fit.bins) // 5)])}
-    ):
-        body.append(_text(x_of(pos), bottom + 16, str(pos), "tick", "middle"))
+    shown: list[float] = []
+    for pos in [1, last, *nice_ticks(1, last, most=8)]:
+        x = x_of(pos)
+        if all(abs(x - seen) > 28 for seen in shown):
+            shown.append(x)
+            body.append(_text(x, bottom + 16, f"{pos:g}", "tick", "middle"))
     points = []
     for b in fit.bins:
         mid = (b.first + b.last) / 2
