@@ -139,3 +139,18 @@ def test_physicians_get_no_agreement_link(client, make_user, w):
     html = client.get(reverse("home")).content.decode()
 
     assert reverse("agreement-index") not in html
+
+
+def test_a_round_without_ratings_renders_with_empty_figures(client, make_user):
+    from annotations.models import Round
+
+    rnd = Round.objects.create(name="empty")
+    login(client, make_user, Role.RESEARCHER)
+
+    response = client.get(reverse("round-agreement", args=[rnd.pk]))
+
+    html = response.content.decode()
+    assert response.status_code == 200
+    assert "Fewer than two physicians rated this round." in html
+    assert "No repeat rated yet." in html
+    assert "No reward model has scored this round yet" in html
