@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from statistics import median
 from typing import Any
 
+import numpy as np
 from scipy import stats
 
 from models_ml.models import ModelVersion
@@ -217,11 +218,16 @@ def agreement_report(
     model_version: ModelVersion | None = None,
     n_boot: int = DEFAULT_N_BOOT,
     seed: int = 0,
+    records: list[RatingRecord] | None = None,
 ) -> AgreementReport:
-    """Every between-physician, test-retest, Turing and drift figure of a round."""
-    records = rating_records(
-        round=round, modality=modality, model_version=model_version
-    )
+    """Every between-physician, test-retest, Turing and drift figure of a round.
+
+    ``records`` may be passed in when the caller already read them with the
+    same filters."""
+    if records is None:
+        records = rating_records(
+            round=round, modality=modality, model_version=model_version
+        )
     firsts = [r for r in records if not r.is_repeat]
     scope, matrix = _scope_matrix(records)
     boot = {"n_boot": n_boot, "seed": seed}
@@ -293,7 +299,9 @@ def spearman_estimate(
         return Estimate(None, n, level=level, note="fewer than three items")
     if len(set(x)) < 2 or len(set(y)) < 2:
         return Estimate(None, n, level=level, note="undefined: one side is constant")
-    rho = float(stats.spearmanr(x, y).statistic)
+    # Pearson correlation of average ranks: spearmanr's value, without its
+    # per-call overhead (the ceiling needs one per pair of physicians).
+    rho = float(np.corrcoef(stats.rankdata(x), stats.rankdata(y))[0, 1])
     if n < 4 or abs(rho) >= 1:
         return Estimate(rho, n, level=level)
     z = math.atanh(rho)
@@ -372,6 +380,7 @@ def reward_ceiling_report(
     model_version: ModelVersion | None = None,
     n_boot: int = DEFAULT_N_BOOT,
     seed: int = 0,
+    records: list[RatingRecord] | None = None,
 ) -> RewardCeilingReport:
     """The reward model against each physician and the physicians against
     each other, on the same items (the scope of the agreement report).
@@ -379,16 +388,18 @@ def reward_ceiling_report(
     The model's rating is its expected score rounded half up to 1, 2 or 3 for
     kappa, and the unrounded expected score for Spearman.  The human ceiling
     of a physician is their item-weighted mean kappa (and Spearman) with the
-    other physicians on those items.
+    other physicians on those items.  ``records`` may be passed in when the
+    caller already read them with the same filters.
     """
     available = reward_models_for(round=round)
     if reward_model is None:
         reward_model = round.reward_model_version or (
             available[0] if available else None
         )
-    records = rating_records(
-        round=round, modality=modality, model_version=model_version
-    )
+    if records is None:
+        records = rating_records(
+            round=round, modality=modality, model_version=model_version
+        )
     scope, matrix = _scope_matrix(records)
     items = sorted({i for s in matrix.values() for i in s})
     scores = (
@@ -407,40 +418,39 @@ def reward_ceiling_report(
     rows: list[CeilingRow] = []
     human_pairs: list[tuple[float | None, int]] = []
     model_pairs: list[tuple[float | None, int]] = []
-    boot = {"n_boot": n_boot, "seed": seed}
-    raters = list(matrix)
-    for rater in raters:
-        mine = {i: s for i, s in matrix[rater].items() if i in scores}
-        model = {i: _model_score(scores[i][0]) for i in mine}
-        common = sorted(mine)
-        m_kappa = kappa_estimate(mine, model, **boot)
-        m_rho = spearman_estimate(
-            [float(mine[i]) for i in common], [scores[i][0] for i in common]
-        )
-        colleague_k: list[tuple[float | None, int]] = []
-        colleague_r: list[tuple[float | None, int]] = []
-        for other in raters:
-            if other == rater:
-                continue
-            theirs = {i: s for i, s in matrix[other].items() if i in scores}
-            shared = sorted(mine.keys() & theirs.keys())
-            if not shared:
-                continue
-            k = kappa_estimate(mine, theirs, n_boot=0)
-            rho = spearman_estimate(
-                [float(mine[i]) for i in shared], [float(theirs[i]) for i in shared]
+    scored = {
+        rater: {i: s for i, s in given.items() if i in scores}
+        for rater, given in matrix.items()
+    }
+    raters = list(scored)
+    kappas = pairwise_kappa(scored)
+    rhos: dict[tuple[int, int], Estimate] = {}
+    for a in range(len(raters)):
+        for b in range(a + 1, len(raters)):
+            first, second = scored[raters[a]], scored[raters[b]]
+            shared = [i for i in first if i in second]
+            rhos[a, b] = rhos[b, a] = spearman_estimate(
+                [float(first[i]) for i in shared], [float(second[i]) for i in shared]
             )
-            colleague_k.append((k.value, k.n))
-            colleague_r.append((rho.value, rho.n))
-        human_k = _weighted_mean(colleague_k)
+    for a, rater in enumerate(raters):
+        mine = scored[rater]
+        model = {i: _model_score(scores[i][0]) for i in mine}
+        m_kappa = kappa_estimate(mine, model, n_boot=n_boot, seed=seed)
+        m_rho = spearman_estimate(
+            [float(s) for s in mine.values()], [scores[i][0] for i in mine]
+        )
+        others = [b for b in range(len(raters)) if b != a and kappas.n[a][b]]
+        colleague_k = [(kappas.kappa[a][b], kappas.n[a][b]) for b in others]
         rows.append(
             CeilingRow(
                 rater=str(rater),
                 model_kappa=m_kappa,
                 model_spearman=m_rho,
-                human_kappa=human_k,
-                human_spearman=_weighted_mean(colleague_r),
-                n_colleagues=len(colleague_k),
+                human_kappa=_weighted_mean(colleague_k),
+                human_spearman=_weighted_mean(
+                    [(rhos[a, b].value, rhos[a, b].n) for b in others]
+                ),
+                n_colleagues=len(others),
             )
         )
         model_pairs.append((m_kappa.value, m_kappa.n))

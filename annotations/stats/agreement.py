@@ -160,13 +160,16 @@ def percentile_ci(
 
 
 def bootstrap_counts(n_items: int, n_boot: int, seed: int) -> Iterable[np.ndarray]:
-    """Item multiplicities of ``n_boot`` resamples with replacement, in chunks."""
+    """Item multiplicities ``(chunk, n_items)`` of ``n_boot`` resamples with
+    replacement, in chunks, from one seeded generator."""
     rng = np.random.default_rng(seed)
-    probs = np.full(n_items, 1.0 / n_items)
     done = 0
     while done < n_boot:
         size = min(BOOT_CHUNK, n_boot - done)
-        yield rng.multinomial(n_items, probs, size=size).astype(float)
+        picks = rng.integers(0, n_items, size=(size, n_items))
+        picks += np.arange(size)[:, None] * n_items
+        counts = np.bincount(picks.ravel(), minlength=size * n_items)
+        yield counts.reshape(size, n_items).astype(float)
         done += size
 
 
@@ -189,20 +192,28 @@ def _kappa_from_confusion(conf: np.ndarray, weights: np.ndarray) -> np.ndarray:
     return np.where(expected > 1e-12 * np.maximum(n, 1), kappa, np.nan)
 
 
-def _pair_codes(
-    a: Mapping[Hashable, int],
-    b: Mapping[Hashable, int],
-    index: Mapping[int, int],
-    names: tuple[Hashable, Hashable] = ("a", "b"),
+def _coded(
+    scores: Mapping[Hashable, int], index: Mapping[int, int], rater: Hashable
+) -> dict[Hashable, int]:
+    """``{item: category position}``, refusing a score outside the scale."""
+    try:
+        return {item: index[score] for item, score in scores.items()}
+    except (KeyError, TypeError):
+        for item, score in scores.items():
+            score_code(index, rater, item, score)
+        raise
+
+
+def _common(
+    ca: Mapping[Hashable, int], cb: Mapping[Hashable, int]
 ) -> tuple[np.ndarray, np.ndarray]:
-    common = [item for item in a if item in b]
-    ca = np.fromiter(
-        (score_code(index, names[0], i, a[i]) for i in common), int, len(common)
+    """Codes of the items both rated, in the first rater's order (so that a
+    seeded bootstrap gives the same interval in every process)."""
+    common = [item for item in ca if item in cb]
+    return (
+        np.fromiter((ca[i] for i in common), int, len(common)),
+        np.fromiter((cb[i] for i in common), int, len(common)),
     )
-    cb = np.fromiter(
-        (score_code(index, names[1], i, b[i]) for i in common), int, len(common)
-    )
-    return ca, cb
 
 
 def _quadratic_weights(categories: Sequence[int]) -> np.ndarray:
@@ -231,7 +242,19 @@ def kappa_estimate(
 ) -> Estimate:
     """Quadratic kappa on the common items, with a bootstrap interval over items."""
     index = category_index(categories)
-    ca, cb = _pair_codes(a, b, index)
+    ca, cb = _common(_coded(a, index, "a"), _coded(b, index, "b"))
+    return _kappa_of_codes(ca, cb, categories, n_boot=n_boot, seed=seed, level=level)
+
+
+def _kappa_of_codes(
+    ca: np.ndarray,
+    cb: np.ndarray,
+    categories: Sequence[int],
+    *,
+    n_boot: int,
+    seed: int,
+    level: float,
+) -> Estimate:
     n = len(ca)
     if n == 0:
         return Estimate(None, 0, level=level, note=NOTE_NO_OVERLAP)
@@ -367,17 +390,17 @@ def pairwise_kappa(
     ratings: Ratings, *, categories: Sequence[int] = SCALE
 ) -> KappaMatrix:
     """Quadratic kappa of every pair of raters on their common items."""
+    index = category_index(categories)
     raters = list(ratings)
+    coded = [_coded(ratings[r], index, r) for r in raters]
     size = len(raters)
     kappa: list[list[float | None]] = [[None] * size for _ in range(size)]
     counts = [[0] * size for _ in range(size)]
-    for i, ri in enumerate(raters):
-        counts[i][i] = len(ratings[ri])
+    for i in range(size):
+        counts[i][i] = len(coded[i])
         for j in range(i + 1, size):
-            rj = raters[j]
-            est = kappa_estimate(
-                ratings[ri], ratings[rj], categories=categories, n_boot=0
-            )
+            ca, cb = _common(coded[i], coded[j])
+            est = _kappa_of_codes(ca, cb, categories, n_boot=0, seed=0, level=0.95)
             kappa[i][j] = kappa[j][i] = est.value
             counts[i][j] = counts[j][i] = est.n
     return KappaMatrix(raters, kappa, counts)
@@ -463,7 +486,7 @@ def retest_agreement(
     out: dict[Hashable, Retest] = {}
     for rater, again in repeats.items():
         before = first.get(rater, {})
-        ca, cb = _pair_codes(before, again, index, (rater, rater))
+        ca, cb = _common(_coded(before, index, rater), _coded(again, index, rater))
         n = len(ca)
         if n == 0:
             continue

@@ -19,6 +19,7 @@ from ..rater_report import (
     agreement_report,
     reward_ceiling_report,
 )
+from ..rater_selectors import rating_records
 from ..roles import AnyUser, is_admin, is_researcher
 from ..stats.agreement import Estimate
 from ..stats.drift import MAX_SECONDS_PER_ITEM
@@ -158,9 +159,14 @@ def round_agreement(request: HttpRequest, round_id: int) -> HttpResponse:
         "modality": data.get("modality") or None,
         "model_version": data.get("model_version"),
     }
-    report = agreement_report(round=rnd, n_boot=N_BOOT, **filters)
+    records = rating_records(round=rnd, **filters)
+    report = agreement_report(round=rnd, n_boot=N_BOOT, records=records, **filters)
     ceiling = reward_ceiling_report(
-        round=rnd, reward_model=data.get("reward_model"), n_boot=N_BOOT, **filters
+        round=rnd,
+        reward_model=data.get("reward_model"),
+        n_boot=N_BOOT,
+        records=records,
+        **filters,
     )
     context = {
         "round": rnd,
