@@ -129,6 +129,13 @@ CASES = [
         None,
         (DENIED_ANON, 403, 403, 202),
     ),
+    ("get", "/api/rounds/{w.round.pk}/agreement/", None, (DENIED_ANON, 403, 200, 200)),
+    (
+        "get",
+        "/api/rounds/{w.round.pk}/agreement/reward/",
+        None,
+        (DENIED_ANON, 403, 200, 200),
+    ),
 ]
 
 
