@@ -39,6 +39,7 @@ EXPORT_COLUMNS = (
     "comment",
     "time_taken_ms",
     "created_at",
+    "is_repeat",
 )
 _FIELDS = (
     "image__file",
@@ -58,6 +59,7 @@ _FIELDS = (
     "comment",
     "time_taken_ms",
     "created_at",
+    "is_repeat",
 )
 # Cells that hold free text (or text built from it); only these can need the
 # formula escape, so the other columns skip the check.
@@ -205,6 +207,8 @@ def _copy_columns(*, absolute_paths: bool) -> list[Any]:
             expr = _sql(_PG_FLAGS, expr)
         elif name == "created_at":
             expr = _sql(_PG_ISO_UTC, expr)
+        elif name == "is_repeat":
+            expr = _sql(_PG_BOOL, expr)
         if i in _TEXT_COLUMNS:
             expr = _sql(_PG_TEXT, expr)
         columns.append(expr)
