@@ -98,6 +98,8 @@ CASES = [
     ),
     ("get", "/api/ratings/mine/", None, (DENIED_ANON, 200, 200, 200)),
     ("get", "/api/export/ratings.csv", None, (DENIED_ANON, 403, 200, 200)),
+    ("get", "/api/export/pairs.csv", None, (DENIED_ANON, 403, 200, 200)),
+    ("get", "/api/export/dataset.zip", None, (DENIED_ANON, 403, 200, 200)),
 ]
 
 
