@@ -275,3 +275,37 @@ def test_export_command_refuses_a_dataset_to_stdout_and_an_unknown_round():
         call_command("export_ratings", "--format", "dataset")
     with pytest.raises(CommandError, match="no such round"):
         call_command("export_ratings", "--round", "999999")
+
+
+def _noise_png(side: int, seed: int) -> bytes:
+    import numpy as np
+    from PIL import Image as PILImage
+
+    pixels = np.random.default_rng(seed).integers(0, 256, (side, side, 3), "uint8")
+    buf = io.BytesIO()
+    PILImage.fromarray(pixels, "RGB").save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def test_dataset_zip_memory_stays_near_one_image_not_the_whole_export():
+    import tracemalloc
+
+    from django.core.files.base import ContentFile
+
+    rater = _doctor("dr_mem", "expert")
+    rnd = Round.objects.create(name="big", status=RoundStatus.RATING)
+    for seed in range(24):
+        image = ImageFactory(file=ContentFile(_noise_png(400, seed), name="n.png"))
+        _rate(rnd, rater, image, 1 + seed % 3)
+    one_image = len(_noise_png(400, 0))  # ~480 KB, incompressible
+    tracemalloc.start()
+    total = 0
+    try:
+        for piece in dataset_zip_stream(ratings_for_dataset(round_id=rnd.pk)):
+            total += len(piece)
+            del piece
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert total > 24 * one_image  # the images really went through
+    assert peak < 4 * one_image + 2 * 1024 * 1024, (peak, total)
