@@ -65,6 +65,7 @@ _FIELDS = (
 _SPOOL_BYTES = 4 * 1024 * 1024
 _FLUSH_BYTES = 256 * 1024
 _COPY_BYTES = 1024 * 1024
+_MISSING_LISTED = 100
 
 
 def ratings_for_dataset(*, round_id: int | None = None) -> QuerySet[Rating]:
@@ -194,7 +195,9 @@ def _readme(
         lines += [
             "",
             f"{len(missing)} image file(s) were missing from storage and are "
-            "left out (metadata too): " + ", ".join(missing),
+            "left out (metadata too): "
+            + ", ".join(missing[:_MISSING_LISTED])
+            + (" ..." if len(missing) > _MISSING_LISTED else ""),
         ]
     lines += [
         "",
@@ -238,7 +241,7 @@ def dataset_zip_stream(
             try:
                 with default_storage.open(image.storage_name, "rb") as handle:
                     data = handle.read()
-            except (FileNotFoundError, OSError):
+            except OSError:
                 missing.append(image.uid)
                 continue
             archive.writestr(_info(image.file_name, stamp, compress=False), data)
