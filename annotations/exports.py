@@ -3,6 +3,10 @@
 Two paths write the same bytes.  On PostgreSQL the database formats the CSV
 itself (``COPY (SELECT ...) TO STDOUT``) and Python only moves the rows; on
 other databases the rows go through the ORM and ``csv.writer``.
+
+Every live rating is a row, test-retest repeats included: the last column,
+``is_repeat``, marks them, so that an analysis of self-consistency has them
+and a training set can drop them (training itself reads only first ratings).
 """
 
 from __future__ import annotations
