@@ -51,4 +51,6 @@ urlpatterns = [
     ),
     path("export/", exports.export_page, name="export"),
     path("export/ratings.csv", exports.export_download, name="export-download"),
+    path("export/pairs.csv", exports.export_pairs, name="export-pairs"),
+    path("export/dataset.zip", exports.export_dataset, name="export-dataset"),
 ]

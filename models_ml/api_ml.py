@@ -370,7 +370,8 @@ class RewardModelTrainApi(APIView):
             help_text="Rounds whose ratings to use; omit for all ratings so far.",
         )
         params = _params_field(
-            "name, ensemble_size, epochs, n_folds, seed, target_precision ..."
+            "name, ensemble_size, epochs, n_folds, seed, target_precision, "
+            "rater_weighting (none | reliability | expertise) ..."
         )
 
     @extend_schema(

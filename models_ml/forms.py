@@ -100,6 +100,17 @@ class RetrainingForm(forms.Form):
     finetune_steps = forms.IntegerField(
         label="Fine-tune steps", min_value=1, max_value=100_000, initial=200
     )
+    rater_weighting = forms.ChoiceField(
+        label="Weight physicians by",
+        choices=[
+            ("none", "Nothing: every rating counts the same"),
+            ("reliability", "Reliability: agreement with colleagues (kappa)"),
+            ("expertise", "Expertise: trainee 0.5, specialist 1, expert 1.5"),
+        ],
+        initial="none",
+        required=False,
+        help_text="How much each physician's ratings count in the reward model.",
+    )
     open_next_round = forms.BooleanField(
         label="Open the next round comparing the new version with its parent",
         required=False,
@@ -125,6 +136,8 @@ class RetrainingForm(forms.Form):
             },
             "finetune": {"max_steps": data["finetune_steps"]},
         }
+        if data.get("rater_weighting") not in (None, "", "none"):
+            params["reward"]["rater_weighting"] = data["rater_weighting"]
         if data["open_next_round"]:
             params["round"] = {"images_per_prompt": data["images_per_prompt"]}
         return params

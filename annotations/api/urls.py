@@ -76,4 +76,10 @@ urlpatterns = [
         export.RatingExportApi.as_view(),
         name="api-export-ratings",
     ),
+    path("export/pairs.csv", export.PairExportApi.as_view(), name="api-export-pairs"),
+    path(
+        "export/dataset.zip",
+        export.DatasetExportApi.as_view(),
+        name="api-export-dataset",
+    ),
 ]

@@ -136,6 +136,8 @@ CASES = [
         None,
         (DENIED_ANON, 403, 200, 200),
     ),
+    ("get", "/api/export/pairs.csv", None, (DENIED_ANON, 403, 200, 200)),
+    ("get", "/api/export/dataset.zip", None, (DENIED_ANON, 403, 200, 200)),
 ]
 
 
