@@ -133,6 +133,7 @@ def engine_rows(monkeypatch, tmp_path) -> list[Any]:
 
     def train(records, *, config, real_images, progress):
         seen.extend(records)
+
         def save(path):
             Path(path).mkdir(parents=True)
             return Path(path)
