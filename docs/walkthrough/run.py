@@ -35,6 +35,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import datetime
@@ -338,6 +339,38 @@ def by_version(rows: list[dict[str, str]]) -> dict[str, list[int]]:
     return dict(groups)
 
 
+def image_file(api: Api, uid_hex: str) -> Image.Image:
+    uid = uuid.UUID(hex=uid_hex)
+    return Image.open(io.BytesIO(api.call("GET", f"/api/images/{uid}/file/").content))
+
+
+def samples_grid(
+    samples: list[tuple[str, str, Image.Image]], path: Path, cell: int = 48
+) -> None:
+    """One row per version, images grouped by modality, upscaled without smoothing."""
+    from PIL import ImageDraw
+
+    rows: dict[str, list[tuple[str, Image.Image]]] = defaultdict(list)
+    for version, modality, image in sorted(samples, key=lambda s: (s[0], s[1])):
+        rows[version].append((modality, image))
+    label = 150
+    width = label + cell * max(len(r) for r in rows.values())
+    canvas = Image.new("RGB", (width, 14 + cell * len(rows)), "white")
+    draw = ImageDraw.Draw(canvas)
+    first = next(iter(rows.values()))
+    for k, (modality, _) in enumerate(first):
+        if k == 0 or first[k - 1][0] != modality:
+            draw.text((label + k * cell + 2, 1), modality, fill="black")
+    for r, (version, images) in enumerate(rows.items()):
+        y = 14 + r * cell
+        draw.text((2, y + cell // 2 - 6), version, fill="black")
+        for k, (_, image) in enumerate(images):
+            small = image.convert("RGB").resize((cell, cell), Image.Resampling.NEAREST)
+            canvas.paste(small, (label + k * cell, y))
+    canvas.save(path, optimize=True)
+    log(f"  samples {path} ({path.stat().st_size // 1024} KB)")
+
+
 def seconds_between(start: str | None, end: str | None) -> float | None:
     if not start or not end:
         return None
@@ -587,6 +620,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
         # Figures, read back through the API.
         rows1, rows2 = export_rows(admin, round1), export_rows(admin, round2)
+        samples = [
+            (row["model_version"], row["modality"], image_file(admin, row["image_uid"]))
+            for row in {r["image_uid"]: r for r in rows2}.values()
+            if row["image_source"] == "generated"
+        ]
+        samples_grid(samples, args.images / "walkthrough-samples.png")
         versions = {
             v["id"]: admin.get(f"/api/model-versions/{v['id']}/")
             for v in admin.get("/api/model-versions/")
