@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import random
-from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +35,7 @@ from rest_framework.views import APIView
 
 from annotations.api.common import ErrorOutputSerializer
 from annotations.errors import DomainError
-from annotations.models import Dataset, Image, ImageSource, Role, Round
+from annotations.models import Dataset, Role, Round
 from annotations.permissions import IsAdmin, IsResearcherOrAdmin
 from annotations.roles import has_role, is_admin
 from models_ml.engine.readers import normalize_modality
@@ -61,8 +60,8 @@ from .ml_services import (
 )
 from .models import Job, JobKind, ModelKind, ModelVersion
 from .selectors import (
+    control_pool,
     latest_reward_version,
-    model_version_dataset,
     model_version_tree,
     model_versions_list,
     real_images_for_training,
@@ -494,16 +493,6 @@ def prompts_sampled_from_dataset(
     return pairs
 
 
-def _control_pool(
-    *, version: ModelVersion, dataset: Dataset | None, modalities: Iterable[str]
-) -> QuerySet[Image]:
-    dataset = dataset or model_version_dataset(model_version=version)
-    pool = Image.objects.filter(
-        source=ImageSource.REAL, quarantined=False, modality__in=set(modalities)
-    )
-    return pool.filter(dataset=dataset) if dataset is not None else pool
-
-
 class RoundGenerateApi(APIView):
     """Open a round whose images a job generates; rating opens when it is done.
 
@@ -587,8 +576,8 @@ class RoundGenerateApi(APIView):
         prompts = p.get("prompts") or prompts_sampled_from_dataset(
             seed=p["seed"], **sample
         )
-        pool = _control_pool(
-            version=p["model_version"],
+        pool = control_pool(
+            model_version=p["model_version"],
             dataset=sample["dataset"] if sample else None,
             modalities=[m for _, m in prompts],
         )

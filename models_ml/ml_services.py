@@ -27,7 +27,7 @@ from models_ml.engine.readers.errors import InvalidModalityError
 
 from .models import Job, JobKind, ModelKind, ModelVersion
 from .rater_weighting import RATER_WEIGHTINGS
-from .selectors import model_version_dataset, real_images_for_training
+from .selectors import control_pool, model_version_dataset, real_images_for_training
 from .services import job_create
 
 TRAIN_KEYS = frozenset(
@@ -514,16 +514,12 @@ def chain_next_after_finetune(*, job: Job, new_version: ModelVersion) -> Job | N
         return existing
     spec = dict(chain["round"])
     parent = new_version.parent
-    dataset = model_version_dataset(model_version=new_version)
-    pool = (
-        real_images_for_training(dataset_ids=[dataset.pk])
-        if dataset is not None
-        else Image.objects.none()
-    )
+    prompts = [tuple(p) for p in spec["prompts"]]
+    pool = control_pool(model_version=new_version, modalities=[m for _, m in prompts])
     return round_generate_start(
         model_version=new_version,
         compare_model_version=parent,
-        prompts=[tuple(p) for p in spec["prompts"]],
+        prompts=prompts,
         images_per_prompt=spec["images_per_prompt"],
         created_by=job.created_by,
         name=spec.get("name") or f"{new_version.name} vs {parent.name}",

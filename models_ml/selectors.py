@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -67,6 +68,22 @@ def real_images_for_training(*, dataset_ids: list[int]) -> QuerySet[Image]:
     return Image.objects.filter(
         dataset_id__in=dataset_ids, source=ImageSource.REAL, quarantined=False
     ).order_by("id")
+
+
+def control_pool(
+    *, model_version: ModelVersion, dataset: Any = None, modalities: Iterable[str]
+) -> QuerySet[Image]:
+    """Real images that may stand beside generated ones of ``modalities``.
+
+    From ``dataset``, else the version's own (nearest in its lineage); from any
+    dataset when neither names one. A control of another modality would tell
+    the physician at once that it is the odd one out.
+    """
+    dataset = dataset or model_version_dataset(model_version=model_version)
+    pool = Image.objects.filter(
+        source=ImageSource.REAL, quarantined=False, modality__in=set(modalities)
+    )
+    return pool.filter(dataset=dataset) if dataset is not None else pool
 
 
 def ratings_for_reward(*, round_ids: list[int] | None, until: Any) -> QuerySet[Rating]:

@@ -11,14 +11,14 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_POST
 
 from annotations.errors import DomainError
-from annotations.models import Image, Round
+from annotations.models import Round
 from annotations.roles import is_admin
 from annotations.views.access import role_required
 
 from ..forms import RetrainingForm, RoundGenerateForm
 from ..ml_services import retraining_round_start, round_generate_start
 from ..models import Job, JobKind, JobStatus, ModelVersion
-from ..selectors import job_chain, model_version_dataset, real_images_for_training
+from ..selectors import control_pool, job_chain, real_images_for_training
 from .access import STOP_POLLING
 from .lineage import key_metrics
 
@@ -100,12 +100,10 @@ def round_generate(request: HttpRequest) -> HttpResponse:
         count=data["sample_count"],
     )
     version: ModelVersion = data["model_version"]
-    # Controls come from the chosen dataset, else from the version's own.
-    dataset = data["dataset"] or model_version_dataset(model_version=version)
-    pool = (
-        real_images_for_training(dataset_ids=[dataset.pk])
-        if dataset is not None
-        else Image.objects.none()
+    pool = control_pool(
+        model_version=version,
+        dataset=data["dataset"],
+        modalities=[m for _, m in prompts],
     )
     try:
         if not prompts:
