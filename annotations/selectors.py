@@ -6,10 +6,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.core.cache import cache
-from django.db.models import Count, Q, QuerySet, Sum
+from django.db.models import Count, Q, QuerySet, Sum, Value
+from django.db.models.functions import Least
 
 from .models import Assignment, Dataset, Image, Rating, Round, RoundStatus
 from .roles import is_admin, is_physician, is_researcher
+from .serving_rules import repeats_owed
 
 
 def rounds_visible_to(user: Any) -> QuerySet[Round]:
@@ -63,49 +65,89 @@ ROUND_TOTALS_TTL_S = 10
 ROUND_TOTALS_CACHE_MIN_ITEMS = 5000
 
 
-def _round_totals(round: Round) -> tuple[int, int, int]:
-    """(items, ratings, items still needing ratings), cached briefly.
+@dataclass(frozen=True)
+class _RoundTotals:
+    items: int
+    done: int
+    open_regular: int
+    agreement: int
+
+
+def _round_totals(round: Round) -> _RoundTotals:
+    """Items, ratings towards the round's need, items outside the agreement set
+    still needing ratings, and agreement items; cached briefly.
 
     Every ``next`` shows progress; recounting a 100k-image round each time
-    would cost more than the rating itself.
+    would cost more than the rating itself.  ``rating_count`` holds first
+    ratings only, and an agreement item counts towards the round's need up
+    to ``raters_per_image`` however many physicians rate it.
     """
-    key = f"round-totals:{round.pk}:{round.raters_per_image}"
+    rpi = round.raters_per_image
+    key = f"round-totals:{round.pk}:{rpi}"
     totals = cache.get(key)
     if totals is None:
         # No join with the images: round_create never adds a quarantined image
         # and nothing quarantines one later, so counting rows is enough.
         agg = round.items.aggregate(
             n=Count("id"),
-            done=Sum("rating_count"),
-            open=Count("id", filter=Q(rating_count__lt=round.raters_per_image)),
+            done=Sum(Least("rating_count", Value(rpi))),
+            open=Count("id", filter=Q(rating_count__lt=rpi, in_agreement_set=False)),
+            agreement=Count("id", filter=Q(in_agreement_set=True)),
         )
-        totals = (agg["n"] or 0, agg["done"] or 0, agg["open"] or 0)
-        if totals[0] >= ROUND_TOTALS_CACHE_MIN_ITEMS:
+        totals = _RoundTotals(
+            agg["n"] or 0, agg["done"] or 0, agg["open"] or 0, agg["agreement"] or 0
+        )
+        if totals.items >= ROUND_TOTALS_CACHE_MIN_ITEMS:
             cache.set(key, totals, ROUND_TOTALS_TTL_S)
     return totals
 
 
 def round_progress(*, round: Round, user: Any | None = None) -> RoundProgress:
-    total, done, open_items = _round_totals(round)
-    needed = total * round.raters_per_image
-    done = min(done, needed)
+    """The round's progress, and the user's own.
+
+    A physician's count of what is left holds the images outside the agreement
+    set that still need raters and they have not finished, the agreement
+    images they have not finished, and the repeats still owed to them
+    (``serving_rules.repeats_owed`` of the first ratings they will have made).
+    Their rated count includes repeats, so each rating, first or repeat, moves
+    their bar by one step and it reaches the end with the last one.
+    """
+    totals = _round_totals(round)
+    rpi = round.raters_per_image
+    needed = totals.items * rpi
+    done = min(totals.done, needed)
     mine = my_remaining = 0
     if user is not None and user.is_authenticated:
         mine = Rating.objects.filter(round=round, rater=user, retracted_at=None).count()
+        finished = Q(completed_at__isnull=False) | Q(skipped_at__isnull=False)
+        first = Q(is_repeat=False) & finished
         # Open items this physician already rated or skipped cannot come back.
-        finished_open = (
-            Assignment.objects.filter(
-                round=round,
-                rater=user,
-                round_image__rating_count__lt=round.raters_per_image,
-                round_image__image__quarantined=False,
-            )
-            .exclude(completed_at=None, skipped_at=None)
-            .count()
+        agg = Assignment.objects.filter(round=round, rater=user).aggregate(
+            regular=Count(
+                "pk",
+                filter=first
+                & Q(
+                    round_image__in_agreement_set=False,
+                    round_image__rating_count__lt=rpi,
+                    round_image__image__quarantined=False,
+                ),
+            ),
+            agreement=Count("pk", filter=first & Q(round_image__in_agreement_set=True)),
+            firsts_rated=Count(
+                "pk", filter=Q(is_repeat=False, completed_at__isnull=False)
+            ),
+            repeats=Count("pk", filter=Q(is_repeat=True) & finished),
         )
-        my_remaining = max(0, open_items - finished_open)
+        firsts_left = max(0, totals.open_regular - agg["regular"]) + max(
+            0, totals.agreement - agg["agreement"]
+        )
+        owed = repeats_owed(
+            repeat_share=round.repeat_share,
+            firsts_rated=agg["firsts_rated"] + firsts_left,
+        )
+        my_remaining = firsts_left + max(0, owed - agg["repeats"])
     return RoundProgress(
-        total_items=total,
+        total_items=totals.items,
         needed=needed,
         done=done,
         mine=mine,

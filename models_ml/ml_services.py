@@ -360,7 +360,7 @@ def reward_model_train_start(
 
     _check_reward_params(params)
     round_ids = None if rounds is None else sorted({r.pk for r in rounds})
-    ratings = Rating.objects.filter(retracted_at=None)
+    ratings = Rating.objects.filter(retracted_at=None, is_repeat=False)
     if round_ids is not None:
         if not round_ids:
             raise DomainError("give at least one round, or none for all ratings")

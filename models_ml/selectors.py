@@ -70,8 +70,13 @@ def real_images_for_training(*, dataset_ids: list[int]) -> QuerySet[Image]:
 
 
 def ratings_for_reward(*, round_ids: list[int] | None, until: Any) -> QuerySet[Rating]:
-    """Live ratings made up to ``until``, of the given rounds or of all."""
-    qs = Rating.objects.filter(retracted_at=None, created_at__lte=until)
+    """Live first ratings made up to ``until``, of the given rounds or of all.
+
+    Repeats (a physician's second look at an image) stay out of training.
+    """
+    qs = Rating.objects.filter(
+        retracted_at=None, is_repeat=False, created_at__lte=until
+    )
     if round_ids is not None:
         qs = qs.filter(round_id__in=round_ids)
     return qs.order_by("id")
@@ -119,9 +124,11 @@ def generated_images_for_finetune(
 
 
 def mean_ratings(*, image_ids: list[int]) -> dict[int, tuple[float, int]]:
-    """Mean live score and rating count per image, for images that have any."""
+    """Mean live first score and rating count per image, for images that have any."""
     rows = (
-        Rating.objects.filter(image_id__in=image_ids, retracted_at=None)
+        Rating.objects.filter(
+            image_id__in=image_ids, retracted_at=None, is_repeat=False
+        )
         .values("image_id")
         .annotate(mean=Avg("score"), n=Count("id"))
     )

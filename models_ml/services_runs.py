@@ -544,7 +544,9 @@ def finetune_run(job: Job, progress: Progress) -> dict[str, Any]:
     )
     resumed_from = _checkpoint_step(out)
     result = _train(config, _Reporter(progress, start=0.1, span=0.9, hold_cancel=True))
-    used = Rating.objects.filter(image_id__in=summary["image_ids"], retracted_at=None)
+    used = Rating.objects.filter(
+        image_id__in=summary["image_ids"], retracted_at=None, is_repeat=False
+    )
     rating_info = rating_summary(ratings=used)
     metrics = _train_metrics(result, resumed_from)
     metrics.update({k: v for k, v in summary.items() if k != "image_ids"})

@@ -22,7 +22,11 @@ def _rounds() -> QuerySet[Round]:
     return Round.objects.annotate(
         n_images=Count("items", distinct=True),
         n_controls=Count("items", filter=Q(items__is_control=True), distinct=True),
-        n_ratings=Count("ratings", filter=Q(ratings__retracted_at=None), distinct=True),
+        n_ratings=Count(
+            "ratings",
+            filter=Q(ratings__retracted_at=None, ratings__is_repeat=False),
+            distinct=True,
+        ),
     ).prefetch_related("raters")
 
 
