@@ -9,7 +9,15 @@ from django.core.cache import cache
 from django.db.models import Count, Q, QuerySet, Sum, Value
 from django.db.models.functions import Least
 
-from .models import Assignment, Dataset, Image, Rating, Round, RoundStatus
+from .models import (
+    Assignment,
+    AssignmentPolicy,
+    Dataset,
+    Image,
+    Rating,
+    Round,
+    RoundStatus,
+)
 from .roles import is_admin, is_physician, is_researcher
 from .serving_rules import repeats_owed
 
@@ -122,6 +130,7 @@ def round_progress(*, round: Round, user: Any | None = None) -> RoundProgress:
         finished = Q(completed_at__isnull=False) | Q(skipped_at__isnull=False)
         first = Q(is_repeat=False) & finished
         # Open items this physician already rated or skipped cannot come back.
+        # As in the totals, no join with the images: none is quarantined.
         agg = Assignment.objects.filter(round=round, rater=user).aggregate(
             regular=Count(
                 "pk",
@@ -129,10 +138,9 @@ def round_progress(*, round: Round, user: Any | None = None) -> RoundProgress:
                 & Q(
                     round_image__in_agreement_set=False,
                     round_image__rating_count__lt=rpi,
-                    round_image__image__quarantined=False,
                 ),
             ),
-            agreement=Count("pk", filter=first & Q(round_image__in_agreement_set=True)),
+            agreement=Count("pk", filter=first & Q(policy=AssignmentPolicy.AGREEMENT)),
             firsts_rated=Count(
                 "pk", filter=Q(is_repeat=False, completed_at__isnull=False)
             ),

@@ -226,29 +226,33 @@ def _repeat_candidate(round: Round, rater: Any) -> Assignment | None:
 
     The gap is counted in this physician's showings served since the rating
     (``served_at`` of the GAP-th most recent one), so images brought back by
-    an undo or an expired lease count from when they were last shown.
+    an undo or an expired lease count from when they were last shown.  The
+    candidates are found on the physician's own assignments alone; only the
+    few kept are joined with their images.
     """
+    mine = Assignment.objects.filter(round=round, rater=rater)
     gap_start = Subquery(
-        Assignment.objects.filter(round=round, rater=rater)
-        .order_by("-served_at", "-id")
-        .values("served_at")[REPEAT_GAP - 1 : REPEAT_GAP]
+        mine.order_by("-served_at", "-id").values("served_at")[
+            REPEAT_GAP - 1 : REPEAT_GAP
+        ]
     )
-    repeats = Assignment.objects.filter(
+    repeated = mine.filter(is_repeat=True, expired_at=None).values("round_image_id")
+    recent = (
+        mine.filter(is_repeat=False, completed_at__lt=gap_start)
+        .exclude(round_image_id__in=repeated)
+        .order_by("-completed_at")
+        .values("pk")[:REPEAT_WINDOW]
+    )
+    expired = Assignment.objects.filter(
         round_image=OuterRef("round_image"), rater=rater, is_repeat=True
     )
-    rows = list(
-        Assignment.objects.filter(
-            round=round,
-            rater=rater,
-            is_repeat=False,
-            completed_at__lt=gap_start,
-            round_image__image__quarantined=False,
-        )
-        .exclude(Exists(repeats.filter(expired_at=None)))
-        .annotate(expired_repeat=Subquery(repeats.values("pk")[:1]))
+    rows = [
+        a
+        for a in Assignment.objects.filter(pk__in=recent)
         .select_related("round_image__image")
-        .order_by("-completed_at")[:REPEAT_WINDOW]
-    )
+        .annotate(expired_repeat=Subquery(expired.values("pk")[:1]))
+        if not a.round_image.image.quarantined
+    ]
     return secrets.choice(rows) if rows else None
 
 
@@ -293,8 +297,9 @@ def _mine(round: Round, rater: Any) -> dict[str, int]:
     return Assignment.objects.filter(round=round, rater=rater).aggregate(
         firsts_rated=Count("pk", filter=Q(is_repeat=False, completed_at__isnull=False)),
         firsts=Count("pk", filter=live & Q(is_repeat=False)),
+        # The policy says it, so the count needs no join with the items.
         agreement=Count(
-            "pk", filter=live & Q(is_repeat=False, round_image__in_agreement_set=True)
+            "pk", filter=live & Q(is_repeat=False, policy=AssignmentPolicy.AGREEMENT)
         ),
         repeats=Count("pk", filter=live & Q(is_repeat=True)),
     )
