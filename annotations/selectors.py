@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.core.cache import cache
-from django.db.models import Count, Q, QuerySet, Sum, Value
+from django.db.models import Count, Exists, OuterRef, Q, QuerySet, Sum, Value
 from django.db.models.functions import Least
 
 from .models import (
@@ -16,6 +16,7 @@ from .models import (
     Image,
     Rating,
     Round,
+    RoundImage,
     RoundStatus,
 )
 from .roles import is_admin, is_physician, is_researcher
@@ -110,6 +111,46 @@ def _round_totals(round: Round) -> _RoundTotals:
     return totals
 
 
+# A physician's finished-but-still-open count costs a join over everything
+# they rated; in large rounds it is kept this long and brought forward with
+# their own ratings in between.  What it misses is items of theirs that other
+# raters filled meanwhile: a few among thousands still open.
+ROUND_RATER_TTL_S = 300
+
+
+def _my_finished_open(round: Round, user: Any) -> int:
+    """Items outside the agreement set this physician rated or skipped (first
+    showings) that still need other raters.
+
+    Such items cannot come back to them, so they are taken off what is left.
+    """
+    still_open = RoundImage.objects.filter(
+        pk=OuterRef("round_image_id"),
+        rating_count__lt=round.raters_per_image,
+        in_agreement_set=False,
+    )
+    return (
+        Assignment.objects.filter(round=round, rater=user, is_repeat=False)
+        .exclude(completed_at=None, skipped_at=None)
+        .filter(Exists(still_open))
+        .count()
+    )
+
+
+def _my_showings(round: Round, user: Any) -> dict[str, int]:
+    """What a physician did in a round with an agreement set or repeats, from
+    their own assignments alone (the policy names agreement showings)."""
+    finished = Q(completed_at__isnull=False) | Q(skipped_at__isnull=False)
+    rated_first = Q(is_repeat=False, completed_at__isnull=False)
+    agreement = Q(policy=AssignmentPolicy.AGREEMENT)
+    return Assignment.objects.filter(round=round, rater=user).aggregate(
+        firsts_rated=Count("pk", filter=rated_first),
+        others_rated=Count("pk", filter=rated_first & ~agreement),
+        agreement=Count("pk", filter=Q(is_repeat=False) & finished & agreement),
+        repeats=Count("pk", filter=Q(is_repeat=True) & finished),
+    )
+
+
 def round_progress(*, round: Round, user: Any | None = None) -> RoundProgress:
     """The round's progress, and the user's own.
 
@@ -121,39 +162,40 @@ def round_progress(*, round: Round, user: Any | None = None) -> RoundProgress:
     their bar by one step and it reaches the end with the last one.
     """
     totals = _round_totals(round)
-    rpi = round.raters_per_image
-    needed = totals.items * rpi
+    needed = totals.items * round.raters_per_image
     done = min(totals.done, needed)
     mine = my_remaining = 0
     if user is not None and user.is_authenticated:
+        # Index-only on the partial index of live ratings.
         mine = Rating.objects.filter(round=round, rater=user, retracted_at=None).count()
-        finished = Q(completed_at__isnull=False) | Q(skipped_at__isnull=False)
-        first = Q(is_repeat=False) & finished
-        # Open items this physician already rated or skipped cannot come back.
-        # As in the totals, no join with the images: none is quarantined.
-        agg = Assignment.objects.filter(round=round, rater=user).aggregate(
-            regular=Count(
-                "pk",
-                filter=first
-                & Q(
-                    round_image__in_agreement_set=False,
-                    round_image__rating_count__lt=rpi,
-                ),
-            ),
-            agreement=Count("pk", filter=first & Q(policy=AssignmentPolicy.AGREEMENT)),
-            firsts_rated=Count(
-                "pk", filter=Q(is_repeat=False, completed_at__isnull=False)
-            ),
-            repeats=Count("pk", filter=Q(is_repeat=True) & finished),
+        showings = (
+            _my_showings(round, user)
+            if round.agreement_share > 0 or round.repeat_share > 0
+            else None
         )
-        firsts_left = max(0, totals.open_regular - agg["regular"]) + max(
-            0, totals.agreement - agg["agreement"]
-        )
-        owed = repeats_owed(
-            repeat_share=round.repeat_share,
-            firsts_rated=agg["firsts_rated"] + firsts_left,
-        )
-        my_remaining = firsts_left + max(0, owed - agg["repeats"])
+        # What moves when one of their first ratings outside the set is added.
+        mark = showings["others_rated"] if showings else mine
+        if totals.items >= ROUND_TOTALS_CACHE_MIN_ITEMS:
+            key = f"round-rater:{round.pk}:{user.pk}:{round.raters_per_image}"
+            cached = cache.get(key)
+            if cached is None:
+                cached = (_my_finished_open(round, user), mark)
+                cache.set(key, cached, ROUND_RATER_TTL_S)
+            # Each rating since then finished one item that was open: the
+            # same error bound as the cached round totals above.
+            finished_open = max(0, cached[0] + mark - cached[1])
+        else:
+            finished_open = _my_finished_open(round, user)
+        my_remaining = max(0, totals.open_regular - finished_open)
+        if showings is not None:
+            firsts_left = my_remaining + max(
+                0, totals.agreement - showings["agreement"]
+            )
+            owed = repeats_owed(
+                repeat_share=round.repeat_share,
+                firsts_rated=showings["firsts_rated"] + firsts_left,
+            )
+            my_remaining = firsts_left + max(0, owed - showings["repeats"])
     return RoundProgress(
         total_items=totals.items,
         needed=needed,

@@ -10,6 +10,7 @@ import pytest
 from annotations.models import Role
 from models_ml.models import Job, JobKind, ModelKind, ModelVersion
 from tests.factories import ImageFactory
+from tests.models_ml.review_data import diffusion, generating_round, scored
 
 from .conftest import ROLES
 
@@ -26,6 +27,8 @@ class World:
     dataset: Any
     job: Any
     reward: Any
+    version: Any
+    generating_round: Any
 
 
 @pytest.fixture
@@ -35,6 +38,8 @@ def world(make_round, served, client_as):
         user = getattr(client, "user", None)
         is_rater = user is not None and user.groups.filter(name=Role.PHYSICIAN).exists()
         image = served(rnd, user) if is_rater else rnd.items.first().image
+        version = diffusion()
+        scored(version, 0.8)
         return World(
             round=rnd,
             served_image=image,
@@ -44,6 +49,8 @@ def world(make_round, served, client_as):
             reward=ModelVersion.objects.create(
                 name="rm", kind=ModelKind.REWARD, path="/rm"
             ),
+            version=version,
+            generating_round=generating_round(version=version, admin=None)[0],
         )
 
     return build
@@ -108,6 +115,39 @@ CASES = [
     ),
     ("get", "/api/ratings/mine/", None, (DENIED_ANON, 200, 200, 200)),
     ("get", "/api/export/ratings.csv", None, (DENIED_ANON, 403, 200, 200)),
+    (
+        "get",
+        "/api/review/images/?model_version={w.version.pk}",
+        None,
+        (DENIED_ANON, 403, 403, 200),
+    ),
+    (
+        "post",
+        "/api/review/rounds/",
+        {"name": "r", "model_version": "{w.version.pk}", "all_kept": True},
+        (DENIED_ANON, 403, 403, 201),
+    ),
+    (
+        "post",
+        "/api/rounds/{w.generating_round.pk}/abandon/",
+        {"reason": "failed"},
+        (DENIED_ANON, 403, 403, 200),
+    ),
+    (
+        "post",
+        "/api/rounds/{w.generating_round.pk}/retry-generation/",
+        None,
+        (DENIED_ANON, 403, 403, 202),
+    ),
+    ("get", "/api/rounds/{w.round.pk}/agreement/", None, (DENIED_ANON, 403, 200, 200)),
+    (
+        "get",
+        "/api/rounds/{w.round.pk}/agreement/reward/",
+        None,
+        (DENIED_ANON, 403, 200, 200),
+    ),
+    ("get", "/api/export/pairs.csv", None, (DENIED_ANON, 403, 200, 200)),
+    ("get", "/api/export/dataset.zip", None, (DENIED_ANON, 403, 200, 200)),
 ]
 
 

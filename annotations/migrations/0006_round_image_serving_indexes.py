@@ -8,7 +8,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('annotations', '0004_rater_science'),
+        ('annotations', '0005_rating_live_round_rater_index'),
     ]
 
     operations = [
