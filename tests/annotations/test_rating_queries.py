@@ -97,8 +97,10 @@ def test_next_reads_the_round_and_its_rater_list_only_with_the_check_and_lock(
 
 # The rater's showings are counted once (repeats and agreement owed), the
 # physicians of the round once a minute (cached), and a due repeat or
-# agreement image is one more look-up.  Measured: 17 (SQLite) / 16 (PostgreSQL).
-NEXT_SERVING_MAX = 17
+# agreement image is one more look-up (two when the look-up from a random
+# point wraps around).  Measured: 17, and 18 on a wrap-around, on both
+# databases.
+NEXT_SERVING_MAX = 18
 
 
 def test_next_in_a_round_with_agreement_repeats_and_uncertainty_stays_bounded(
