@@ -9,7 +9,11 @@ from django import forms
 from django.contrib.auth import get_user_model
 from django.db.models import QuerySet
 
-from .models import Dataset, Flag, Image, ImageSource, Role, Round
+from models_ml.models import ModelKind, ModelVersion
+
+from .models import Dataset, Flag, Image, ImageSource, Role, Round, ServingPolicy
+from .services.rounds import MAX_REPEAT_SHARE
+from .serving_rules import REPEAT_GAP
 
 MAX_ROUND_IMAGES = 100_000
 
@@ -80,6 +84,40 @@ class RoundCreateForm(forms.Form):
         initial=0,
         help_text="Share of the round made of real images mixed in as controls.",
     )
+    agreement_percent = forms.IntegerField(
+        label="Agreement set (%)",
+        required=False,
+        min_value=0,
+        max_value=100,
+        initial=0,
+        help_text="Share of the round's images (controls included) that every "
+        "physician rates, beyond raters per image: the overlap agreement needs.",
+    )
+    repeat_percent = forms.IntegerField(
+        label="Repeats (%)",
+        required=False,
+        min_value=0,
+        max_value=int(MAX_REPEAT_SHARE * 100),
+        initial=0,
+        help_text="Share of each physician's images shown to them again, "
+        f"unannounced, at least {REPEAT_GAP} images later (test-retest).",
+    )
+    serving_policy = forms.ChoiceField(
+        label="Serving order",
+        required=False,
+        choices=ServingPolicy.choices,
+        initial=ServingPolicy.RANDOM,
+        help_text="Most informative first: images the reward model is least "
+        "sure of, and where physicians disagree, are rated first.",
+    )
+    reward_model_version = forms.ModelChoiceField(
+        label="Reward model",
+        queryset=ModelVersion.objects.none(),
+        required=False,
+        empty_label="None",
+        help_text="Scores the round's images when it is created; needed for "
+        "most-informative-first serving.",
+    )
     raters = PhysicianChoiceField(
         queryset=get_user_model().objects.none(),
         required=False,
@@ -100,6 +138,9 @@ class RoundCreateForm(forms.Form):
         )
         self.fields["modalities"].choices = [(m, m) for m in modalities]
         self.fields["raters"].queryset = _physicians()
+        self.fields["reward_model_version"].queryset = ModelVersion.objects.filter(
+            kind=ModelKind.REWARD
+        ).order_by("-created_at")
 
     def _matching(self) -> QuerySet[Image]:
         data = self.cleaned_data
@@ -114,6 +155,19 @@ class RoundCreateForm(forms.Form):
 
     def clean(self) -> dict[str, Any]:
         data = super().clean() or {}
+        # Left empty, the serving fields mean what a plain round does.
+        data["agreement_percent"] = data.get("agreement_percent") or 0
+        data["repeat_percent"] = data.get("repeat_percent") or 0
+        data["serving_policy"] = data.get("serving_policy") or ServingPolicy.RANDOM
+        if (
+            data.get("serving_policy") == ServingPolicy.UNCERTAINTY
+            and not data.get("reward_model_version")
+            and "reward_model_version" not in self.errors
+        ):
+            self.add_error(
+                "reward_model_version",
+                "Most informative first needs a reward model to score the images.",
+            )
         if self.errors:
             return data
         ids = list(self._matching().values_list("pk", flat=True))

@@ -6,7 +6,8 @@ import uuid
 
 from django.conf import settings as django_settings
 from django.db import models
-from django.db.models import Q
+from django.db.models import Case, F, FloatField, Q, Value, When
+from django.db.models.functions import Cast, Coalesce
 
 
 class TimeStampedModel(models.Model):
@@ -259,6 +260,35 @@ class Round(TimeStampedModel):
         return self.status == RoundStatus.RATING
 
 
+def informativeness() -> models.Expression:
+    """How much one more rating of a round item is expected to tell.
+
+    ``uncertainty² + s² / 4``: the reward ensemble's variance (the model does
+    not know) plus the variance of the physicians' live first ratings mapped to
+    the reward's 0–1 scale (``reward = (score - 1) / 2``, so a score variance
+    ``s²`` is ``s² / 4`` there; physicians disagree).  ``s²`` comes from the
+    running sums, ``(n·Σx² - (Σx)²) / n²``, and is 0 below two ratings; an item
+    never scored counts as certain.  One expression serves the ordering and
+    the index that makes it fast.
+    """
+    n = F("rating_count")
+    spread = Coalesce(
+        F("uncertainty") * F("uncertainty"), Value(0.0), output_field=FloatField()
+    )
+    disagreement = Case(
+        When(
+            rating_count__gt=1,
+            then=Cast(
+                n * F("score_sq_sum") - F("score_sum") * F("score_sum"), FloatField()
+            )
+            / Cast(n * n * Value(4), FloatField()),
+        ),
+        default=Value(0.0),
+        output_field=FloatField(),
+    )
+    return spread + disagreement
+
+
 class RoundImage(models.Model):
     """An image in a round. ``shuffle_key`` is a random key that orders serving."""
 
@@ -291,7 +321,22 @@ class RoundImage(models.Model):
             ),
         ]
         indexes = [
-            models.Index(fields=["round", "shuffle_key"], name="round_shuffle_idx")
+            models.Index(fields=["round", "shuffle_key"], name="round_shuffle_idx"),
+            # The agreement set, walked from a random point per physician.
+            models.Index(
+                fields=["round", "shuffle_key"],
+                name="round_agreement_idx",
+                condition=Q(in_agreement_set=True),
+            ),
+            # Uncertainty serving: fewest raters first, then most informative.
+            models.Index(
+                F("round"),
+                F("assigned_count"),
+                informativeness().desc(),
+                F("shuffle_key"),
+                name="round_informative_idx",
+                condition=Q(in_agreement_set=False),
+            ),
         ]
 
     def __str__(self) -> str:

@@ -6,10 +6,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.core.cache import cache
-from django.db.models import Count, Exists, OuterRef, Q, QuerySet, Sum
+from django.db.models import Count, Exists, OuterRef, Q, QuerySet, Sum, Value
+from django.db.models.functions import Least
 
 from .models import (
     Assignment,
+    AssignmentPolicy,
     Dataset,
     Image,
     Rating,
@@ -18,6 +20,7 @@ from .models import (
     RoundStatus,
 )
 from .roles import is_admin, is_physician, is_researcher
+from .serving_rules import repeats_owed
 
 
 def rounds_visible_to(user: Any) -> QuerySet[Round]:
@@ -71,24 +74,39 @@ ROUND_TOTALS_TTL_S = 10
 ROUND_TOTALS_CACHE_MIN_ITEMS = 5000
 
 
-def _round_totals(round: Round) -> tuple[int, int, int]:
-    """(items, ratings, items still needing ratings), cached briefly.
+@dataclass(frozen=True)
+class _RoundTotals:
+    items: int
+    done: int
+    open_regular: int
+    agreement: int
+
+
+def _round_totals(round: Round) -> _RoundTotals:
+    """Items, ratings towards the round's need, items outside the agreement set
+    still needing ratings, and agreement items; cached briefly.
 
     Every ``next`` shows progress; recounting a 100k-image round each time
-    would cost more than the rating itself.
+    would cost more than the rating itself.  ``rating_count`` holds first
+    ratings only, and an agreement item counts towards the round's need up
+    to ``raters_per_image`` however many physicians rate it.
     """
-    key = f"round-totals:{round.pk}:{round.raters_per_image}"
+    rpi = round.raters_per_image
+    key = f"round-totals:{round.pk}:{rpi}"
     totals = cache.get(key)
     if totals is None:
         # No join with the images: round_create never adds a quarantined image
         # and nothing quarantines one later, so counting rows is enough.
         agg = round.items.aggregate(
             n=Count("id"),
-            done=Sum("rating_count"),
-            open=Count("id", filter=Q(rating_count__lt=round.raters_per_image)),
+            done=Sum(Least("rating_count", Value(rpi))),
+            open=Count("id", filter=Q(rating_count__lt=rpi, in_agreement_set=False)),
+            agreement=Count("id", filter=Q(in_agreement_set=True)),
         )
-        totals = (agg["n"] or 0, agg["done"] or 0, agg["open"] or 0)
-        if totals[0] >= ROUND_TOTALS_CACHE_MIN_ITEMS:
+        totals = _RoundTotals(
+            agg["n"] or 0, agg["done"] or 0, agg["open"] or 0, agg["agreement"] or 0
+        )
+        if totals.items >= ROUND_TOTALS_CACHE_MIN_ITEMS:
             cache.set(key, totals, ROUND_TOTALS_TTL_S)
     return totals
 
@@ -101,43 +119,85 @@ ROUND_RATER_TTL_S = 300
 
 
 def _my_finished_open(round: Round, user: Any) -> int:
-    """Items this physician rated or skipped that still need other raters.
+    """Items outside the agreement set this physician rated or skipped (first
+    showings) that still need other raters.
 
     Such items cannot come back to them, so they are taken off what is left.
     """
     still_open = RoundImage.objects.filter(
-        pk=OuterRef("round_image_id"), rating_count__lt=round.raters_per_image
+        pk=OuterRef("round_image_id"),
+        rating_count__lt=round.raters_per_image,
+        in_agreement_set=False,
     )
     return (
-        Assignment.objects.filter(round=round, rater=user)
+        Assignment.objects.filter(round=round, rater=user, is_repeat=False)
         .exclude(completed_at=None, skipped_at=None)
         .filter(Exists(still_open))
         .count()
     )
 
 
+def _my_showings(round: Round, user: Any) -> dict[str, int]:
+    """What a physician did in a round with an agreement set or repeats, from
+    their own assignments alone (the policy names agreement showings)."""
+    finished = Q(completed_at__isnull=False) | Q(skipped_at__isnull=False)
+    rated_first = Q(is_repeat=False, completed_at__isnull=False)
+    agreement = Q(policy=AssignmentPolicy.AGREEMENT)
+    return Assignment.objects.filter(round=round, rater=user).aggregate(
+        firsts_rated=Count("pk", filter=rated_first),
+        others_rated=Count("pk", filter=rated_first & ~agreement),
+        agreement=Count("pk", filter=Q(is_repeat=False) & finished & agreement),
+        repeats=Count("pk", filter=Q(is_repeat=True) & finished),
+    )
+
+
 def round_progress(*, round: Round, user: Any | None = None) -> RoundProgress:
-    total, done, open_items = _round_totals(round)
-    needed = total * round.raters_per_image
-    done = min(done, needed)
+    """The round's progress, and the user's own.
+
+    A physician's count of what is left holds the images outside the agreement
+    set that still need raters and they have not finished, the agreement
+    images they have not finished, and the repeats still owed to them
+    (``serving_rules.repeats_owed`` of the first ratings they will have made).
+    Their rated count includes repeats, so each rating, first or repeat, moves
+    their bar by one step and it reaches the end with the last one.
+    """
+    totals = _round_totals(round)
+    needed = totals.items * round.raters_per_image
+    done = min(totals.done, needed)
     mine = my_remaining = 0
     if user is not None and user.is_authenticated:
         # Index-only on the partial index of live ratings.
         mine = Rating.objects.filter(round=round, rater=user, retracted_at=None).count()
-        if total >= ROUND_TOTALS_CACHE_MIN_ITEMS:
+        showings = (
+            _my_showings(round, user)
+            if round.agreement_share > 0 or round.repeat_share > 0
+            else None
+        )
+        # What moves when one of their first ratings outside the set is added.
+        mark = showings["others_rated"] if showings else mine
+        if totals.items >= ROUND_TOTALS_CACHE_MIN_ITEMS:
             key = f"round-rater:{round.pk}:{user.pk}:{round.raters_per_image}"
             cached = cache.get(key)
             if cached is None:
-                cached = (_my_finished_open(round, user), mine)
+                cached = (_my_finished_open(round, user), mark)
                 cache.set(key, cached, ROUND_RATER_TTL_S)
             # Each rating since then finished one item that was open: the
             # same error bound as the cached round totals above.
-            finished_open = max(0, cached[0] + mine - cached[1])
+            finished_open = max(0, cached[0] + mark - cached[1])
         else:
             finished_open = _my_finished_open(round, user)
-        my_remaining = max(0, open_items - finished_open)
+        my_remaining = max(0, totals.open_regular - finished_open)
+        if showings is not None:
+            firsts_left = my_remaining + max(
+                0, totals.agreement - showings["agreement"]
+            )
+            owed = repeats_owed(
+                repeat_share=round.repeat_share,
+                firsts_rated=showings["firsts_rated"] + firsts_left,
+            )
+            my_remaining = firsts_left + max(0, owed - showings["repeats"])
     return RoundProgress(
-        total_items=total,
+        total_items=totals.items,
         needed=needed,
         done=done,
         mine=mine,

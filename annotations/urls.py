@@ -21,6 +21,9 @@ urlpatterns = [
     path("manage/rounds/new/", rounds.rounds_create, name="rounds-create"),
     path("manage/rounds/<int:round_id>/open/", rounds.rounds_open, name="rounds-open"),
     path(
+        "manage/rounds/<int:round_id>/score/", rounds.rounds_score, name="rounds-score"
+    ),
+    path(
         "manage/rounds/<int:round_id>/close/", rounds.rounds_close, name="rounds-close"
     ),
     path(

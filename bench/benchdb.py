@@ -324,6 +324,10 @@ class RatedSeed:
         return [self.rater_ids[(i + j * self.stride) % n] for j in range(count)]
 
 
+def _score(assignment_id: int, image_index: int) -> int:
+    return 1 + (assignment_id * 31 + image_index) % 3
+
+
 def round_items_seed(
     *, seed: RatedSeed, counts: list[int], rng: random.Random, id_base: int = 0
 ) -> tuple[int, int]:
@@ -335,10 +339,33 @@ def round_items_seed(
     now = datetime.now(UTC)
     start = now - timedelta(days=30)
 
+    plan: list[tuple[int, int, int, datetime]] = []
+    sums = [[0, 0] for _ in range(seed.n_images + 1)]
+    aid = 0
+    for i in range(1, seed.n_images + 1):
+        for rater in seed.raters_of(i, counts[i - 1]):
+            aid += 1
+            served = start + timedelta(seconds=rng.randrange(30 * 86400))
+            plan.append((aid, i, rater, served))
+            score = _score(aid, i)
+            sums[i][0] += score
+            sums[i][1] += score * score
+
     def items() -> Iterator[tuple]:
         for i in range(1, seed.n_images + 1):
             c = counts[i - 1]
-            yield (id_base + i, seed.round_id, i, False, rng.getrandbits(62), c, c)
+            yield (
+                id_base + i,
+                seed.round_id,
+                i,
+                False,
+                False,
+                rng.getrandbits(62),
+                c,
+                c,
+                sums[i][0],
+                sums[i][1],
+            )
 
     copy_rows(
         "annotations_roundimage",
@@ -347,25 +374,20 @@ def round_items_seed(
             "round_id",
             "image_id",
             "is_control",
+            "in_agreement_set",
             "shuffle_key",
             "assigned_count",
             "rating_count",
+            "score_sum",
+            "score_sq_sum",
         ),
         items(),
     )
 
-    plan: list[tuple[int, int, int, datetime]] = []
-    aid = 0
-    for i in range(1, seed.n_images + 1):
-        for rater in seed.raters_of(i, counts[i - 1]):
-            aid += 1
-            served = start + timedelta(seconds=rng.randrange(30 * 86400))
-            plan.append((aid, i, rater, served))
-
     def assignments() -> Iterator[tuple]:
         for a, i, rater, served in plan:
             done = served + timedelta(milliseconds=2000 + (a * 7919) % 20000)
-            yield (a, id_base + i, seed.round_id, rater, served, "random", done)
+            yield (a, id_base + i, seed.round_id, rater, served, "random", False, done)
 
     n_a = copy_rows(
         "annotations_assignment",
@@ -376,6 +398,7 @@ def round_items_seed(
             "rater_id",
             "served_at",
             "policy",
+            "is_repeat",
             "completed_at",
         ),
         assignments(),
@@ -390,11 +413,12 @@ def round_items_seed(
                 i,
                 seed.round_id,
                 a,
-                1 + (a * 31 + i) % 3,
+                _score(a, i),
                 FLAG_SETS[a % len(FLAG_SETS)],
                 COMMENTS[a % len(COMMENTS)],
                 taken,
                 served + timedelta(milliseconds=taken),
+                False,
             )
 
     n_r = copy_rows(
@@ -410,6 +434,7 @@ def round_items_seed(
             "comment",
             "time_taken_ms",
             "created_at",
+            "is_repeat",
         ),
         ratings(),
     )

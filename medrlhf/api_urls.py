@@ -51,6 +51,11 @@ urlpatterns = [
         ml_api.RoundGenerateApi.as_view(),
         name="api-round-generate",
     ),
+    path(
+        "rounds/<int:round_id>/score/",
+        ml_api.RoundScoreApi.as_view(),
+        name="api-round-score",
+    ),
     path("retraining/", ml_api.RetrainingStartApi.as_view(), name="api-retraining"),
     path(
         "retraining/<str:chain_id>/",

@@ -57,6 +57,7 @@ from .ml_services import (
     retraining_round_start,
     reward_model_train_start,
     round_generate_start,
+    round_score_start,
 )
 from .models import Job, JobKind, ModelKind, ModelVersion
 from .selectors import (
@@ -595,6 +596,50 @@ class RoundGenerateApi(APIView):
             sampling=p["sampling"],
         )
         return _queued(job, round=job.params["round_id"])
+
+
+class RoundScoreApi(APIView):
+    """Score a round's images with a reward model (the round's own by default).
+
+    The job writes a score per image and each item's ensemble spread, which
+    uncertainty serving orders by.
+    """
+
+    permission_classes = [IsAuthenticated, IsAdmin]
+
+    @extend_schema_serializer(component_name="RoundScoreInput")
+    class InputSerializer(serializers.Serializer):
+        reward_model_version = serializers.PrimaryKeyRelatedField(
+            queryset=_reward_versions(),
+            required=False,
+            allow_null=True,
+            default=None,
+            help_text="Omit to use the round's reward model; given, it becomes "
+            "the round's reward model.",
+            error_messages={
+                "does_not_exist": "no reward model version with id {pk_value}"
+            },
+        )
+
+    @extend_schema(
+        operation_id="rounds_score",
+        request=InputSerializer,
+        responses={
+            202: JobQueuedSerializer,
+            400: ErrorOutputSerializer,
+            404: ErrorOutputSerializer,
+        },
+    )
+    def post(self, request: Request, round_id: int) -> Response:
+        rnd = get_object_or_404(Round, pk=round_id)
+        data = self.InputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        job = round_score_start(
+            round=rnd,
+            created_by=request.user,
+            reward_model_version=data.validated_data["reward_model_version"],
+        )
+        return _queued(job, round=rnd.pk)
 
 
 # --- retraining runs ----------------------------------------------------------------

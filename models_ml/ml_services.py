@@ -603,3 +603,47 @@ def generate_start(
             "sampling": sampling,
         },
     )
+
+
+# --- scoring a round's images -----------------------------------------------------
+
+
+@transaction.atomic
+def round_score_start(
+    *,
+    round: Round,
+    created_by: Any,
+    reward_model_version: ModelVersion | None = None,
+) -> Job:
+    """Queue scoring of every image of ``round`` with a reward model.
+
+    The job writes an ``ImageScore`` per image and sets each item's
+    ``uncertainty`` (the ensemble spread) that uncertainty serving orders by.
+    Given a version, it becomes the round's reward model.
+    """
+    from annotations.audit import audit_record
+
+    rnd = Round.objects.select_for_update().get(pk=round.pk)
+    version = reward_model_version or rnd.reward_model_version
+    if version is None:
+        raise DomainError(
+            "reward_model_version: this round has no reward model; choose one"
+        )
+    _check_reward(version, "reward_model_version")
+    if not rnd.items.exists():
+        raise DomainError(f"round {rnd.name!r} has no images to score yet")
+    job = job_create(
+        kind=JobKind.SCORE,
+        created_by=created_by,
+        params={"round_id": rnd.pk, "reward_version_id": version.pk},
+    )
+    rnd.reward_model_version = version
+    rnd.settings = {**rnd.settings, "score_job_id": job.pk}
+    rnd.save(update_fields=["reward_model_version", "settings", "updated_at"])
+    audit_record(
+        action="round_score_start",
+        actor=created_by,
+        obj=rnd,
+        detail={"job": job.pk, "reward_model_version": version.pk},
+    )
+    return job

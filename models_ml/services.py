@@ -32,6 +32,7 @@ TASK_FOR_KIND: dict[str, str] = {
     JobKind.TRAIN_REWARD: "models_ml.tasks.ml_train_reward",
     JobKind.FINETUNE: "models_ml.tasks.ml_finetune",
     JobKind.GENERATE: "models_ml.tasks.ml_generate",
+    JobKind.SCORE: "models_ml.tasks.ml_score_round",
 }
 
 

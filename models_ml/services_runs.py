@@ -569,7 +569,9 @@ def finetune_run(job: Job, progress: Progress) -> dict[str, Any]:
     )
     resumed_from = _checkpoint_step(out)
     result = _train(config, _Reporter(progress, start=0.1, span=0.9, hold_cancel=True))
-    used = Rating.objects.filter(image_id__in=summary["image_ids"], retracted_at=None)
+    used = Rating.objects.filter(
+        image_id__in=summary["image_ids"], retracted_at=None, is_repeat=False
+    )
     rating_info = rating_summary(ratings=used)
     metrics = _train_metrics(result, resumed_from)
     metrics.update({k: v for k, v in summary.items() if k != "image_ids"})
@@ -704,3 +706,72 @@ def generate_run(job: Job, progress: Progress) -> dict[str, Any]:
             }
         )
     return {**rows, "stats": stats, "threshold": p.get("threshold")}
+
+
+# --- scoring a round's images -----------------------------------------------------
+
+SCORE_BATCH = 64
+
+
+def round_score_run(job: Job, progress: Progress) -> dict[str, Any]:
+    """Score a round's images with a reward model: an ``ImageScore`` each, and
+    the ensemble spread as the item's ``uncertainty``.
+
+    Images this version already scored are not scored again (a retried job
+    picks up where it stopped); their stored spread is still copied.
+    """
+    from annotations.models import RoundImage
+
+    from .engine.images import load_pil
+    from .engine.reward import RewardModel
+    from .models import ImageScore
+
+    rnd = Round.objects.get(pk=job.params["round_id"])
+    version = ModelVersion.objects.get(pk=job.params["reward_version_id"])
+    items = list(rnd.items.select_related("image").order_by("pk"))
+    known = dict(
+        ImageScore.objects.filter(
+            model_version=version, image_id__in=[it.image_id for it in items]
+        ).values_list("image_id", "spread")
+    )
+    todo = [it for it in items if it.image_id not in known]
+    reporter = _Reporter(progress)
+    model = RewardModel.load(version.path) if todo else None
+    for start in range(0, len(todo), SCORE_BATCH):
+        chunk = todo[start : start + SCORE_BATCH]
+        pictures = [load_pil(_file_path(it.image)).convert("RGB") for it in chunk]
+        predicted = model.predict(  # type: ignore[union-attr]
+            pictures,
+            [it.image.prompt for it in chunk],
+            [it.image.modality for it in chunk],
+        )
+        with transaction.atomic():
+            for k, it in enumerate(chunk):
+                reward = min(max(float(predicted.reward[k]), 0.0), 1.0)
+                spread = float(predicted.uncertainty[k])
+                ImageScore.objects.update_or_create(
+                    image=it.image,
+                    model_version=version,
+                    defaults={
+                        "reward": reward,
+                        "expected_score": 1.0 + 2.0 * reward,
+                        "probs": [float(p) for p in predicted.probs[k]],
+                        "spread": spread,
+                    },
+                )
+                known[it.image_id] = spread
+        done = start + len(chunk)
+        reporter(done / len(todo), f"scored {done} of {len(todo)} images")
+    for it in items:
+        it.uncertainty = known[it.image_id]
+    # Only this column is written, so counts changed by ratings meanwhile stay.
+    RoundImage.objects.bulk_update(items, ["uncertainty"], batch_size=1000)
+    spreads = [known[it.image_id] for it in items]
+    return {
+        "round_id": rnd.pk,
+        "reward_version_id": version.pk,
+        "scored": len(todo),
+        "reused": len(items) - len(todo),
+        "mean_uncertainty": sum(spreads) / len(spreads) if spreads else None,
+        "max_uncertainty": max(spreads) if spreads else None,
+    }

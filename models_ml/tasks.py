@@ -152,6 +152,7 @@ ml_generate_round = _ml_task("ml_generate_round", "round_generate_run")
 ml_train_reward = _ml_task("ml_train_reward", "reward_model_train_run")
 ml_finetune = _ml_task("ml_finetune", "finetune_run")
 ml_generate = _ml_task("ml_generate", "generate_run")
+ml_score_round = _ml_task("ml_score_round", "round_score_run")
 
 
 @shared_task(name="models_ml.tasks.reap_stale_jobs")

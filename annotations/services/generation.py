@@ -23,7 +23,12 @@ from models_ml.engine.readers.image import DecodedImage
 from ..audit import audit_record
 from ..errors import DomainError
 from ..models import Image, ImageSource, Round, RoundImage, RoundStatus
-from .rounds import controls_needed, round_open
+from .rounds import (
+    controls_needed,
+    round_items_mark_agreement,
+    round_open,
+    serving_check,
+)
 
 
 def _decoded(picture: Any) -> DecodedImage:
@@ -96,6 +101,9 @@ def round_generating_create(
     control_share: float = 0.0,
     settings: dict[str, Any] | None = None,
     description: str = "",
+    agreement_share: float = 0.0,
+    repeat_share: float = 0.0,
+    serving_policy: str = "random",
 ) -> Round:
     """A round with no images yet, waiting for its generation job."""
     if not name.strip():
@@ -103,12 +111,21 @@ def round_generating_create(
     if raters_per_image < 1:
         raise DomainError("raters_per_image must be at least 1")
     controls_needed(n_images=1, control_share=control_share)
+    serving_check(
+        agreement_share=agreement_share,
+        repeat_share=repeat_share,
+        serving_policy=serving_policy,
+        reward_model_version=None,
+    )
     rnd = Round.objects.create(
         name=name.strip(),
         description=description,
         status=RoundStatus.GENERATING,
         raters_per_image=raters_per_image,
         control_share=control_share,
+        agreement_share=agreement_share,
+        repeat_share=repeat_share,
+        serving_policy=serving_policy,
         model_version=model_version,
         compare_model_version=compare_model_version,
         settings=settings or {},
@@ -166,6 +183,7 @@ def round_generated_fill(
         ],
         batch_size=2000,
     )
+    round_items_mark_agreement(round=rnd)
     rnd.status = RoundStatus.DRAFT
     rnd.save(update_fields=["status", "updated_at"])
     audit_record(

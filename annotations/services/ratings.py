@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from django.contrib.auth import get_user_model
+from django.core.cache import cache
 from django.db import connection, transaction
 from django.db.models import (
     BooleanField,
@@ -17,6 +18,7 @@ from django.db.models import (
     OuterRef,
     Q,
     QuerySet,
+    Subquery,
     Value,
 )
 from django.utils import timezone
@@ -30,8 +32,21 @@ from ..errors import (
     NotServed,
     RoundNotOpen,
 )
-from ..models import Assignment, Flag, Image, Rating, Round, RoundImage, RoundStatus
+from ..models import (
+    Assignment,
+    AssignmentPolicy,
+    Flag,
+    Image,
+    Rating,
+    Role,
+    Round,
+    RoundImage,
+    RoundStatus,
+    ServingPolicy,
+    informativeness,
+)
 from ..roles import is_physician
+from ..serving_rules import REPEAT_GAP, agreement_target, repeats_owed
 
 MAX_TIME_TAKEN_MS = 60 * 60 * 1000
 
@@ -116,22 +131,238 @@ def _open_assignments(round: Round, rater: Any) -> QuerySet[Assignment]:
     )
 
 
-def _candidate(round: Round, rater: Any, start: int) -> RoundImage | None:
-    base = (
+# --- what comes next -------------------------------------------------------------
+#
+# A new image is chosen in this order (see docs in the README notes):
+#  1. a self-consistency repeat, when one is due;
+#  2. an agreement-set image, when this physician's share of them so far is
+#     below the share that spreads the set evenly over their session;
+#  3. an image that still needs raters, in the round's serving order;
+#  4. what is left of 2 (and 3) when the other kind has run out.
+
+REPEAT_WINDOW = 100
+"""The repeat is drawn at random from this many most recent candidates."""
+PHYSICIANS_TTL_S = 60
+
+
+def _physicians_allowed(round: Round) -> int:
+    """Physicians who may rate the round (listed ones, or every active one)."""
+
+    def count() -> int:
+        listed = Round.raters.through.objects.filter(round_id=round.pk).count()
+        if listed:
+            return listed
+        return (
+            get_user_model()
+            .objects.filter(groups__name=Role.PHYSICIAN, is_active=True)
+            .count()
+        )
+
+    key = f"round-physicians:{round.pk}"
+    return int(cache.get_or_set(key, count, PHYSICIANS_TTL_S))
+
+
+def _lockable(qs: QuerySet[RoundImage]) -> QuerySet[RoundImage]:
+    if connection.features.has_select_for_update_skip_locked:
+        return qs.select_for_update(skip_locked=True, of=("self",))
+    return qs
+
+
+def _regular_items(round: Round, rater: Any) -> QuerySet[RoundImage]:
+    return (
         RoundImage.objects.filter(
             round=round,
+            in_agreement_set=False,
             assigned_count__lt=round.raters_per_image,
             image__quarantined=False,
         )
         .exclude(assignments__rater=rater)
         .select_related("image")
-        .order_by("shuffle_key")
     )
-    if connection.features.has_select_for_update_skip_locked:
-        base = base.select_for_update(skip_locked=True, of=("self",))
+
+
+def _candidate(round: Round, rater: Any, start: int) -> RoundImage | None:
+    """Random order: the first free image at or after ``start`` in shuffled order."""
+    base = _lockable(_regular_items(round, rater).order_by("shuffle_key"))
     return (
         base.filter(shuffle_key__gte=start).first()
         or base.filter(shuffle_key__lt=start).first()
+    )
+
+
+def _informative_candidate(round: Round, rater: Any) -> RoundImage | None:
+    """Uncertainty order: fewest raters so far, then the most informative
+    (``models.informativeness``), ties by shuffle key; one index walk."""
+    return _lockable(
+        _regular_items(round, rater).order_by(
+            "assigned_count", informativeness().desc(), "shuffle_key"
+        )
+    ).first()
+
+
+def _agreement_candidate(round: Round, rater: Any) -> RoundImage | None:
+    """An agreement item this physician has not had (or whose lease expired)."""
+    mine = Assignment.objects.filter(
+        round_image=OuterRef("pk"), rater=rater, is_repeat=False
+    )
+    base = (
+        RoundImage.objects.filter(
+            round=round, in_agreement_set=True, image__quarantined=False
+        )
+        .exclude(Exists(mine.filter(expired_at=None)))
+        .annotate(served_before=Exists(mine))
+        .select_related("image")
+        .order_by("shuffle_key")
+    )
+    start = secrets.randbits(62)
+    return (
+        base.filter(shuffle_key__gte=start).first()
+        or base.filter(shuffle_key__lt=start).first()
+    )
+
+
+def _repeat_candidate(round: Round, rater: Any) -> Assignment | None:
+    """A first showing rated at least ``REPEAT_GAP`` showings ago, not repeated.
+
+    The gap is counted in this physician's showings served since the rating
+    (``served_at`` of the GAP-th most recent one), so images brought back by
+    an undo or an expired lease count from when they were last shown.  The
+    candidates are found on the physician's own assignments alone; only the
+    few kept are joined with their images.
+    """
+    mine = Assignment.objects.filter(round=round, rater=rater)
+    gap_start = Subquery(
+        mine.order_by("-served_at", "-id").values("served_at")[
+            REPEAT_GAP - 1 : REPEAT_GAP
+        ]
+    )
+    repeated = mine.filter(is_repeat=True, expired_at=None).values("round_image_id")
+    recent = (
+        mine.filter(is_repeat=False, completed_at__lt=gap_start)
+        .exclude(round_image_id__in=repeated)
+        .order_by("-completed_at")
+        .values("pk")[:REPEAT_WINDOW]
+    )
+    expired = Assignment.objects.filter(
+        round_image=OuterRef("round_image"), rater=rater, is_repeat=True
+    )
+    rows = [
+        a
+        for a in Assignment.objects.filter(pk__in=recent)
+        .select_related("round_image__image")
+        .annotate(expired_repeat=Subquery(expired.values("pk")[:1]))
+        if not a.round_image.image.quarantined
+    ]
+    return secrets.choice(rows) if rows else None
+
+
+def _serve(
+    *,
+    round: Round,
+    rater: Any,
+    item: RoundImage,
+    policy: str,
+    is_repeat: bool = False,
+    revive: int | None = None,
+) -> Assignment:
+    """Record the showing; an expired one of the same kind is brought back."""
+    if not is_repeat:
+        RoundImage.objects.filter(pk=item.pk).update(
+            assigned_count=F("assigned_count") + 1
+        )
+    if revive is not None:
+        assignment = Assignment.objects.get(pk=revive)
+        assignment.served_at = timezone.now()
+        assignment.expired_at = assignment.skipped_at = assignment.completed_at = None
+        assignment.policy = policy
+        assignment.save(
+            update_fields=[
+                "served_at",
+                "expired_at",
+                "skipped_at",
+                "completed_at",
+                "policy",
+            ]
+        )
+        assignment.round_image = item
+        return assignment
+    return Assignment.objects.create(
+        round_image=item, round=round, rater=rater, policy=policy, is_repeat=is_repeat
+    )
+
+
+def _mine(round: Round, rater: Any) -> dict[str, int]:
+    """This physician's showings so far, in one query."""
+    live = Q(expired_at=None)
+    return Assignment.objects.filter(round=round, rater=rater).aggregate(
+        firsts_rated=Count("pk", filter=Q(is_repeat=False, completed_at__isnull=False)),
+        firsts=Count("pk", filter=live & Q(is_repeat=False)),
+        # The policy says it, so the count needs no join with the items.
+        agreement=Count(
+            "pk", filter=live & Q(is_repeat=False, policy=AssignmentPolicy.AGREEMENT)
+        ),
+        repeats=Count("pk", filter=live & Q(is_repeat=True)),
+    )
+
+
+def _next_new(rnd: Round, rater: Any) -> Assignment | None:
+    mine = (
+        _mine(rnd, rater) if rnd.agreement_share > 0 or rnd.repeat_share > 0 else None
+    )
+    if mine is not None and mine["repeats"] < repeats_owed(
+        repeat_share=rnd.repeat_share, firsts_rated=mine["firsts_rated"]
+    ):
+        original = _repeat_candidate(rnd, rater)
+        if original is not None:
+            return _serve(
+                round=rnd,
+                rater=rater,
+                item=original.round_image,
+                policy=AssignmentPolicy.REPEAT,
+                is_repeat=True,
+                revive=original.expired_repeat,
+            )
+    agreement_tried = False
+    if mine is not None and rnd.agreement_share > 0:
+        target = agreement_target(
+            agreement_share=rnd.agreement_share,
+            raters_per_image=rnd.raters_per_image,
+            physicians=_physicians_allowed(rnd),
+        )
+        if mine["agreement"] < target * (mine["firsts"] + 1):
+            agreement_tried = True
+            item = _agreement_candidate(rnd, rater)
+            if item is not None:
+                return _serve_agreement(rnd, rater, item)
+    if rnd.serving_policy == ServingPolicy.UNCERTAINTY:
+        item = _informative_candidate(rnd, rater)
+        policy = AssignmentPolicy.UNCERTAINTY
+    else:
+        item = _candidate(rnd, rater, secrets.randbits(62))
+        policy = AssignmentPolicy.RANDOM
+    if item is not None:
+        return _serve(round=rnd, rater=rater, item=item, policy=policy)
+    if rnd.agreement_share > 0 and not agreement_tried:
+        item = _agreement_candidate(rnd, rater)
+        if item is not None:
+            return _serve_agreement(rnd, rater, item)
+    return None
+
+
+def _serve_agreement(rnd: Round, rater: Any, item: RoundImage) -> Assignment:
+    revive = None
+    if item.served_before:
+        revive = (
+            Assignment.objects.filter(round_image=item, rater=rater, is_repeat=False)
+            .values_list("pk", flat=True)
+            .first()
+        )
+    return _serve(
+        round=rnd,
+        rater=rater,
+        item=item,
+        policy=AssignmentPolicy.AGREEMENT,
+        revive=revive,
     )
 
 
@@ -140,8 +371,11 @@ def assignment_next(*, round: Round, rater: Any) -> Assignment | None:
     """The image this physician should rate next, or None when nothing is left.
 
     An image already served and not yet rated is served again, so a reload
-    shows the same image.  New images are picked at a random point of the
-    round's shuffled order, which makes the order differ between raters.
+    shows the same image.  Otherwise a due repeat, a due agreement-set image,
+    or a new image in the round's serving order (random: from a random point
+    of the shuffled order, so the order differs between raters; uncertainty:
+    fewest raters, then most informative first).  Agreement-set images go to
+    every physician; the others stop at ``raters_per_image``.
     """
     # Locking the rater too makes one request per rater at a time: two tabs
     # must not take two images.
@@ -154,28 +388,27 @@ def assignment_next(*, round: Round, rater: Any) -> Assignment | None:
     )
     if current is not None:
         return current
-    item = _candidate(rnd, rater, secrets.randbits(62))
-    if item is None:
-        return None
-    RoundImage.objects.filter(pk=item.pk).update(assigned_count=F("assigned_count") + 1)
-    return Assignment.objects.create(
-        round_image=item, round=rnd, rater=rater, policy="random"
-    )
+    return _next_new(rnd, rater)
 
 
 @transaction.atomic
 def assignment_skip(*, round: Round, rater: Any, image: Image) -> Assignment:
     _lock_round_for_rating(round)
     assignment = (
-        _open_assignments(round, rater).filter(round_image__image=image).first()
+        _open_assignments(round, rater)
+        .filter(round_image__image=image)
+        .order_by("-served_at")
+        .first()
     )
     if assignment is None:
         raise NotServed("this image is not waiting for your rating")
     assignment.skipped_at = timezone.now()
     assignment.save(update_fields=["skipped_at"])
-    RoundImage.objects.filter(
-        pk=assignment.round_image_id, assigned_count__gt=0
-    ).update(assigned_count=F("assigned_count") - 1)
+    if not assignment.is_repeat:
+        # The place goes back to others; a repeat never held one.
+        RoundImage.objects.filter(
+            pk=assignment.round_image_id, assigned_count__gt=0
+        ).update(assigned_count=F("assigned_count") - 1)
     audit_record(action="rating_skip", actor=rater, obj=assignment)
     return assignment
 
@@ -187,6 +420,15 @@ def _clean_flags(flags: Sequence[str]) -> list[str]:
             f"unknown flag {unknown[0]!r}; flags are {', '.join(Flag.values)}"
         )
     return sorted(set(flags))
+
+
+def _showing_rated(showings: list[Assignment]) -> Assignment | None:
+    """Which showing a submit rates: the open one served last, else the latest
+    showing (the repeat once there is one)."""
+    open_ = [a for a in showings if a.is_open]
+    if open_:
+        return max(open_, key=lambda a: (a.served_at, a.pk))
+    return max(showings, key=lambda a: (a.is_repeat, a.pk), default=None)
 
 
 @transaction.atomic
@@ -203,6 +445,8 @@ def rating_submit(
     """Record a rating; returns (rating, created).
 
     Submitting the same rating twice returns the first row (created=False).
+    A repeat showing gives a second row with ``is_repeat``; it changes none of
+    the image's counts or score sums.
     """
     if score not in (1, 2, 3):
         raise DomainError("score must be 1, 2 or 3")
@@ -211,17 +455,19 @@ def rating_submit(
     if len(comment) > 2000:
         raise DomainError("comment must be at most 2000 characters")
     rnd = _lock_round_for_rating(round, rater=rater)
-    # The assignment is unique per (image, rater) in a round, so its row lock
-    # makes two submits of one rating take turns; the second then sees the
-    # first's committed row below and returns it.
-    assignment = (
+    # A physician has at most two showings of an image in a round (the first
+    # and a repeat).  Their row locks make two submits of one rating take
+    # turns; the second then sees the first's committed row below.
+    showings = list(
         Assignment.objects.select_for_update()
         .filter(round=rnd, rater=rater, round_image__image=image)
         .select_related("round_image")
-        .first()
     )
-    live = Rating.objects.filter(rater=rater, image=image, round=rnd, retracted_at=None)
-    existing = live.first()
+    assignment = _showing_rated(showings)
+    is_repeat = assignment is not None and assignment.is_repeat
+    existing = Rating.objects.filter(
+        rater=rater, image=image, round=rnd, is_repeat=is_repeat, retracted_at=None
+    ).first()
     if existing is not None:
         if existing.score == score and existing.flags == flags:
             return existing, False
@@ -241,16 +487,21 @@ def rating_submit(
         flags=flags,
         comment=comment,
         time_taken_ms=time_taken_ms,
+        is_repeat=is_repeat,
     )
     was_open = assignment.is_open
     assignment.completed_at = now
     assignment.skipped_at = None
     assignment.expired_at = None
     assignment.save(update_fields=["completed_at", "skipped_at", "expired_at"])
-    RoundImage.objects.filter(pk=assignment.round_image_id).update(
-        rating_count=F("rating_count") + 1,
-        assigned_count=F("assigned_count") + (0 if was_open else 1),
-    )
+    if not is_repeat:
+        # Repeats stay out of the image's counts and score sums.
+        RoundImage.objects.filter(pk=assignment.round_image_id).update(
+            rating_count=F("rating_count") + 1,
+            score_sum=F("score_sum") + score,
+            score_sq_sum=F("score_sq_sum") + score * score,
+            assigned_count=F("assigned_count") + (0 if was_open else 1),
+        )
     audit_record(
         action="rating_submit",
         actor=rater,
@@ -280,8 +531,13 @@ def rating_undo(*, round: Round, rater: Any) -> Rating:
         Assignment.objects.filter(pk=last.assignment_id).update(
             completed_at=None, served_at=now
         )
-        RoundImage.objects.filter(
-            pk=last.assignment.round_image_id, rating_count__gt=0
-        ).update(rating_count=F("rating_count") - 1)
+        if not last.is_repeat:
+            RoundImage.objects.filter(
+                pk=last.assignment.round_image_id, rating_count__gt=0
+            ).update(
+                rating_count=F("rating_count") - 1,
+                score_sum=F("score_sum") - last.score,
+                score_sq_sum=F("score_sq_sum") - last.score * last.score,
+            )
     audit_record(action="rating_undo", actor=rater, obj=last)
     return last

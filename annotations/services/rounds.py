@@ -19,11 +19,61 @@ from ..models import (
     Round,
     RoundImage,
     RoundStatus,
+    ServingPolicy,
 )
+
+# A repeat needs room for this many images between the two showings.
+MAX_REPEAT_SHARE = 0.5
 
 
 def _shuffle_key() -> int:
     return secrets.randbits(62)
+
+
+def agreement_items_needed(*, n_items: int, agreement_share: float) -> int:
+    """Items of the agreement set: ``agreement_share`` of the round, at least one."""
+    if not 0 <= agreement_share <= 1:
+        raise DomainError("agreement_share must be between 0 and 1")
+    if agreement_share == 0 or n_items == 0:
+        return 0
+    return min(n_items, max(1, round(n_items * agreement_share)))
+
+
+def serving_check(
+    *,
+    agreement_share: float,
+    repeat_share: float,
+    serving_policy: str,
+    reward_model_version: Any,
+) -> None:
+    """Refuse serving settings a round cannot run with, naming the field."""
+    agreement_items_needed(n_items=1, agreement_share=agreement_share)
+    if not 0 <= repeat_share <= MAX_REPEAT_SHARE:
+        raise DomainError(
+            f"repeat_share must be between 0 and {MAX_REPEAT_SHARE} "
+            "(at most half of a physician's images come back)"
+        )
+    if serving_policy not in ServingPolicy.values:
+        raise DomainError(
+            f"serving_policy must be one of {', '.join(ServingPolicy.values)}"
+        )
+    if reward_model_version is not None and (
+        getattr(reward_model_version, "kind", None) != "reward"
+    ):
+        raise DomainError("reward_model_version must be a reward model version")
+
+
+def round_items_mark_agreement(*, round: Round) -> int:
+    """Put ``round.agreement_share`` of the round's items in the agreement set.
+
+    Drawn uniformly from all items, real controls included, so the set has
+    the round's own mix of sources.  Returns the size of the set.
+    """
+    ids = list(round.items.order_by("pk").values_list("pk", flat=True))
+    n = agreement_items_needed(n_items=len(ids), agreement_share=round.agreement_share)
+    chosen = secrets.SystemRandom().sample(ids, n)
+    RoundImage.objects.filter(pk__in=chosen).update(in_agreement_set=True)
+    return n
 
 
 def controls_needed(*, n_images: int, control_share: float) -> int:
@@ -50,12 +100,27 @@ def round_create(
     compare_model_version: Any = None,
     settings: dict[str, Any] | None = None,
     open_now: bool = False,
+    agreement_share: float = 0.0,
+    repeat_share: float = 0.0,
+    serving_policy: str = ServingPolicy.RANDOM,
+    reward_model_version: Any = None,
 ) -> Round:
-    """Create a round over ``images`` plus real controls drawn from ``control_pool``."""
+    """Create a round over ``images`` plus real controls drawn from ``control_pool``.
+
+    ``agreement_share`` of all items (controls included) go to every physician
+    of the round; ``repeat_share`` of each physician's images come back to
+    them later; ``serving_policy`` orders the rest (see ``services.ratings``).
+    """
     if not name.strip():
         raise DomainError("a round needs a name")
     if raters_per_image < 1:
         raise DomainError("raters_per_image must be at least 1")
+    serving_check(
+        agreement_share=agreement_share,
+        repeat_share=repeat_share,
+        serving_policy=serving_policy,
+        reward_model_version=reward_model_version,
+    )
     chosen = [im for im in images if not im.quarantined]
     if not chosen:
         raise DomainError("a round needs at least one image that is not quarantined")
@@ -83,6 +148,10 @@ def round_create(
         compare_model_version=compare_model_version,
         settings=settings or {},
         created_by=created_by,
+        agreement_share=agreement_share,
+        repeat_share=repeat_share,
+        serving_policy=serving_policy,
+        reward_model_version=reward_model_version,
     )
     rnd.raters.set(list(raters))
     RoundImage.objects.bulk_create(
@@ -98,11 +167,18 @@ def round_create(
         ],
         batch_size=2000,
     )
+    n_agreement = round_items_mark_agreement(round=rnd)
     audit_record(
         action="round_create",
         actor=created_by,
         obj=rnd,
-        detail={"images": len(chosen), "controls": n_controls},
+        detail={
+            "images": len(chosen),
+            "controls": n_controls,
+            "agreement_items": n_agreement,
+            "repeat_share": repeat_share,
+            "serving_policy": serving_policy,
+        },
     )
     if open_now:
         rnd = round_open(round=rnd, actor=created_by)
@@ -151,14 +227,17 @@ def assignments_expire(*, older_than: Any) -> int:
             skipped_at=None,
             expired_at=None,
         )
-        .values_list("pk", "round_image_id")
+        .values_list("pk", "round_image_id", "is_repeat")
     )
     if not stale:
         return 0
-    Assignment.objects.filter(pk__in=[pk for pk, _ in stale]).update(
+    Assignment.objects.filter(pk__in=[pk for pk, _, _ in stale]).update(
         expired_at=timezone.now()
     )
-    for _, round_image_id in stale:
+    # A repeat never counted towards the image's raters, so it frees no place.
+    for _, round_image_id, is_repeat in stale:
+        if is_repeat:
+            continue
         RoundImage.objects.filter(pk=round_image_id, assigned_count__gt=0).update(
             assigned_count=F("assigned_count") - 1
         )

@@ -31,7 +31,9 @@ def home(request: HttpRequest) -> HttpResponse:
         context["rounds"] = Round.objects.annotate(
             n_images=Count("items", distinct=True),
             n_ratings=Count(
-                "ratings", filter=Q(ratings__retracted_at=None), distinct=True
+                "ratings",
+                filter=Q(ratings__retracted_at=None, ratings__is_repeat=False),
+                distinct=True,
             ),
         )[:RECENT]
     if is_admin(user):

@@ -11,7 +11,8 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from models_ml.models import Job
+from models_ml.ml_services import round_score_start
+from models_ml.models import Job, ModelKind, ModelVersion
 from models_ml.services_rounds import round_abandon, round_generation_retry
 
 from ..errors import DomainError
@@ -29,12 +30,18 @@ def _rounds() -> QuerySet[Round]:
     job_id = Cast(KeyTextTransform("job_id", "settings"), IntegerField())
     job_status = Job.objects.filter(pk=OuterRef("generation_job_id")).values("status")
     return (
-        Round.objects.alias(generation_job_id=job_id)
+        Round.objects.select_related("reward_model_version")
+        .alias(generation_job_id=job_id)
         .annotate(
             n_images=Count("items", distinct=True),
             n_controls=Count("items", filter=Q(items__is_control=True), distinct=True),
+            n_agreement=Count(
+                "items", filter=Q(items__in_agreement_set=True), distinct=True
+            ),
             n_ratings=Count(
-                "ratings", filter=Q(ratings__retracted_at=None), distinct=True
+                "ratings",
+                filter=Q(ratings__retracted_at=None, ratings__is_repeat=False),
+                distinct=True,
             ),
             job_status=Subquery(job_status[:1]),
         )
@@ -42,10 +49,18 @@ def _rounds() -> QuerySet[Round]:
     )
 
 
+def _reward_versions() -> list[ModelVersion]:
+    return list(ModelVersion.objects.filter(kind=ModelKind.REWARD))
+
+
 @require_GET
 @role_required(is_admin)
 def rounds_list(request: HttpRequest) -> HttpResponse:
-    return render(request, LIST_TEMPLATE, {"rounds": _rounds()})
+    return render(
+        request,
+        LIST_TEMPLATE,
+        {"rounds": _rounds(), "reward_versions": _reward_versions()},
+    )
 
 
 @require_http_methods(["GET", "POST"])
@@ -67,7 +82,13 @@ def rounds_create(request: HttpRequest) -> HttpResponse:
                     control_share=data["control_percent"] / 100,
                     raters=data["raters"],
                     open_now=data["open_now"],
+                    agreement_share=data["agreement_percent"] / 100,
+                    repeat_share=data["repeat_percent"] / 100,
+                    serving_policy=data["serving_policy"],
+                    reward_model_version=data["reward_model_version"],
                 )
+                if rnd.reward_model_version is not None:
+                    round_score_start(round=rnd, created_by=request.user)
             except DomainError as exc:
                 form.add_error(None, str(exc))
                 status = exc.status_code
@@ -102,12 +123,37 @@ def _change_status(request: HttpRequest, round_id: int, *, action: str) -> HttpR
         return render(
             request,
             f"{LIST_TEMPLATE}#round-row",
-            {"rnd": row, "row_error": error},
+            {"rnd": row, "row_error": error, "reward_versions": _reward_versions()},
             status=status,
         )
     if error:
         messages.error(request, error)
     return redirect("rounds")
+
+
+@require_POST
+@role_required(is_admin)
+def rounds_score(request: HttpRequest, round_id: int) -> HttpResponse:
+    """Queue scoring of the round's images with the chosen reward model."""
+    rnd = get_object_or_404(Round, pk=round_id)
+    version = None
+    raw = request.POST.get("reward_model_version", "")
+    if raw:
+        version = ModelVersion.objects.filter(
+            pk=int(raw) if raw.isdigit() else 0, kind=ModelKind.REWARD
+        ).first()
+        if version is None:
+            messages.error(request, f"No reward model version {raw!r}.")
+            return redirect("rounds")
+    try:
+        job = round_score_start(
+            round=rnd, created_by=request.user, reward_model_version=version
+        )
+    except DomainError as exc:
+        messages.error(request, f"{rnd.name}: {exc}")
+        return redirect("rounds")
+    messages.success(request, f"Scoring the images of “{rnd.name}”.")
+    return redirect("ml-job", job_id=job.pk)
 
 
 @require_POST

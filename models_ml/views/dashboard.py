@@ -36,7 +36,8 @@ REWARD_SERIES = (
 
 
 def _live() -> Any:
-    return Rating.objects.filter(retracted_at=None)
+    """Live first ratings: a repeat is a second look, not a second vote."""
+    return Rating.objects.filter(retracted_at=None, is_repeat=False)
 
 
 def _version_names() -> dict[int, str]:
@@ -167,6 +168,7 @@ def scatter_points() -> list[tuple[float, float, str]]:
             source=ImageSource.GENERATED,
             reward_score__isnull=False,
             ratings__retracted_at=None,
+            ratings__is_repeat=False,
         )
         .annotate(mean=Avg("ratings__score"))
         .filter(mean__isnull=False)

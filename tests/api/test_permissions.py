@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from annotations.models import Role
-from models_ml.models import Job, JobKind
+from models_ml.models import Job, JobKind, ModelKind, ModelVersion
 from tests.factories import ImageFactory
 from tests.models_ml.review_data import diffusion, generating_round, scored
 
@@ -26,6 +26,7 @@ class World:
     hidden_image: Any
     dataset: Any
     job: Any
+    reward: Any
     version: Any
     generating_round: Any
 
@@ -45,6 +46,9 @@ def world(make_round, served, client_as):
             hidden_image=ImageFactory(),
             dataset=image.dataset,
             job=Job.objects.create(kind=JobKind.IMPORT, params={}),
+            reward=ModelVersion.objects.create(
+                name="rm", kind=ModelKind.REWARD, path="/rm"
+            ),
             version=version,
             generating_round=generating_round(version=version, admin=None)[0],
         )
@@ -89,6 +93,12 @@ CASES = [
     ("get", "/api/rounds/{w.round.pk}/", None, (DENIED_ANON, 200, 200, 200)),
     ("post", "/api/rounds/{w.round.pk}/open/", None, (DENIED_ANON, 403, 403, 200)),
     ("post", "/api/rounds/{w.round.pk}/close/", None, (DENIED_ANON, 403, 403, 200)),
+    (
+        "post",
+        "/api/rounds/{w.round.pk}/score/",
+        {"reward_model_version": "{w.reward.pk}"},
+        (DENIED_ANON, 403, 403, 202),
+    ),
     ("get", "/api/rounds/{w.round.pk}/next/", None, (DENIED_ANON, 200, 403, 403)),
     (
         "post",
