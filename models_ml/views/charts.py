@@ -44,6 +44,20 @@ def _text(x: float, y: float, label: str, cls: str = "", anchor: str = "") -> st
     return f'<text x="{x:.1f}" y="{y:.1f}"{attrs}>{escape(label)}</text>'
 
 
+# Bold 11 px labels run about 6.6 px a character.
+LABEL_PX_PER_CHAR = 6.6
+
+
+def _row_label(x: float, y: float, label: str, room: float) -> str:
+    """A right-aligned row label cut to ``room`` pixels, whole on hover."""
+    fits = max(4, int(room / LABEL_PX_PER_CHAR))
+    shown = label if len(label) <= fits else label[: fits - 1].rstrip() + "…"
+    return (
+        f'<text x="{x:.1f}" y="{y:.1f}" class="label" text-anchor="end">'
+        f"<title>{escape(label)}</title>{escape(shown)}</text>"
+    )
+
+
 def _unit_axis(left: float, right: float, top: float, bottom: float) -> list[str]:
     """Vertical grid lines at 0, 25, 50, 75 and 100 % along a horizontal axis."""
     out = []
@@ -77,7 +91,7 @@ def stacked_scores(rows: Sequence[ScoreRow], *, title: str) -> SafeString:
         body.append(_text(x + 16, 14, f"rated {score}", "legend"))
     for i, row in enumerate(rows):
         y = 28 + i * row_h
-        body.append(_text(left - 8, y + 13, row.label, "label", "end"))
+        body.append(_row_label(left - 8, y + 13, row.label, left - 12))
         x = float(left)
         for score, colour in SCORE_COLOURS.items():
             share = row.counts.get(score, 0) / row.total if row.total else 0
@@ -124,7 +138,7 @@ def share_intervals(rows: Sequence[ShareRow], *, title: str) -> SafeString:
         x_lo, x_hi = (left + v * (right - left) for v in (lo, hi))
         x = left + row.share * (right - left)
         cls = "dot dot-hi" if row.highlight else "dot"
-        body.append(_text(left - 8, y + 4, row.label, "label", "end"))
+        body.append(_row_label(left - 8, y + 4, row.label, left - 12))
         body.append(
             f'<line class="whisker" x1="{x_lo:.1f}" y1="{y}" x2="{x_hi:.1f}" y2="{y}"/>'
         )
