@@ -76,16 +76,21 @@ def job_enqueue(*, job: Job) -> None:
     transaction.on_commit(send)
 
 
-def job_claim(*, job_id: int) -> Job | None:
+def job_claim(*, job_id: int, kind: str | None = None) -> Job | None:
     """Atomically move a queued (or stale running) job to RUNNING for this worker.
 
-    Returns None when another worker holds it, or it is finished or cancelled.
+    Returns None when another worker holds it, or it is finished or cancelled,
+    or it is not of ``kind``: a message outliving its database (a broker queue
+    kept across a database reset, a redelivery after a restore) may name the
+    id of some other job, which its task must not run.
     """
     now = timezone.now()
     stale_before = now - settings.JOB_STALE_AFTER
     claimable = Q(status=JobStatus.QUEUED) | Q(
         status=JobStatus.RUNNING, heartbeat_at__lt=stale_before
     )
+    if kind is not None:
+        claimable &= Q(kind=kind)
     with transaction.atomic():
         job = (
             Job.objects.select_for_update()

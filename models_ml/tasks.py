@@ -22,7 +22,7 @@ from django.utils import timezone
 from annotations.errors import DomainError, ImportFailed
 
 from .engine.errors import EngineError
-from .models import Job, JobStatus
+from .models import Job, JobKind, JobStatus
 from .services import (
     JobCancelled,
     job_claim,
@@ -68,13 +68,21 @@ class _Heartbeat(threading.Thread):
 
 
 def run_job(
-    job_id: int, body: Callable[[Job, Callable[[float, str], None]], dict[str, Any]]
+    job_id: int,
+    body: Callable[[Job, Callable[[float, str], None]], dict[str, Any]],
+    *,
+    kind: str | None = None,
 ) -> None:
-    """Claim the job, run ``body`` with a progress callback, record the outcome."""
-    job = job_claim(job_id=job_id)
+    """Claim the job, run ``body`` with a progress callback, record the outcome.
+
+    With ``kind``, a job of another kind is left alone (see ``job_claim``)."""
+    job = job_claim(job_id=job_id, kind=kind)
     if job is None:
         logger.info(
-            "job %s not claimable (running elsewhere, finished or cancelled)", job_id
+            "job %s not claimable (running elsewhere, finished, cancelled "
+            "or not a %s job)",
+            job_id,
+            kind or "claimable",
         )
         return
 
@@ -125,17 +133,17 @@ def run_import(job_id: int) -> None:
         )
         return {"dataset_id": dataset.pk, "report": report.as_dict()}
 
-    run_job(job_id, body)
+    run_job(job_id, body, kind=JobKind.IMPORT)
 
 
-def _ml_task(name: str, body_name: str) -> Any:
+def _ml_task(name: str, body_name: str, kind: str) -> Any:
     """A task on the ``ml`` queue (routed by its ``ml_`` name) running a body
     from ``services_runs``, imported when the task runs."""
 
     def task(job_id: int) -> None:
         from . import services_runs
 
-        run_job(job_id, getattr(services_runs, body_name))
+        run_job(job_id, getattr(services_runs, body_name), kind=kind)
 
     task.__name__ = task.__qualname__ = name
     task.__doc__ = f"Run ``services_runs.{body_name}`` for a job."
@@ -147,11 +155,15 @@ def _ml_task(name: str, body_name: str) -> Any:
     )(task)
 
 
-ml_train_base = _ml_task("ml_train_base", "train_base_run")
-ml_generate_round = _ml_task("ml_generate_round", "round_generate_run")
-ml_train_reward = _ml_task("ml_train_reward", "reward_model_train_run")
-ml_finetune = _ml_task("ml_finetune", "finetune_run")
-ml_generate = _ml_task("ml_generate", "generate_run")
+ml_train_base = _ml_task("ml_train_base", "train_base_run", JobKind.TRAIN_BASE)
+ml_generate_round = _ml_task(
+    "ml_generate_round", "round_generate_run", JobKind.GENERATE_ROUND
+)
+ml_train_reward = _ml_task(
+    "ml_train_reward", "reward_model_train_run", JobKind.TRAIN_REWARD
+)
+ml_finetune = _ml_task("ml_finetune", "finetune_run", JobKind.FINETUNE)
+ml_generate = _ml_task("ml_generate", "generate_run", JobKind.GENERATE)
 
 
 @shared_task(name="models_ml.tasks.reap_stale_jobs")

@@ -88,3 +88,16 @@ def test_job_lifecycle_is_audited():
     assert AuditEvent.objects.filter(
         action="job_create", object_id=str(job.pk)
     ).exists()
+
+
+def test_a_task_leaves_alone_a_job_of_another_kind_its_message_names():
+    # A message outliving its database (a kept broker queue after a reset)
+    # names an id that now belongs to an import.
+    from models_ml import tasks
+
+    job = _job()
+    assert job_claim(job_id=job.pk, kind=JobKind.TRAIN_BASE) is None
+    tasks.ml_train_base(job.pk)
+    job.refresh_from_db()
+    assert job.status == JobStatus.QUEUED and job.attempts == 0
+    assert job_claim(job_id=job.pk, kind=JobKind.IMPORT).status == JobStatus.RUNNING
