@@ -25,6 +25,7 @@ from .engine.errors import EngineError
 from .models import Job, JobKind, JobStatus
 from .services import (
     JobCancelled,
+    JobLeaseLost,
     job_claim,
     job_fail,
     job_finish_cancelled,
@@ -48,9 +49,10 @@ class _Heartbeat(threading.Thread):
     reaper does not hand a live job to a second worker.  A killed worker takes
     this thread with it, and the job goes stale as it should."""
 
-    def __init__(self, job_id: int, every: float) -> None:
+    def __init__(self, job_id: int, attempt: int, every: float) -> None:
         super().__init__(daemon=True, name=f"job-{job_id}-heartbeat")
         self.job_id = job_id
+        self.attempt = attempt
         self.every = every
         self.done = threading.Event()
 
@@ -58,9 +60,9 @@ class _Heartbeat(threading.Thread):
         try:
             while not self.done.wait(self.every):
                 try:
-                    Job.objects.filter(pk=self.job_id, status=JobStatus.RUNNING).update(
-                        heartbeat_at=timezone.now()
-                    )
+                    Job.objects.filter(
+                        pk=self.job_id, status=JobStatus.RUNNING, attempts=self.attempt
+                    ).update(heartbeat_at=timezone.now())
                 except DatabaseError:
                     logger.warning("job %s: heartbeat not written", self.job_id)
         finally:
@@ -89,12 +91,16 @@ def run_job(
     def progress(fraction: float, message: str = "") -> None:
         job_progress(job=job, progress=fraction, message=message)
 
-    heartbeat = _Heartbeat(job.pk, settings.JOB_STALE_AFTER.total_seconds() / 3)
+    heartbeat = _Heartbeat(
+        job.pk, job.attempts, settings.JOB_STALE_AFTER.total_seconds() / 3
+    )
     heartbeat.start()
     try:
         result = body(job, progress)
     except JobCancelled:
         job_finish_cancelled(job=job)
+    except JobLeaseLost as exc:
+        logger.warning("%s; this attempt stops without recording anything", exc)
     except SoftTimeLimitExceeded:
         job_fail(
             job=job,
