@@ -3,6 +3,10 @@
 Two paths write the same bytes.  On PostgreSQL the database formats the CSV
 itself (``COPY (SELECT ...) TO STDOUT``) and Python only moves the rows; on
 other databases the rows go through the ORM and ``csv.writer``.
+
+Every live rating is a row, test-retest repeats included: the last column,
+``is_repeat``, marks them, so that an analysis of self-consistency has them
+and a training set can drop them (training itself reads only first ratings).
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ EXPORT_COLUMNS = (
     "comment",
     "time_taken_ms",
     "created_at",
+    "is_repeat",
 )
 _FIELDS = (
     "image__file",
@@ -58,6 +63,7 @@ _FIELDS = (
     "comment",
     "time_taken_ms",
     "created_at",
+    "is_repeat",
 )
 # Cells that hold free text (or text built from it); only these can need the
 # formula escape, so the other columns skip the check.
@@ -205,6 +211,8 @@ def _copy_columns(*, absolute_paths: bool) -> list[Any]:
             expr = _sql(_PG_FLAGS, expr)
         elif name == "created_at":
             expr = _sql(_PG_ISO_UTC, expr)
+        elif name == "is_repeat":
+            expr = _sql(_PG_BOOL, expr)
         if i in _TEXT_COLUMNS:
             expr = _sql(_PG_TEXT, expr)
         columns.append(expr)

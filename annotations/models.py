@@ -176,15 +176,20 @@ class Round(TimeStampedModel):
     )
     agreement_share = models.FloatField(
         default=0.0,
+        db_default=0.0,
         help_text="Share of the round's images that every physician rates.",
     )
     repeat_share = models.FloatField(
         default=0.0,
+        db_default=0.0,
         help_text="Share of a physician's images that come back to them later, "
         "unannounced, for test-retest agreement.",
     )
     serving_policy = models.CharField(
-        max_length=16, choices=ServingPolicy.choices, default=ServingPolicy.RANDOM
+        max_length=16,
+        choices=ServingPolicy.choices,
+        default=ServingPolicy.RANDOM,
+        db_default=ServingPolicy.RANDOM,
     )
     reward_model_version = models.ForeignKey(
         "models_ml.ModelVersion",
@@ -263,14 +268,16 @@ class RoundImage(models.Model):
     )
     is_control = models.BooleanField(default=False)
     in_agreement_set = models.BooleanField(
-        default=False, help_text="Rated by every physician of the round."
+        default=False,
+        db_default=False,
+        help_text="Rated by every physician of the round.",
     )
     shuffle_key = models.BigIntegerField()
     assigned_count = models.PositiveIntegerField(default=0)
     rating_count = models.PositiveIntegerField(default=0)
     # Running sums of live first ratings, so disagreement needs no scan.
-    score_sum = models.PositiveIntegerField(default=0)
-    score_sq_sum = models.PositiveIntegerField(default=0)
+    score_sum = models.PositiveIntegerField(default=0, db_default=0)
+    score_sq_sum = models.PositiveIntegerField(default=0, db_default=0)
     uncertainty = models.FloatField(
         null=True,
         blank=True,
@@ -312,7 +319,9 @@ class Assignment(models.Model):
         default=AssignmentPolicy.RANDOM,
     )
     is_repeat = models.BooleanField(
-        default=False, help_text="A second, unannounced showing for test-retest."
+        default=False,
+        db_default=False,
+        help_text="A second, unannounced showing for test-retest.",
     )
     completed_at = models.DateTimeField(null=True, blank=True)
     skipped_at = models.DateTimeField(null=True, blank=True)
@@ -376,6 +385,7 @@ class Rating(models.Model):
     time_taken_ms = models.PositiveIntegerField(null=True, blank=True)
     is_repeat = models.BooleanField(
         default=False,
+        db_default=False,
         help_text="Second rating of an image by the same physician (test-retest); "
         "kept out of training and the agreement between physicians.",
     )
@@ -394,7 +404,16 @@ class Rating(models.Model):
                 condition=Q(score__gte=1) & Q(score__lte=3), name="rating_score_1_to_3"
             ),
         ]
-        indexes = [models.Index(fields=["round", "rater", "created_at"])]
+        indexes = [
+            models.Index(fields=["round", "rater", "created_at"]),
+            # Counting a physician's live ratings (progress on every page)
+            # reads only this index.
+            models.Index(
+                fields=["round", "rater"],
+                name="rating_live_round_rater_idx",
+                condition=Q(retracted_at__isnull=True),
+            ),
+        ]
 
     def __str__(self) -> str:
         return f"{self.rater_id} rated {self.image_id}: {self.score}"

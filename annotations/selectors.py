@@ -6,9 +6,17 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.core.cache import cache
-from django.db.models import Count, Q, QuerySet, Sum
+from django.db.models import Count, Exists, OuterRef, Q, QuerySet, Sum
 
-from .models import Assignment, Dataset, Image, Rating, Round, RoundStatus
+from .models import (
+    Assignment,
+    Dataset,
+    Image,
+    Rating,
+    Round,
+    RoundImage,
+    RoundStatus,
+)
 from .roles import is_admin, is_physician, is_researcher
 
 
@@ -85,24 +93,48 @@ def _round_totals(round: Round) -> tuple[int, int, int]:
     return totals
 
 
+# A physician's finished-but-still-open count costs a join over everything
+# they rated; in large rounds it is kept this long and brought forward with
+# their own ratings in between.  What it misses is items of theirs that other
+# raters filled meanwhile: a few among thousands still open.
+ROUND_RATER_TTL_S = 300
+
+
+def _my_finished_open(round: Round, user: Any) -> int:
+    """Items this physician rated or skipped that still need other raters.
+
+    Such items cannot come back to them, so they are taken off what is left.
+    """
+    still_open = RoundImage.objects.filter(
+        pk=OuterRef("round_image_id"), rating_count__lt=round.raters_per_image
+    )
+    return (
+        Assignment.objects.filter(round=round, rater=user)
+        .exclude(completed_at=None, skipped_at=None)
+        .filter(Exists(still_open))
+        .count()
+    )
+
+
 def round_progress(*, round: Round, user: Any | None = None) -> RoundProgress:
     total, done, open_items = _round_totals(round)
     needed = total * round.raters_per_image
     done = min(done, needed)
     mine = my_remaining = 0
     if user is not None and user.is_authenticated:
+        # Index-only on the partial index of live ratings.
         mine = Rating.objects.filter(round=round, rater=user, retracted_at=None).count()
-        # Open items this physician already rated or skipped cannot come back.
-        finished_open = (
-            Assignment.objects.filter(
-                round=round,
-                rater=user,
-                round_image__rating_count__lt=round.raters_per_image,
-                round_image__image__quarantined=False,
-            )
-            .exclude(completed_at=None, skipped_at=None)
-            .count()
-        )
+        if total >= ROUND_TOTALS_CACHE_MIN_ITEMS:
+            key = f"round-rater:{round.pk}:{user.pk}:{round.raters_per_image}"
+            cached = cache.get(key)
+            if cached is None:
+                cached = (_my_finished_open(round, user), mine)
+                cache.set(key, cached, ROUND_RATER_TTL_S)
+            # Each rating since then finished one item that was open: the
+            # same error bound as the cached round totals above.
+            finished_open = max(0, cached[0] + mine - cached[1])
+        else:
+            finished_open = _my_finished_open(round, user)
         my_remaining = max(0, open_items - finished_open)
     return RoundProgress(
         total_items=total,

@@ -1,7 +1,7 @@
 from django.contrib.auth import views as auth_views
 from django.urls import path
 
-from .views import datasets, exports, images, jobs, pages, rating, rounds
+from .views import agreement, datasets, exports, images, jobs, pages, rating, rounds
 
 urlpatterns = [
     path("", pages.home, name="home"),
@@ -23,6 +23,16 @@ urlpatterns = [
     path(
         "manage/rounds/<int:round_id>/close/", rounds.rounds_close, name="rounds-close"
     ),
+    path(
+        "manage/rounds/<int:round_id>/abandon/",
+        rounds.rounds_abandon,
+        name="rounds-abandon",
+    ),
+    path(
+        "manage/rounds/<int:round_id>/retry-generation/",
+        rounds.rounds_retry_generation,
+        name="rounds-retry-generation",
+    ),
     path("manage/datasets/", datasets.datasets_list, name="datasets"),
     path("manage/datasets/upload/", datasets.datasets_upload, name="datasets-upload"),
     path(
@@ -33,6 +43,14 @@ urlpatterns = [
     path("jobs/<int:job_id>/", jobs.job_detail, name="job"),
     path("jobs/<int:job_id>/status/", jobs.job_status, name="job-status"),
     path("jobs/<int:job_id>/cancel/", jobs.job_cancel_view, name="job-cancel"),
+    path("agreement/", agreement.agreement_index, name="agreement-index"),
+    path(
+        "rounds/<int:round_id>/agreement/",
+        agreement.round_agreement,
+        name="round-agreement",
+    ),
     path("export/", exports.export_page, name="export"),
     path("export/ratings.csv", exports.export_download, name="export-download"),
+    path("export/pairs.csv", exports.export_pairs, name="export-pairs"),
+    path("export/dataset.zip", exports.export_dataset, name="export-dataset"),
 ]

@@ -151,6 +151,7 @@ def seed(url: str) -> tuple[int, benchdb.Raters, float]:
         seed_reset(round_id)
         if seed_consistent(round_id):
             raters = benchdb.raters_ensure(prefix=RATER_PREFIX, n=50)
+            benchdb.analyze()
             log(f"reusing the seed in round {round_id}")
             return round_id, raters, time.perf_counter() - t0
         from django.db import connections
@@ -200,8 +201,12 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+# Gunicorn's own view of each request: method, path, status, milliseconds.
+ACCESS_LOG_FORMAT = "%(m)s %(U)s %(s)s %(M)s"
+
+
 def gunicorn_start(
-    url: str, *, port: int, workers: int, threads: int
+    url: str, *, port: int, workers: int, threads: int, access_log: Path
 ) -> subprocess.Popen[bytes]:
     cmd = [
         sys.executable,
@@ -222,6 +227,14 @@ def gunicorn_start(
         "warning",
         "--timeout",
         "60",
+        # Gunicorn's 2 s default closes a rater's idle connection while they
+        # look at an image; the client then races the close and sees a reset.
+        "--keep-alive",
+        "30",
+        "--access-logfile",
+        str(access_log),
+        "--access-logformat",
+        ACCESS_LOG_FORMAT,
     ]
     log("gunicorn: " + " ".join(cmd[3:]))
     return subprocess.Popen(cmd, env=benchdb.server_env(url), cwd=benchdb.REPO_ROOT)
@@ -279,6 +292,27 @@ class Stats:
     created: int = 0
     not_created: int = 0
     exhausted: int = 0
+
+
+def server_latencies(access_log: Path, offset: int) -> dict[str, list[float]]:
+    """Server-side milliseconds per request kind, from ``offset`` of the log on.
+
+    The client's figures add its own event-loop delays on the same 2 cores;
+    these are the time gunicorn spent on each request.
+    """
+    out: dict[str, list[float]] = {"next": [], "submit": []}
+    with access_log.open("rb") as f:
+        f.seek(offset)
+        for line in f.read().decode("utf-8", "replace").splitlines():
+            parts = line.split()
+            if len(parts) != 4 or not parts[3].isdigit():
+                continue
+            method, path, _status, ms = parts
+            if method == "GET" and path.endswith("/next/"):
+                out["next"].append(float(ms))
+            elif method == "POST" and path == "/api/ratings/":
+                out["submit"].append(float(ms))
+    return out
 
 
 def _image_uid(body: dict[str, Any]) -> str:
@@ -358,6 +392,7 @@ async def drive(
     seconds: float,
     warmup: float,
     think_ms: float,
+    on_measure: Any = None,
 ) -> tuple[Stats, float]:
     import httpx
 
@@ -387,6 +422,8 @@ async def drive(
         )
         if warm.errors:
             log(f"warm-up errors: {dict(warm.errors)}")
+        if on_measure is not None:
+            on_measure()
         stats = Stats()
         t0 = time.perf_counter()
         end = time.monotonic() + seconds
@@ -512,7 +549,21 @@ def main() -> None:
         f"on 127.0.0.1:{port}; {args.raters} raters for {args.seconds:.0f} s, "
         f"think {args.think_ms:.0f} ms"
     )
-    proc = gunicorn_start(url, port=port, workers=args.workers, threads=args.threads)
+    access_log = benchdb.VAR_DIR / "bench-load-access.log"
+    access_log.parent.mkdir(parents=True, exist_ok=True)
+    access_log.write_bytes(b"")
+    proc = gunicorn_start(
+        url,
+        port=port,
+        workers=args.workers,
+        threads=args.threads,
+        access_log=access_log,
+    )
+    mark = {"offset": 0}
+
+    def on_measure() -> None:
+        mark["offset"] = access_log.stat().st_size
+
     try:
         gunicorn_wait(proc, port, timeout=60)
         cpu0 = _tree_cpu_seconds(proc.pid)
@@ -525,12 +576,14 @@ def main() -> None:
                 seconds=args.seconds,
                 warmup=args.warmup,
                 think_ms=args.think_ms,
+                on_measure=on_measure,
             )
         )
         server_cpu = _tree_cpu_seconds(proc.pid) - cpu0
         self1 = resource.getrusage(resource.RUSAGE_SELF)
     finally:
         gunicorn_stop(proc)
+    server_ms = server_latencies(access_log, mark["offset"])
     client_cpu = (self1.ru_utime + self1.ru_stime) - (self0.ru_utime + self0.ru_stime)
 
     checks = db_checks(round_id)
@@ -557,6 +610,7 @@ def main() -> None:
             "submit": percentiles(stats.submit_ms),
             "pair": percentiles(stats.pair_ms),
         },
+        "server_latency_ms": {k: percentiles(v) for k, v in server_ms.items()},
         "errors": dict(stats.errors),
         "error_count": sum(stats.errors.values()),
         "ratings_created": stats.created,
@@ -565,6 +619,7 @@ def main() -> None:
         "cpu_seconds": {
             "gunicorn": round(server_cpu, 1),
             "load_client": round(client_cpu, 1),
+            "gunicorn_ms_per_request": round(1000 * server_cpu / max(n_requests, 1), 1),
         },
         "loadavg_at_end": os.getloadavg(),
         "db": checks,
@@ -587,6 +642,13 @@ def report(r: dict[str, Any]) -> None:
                 f"{name:<10} {p['n']:>7} {p['p50']:>7} {p['p95']:>7} "
                 f"{p['p99']:>7} {p['max']:>7}"
             )
+    log("server side (gunicorn access log, same requests):")
+    for name, p in r["server_latency_ms"].items():
+        if p["n"]:
+            log(
+                f"{name:<10} {p['n']:>7} {p['p50']:>7} {p['p95']:>7} "
+                f"{p['p99']:>7} {p['max']:>7}"
+            )
     log(f"errors (non-2xx or transport): {r['error_count']} {r['errors']}")
     log(
         f"ratings created {r['ratings_created']}, answered as already there "
@@ -594,7 +656,8 @@ def report(r: dict[str, Any]) -> None:
     )
     log(
         f"CPU seconds: gunicorn {r['cpu_seconds']['gunicorn']}, "
-        f"load client {r['cpu_seconds']['load_client']}; "
+        f"load client {r['cpu_seconds']['load_client']} "
+        f"({r['cpu_seconds']['gunicorn_ms_per_request']} ms gunicorn CPU a request); "
         f"load average at end {tuple(round(x, 2) for x in r['loadavg_at_end'])}"
     )
     log(f"database after the run: {r['db']}")

@@ -5,6 +5,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from models_ml import api as jobs_api
 from models_ml import api_ml as ml_api
+from models_ml import api_review as review_api
 
 urlpatterns = [
     path("", include("annotations.api.urls")),
@@ -76,6 +77,26 @@ urlpatterns = [
         "generate/<int:job_id>/download.zip",
         ml_api.GenerateDownloadApi.as_view(),
         name="api-generate-download",
+    ),
+    path(
+        "review/images/",
+        review_api.ReviewImagesApi.as_view(),
+        name="api-review-images",
+    ),
+    path(
+        "review/rounds/",
+        review_api.ReviewRoundCreateApi.as_view(),
+        name="api-review-round-create",
+    ),
+    path(
+        "rounds/<int:round_id>/abandon/",
+        review_api.RoundAbandonApi.as_view(),
+        name="api-round-abandon",
+    ),
+    path(
+        "rounds/<int:round_id>/retry-generation/",
+        review_api.RoundGenerationRetryApi.as_view(),
+        name="api-round-retry-generation",
     ),
     path("schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path(

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import random
-import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -45,7 +44,8 @@ from models_ml.engine.readers.errors import InvalidModalityError
 
 from .api import JobOutputSerializer
 from .generate_files import (
-    generate_zip,
+    ZIP_INCLUDE,
+    generate_zip_response,
     generated_images,
     provenance_row,
 )
@@ -69,7 +69,6 @@ from .selectors import (
 )
 
 MAX_FILES_LISTED = 200
-ZIP_SPOOL_BYTES = 8 * 1024**2
 
 
 class IsAnyRole(BasePermission):
@@ -371,7 +370,8 @@ class RewardModelTrainApi(APIView):
             help_text="Rounds whose ratings to use; omit for all ratings so far.",
         )
         params = _params_field(
-            "name, ensemble_size, epochs, n_folds, seed, target_precision ..."
+            "name, ensemble_size, epochs, n_folds, seed, target_precision, "
+            "rater_weighting (none | reliability | expertise) ..."
         )
 
     @extend_schema(
@@ -876,29 +876,27 @@ class GenerateImageFileApi(APIView):
 
 
 class GenerateDownloadApi(APIView):
-    """The kept images of a generate job as a zip with manifest.csv and
-    manifest.json; built in a temporary file that spills to disk."""
+    """A finished generate job's images as a zip: ``kept/`` and ``rejected/``
+    folders with ``manifest.csv`` and ``manifest.json`` (scores and provenance
+    per file); ``?include=kept`` leaves the rejected ones out."""
 
     permission_classes = [IsAuthenticated, IsAnyRole]
     renderer_classes = [JSONRenderer, ZipRenderer]
 
+    class FilterSerializer(serializers.Serializer):
+        include = serializers.ChoiceField(ZIP_INCLUDE, default="all")
+
     @extend_schema(
         operation_id="generate_download",
+        parameters=[FilterSerializer],
         responses={
             (200, "application/zip"): OpenApiTypes.BINARY,
             (404, "application/json"): ErrorOutputSerializer,
+            (409, "application/json"): ErrorOutputSerializer,
         },
     )
     def get(self, request: Request, job_id: int) -> FileResponse:
         job = generate_job_for(user=request.user, job_id=job_id)
-        spool = tempfile.SpooledTemporaryFile(max_size=ZIP_SPOOL_BYTES)  # noqa: SIM115
-        generate_zip(job, spool)
-        spool.seek(0)
-        response = FileResponse(
-            spool,
-            as_attachment=True,
-            content_type="application/zip",
-            filename=f"generate-{job.pk}.zip",
-        )
-        response["Cache-Control"] = "private, no-store"
-        return response
+        query = self.FilterSerializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        return generate_zip_response(job, include=query.validated_data["include"])

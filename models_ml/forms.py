@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 from django import forms
@@ -99,6 +100,17 @@ class RetrainingForm(forms.Form):
     finetune_steps = forms.IntegerField(
         label="Fine-tune steps", min_value=1, max_value=100_000, initial=200
     )
+    rater_weighting = forms.ChoiceField(
+        label="Weight physicians by",
+        choices=[
+            ("none", "Nothing: every rating counts the same"),
+            ("reliability", "Reliability: agreement with colleagues (kappa)"),
+            ("expertise", "Expertise: trainee 0.5, specialist 1, expert 1.5"),
+        ],
+        initial="none",
+        required=False,
+        help_text="How much each physician's ratings count in the reward model.",
+    )
     open_next_round = forms.BooleanField(
         label="Open the next round comparing the new version with its parent",
         required=False,
@@ -124,6 +136,8 @@ class RetrainingForm(forms.Form):
             },
             "finetune": {"max_steps": data["finetune_steps"]},
         }
+        if data.get("rater_weighting") not in (None, "", "none"):
+            params["reward"]["rater_weighting"] = data["rater_weighting"]
         if data["open_next_round"]:
             params["round"] = {"images_per_prompt": data["images_per_prompt"]}
         return params
@@ -197,5 +211,87 @@ class RoundGenerateForm(forms.Form):
         if not data.get("prompts") and not data.get("dataset"):
             self.add_error(
                 "prompts", "type prompts, or choose a dataset to sample them from"
+            )
+        return data
+
+
+class ReviewFilterForm(forms.Form):
+    """Which scored generations the review page shows (a GET form)."""
+
+    model_version = VersionChoiceField(
+        label="Model version",
+        queryset=_versions(ModelKind.DIFFUSION),
+        empty_label=None,
+    )
+    threshold = forms.FloatField(
+        label="Reward threshold",
+        min_value=0,
+        max_value=1,
+        help_text="At or above: kept. Below: rejected.",
+        widget=forms.NumberInput(attrs={"step": "0.01"}),
+    )
+    show = forms.ChoiceField(
+        choices=[
+            ("all", "Kept and rejected"),
+            ("kept", "Kept"),
+            ("rejected", "Rejected"),
+        ],
+        initial="all",
+        required=False,
+    )
+    modality = forms.ChoiceField(choices=[("", "Every modality")], required=False)
+    unused_only = forms.BooleanField(
+        label="Only images in no round yet", required=False
+    )
+
+    def __init__(self, *args: Any, modalities: list[str] = (), **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["modality"].choices = [("", "Every modality")] + [
+            (m, m) for m in modalities
+        ]
+
+    def clean_show(self) -> str:
+        return self.cleaned_data.get("show") or "all"
+
+
+class ReviewRoundForm(forms.Form):
+    """The round a review's selection becomes."""
+
+    name = forms.CharField(label="Round name", max_length=200)
+    raters_per_image = forms.IntegerField(min_value=1, max_value=50, initial=1)
+    control_percent = forms.IntegerField(
+        label="Real controls (%)",
+        min_value=0,
+        max_value=90,
+        initial=0,
+        help_text="Real images mixed in, from the version's dataset.",
+    )
+    open_now = forms.BooleanField(
+        required=False, initial=True, label="Open for rating now"
+    )
+    selection = forms.ChoiceField(
+        choices=[("picked", "Checked images"), ("all_kept", "Every kept image")]
+    )
+    image = forms.TypedMultipleChoiceField(required=False, coerce=str)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # Any uid may be posted; the service checks it belongs to the review.
+        self.fields["image"].valid_value = lambda value: True  # type: ignore[attr-defined]
+
+    def clean_image(self) -> list[Any]:
+        uids = []
+        for value in self.cleaned_data.get("image") or []:
+            try:
+                uids.append(uuid.UUID(value))
+            except ValueError as exc:
+                raise forms.ValidationError(f"{value!r} is not an image uid") from exc
+        return uids
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean()
+        if data.get("selection") == "picked" and not data.get("image"):
+            raise forms.ValidationError(
+                "check at least one image, or take every kept one"
             )
         return data

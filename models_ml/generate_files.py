@@ -1,6 +1,7 @@
 """Files of a generate job: its images, their provenance, the zip download.
 
-Shared by the API, the generate page and ``manage.py generate``.
+Shared by the API, the generate page and ``manage.py generate``; the zip
+layout is described once, in ``generate_zip``.
 """
 
 from __future__ import annotations
@@ -9,14 +10,25 @@ import csv
 import io
 import json
 import shutil
+import tempfile
 import zipfile
 from typing import Any, BinaryIO
 
-from django.db.models import QuerySet
+from django.db.models import F, QuerySet
+from django.http import FileResponse
 
+from annotations.errors import DomainError
 from annotations.models import Image, ImageSource
 
-from .models import Job
+from .models import Job, JobStatus
+
+ZIP_INCLUDE = ("all", "kept")
+ZIP_SPOOL_BYTES = 8 * 1024**2
+
+
+class JobNotFinished(DomainError):
+    status_code = 409
+
 
 MANIFEST_FIELDS = (
     "file_name",
@@ -75,8 +87,11 @@ def provenance_row(image: Image, *, file_name: str = "") -> dict[str, Any]:
     }
 
 
-def kept_file_name(index: int, image: Image) -> str:
-    return f"{index:04d}_{image.modality}_seed{image.generation.get('seed')}.png"
+def image_file_name(index: int, image: Image) -> str:
+    """``0003_ct_seed42.png``: rank, modality and seed (the uid when no seed)."""
+    seed = image.generation.get("seed")
+    tail = f"seed{seed}" if seed is not None else image.uid.hex[:12]
+    return f"{index:04d}_{image.modality}_{tail}.png"
 
 
 def write_manifests(rows: list[dict[str, Any]]) -> tuple[str, str]:
@@ -88,18 +103,67 @@ def write_manifests(rows: list[dict[str, Any]]) -> tuple[str, str]:
     return table.getvalue(), json.dumps(rows, indent=2)
 
 
-def generate_zip(job: Job, out: BinaryIO) -> int:
-    """Write the job's kept images and their manifests as a zip; returns the
-    number of images.  Images are copied a file at a time."""
+def _best_first(images: QuerySet[Image]) -> QuerySet[Image]:
+    return images.order_by(F("reward_score").desc(nulls_last=True), "id")
+
+
+def generate_zip(job: Job, out: BinaryIO, *, include: str = "all") -> int:
+    """Write a generate job's images and manifests as a zip; returns the count.
+
+    The one layout of every generate download (page and API)::
+
+        kept/0000_<modality>_seed<seed>.png      best reward first
+        rejected/0004_<modality>_seed<seed>.png  only with include="all"
+        manifest.csv                              one row per file
+        manifest.json                             {"job_id", "params", "include",
+                                                   "images": [same rows]}
+
+    Numbering runs on across both folders, so every file name is unique.  Each
+    row carries the file's reward score, kept flag and full provenance.
+    Images are copied a file at a time, so memory stays flat.
+    """
+    if include not in ZIP_INCLUDE:
+        raise DomainError(f"include must be one of {', '.join(ZIP_INCLUDE)}")
+    images = generated_images(job)
+    groups = [("kept", _best_first(images.filter(generation__kept=True)))]
+    if include == "all":
+        groups.append(("rejected", _best_first(images.exclude(generation__kept=True))))
     rows = []
     with zipfile.ZipFile(out, "w", compression=zipfile.ZIP_DEFLATED) as archive:
-        kept = generated_images(job).filter(generation__kept=True)
-        for index, image in enumerate(kept):
-            name = f"images/{kept_file_name(index, image)}"
-            with image.file.open("rb") as src, archive.open(name, "w") as dst:
-                shutil.copyfileobj(src, dst)
-            rows.append(provenance_row(image, file_name=name))
-        table, listing = write_manifests(rows)
+        for folder, group in groups:
+            for image in group:
+                name = f"{folder}/{image_file_name(len(rows), image)}"
+                with image.file.open("rb") as src, archive.open(name, "w") as dst:
+                    shutil.copyfileobj(src, dst)
+                rows.append(provenance_row(image, file_name=name))
+        table, _ = write_manifests(rows)
         archive.writestr("manifest.csv", table)
-        archive.writestr("manifest.json", listing)
+        listing = {
+            "job_id": job.pk,
+            "params": job.params,
+            "include": include,
+            "images": rows,
+        }
+        archive.writestr("manifest.json", json.dumps(listing, indent=2))
     return len(rows)
+
+
+def generate_zip_response(job: Job, *, include: str = "all") -> FileResponse:
+    """The zip of a finished generate job as a download, built in a temporary
+    file that spills to disk past a few megabytes."""
+    if job.status != JobStatus.SUCCEEDED:
+        raise JobNotFinished(
+            f"generate job {job.pk} is {job.status}; its zip is ready once it "
+            "has succeeded"
+        )
+    spool = tempfile.SpooledTemporaryFile(max_size=ZIP_SPOOL_BYTES)  # noqa: SIM115
+    generate_zip(job, spool, include=include)
+    spool.seek(0)
+    response = FileResponse(
+        spool,
+        as_attachment=True,
+        content_type="application/zip",
+        filename=f"medrlhf-generate-{job.pk}.zip",
+    )
+    response["Cache-Control"] = "private, no-store"
+    return response

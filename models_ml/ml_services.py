@@ -26,6 +26,7 @@ from models_ml.engine.readers import normalize_modality
 from models_ml.engine.readers.errors import InvalidModalityError
 
 from .models import Job, JobKind, ModelKind, ModelVersion
+from .rater_weighting import RATER_WEIGHTINGS
 from .selectors import model_version_dataset, real_images_for_training
 from .services import job_create
 
@@ -84,6 +85,7 @@ REWARD_KEYS = frozenset(
         "modality_buckets",
         "target_precision",
         "max_real_images",
+        "rater_weighting",
     }
 )
 SAMPLING_KEYS = frozenset({"steps", "guidance", "scheduler", "batch_size", "device"})
@@ -344,6 +346,11 @@ def _check_reward_params(params: dict[str, Any]) -> None:
     target = params.get("target_precision", 0.8)
     if not isinstance(target, (int, float)) or not 0 < target <= 1:
         raise DomainError("target_precision must be in (0, 1]")
+    weighting = params.get("rater_weighting", "none")
+    if weighting not in RATER_WEIGHTINGS:
+        raise DomainError(
+            f"rater_weighting {weighting!r} is not one of {', '.join(RATER_WEIGHTINGS)}"
+        )
 
 
 @transaction.atomic
@@ -360,7 +367,7 @@ def reward_model_train_start(
 
     _check_reward_params(params)
     round_ids = None if rounds is None else sorted({r.pk for r in rounds})
-    ratings = Rating.objects.filter(retracted_at=None)
+    ratings = Rating.objects.filter(retracted_at=None, is_repeat=False)
     if round_ids is not None:
         if not round_ids:
             raise DomainError("give at least one round, or none for all ratings")

@@ -5,9 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from django.db.models import Avg, Count, Max, QuerySet
+from django.db.models import Avg, Count, Exists, Max, OuterRef, Q, QuerySet
 
-from annotations.models import Image, ImageSource, Rating
+from annotations.models import Image, ImageSource, Rating, RoundImage
 
 from .models import Job, ModelKind, ModelVersion
 
@@ -70,8 +70,14 @@ def real_images_for_training(*, dataset_ids: list[int]) -> QuerySet[Image]:
 
 
 def ratings_for_reward(*, round_ids: list[int] | None, until: Any) -> QuerySet[Rating]:
-    """Live ratings made up to ``until``, of the given rounds or of all."""
-    qs = Rating.objects.filter(retracted_at=None, created_at__lte=until)
+    """Live first ratings made up to ``until``, of the given rounds or of all.
+
+    Test-retest repeats are left out: a second showing measures the
+    physician, and counting it would give that image two votes.
+    """
+    qs = Rating.objects.filter(
+        retracted_at=None, is_repeat=False, created_at__lte=until
+    )
     if round_ids is not None:
         qs = qs.filter(round_id__in=round_ids)
     return qs.order_by("id")
@@ -119,9 +125,11 @@ def generated_images_for_finetune(
 
 
 def mean_ratings(*, image_ids: list[int]) -> dict[int, tuple[float, int]]:
-    """Mean live score and rating count per image, for images that have any."""
+    """Mean live first score and rating count per image, for images that have any."""
     rows = (
-        Rating.objects.filter(image_id__in=image_ids, retracted_at=None)
+        Rating.objects.filter(
+            image_id__in=image_ids, retracted_at=None, is_repeat=False
+        )
         .values("image_id")
         .annotate(mean=Avg("score"), n=Count("id"))
     )
@@ -130,3 +138,140 @@ def mean_ratings(*, image_ids: list[int]) -> dict[int, tuple[float, int]]:
 
 def latest_reward_version() -> ModelVersion | None:
     return ModelVersion.objects.filter(kind=ModelKind.REWARD).first()
+
+
+# --- review of reward-scored generations ------------------------------------------
+
+REVIEW_SHOW = ("all", "kept", "rejected")
+DEFAULT_REVIEW_THRESHOLD = 0.5
+
+
+@dataclass(frozen=True)
+class ReviewFilter:
+    """Which scored generations of a version the review shows.
+
+    ``threshold`` splits them: a reward at or above it is kept, below it
+    rejected.  ``unused_only`` leaves out images already in some round.
+    """
+
+    model_version: ModelVersion
+    threshold: float
+    show: str = "all"
+    modality: str = ""
+    unused_only: bool = False
+
+
+def review_scored_images(
+    *, model_version: ModelVersion, modality: str = "", unused_only: bool = False
+) -> QuerySet[Image]:
+    """Generated images of a version that carry a reward score, from generate
+    jobs and generated rounds alike."""
+    qs = Image.objects.filter(
+        source=ImageSource.GENERATED,
+        model_version=model_version,
+        quarantined=False,
+        reward_score__isnull=False,
+    )
+    if modality:
+        qs = qs.filter(modality=modality)
+    if unused_only:
+        qs = qs.exclude(Exists(RoundImage.objects.filter(image=OuterRef("pk"))))
+    return qs
+
+
+def review_images(*, review: ReviewFilter) -> QuerySet[Image]:
+    """The filtered images, best reward first, with what their tiles show."""
+    qs = review_scored_images(
+        model_version=review.model_version,
+        modality=review.modality,
+        unused_only=review.unused_only,
+    )
+    if review.show == "kept":
+        qs = qs.filter(reward_score__gte=review.threshold)
+    elif review.show == "rejected":
+        qs = qs.filter(reward_score__lt=review.threshold)
+    return qs.select_related("model_version", "generated_for_round").order_by(
+        "-reward_score", "-id"
+    )
+
+
+def review_page_images(*, review: ReviewFilter, ids: Any) -> list[Image]:
+    """The images of one page, in the page's order.
+
+    Pages are cut from ``review_images(...).values_list("id")``: sorting
+    thousands of bare ids is cheap, sorting whole rows (prompts, JSON) is not;
+    only the page's rows are then read in full.
+    """
+    ids = list(ids)
+    rows = Image.objects.select_related("model_version", "generated_for_round")
+    found = rows.in_bulk(ids)
+    return [found[pk] for pk in ids if pk in found]
+
+
+def review_shown_count(*, review: ReviewFilter, counts: dict[str, int]) -> int:
+    """How many images ``review.show`` lists, from counts already made."""
+    return {"kept": counts["kept"], "rejected": counts["rejected"]}.get(
+        review.show, counts["total"]
+    )
+
+
+def review_counts(*, review: ReviewFilter) -> dict[str, int]:
+    """Kept and rejected at the threshold, and the version's unscored images."""
+    scored = review_scored_images(
+        model_version=review.model_version,
+        modality=review.modality,
+        unused_only=review.unused_only,
+    ).aggregate(
+        kept=Count("id", filter=Q(reward_score__gte=review.threshold)),
+        rejected=Count("id", filter=Q(reward_score__lt=review.threshold)),
+    )
+    unscored = Image.objects.filter(
+        source=ImageSource.GENERATED,
+        model_version=review.model_version,
+        reward_score__isnull=True,
+    )
+    if review.modality:
+        unscored = unscored.filter(modality=review.modality)
+    return {
+        "kept": scored["kept"],
+        "rejected": scored["rejected"],
+        "total": scored["kept"] + scored["rejected"],
+        "unscored": unscored.count(),
+    }
+
+
+def review_modalities(*, model_version: ModelVersion) -> list[str]:
+    return list(
+        review_scored_images(model_version=model_version)
+        .order_by("modality")
+        .values_list("modality", flat=True)
+        .distinct()
+    )
+
+
+def review_rounds_of(*, image_ids: list[int]) -> dict[int, list[str]]:
+    """Names of the rounds each image is already in, for one page of tiles."""
+    out: dict[int, list[str]] = {}
+    rows = RoundImage.objects.filter(image_id__in=image_ids).values_list(
+        "image_id", "round__name"
+    )
+    for image_id, name in rows:
+        out.setdefault(image_id, []).append(name)
+    return out
+
+
+def review_default_threshold() -> float:
+    """The newest reward model's calibrated threshold, else one half."""
+    latest = latest_reward_version()
+    value = (latest.metrics or {}).get("threshold") if latest is not None else None
+    return float(value) if isinstance(value, (int, float)) else DEFAULT_REVIEW_THRESHOLD
+
+
+def review_versions() -> QuerySet[ModelVersion]:
+    """Diffusion versions that have scored generations, newest first."""
+    scored = Image.objects.filter(
+        model_version=OuterRef("pk"),
+        source=ImageSource.GENERATED,
+        reward_score__isnull=False,
+    )
+    return ModelVersion.objects.filter(kind=ModelKind.DIFFUSION).filter(Exists(scored))

@@ -32,6 +32,7 @@ from annotations.services.generation import (
 from .engine.errors import EngineError
 from .ml_services import chain_next_after_finetune, chain_next_after_reward, job_dir
 from .models import Job, ModelKind, ModelVersion
+from .rater_weighting import RatedRow, rater_weighting
 from .selectors import (
     generated_images_for_finetune,
     mean_ratings,
@@ -333,6 +334,24 @@ def _unescape(text: str) -> str:
     return text
 
 
+def _rated_rows(ratings_csv: Path) -> list[RatedRow]:
+    """The rater, item and level of every rating in the training CSV, in order.
+
+    Read back from the file the engine trains on, so the weights line up with
+    its rows whatever changed in the database meanwhile.
+    """
+    with ratings_csv.open(newline="", encoding="utf-8") as handle:
+        return [
+            RatedRow(
+                rater=_unescape(row["rater"]),
+                item=(row["round_id"], row["image_uid"]),
+                score=int(row["rating"]),
+                expert_level=_unescape(row["expert_level"]),
+            )
+            for row in csv.DictReader(handle)
+        ]
+
+
 def _evenly(items: Sequence[Any], limit: int) -> list[Any]:
     if len(items) <= limit:
         return list(items)
@@ -360,10 +379,15 @@ def reward_model_train_run(job: Job, progress: Progress) -> dict[str, Any]:
     with ratings_csv.open("w", newline="", encoding="utf-8") as handle:
         for line in export_rows(ratings, absolute_paths=True):
             handle.write(line)
+    rows = _rated_rows(ratings_csv)
+    weighting = rater_weighting(rows=rows, scheme=p.get("rater_weighting", "none"))
     records = [
-        dataclasses.replace(r, prompt=_unescape(r.prompt))
-        for r in read_ratings_csv(ratings_csv)
+        dataclasses.replace(r, prompt=_unescape(r.prompt), weight=w)
+        for r, w in zip(
+            read_ratings_csv(ratings_csv), weighting.row_weights(rows), strict=True
+        )
     ]
+    (out / "rater_weights.json").write_text(json.dumps(weighting.as_params(), indent=2))
     real_images = _evenly(
         list(real_images_for_training(dataset_ids=summary["dataset_ids"])),
         int(p.get("max_real_images", DEFAULT_MAX_REAL_IMAGES)),
@@ -418,6 +442,7 @@ def reward_model_train_run(job: Job, progress: Progress) -> dict[str, Any]:
             path=str(model_dir),
             params={
                 **p,
+                **weighting.as_params(),
                 "round_ids": job.params.get("round_ids"),
                 "dataset_ids": dataset_ids,
                 "n_real_images": len(real),

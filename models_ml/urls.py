@@ -1,6 +1,6 @@
 from django.urls import path
 
-from .views import dashboard, generate, lineage, retraining
+from .views import dashboard, generate, lineage, retraining, review
 
 urlpatterns = [
     path("generate/", generate.generate_page, name="ml-generate"),
@@ -37,4 +37,6 @@ urlpatterns = [
         name="ml-job-status",
     ),
     path("models/dashboard/", dashboard.dashboard_page, name="ml-dashboard"),
+    path("models/review/", review.review_page, name="ml-review"),
+    path("models/review/round/", review.review_round, name="ml-review-round"),
 ]

@@ -61,3 +61,8 @@ class CSVRenderer(_FileRenderer):
 class PNGRenderer(_FileRenderer):
     media_type = "image/png"
     format = "png"
+
+
+class ZipRenderer(_FileRenderer):
+    media_type = "application/zip"
+    format = "zip"

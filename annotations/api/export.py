@@ -1,6 +1,10 @@
-"""Ratings as a streamed CSV for researchers and admins."""
+"""Exports for researchers and admins: ratings CSV, preference pairs CSV and
+the dataset zip, each streamed, audited, one round or all."""
 
 from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
 
 from django.db import transaction
 from django.http import StreamingHttpResponse
@@ -15,10 +19,45 @@ from rest_framework.renderers import JSONRenderer
 from rest_framework.request import Request
 from rest_framework.views import APIView
 
+from ..export_dataset import dataset_export_start
+from ..export_pairs import pairs_export_start
 from ..exports import ratings_export_start
 from ..models import Round
 from ..permissions import IsResearcherOrAdmin
-from .common import CSVRenderer, ErrorOutputSerializer
+from .common import CSVRenderer, ErrorOutputSerializer, ZipRenderer
+
+
+@extend_schema_serializer(component_name="ExportFilter")
+class ExportFilterSerializer(serializers.Serializer):
+    round = serializers.IntegerField(
+        required=False, min_value=1, help_text="Only this round's ratings."
+    )
+
+
+def _round(request: Request) -> Round | None:
+    query = ExportFilterSerializer(data=request.query_params)
+    query.is_valid(raise_exception=True)
+    round_id = query.validated_data.get("round")
+    return None if round_id is None else get_object_or_404(Round, pk=round_id)
+
+
+def _attachment(
+    body: Iterator[Any], *, content_type: str, stem: str, rnd: Round | None, ext: str
+) -> StreamingHttpResponse:
+    stamp = timezone.now().strftime("%Y%m%d-%H%M%S")
+    scope = f"-round{rnd.pk}" if rnd else ""
+    response = StreamingHttpResponse(body, content_type=content_type)
+    response["Content-Disposition"] = (
+        f'attachment; filename="{stem}{scope}-{stamp}.{ext}"'
+    )
+    response["Cache-Control"] = "no-store"
+    return response
+
+
+_CSV_RESPONSES = {
+    (200, "text/csv"): OpenApiTypes.STR,
+    (404, "application/json"): ErrorOutputSerializer,
+}
 
 
 # Outside the request transaction: a long export must not hold one open.
@@ -26,44 +65,97 @@ from .common import CSVRenderer, ErrorOutputSerializer
 class RatingExportApi(APIView):
     """Live ratings (undone ones left out), one round or all, as CSV.
 
+    Test-retest repeats are included and marked in the last column,
+    ``is_repeat``.  Cells that a spreadsheet would run as a formula are
+    prefixed with ``'``.
+    """
+
+    permission_classes = [IsAuthenticated, IsResearcherOrAdmin]
+    renderer_classes = [JSONRenderer, CSVRenderer]
+
+    @extend_schema(
+        operation_id="export_ratings_csv",
+        parameters=[ExportFilterSerializer],
+        responses=_CSV_RESPONSES,
+    )
+    def get(self, request: Request) -> StreamingHttpResponse:
+        rnd = _round(request)
+        body = ratings_export_start(
+            actor=request.user,
+            round_id=rnd.pk if rnd else None,
+            via="api",
+            request=request,
+        )
+        return _attachment(
+            body,
+            content_type="text/csv; charset=utf-8",
+            stem="ratings",
+            rnd=rnd,
+            ext="csv",
+        )
+
+
+@method_decorator(transaction.non_atomic_requests, name="dispatch")
+class PairExportApi(APIView):
+    """Preference pairs as CSV: one physician's two images of one prompt and
+    round with different scores, the higher chosen.
+
+    Ties give no pair; undone ratings and test-retest repeats are left out.
     Cells that a spreadsheet would run as a formula are prefixed with ``'``.
     """
 
     permission_classes = [IsAuthenticated, IsResearcherOrAdmin]
     renderer_classes = [JSONRenderer, CSVRenderer]
 
-    @extend_schema_serializer(component_name="ExportFilter")
-    class FilterSerializer(serializers.Serializer):
-        round = serializers.IntegerField(
-            required=False, min_value=1, help_text="Only this round's ratings."
+    @extend_schema(
+        operation_id="export_pairs_csv",
+        parameters=[ExportFilterSerializer],
+        responses=_CSV_RESPONSES,
+    )
+    def get(self, request: Request) -> StreamingHttpResponse:
+        rnd = _round(request)
+        body = pairs_export_start(
+            actor=request.user,
+            round_id=rnd.pk if rnd else None,
+            via="api",
+            request=request,
+        )
+        return _attachment(
+            body,
+            content_type="text/csv; charset=utf-8",
+            stem="pairs",
+            rnd=rnd,
+            ext="csv",
         )
 
+
+@method_decorator(transaction.non_atomic_requests, name="dispatch")
+class DatasetExportApi(APIView):
+    """Rated images as a zip for ``datasets.load_dataset("imagefolder")``:
+    ``images/<uid>.png``, ``metadata.jsonl`` (every physician's score per
+    image), ``ratings.csv`` for the engine and ``README.txt``.
+    """
+
+    permission_classes = [IsAuthenticated, IsResearcherOrAdmin]
+    renderer_classes = [JSONRenderer, ZipRenderer]
+
     @extend_schema(
-        operation_id="export_ratings_csv",
-        parameters=[FilterSerializer],
+        operation_id="export_dataset_zip",
+        parameters=[ExportFilterSerializer],
         responses={
-            (200, "text/csv"): OpenApiTypes.STR,
+            (200, "application/zip"): OpenApiTypes.BINARY,
             (404, "application/json"): ErrorOutputSerializer,
         },
     )
     def get(self, request: Request) -> StreamingHttpResponse:
-        query = self.FilterSerializer(data=request.query_params)
-        query.is_valid(raise_exception=True)
-        round_id = query.validated_data.get("round")
-        if round_id is not None:
-            round_id = get_object_or_404(Round, pk=round_id).pk
-        stamp = timezone.now().strftime("%Y%m%d-%H%M%S")
-        name = (
-            f"ratings-round{round_id}-{stamp}.csv"
-            if round_id
-            else f"ratings-{stamp}.csv"
+        rnd = _round(request)
+        body = dataset_export_start(
+            actor=request.user,
+            round_id=rnd.pk if rnd else None,
+            scope=f"round {rnd.name}" if rnd else "all rounds",
+            via="api",
+            request=request,
         )
-        response = StreamingHttpResponse(
-            ratings_export_start(
-                actor=request.user, round_id=round_id, via="api", request=request
-            ),
-            content_type="text/csv; charset=utf-8",
+        return _attachment(
+            body, content_type="application/zip", stem="dataset", rnd=rnd, ext="zip"
         )
-        response["Content-Disposition"] = f'attachment; filename="{name}"'
-        response["Cache-Control"] = "no-store"
-        return response

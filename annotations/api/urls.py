@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from . import auth, datasets, export, images, ratings, rounds
+from . import agreement, auth, datasets, export, images, ratings, rounds
 
 urlpatterns = [
     path("auth/token/", auth.TokenCreateApi.as_view(), name="api-token"),
@@ -54,6 +54,16 @@ urlpatterns = [
         rounds.RoundUndoApi.as_view(),
         name="api-round-undo",
     ),
+    path(
+        "rounds/<int:round_id>/agreement/",
+        agreement.RoundAgreementApi.as_view(),
+        name="api-round-agreement",
+    ),
+    path(
+        "rounds/<int:round_id>/agreement/reward/",
+        agreement.RoundAgreementRewardApi.as_view(),
+        name="api-round-agreement-reward",
+    ),
     path("ratings/", ratings.RatingCreateApi.as_view(), name="api-rating-create"),
     path("ratings/mine/", ratings.RatingMineApi.as_view(), name="api-rating-mine"),
     path(
@@ -65,5 +75,11 @@ urlpatterns = [
         "export/ratings.csv",
         export.RatingExportApi.as_view(),
         name="api-export-ratings",
+    ),
+    path("export/pairs.csv", export.PairExportApi.as_view(), name="api-export-pairs"),
+    path(
+        "export/dataset.zip",
+        export.DatasetExportApi.as_view(),
+        name="api-export-dataset",
     ),
 ]

@@ -1,6 +1,10 @@
-"""Researcher export: pick a round (or all), download a streamed CSV."""
+"""Researcher exports: pick a round (or all), download the ratings CSV, the
+preference pairs CSV or the dataset zip, each streamed."""
 
 from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
 
 from django.db import transaction
 from django.db.models import Count, Q
@@ -9,6 +13,8 @@ from django.shortcuts import render
 from django.utils import timezone
 from django.views.decorators.http import require_GET
 
+from ..export_dataset import dataset_export_start
+from ..export_pairs import pairs_export_start
 from ..exports import ratings_export_start
 from ..forms import ExportForm
 from ..models import Round
@@ -27,11 +33,15 @@ def export_page(request: HttpRequest) -> HttpResponse:
     )
 
 
-# A long download must not hold one transaction open for its whole duration.
-@transaction.non_atomic_requests
-@require_GET
-@role_required(can_export)
-def export_download(request: HttpRequest) -> HttpResponse:
+def _download(
+    request: HttpRequest,
+    *,
+    start: Callable[..., Iterator[Any]],
+    stem: str,
+    ext: str,
+    content_type: str,
+    names_scope: bool = False,
+) -> HttpResponse:
     form = ExportForm(request.GET)
     if not form.is_valid():
         return HttpResponse(
@@ -42,17 +52,62 @@ def export_download(request: HttpRequest) -> HttpResponse:
     rnd = form.cleaned_data["round"]
     stamp = timezone.now().strftime("%Y%m%d-%H%M")
     scope = f"round-{rnd.pk}" if rnd else "all"
+    extra: dict[str, Any] = {}
+    if names_scope:
+        extra["scope"] = f"round {rnd.name}" if rnd else "all rounds"
     response = StreamingHttpResponse(
-        ratings_export_start(
+        start(
             actor=request.user,
             round_id=rnd.pk if rnd else None,
             via="page",
             request=request,
+            **extra,
         ),
-        content_type="text/csv; charset=utf-8",
+        content_type=content_type,
     )
     response["Content-Disposition"] = (
-        f'attachment; filename="medrlhf-ratings-{scope}-{stamp}.csv"'
+        f'attachment; filename="medrlhf-{stem}-{scope}-{stamp}.{ext}"'
     )
     response["Cache-Control"] = "no-store"
     return response
+
+
+# A long download must not hold one transaction open for its whole duration.
+@transaction.non_atomic_requests
+@require_GET
+@role_required(can_export)
+def export_download(request: HttpRequest) -> HttpResponse:
+    return _download(
+        request,
+        start=ratings_export_start,
+        stem="ratings",
+        ext="csv",
+        content_type="text/csv; charset=utf-8",
+    )
+
+
+@transaction.non_atomic_requests
+@require_GET
+@role_required(can_export)
+def export_pairs(request: HttpRequest) -> HttpResponse:
+    return _download(
+        request,
+        start=pairs_export_start,
+        stem="pairs",
+        ext="csv",
+        content_type="text/csv; charset=utf-8",
+    )
+
+
+@transaction.non_atomic_requests
+@require_GET
+@role_required(can_export)
+def export_dataset(request: HttpRequest) -> HttpResponse:
+    return _download(
+        request,
+        start=dataset_export_start,
+        stem="dataset",
+        ext="zip",
+        content_type="application/zip",
+        names_scope=True,
+    )

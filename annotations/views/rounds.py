@@ -1,12 +1,18 @@
-"""Admin pages for rounds: list, create, open and close."""
+"""Admin pages for rounds: list, create, open, close, and abandon or retry a
+round whose generation failed."""
 
 from __future__ import annotations
 
 from django.contrib import messages
-from django.db.models import Count, Q, QuerySet
+from django.db.models import Count, IntegerField, OuterRef, Q, QuerySet, Subquery
+from django.db.models.fields.json import KeyTextTransform
+from django.db.models.functions import Cast
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
+
+from models_ml.models import Job
+from models_ml.services_rounds import round_abandon, round_generation_retry
 
 from ..errors import DomainError
 from ..forms import RoundCreateForm
@@ -19,11 +25,21 @@ LIST_TEMPLATE = "annotations/rounds.html"
 
 
 def _rounds() -> QuerySet[Round]:
-    return Round.objects.annotate(
-        n_images=Count("items", distinct=True),
-        n_controls=Count("items", filter=Q(items__is_control=True), distinct=True),
-        n_ratings=Count("ratings", filter=Q(ratings__retracted_at=None), distinct=True),
-    ).prefetch_related("raters")
+    """Rounds with their counts and the status of the job generating them."""
+    job_id = Cast(KeyTextTransform("job_id", "settings"), IntegerField())
+    job_status = Job.objects.filter(pk=OuterRef("generation_job_id")).values("status")
+    return (
+        Round.objects.alias(generation_job_id=job_id)
+        .annotate(
+            n_images=Count("items", distinct=True),
+            n_controls=Count("items", filter=Q(items__is_control=True), distinct=True),
+            n_ratings=Count(
+                "ratings", filter=Q(ratings__retracted_at=None), distinct=True
+            ),
+            job_status=Subquery(job_status[:1]),
+        )
+        .prefetch_related("raters")
+    )
 
 
 @require_GET
@@ -64,17 +80,21 @@ def rounds_create(request: HttpRequest) -> HttpResponse:
     return render(request, "annotations/round_form.html", {"form": form}, status=status)
 
 
-def _change_status(
-    request: HttpRequest, round_id: int, *, open_it: bool
-) -> HttpResponse:
+def _change_status(request: HttpRequest, round_id: int, *, action: str) -> HttpResponse:
     rnd = get_object_or_404(Round, pk=round_id)
     error = ""
     status = 200
     try:
-        if open_it:
+        if action == "open":
             round_open(round=rnd, actor=request.user)
-        else:
+        elif action == "close":
             round_close(round=rnd, actor=request.user)
+        elif action == "abandon":
+            round_abandon(
+                round=rnd, reason=request.POST.get("reason", ""), actor=request.user
+            )
+        else:
+            round_generation_retry(round=rnd, actor=request.user)
     except DomainError as exc:
         error, status = str(exc), exc.status_code
     if request.htmx:
@@ -93,10 +113,24 @@ def _change_status(
 @require_POST
 @role_required(is_admin)
 def rounds_open(request: HttpRequest, round_id: int) -> HttpResponse:
-    return _change_status(request, round_id, open_it=True)
+    return _change_status(request, round_id, action="open")
 
 
 @require_POST
 @role_required(is_admin)
 def rounds_close(request: HttpRequest, round_id: int) -> HttpResponse:
-    return _change_status(request, round_id, open_it=False)
+    return _change_status(request, round_id, action="close")
+
+
+@require_POST
+@role_required(is_admin)
+def rounds_abandon(request: HttpRequest, round_id: int) -> HttpResponse:
+    """Close a round nobody rated, with the reason given in the form."""
+    return _change_status(request, round_id, action="abandon")
+
+
+@require_POST
+@role_required(is_admin)
+def rounds_retry_generation(request: HttpRequest, round_id: int) -> HttpResponse:
+    """Queue a failed or cancelled generation of the round again."""
+    return _change_status(request, round_id, action="retry")

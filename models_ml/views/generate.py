@@ -6,10 +6,6 @@ here rather than by the rating image view, which knows nothing of jobs.
 
 from __future__ import annotations
 
-import csv
-import io
-import json
-import zipfile
 from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
@@ -23,29 +19,12 @@ from annotations.errors import DomainError
 from annotations.models import Image, ImageSource
 
 from ..forms import GenerateForm
+from ..generate_files import generate_zip_response
 from ..ml_services import generate_start
 from ..models import Job, JobKind, JobStatus, ModelVersion
 from .access import STOP_POLLING, job_for_viewer
 
 TEMPLATE = "models_ml/generate.html"
-MANIFEST_FIELDS = (
-    "file",
-    "kept",
-    "reward_score",
-    "uncertainty",
-    "prompt",
-    "modality",
-    "seed",
-    "steps",
-    "guidance",
-    "sampler",
-    "attempt",
-    "model_version",
-    "model_version_id",
-    "reward_version_id",
-    "job_id",
-    "uid",
-)
 
 
 @dataclass(frozen=True)
@@ -58,27 +37,6 @@ class GalleryItem:
     sampler: Any
     attempt: Any
     uncertainty: Any
-
-    def manifest_row(self) -> dict[str, Any]:
-        folder = "kept" if self.kept else "rejected"
-        return {
-            "file": f"{folder}/{self.image.uid.hex}.png",
-            "kept": self.kept,
-            "reward_score": self.image.reward_score,
-            "uncertainty": self.uncertainty,
-            "prompt": self.image.prompt,
-            "modality": self.image.modality,
-            "seed": self.seed,
-            "steps": self.steps,
-            "guidance": self.guidance,
-            "sampler": self.sampler,
-            "attempt": self.attempt,
-            "model_version": self.image.model_version.name,
-            "model_version_id": self.image.model_version_id,
-            "reward_version_id": self.image.generation.get("reward_version_id"),
-            "job_id": self.image.generation.get("job_id"),
-            "uid": self.image.uid.hex,
-        }
 
 
 def _gallery(job: Job) -> tuple[list[GalleryItem], list[GalleryItem]]:
@@ -193,33 +151,10 @@ def generated_image(request: HttpRequest, uid: UUID) -> FileResponse:
 @require_GET
 @login_required
 def generate_download(request: HttpRequest, job_id: int) -> HttpResponse:
-    """Every image of the job in kept/ and rejected/, with a CSV and JSON manifest."""
+    """The job's images as a zip (layout in ``generate_files.generate_zip``);
+    ``?include=kept`` leaves the rejected ones out."""
     job = job_for_viewer(job_id=job_id, user=request.user, kinds=(JobKind.GENERATE,))
-    if job.status != JobStatus.SUCCEEDED:
-        raise Http404
-    kept, rejected = _gallery(job)
-    rows = []
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as archive:
-        for item in kept + rejected:
-            row = item.manifest_row()
-            with item.image.file.open("rb") as handle:
-                archive.writestr(row["file"], handle.read())
-            rows.append(row)
-        table = io.StringIO()
-        writer = csv.DictWriter(table, fieldnames=MANIFEST_FIELDS)
-        writer.writeheader()
-        writer.writerows(rows)
-        archive.writestr("manifest.csv", table.getvalue())
-        archive.writestr(
-            "manifest.json",
-            json.dumps(
-                {"job_id": job.pk, "params": job.params, "images": rows}, indent=2
-            ),
-        )
-    response = HttpResponse(buffer.getvalue(), content_type="application/zip")
-    response["Content-Disposition"] = (
-        f'attachment; filename="medrlhf-generate-{job.pk}.zip"'
-    )
-    response["Cache-Control"] = "no-store"
-    return response
+    try:
+        return generate_zip_response(job, include=request.GET.get("include", "all"))
+    except DomainError as exc:
+        return HttpResponse(str(exc), status=exc.status_code, content_type="text/plain")

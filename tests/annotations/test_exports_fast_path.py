@@ -42,27 +42,32 @@ ON_POSTGRES = connection.vendor == "postgresql"
 # One row per live rating of the round, in id order.  Quoted cells, embedded
 # newlines and a bare CR, formula prefixes (= + - @ tab CR) escaped with a
 # leading apostrophe, NULLs and empty strings both empty, a rating with no
-# assignment (empty is_control), a rater with no profile (empty expert_level).
+# assignment (empty is_control), a rater with no profile (empty expert_level),
+# and a test-retest repeat flagged in the last column.
 EXPECTED = (
     "image_path,rating,modality,expert_level,prompt,rater,round,round_id,"
     "image_uid,image_source,is_control,model_version,reward_score,flags,comment,"
-    "time_taken_ms,created_at\n"
+    "time_taken_ms,created_at,is_repeat\n"
     'images/01/a.png,3,CT,expert,"Axial CT, ""quoted""\nsecond line",dr.a,'
     '"\'=Round ""one"", 2024",{round_id},00000000000000000000000000000001,'
     'real,False,,,artifact;other,"said ""hi"", then\nleft",1500,'
-    "2024-05-01T12:00:00+00:00\n"
+    "2024-05-01T12:00:00+00:00,False\n"
     "images/02/b.png,1,'+MR,,'-3 dB lesion,'@drb,"
     '"\'=Round ""one"", 2024",{round_id},00000000000000000000000000000002,'
     "generated,False,'=cmd|' /C calc'!A0,1.0,,'=1+1,,"
-    "2024-05-01T12:00:01.250000+00:00\n"
+    "2024-05-01T12:00:01.250000+00:00,False\n"
     "images/03/c.png,2,'@fundus,expert,Fundus 眼底 🫀 é,dr.a,"
     '"\'=Round ""one"", 2024",{round_id},00000000000000000000000000000003,'
     'real,True,,0.1,implausible,"a\rb",0,'
-    "2024-05-01T12:00:02.000001+00:00\n"
+    "2024-05-01T12:00:02.000001+00:00,False\n"
     "images/04/d.png,2,'\tX-ray,,\"'\rreturn first\",'@drb,"
     '"\'=Round ""one"", 2024",{round_id},00000000000000000000000000000004,'
     "real,,,1e-05,,,20000,"
-    "2024-12-31T23:59:59.999999+00:00\n"
+    "2024-12-31T23:59:59.999999+00:00,False\n"
+    "images/02/b.png,2,'+MR,,'-3 dB lesion,'@drb,"
+    '"\'=Round ""one"", 2024",{round_id},00000000000000000000000000000002,'
+    "generated,,'=cmd|' /C calc'!A0,1.0,,,3000,"
+    "2024-05-01T12:00:03+00:00,True\n"
 )
 
 
@@ -99,7 +104,7 @@ def _rating(rnd: Round, rater: Any, image: Any, **fields: Any) -> Rating:
 
 @pytest.fixture
 def tricky_round() -> Round:
-    """A round whose four live ratings hold every awkward value the CSV meets."""
+    """A round whose five live ratings hold every awkward value the CSV meets."""
     dr_a = UserFactory(role="physician", username="dr.a")
     RaterProfile.objects.filter(user=dr_a).update(expert_level="expert")
     dr_b = UserFactory(role="physician", username="@drb")
@@ -167,6 +172,15 @@ def tricky_round() -> Round:
     )
     _rating(
         rnd,
+        dr_b,
+        im2,
+        score=2,
+        is_repeat=True,
+        time_taken_ms=3000,
+        created_at=_at(3),
+    )
+    _rating(
+        rnd,
         dr_a,
         im4,
         score=3,
@@ -199,7 +213,7 @@ def test_python_path_matches_the_hand_written_csv(tricky_round):
 
 def test_python_path_yields_one_record_per_item(tricky_round):
     rows = list(export_rows_python(ratings_for_export(round_id=tricky_round.pk)))
-    assert len(rows) == 5 and all(r.endswith("\n") for r in rows)
+    assert len(rows) == 6 and all(r.endswith("\n") for r in rows)
 
 
 def test_absolute_paths_join_the_media_root(tricky_round):
@@ -209,6 +223,7 @@ def test_absolute_paths_join_the_media_root(tricky_round):
     root = Path(settings.MEDIA_ROOT)
     assert rows[1].startswith(str(root / "images/01/a.png") + ",3,")
     assert rows[4].startswith(str(root / "images/04/d.png") + ",2,")
+    assert rows[5].startswith(str(root / "images/02/b.png") + ",2,")
 
 
 def test_abandoned_export_leaves_the_connection_usable(tricky_round):
@@ -216,7 +231,7 @@ def test_abandoned_export_leaves_the_connection_usable(tricky_round):
     next(rows)
     next(rows)
     rows.close()
-    assert Rating.objects.filter(round=tricky_round).count() == 5
+    assert Rating.objects.filter(round=tricky_round).count() == 6
 
 
 @pytest.mark.skipif(not ON_POSTGRES, reason="COPY exists only on PostgreSQL")
@@ -234,7 +249,7 @@ def test_copy_and_python_paths_give_the_same_bytes(tricky_round, absolute_paths,
 @pytest.mark.skipif(not ON_POSTGRES, reason="COPY exists only on PostgreSQL")
 def test_copy_path_yields_one_record_per_item(tricky_round):
     rows = list(export_rows_copy(ratings_for_export(round_id=tricky_round.pk)))
-    assert len(rows) == 5 and all(r.endswith("\n") for r in rows)
+    assert len(rows) == 6 and all(r.endswith("\n") for r in rows)
 
 
 @pytest.mark.skipif(not ON_POSTGRES, reason="COPY exists only on PostgreSQL")

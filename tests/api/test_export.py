@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import csv
 import io
+import zipfile
 
 import pytest
 from django.urls import resolve
 
+from annotations.export_pairs import PAIR_COLUMNS
 from annotations.exports import EXPORT_COLUMNS
 from annotations.models import AuditEvent, Role
 from annotations.services.ratings import rating_submit
@@ -63,4 +65,62 @@ def test_export_accepts_a_client_asking_for_csv(client_as):
 
 def test_export_view_runs_outside_the_request_transaction():
     view = resolve("/api/export/ratings.csv").func
+    assert "default" in view._non_atomic_requests
+
+
+def _rate_two(rnd, physician, served, *, scores=(3, 1)):
+    images = []
+    for score in scores:
+        image = served(rnd, physician)
+        images.append(image)
+        rating_submit(round=rnd, rater=physician, image=image, score=score)
+    return images
+
+
+def test_pairs_export_streams_escaped_pairs_and_is_audited(
+    client_as, make_round, served, physician
+):
+    rnd = make_round(2)
+    for item in rnd.items.all():
+        item.image.prompt = "@cmd prompt"
+        item.image.save(update_fields=["prompt"])
+    high, low = _rate_two(rnd, physician, served)
+    response = client_as(Role.RESEARCHER).get(f"/api/export/pairs.csv?round={rnd.pk}")
+    assert response.status_code == 200 and response.streaming
+    assert response["Content-Type"].startswith("text/csv")
+    assert f"pairs-round{rnd.pk}-" in response["Content-Disposition"]
+    rows = _csv(response)
+    assert list(rows[0]) == list(PAIR_COLUMNS)
+    assert [(r["chosen_image_uid"], r["rejected_image_uid"]) for r in rows] == [
+        (high.uid.hex, low.uid.hex)
+    ]
+    assert rows[0]["prompt"] == "'@cmd prompt"
+    assert AuditEvent.objects.filter(action="export_pairs").count() == 1
+
+
+def test_dataset_export_streams_a_zip_and_is_audited(
+    client_as, make_round, served, physician
+):
+    rnd = make_round(2)
+    _rate_two(rnd, physician, served)
+    response = client_as(Role.ADMIN).get(f"/api/export/dataset.zip?round={rnd.pk}")
+    assert response.status_code == 200 and response.streaming
+    assert response["Content-Type"] == "application/zip"
+    body = b"".join(response.streaming_content)
+    with zipfile.ZipFile(io.BytesIO(body)) as archive:
+        lines = archive.read("metadata.jsonl").decode().splitlines()
+    assert len(lines) == 2
+    assert AuditEvent.objects.filter(action="export_dataset").count() == 1
+
+
+@pytest.mark.parametrize("path", ["pairs.csv", "dataset.zip"])
+def test_new_exports_refuse_an_unknown_or_malformed_round(client_as, path):
+    client = client_as(Role.RESEARCHER)
+    assert client.get(f"/api/export/{path}?round=999999").status_code == 404
+    assert client.get(f"/api/export/{path}?round=x").status_code == 400
+
+
+@pytest.mark.parametrize("path", ["pairs.csv", "dataset.zip"])
+def test_new_export_views_run_outside_the_request_transaction(path):
+    view = resolve(f"/api/export/{path}").func
     assert "default" in view._non_atomic_requests

@@ -101,6 +101,8 @@ def world(settings, make_user, make_round) -> World:
         created_by=make_user(Role.PHYSICIAN),
         enqueue=False,
     )
+    Job.objects.filter(pk=others_job.pk).update(status=JobStatus.SUCCEEDED)
+    others_job.refresh_from_db()
     image = _generated(others_job, base, kept=True, score=0.9, seed=1)
     return World(
         dataset=dataset,
@@ -494,7 +496,9 @@ def _zip(response: Any) -> zipfile.ZipFile:
     return zipfile.ZipFile(io.BytesIO(b"".join(response.streaming_content)))
 
 
-def test_download_zips_the_kept_images_with_csv_and_json_manifests(client_as, world):
+def test_download_zips_kept_and_rejected_folders_with_csv_and_json_manifests(
+    client_as, world
+):
     _generated(world.others_job, world.base, kept=False, score=0.2, seed=2)
     _generated(world.others_job, world.base, kept=True, score=0.7, seed=3)
     response = client_as(Role.ADMIN).get(
@@ -503,16 +507,46 @@ def test_download_zips_the_kept_images_with_csv_and_json_manifests(client_as, wo
     assert response.status_code == 200
     assert response["Content-Type"] == "application/zip"
     archive = _zip(response)
-    pngs = sorted(n for n in archive.namelist() if n.endswith(".png"))
-    assert pngs == ["images/0000_ct_seed1.png", "images/0001_ct_seed3.png"]
-    listing = json.loads(archive.read("manifest.json"))
+    pngs = [n for n in archive.namelist() if n.endswith(".png")]
+    assert pngs == [
+        "kept/0000_ct_seed1.png",
+        "kept/0001_ct_seed3.png",
+        "rejected/0002_ct_seed2.png",
+    ]
+    manifest = json.loads(archive.read("manifest.json"))
+    listing = manifest["images"]
     rows = list(csv.DictReader(io.StringIO(archive.read("manifest.csv").decode())))
     assert [r["file_name"] for r in rows] == [r["file_name"] for r in listing] == pngs
-    assert [r["seed"] for r in listing] == [1, 3]
-    assert all(r["kept"] and r["job_id"] == world.others_job.pk for r in listing)
+    assert [r["seed"] for r in listing] == [1, 3, 2]
+    assert [r["kept"] for r in listing] == [True, True, False]
+    assert all(r["job_id"] == world.others_job.pk for r in listing)
+    assert manifest["job_id"] == world.others_job.pk
     assert rows[0]["model_version_name"] == "base" and rows[0]["steps"] == "2"
     with archive.open(pngs[0]) as handle:
         assert PILImage.open(handle).size == (8, 8)
+
+
+def test_download_with_include_kept_zips_only_the_kept_folder(client_as, world):
+    _generated(world.others_job, world.base, kept=False, score=0.2, seed=2)
+    response = client_as(Role.ADMIN).get(
+        f"/api/generate/{world.others_job.pk}/download.zip?include=kept"
+    )
+    archive = _zip(response)
+    assert [n for n in archive.namelist() if n.endswith(".png")] == [
+        "kept/0000_ct_seed1.png"
+    ]
+    assert json.loads(archive.read("manifest.json"))["include"] == "kept"
+
+
+def test_download_names_a_bad_include_and_refuses_an_unfinished_job(client_as, world):
+    admin = client_as(Role.ADMIN)
+    url = f"/api/generate/{world.others_job.pk}/download.zip"
+    bad = admin.get(url + "?include=best")
+    assert bad.status_code == 400 and "include" in bad.json()
+    Job.objects.filter(pk=world.others_job.pk).update(status=JobStatus.RUNNING)
+    running = admin.get(url)
+    assert running.status_code == 409
+    assert "ready once it has succeeded" in running.json()["detail"]
 
 
 # --- a real generate job, run in this process ---------------------------------------
@@ -575,7 +609,8 @@ def test_a_generate_job_run_in_process_zips_what_it_kept(
     assert job.status == JobStatus.SUCCEEDED, job.error
     body = client.get(f"/api/generate/{job_id}/").json()
     assert (len(body["kept"]), len(body["rejected"])) == (2, 2)
-    archive = _zip(client.get(body["download_url"]))
-    listing = json.loads(archive.read("manifest.json"))
+    archive = _zip(client.get(body["download_url"] + "?include=kept"))
+    listing = json.loads(archive.read("manifest.json"))["images"]
     assert len(listing) == 2 and {r["model_version_id"] for r in listing} == {base.pk}
+    assert all(r["file_name"].startswith("kept/") for r in listing)
     assert all(0 <= r["reward_score"] <= 1 for r in listing)

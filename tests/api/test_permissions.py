@@ -10,6 +10,7 @@ import pytest
 from annotations.models import Role
 from models_ml.models import Job, JobKind
 from tests.factories import ImageFactory
+from tests.models_ml.review_data import diffusion, generating_round, scored
 
 from .conftest import ROLES
 
@@ -25,6 +26,8 @@ class World:
     hidden_image: Any
     dataset: Any
     job: Any
+    version: Any
+    generating_round: Any
 
 
 @pytest.fixture
@@ -34,12 +37,16 @@ def world(make_round, served, client_as):
         user = getattr(client, "user", None)
         is_rater = user is not None and user.groups.filter(name=Role.PHYSICIAN).exists()
         image = served(rnd, user) if is_rater else rnd.items.first().image
+        version = diffusion()
+        scored(version, 0.8)
         return World(
             round=rnd,
             served_image=image,
             hidden_image=ImageFactory(),
             dataset=image.dataset,
             job=Job.objects.create(kind=JobKind.IMPORT, params={}),
+            version=version,
+            generating_round=generating_round(version=version, admin=None)[0],
         )
 
     return build
@@ -98,6 +105,39 @@ CASES = [
     ),
     ("get", "/api/ratings/mine/", None, (DENIED_ANON, 200, 200, 200)),
     ("get", "/api/export/ratings.csv", None, (DENIED_ANON, 403, 200, 200)),
+    (
+        "get",
+        "/api/review/images/?model_version={w.version.pk}",
+        None,
+        (DENIED_ANON, 403, 403, 200),
+    ),
+    (
+        "post",
+        "/api/review/rounds/",
+        {"name": "r", "model_version": "{w.version.pk}", "all_kept": True},
+        (DENIED_ANON, 403, 403, 201),
+    ),
+    (
+        "post",
+        "/api/rounds/{w.generating_round.pk}/abandon/",
+        {"reason": "failed"},
+        (DENIED_ANON, 403, 403, 200),
+    ),
+    (
+        "post",
+        "/api/rounds/{w.generating_round.pk}/retry-generation/",
+        None,
+        (DENIED_ANON, 403, 403, 202),
+    ),
+    ("get", "/api/rounds/{w.round.pk}/agreement/", None, (DENIED_ANON, 403, 200, 200)),
+    (
+        "get",
+        "/api/rounds/{w.round.pk}/agreement/reward/",
+        None,
+        (DENIED_ANON, 403, 200, 200),
+    ),
+    ("get", "/api/export/pairs.csv", None, (DENIED_ANON, 403, 200, 200)),
+    ("get", "/api/export/dataset.zip", None, (DENIED_ANON, 403, 200, 200)),
 ]
 
 

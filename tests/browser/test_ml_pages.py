@@ -220,5 +220,6 @@ def test_admin_watches_retraining_steps(page, live_server, login, shot, admin_us
     page.get_by_text("step 160 of 200").wait_for()
     _version("retina base")
     page.goto(f"{live_server.url}/models/retraining/")
+    page.select_option("#id_rater_weighting", "reliability")
     shot(page, "ml-retraining-form")
     assert page.js_errors == []

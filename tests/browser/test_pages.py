@@ -174,6 +174,47 @@ def test_researcher_downloads_the_export(
     assert {row["prompt"] for row in rows} <= set(PROMPTS)
 
 
+def test_researcher_downloads_pairs_and_the_dataset_zip(
+    page, live_server, login, shot, admin_user, physician, researcher, tmp_path
+):
+    images = _images(4, prompts=["=optic disc, same prompt"])
+    best = {images[0].pk, images[1].pk}
+    rnd = _round(admin_user, images)
+    while (asg := assignment_next(round=rnd, rater=physician)) is not None:
+        image = asg.round_image.image
+        score = 3 if image.pk in best else 1
+        rating_submit(round=rnd, rater=physician, image=image, score=score)
+    login(page, researcher)
+    page.goto(f"{live_server.url}/export/")
+    page.select_option("#id_round", str(rnd.pk))
+    shot(page, "export-page-three-downloads")
+
+    with page.expect_download() as info:
+        page.get_by_test_id("export-pairs").click()
+    pairs = tmp_path / info.value.suggested_filename
+    info.value.save_as(pairs)
+    assert pairs.name.startswith(f"medrlhf-pairs-round-{rnd.pk}-")
+    with pairs.open(newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    # One pair per modality: the 3 over the 1 of the same prompt.
+    assert sorted(r["modality"] for r in rows) == ["ct", "fundus"]
+    assert {(r["chosen_score"], r["rejected_score"]) for r in rows} == {("3", "1")}
+    assert {r["prompt"] for r in rows} == {"'=optic disc, same prompt"}
+
+    with page.expect_download() as info:
+        page.get_by_test_id("export-dataset").click()
+    archive_path = tmp_path / info.value.suggested_filename
+    info.value.save_as(archive_path)
+    assert archive_path.suffix == ".zip"
+    with zipfile.ZipFile(archive_path) as archive:
+        names = set(archive.namelist())
+        metadata = archive.read("metadata.jsonl").decode().splitlines()
+    assert {"README.txt", "metadata.jsonl", "ratings.csv"} <= names
+    assert {f"images/{im.uid.hex}.png" for im in images} <= names
+    assert len(metadata) == 4
+    assert page.js_errors == []
+
+
 def test_admin_creates_a_round(page, live_server, login, shot, admin_user, physician):
     _images(4)
     login(page, admin_user)

@@ -195,31 +195,66 @@ def test_creator_and_admin_get_the_generated_image(client, physician, admin_user
         assert b"".join(response.streaming_content).startswith(b"\x89PNG")
 
 
-def test_zip_holds_every_image_and_a_manifest_with_provenance(client, physician):
+def _zip(response) -> zipfile.ZipFile:
+    return zipfile.ZipFile(io.BytesIO(b"".join(response.streaming_content)))
+
+
+def test_zip_has_kept_and_rejected_folders_and_manifests_with_provenance(
+    client, physician
+):
     job, images = finished_generate_job(user=physician)
     client.force_login(physician)
     response = client.get(reverse("ml-generate-download", args=[job.pk]))
     assert response.status_code == 200
     assert response["Content-Type"] == "application/zip"
-    archive = zipfile.ZipFile(io.BytesIO(response.content))
-    names = set(archive.namelist())
-    assert {f"kept/{im.uid.hex}.png" for im in images[:2]} <= names
-    assert {f"rejected/{im.uid.hex}.png" for im in images[2:]} <= names
+    assert f"medrlhf-generate-{job.pk}.zip" in response["Content-Disposition"]
+    archive = _zip(response)
+    pngs = [n for n in archive.namelist() if n.endswith(".png")]
+    assert pngs == [
+        "kept/0000_fundus_seed98.png",
+        "kept/0001_fundus_seed89.png",
+        "rejected/0002_fundus_seed40.png",
+        "rejected/0003_fundus_seed19.png",
+    ]
     rows = list(csv.DictReader(io.StringIO(archive.read("manifest.csv").decode())))
+    assert [r["file_name"] for r in rows] == pngs
     assert [r["kept"] for r in rows] == ["True", "True", "False", "False"]
     assert rows[0]["reward_score"] == "0.91"
-    assert rows[0]["sampler"] == "ddim"
-    assert rows[0]["model_version"] == "base"
+    assert rows[0]["scheduler"] == "ddim"
+    assert rows[0]["model_version_name"] == "base"
+    assert rows[0]["uid"] == images[0].uid.hex
     manifest = json.loads(archive.read("manifest.json"))
-    assert manifest["job_id"] == job.pk
-    assert len(manifest["images"]) == 4
+    assert manifest["job_id"] == job.pk and manifest["include"] == "all"
+    assert [r["file_name"] for r in manifest["images"]] == pngs
 
 
-def test_zip_of_an_unfinished_job_is_not_found(client, physician):
+def test_zip_with_include_kept_leaves_the_rejected_out(client, physician):
+    job, _ = finished_generate_job(user=physician)
+    client.force_login(physician)
+    url = reverse("ml-generate-download", args=[job.pk]) + "?include=kept"
+    archive = _zip(client.get(url))
+    assert [n for n in archive.namelist() if n.endswith(".png")] == [
+        "kept/0000_fundus_seed98.png",
+        "kept/0001_fundus_seed89.png",
+    ]
+    assert json.loads(archive.read("manifest.json"))["include"] == "kept"
+
+
+def test_zip_with_an_unknown_include_is_refused_naming_the_choices(client, physician):
+    job, _ = finished_generate_job(user=physician)
+    client.force_login(physician)
+    url = reverse("ml-generate-download", args=[job.pk]) + "?include=best"
+    response = client.get(url)
+    assert response.status_code == 400
+    assert "include must be one of all, kept" in response.content.decode()
+
+
+def test_zip_of_an_unfinished_job_is_refused_until_it_succeeds(client, physician):
     job = generate_job(user=physician, version=diffusion(), reward_version=reward())
     client.force_login(physician)
     response = client.get(reverse("ml-generate-download", args=[job.pk]))
-    assert response.status_code == 404
+    assert response.status_code == 409
+    assert "ready once it has succeeded" in response.content.decode()
 
 
 def test_a_non_generate_job_is_not_shown_on_the_generate_page(client, admin_user):

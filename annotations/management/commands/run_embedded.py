@@ -78,6 +78,10 @@ class Command(BaseCommand):
                 "2",
                 "--threads",
                 "4",
+                # Keep a physician's connection across the seconds they look
+                # at an image (gunicorn's default drops it after 2 s).
+                "--keep-alive",
+                "30",
                 "--access-logfile",
                 "-",
             ],

@@ -16,7 +16,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from annotations.errors import DomainError
 from models_ml.generate_files import (
     generated_images,
-    kept_file_name,
+    image_file_name,
     provenance_row,
     write_manifests,
 )
@@ -154,7 +154,7 @@ def write_kept(job: Job, output_dir: Path) -> int:
     rows = []
     kept = generated_images(job).filter(generation__kept=True)
     for index, image in enumerate(kept):
-        name = kept_file_name(index, image)
+        name = image_file_name(index, image)
         with image.file.open("rb") as src:
             (output_dir / name).write_bytes(src.read())
         rows.append(provenance_row(image, file_name=name))
