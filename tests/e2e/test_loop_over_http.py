@@ -327,8 +327,12 @@ def test_the_loop_runs_over_the_api_with_a_real_worker(live_server, tmp_path):
         manifest = list(
             csv.DictReader(io.StringIO(archive.read("manifest.csv").decode()))
         )
-    assert len([n for n in names if n.startswith("images/")]) == 2
-    assert sorted(r["uid"] for r in manifest) == sorted(kept)
+    assert len([n for n in names if n.startswith("kept/")]) == 2
+    assert len([n for n in names if n.startswith("rejected/")]) == 2
+    assert sorted(r["uid"] for r in manifest if r["file_name"].startswith("kept/")) == (
+        sorted(kept)
+    )
+    assert {r["model_version_id"] for r in manifest} == {str(new.pk)}
 
     # The export holds every rating, with its rater and round.
     rows = list(csv.DictReader(io.StringIO(export)))
