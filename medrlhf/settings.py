@@ -262,12 +262,19 @@ CELERY_TASK_SOFT_TIME_LIMIT = env.int("CELERY_TASK_SOFT_TIME_LIMIT", default=6 *
 CELERY_TASK_TIME_LIMIT = CELERY_TASK_SOFT_TIME_LIMIT + 300
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
-CELERY_BEAT_SCHEDULE = {
-    "reap-stale-jobs": {"task": "models_ml.tasks.reap_stale_jobs", "schedule": 60.0},
-}
-# A running job that has not written a heartbeat for this long is failed.
+# A running job that has not written a heartbeat for this long is retried
+# (or failed after JOB_MAX_ATTEMPTS); its worker writes one every third of it.
 JOB_STALE_AFTER = timedelta(seconds=env.int("JOB_STALE_AFTER_SECONDS", default=300))
 JOB_MAX_ATTEMPTS = env.int("JOB_MAX_ATTEMPTS", default=3)
+# How often beat runs the reaper: a dead worker's job is retried between
+# JOB_STALE_AFTER and JOB_STALE_AFTER + this after its last heartbeat.
+JOB_REAP_EVERY_S = env.float("JOB_REAP_EVERY_SECONDS", default=60.0)
+CELERY_BEAT_SCHEDULE = {
+    "reap-stale-jobs": {
+        "task": "models_ml.tasks.reap_stale_jobs",
+        "schedule": JOB_REAP_EVERY_S,
+    },
+}
 
 # A served image that has not been rated for this long goes back to the pool.
 ASSIGNMENT_LEASE = timedelta(minutes=env.int("ASSIGNMENT_LEASE_MINUTES", default=30))

@@ -40,6 +40,12 @@ class JobCancelled(Exception):
     """Raised inside a job's body when an admin asked to cancel it."""
 
 
+class JobLeaseLost(Exception):
+    """Raised inside a job's body when its row no longer belongs to this
+    attempt: the reaper took it back (the heartbeat came too late) and it may
+    be running elsewhere.  The attempt stops and records nothing."""
+
+
 @transaction.atomic
 def job_create(
     *,
@@ -77,16 +83,21 @@ def job_enqueue(*, job: Job) -> None:
     transaction.on_commit(send)
 
 
-def job_claim(*, job_id: int) -> Job | None:
+def job_claim(*, job_id: int, kind: str | None = None) -> Job | None:
     """Atomically move a queued (or stale running) job to RUNNING for this worker.
 
-    Returns None when another worker holds it, or it is finished or cancelled.
+    Returns None when another worker holds it, or it is finished or cancelled,
+    or it is not of ``kind``: a message outliving its database (a broker queue
+    kept across a database reset, a redelivery after a restore) may name the
+    id of some other job, which its task must not run.
     """
     now = timezone.now()
     stale_before = now - settings.JOB_STALE_AFTER
     claimable = Q(status=JobStatus.QUEUED) | Q(
         status=JobStatus.RUNNING, heartbeat_at__lt=stale_before
     )
+    if kind is not None:
+        claimable &= Q(kind=kind)
     with transaction.atomic():
         job = (
             Job.objects.select_for_update()
@@ -121,12 +132,15 @@ def job_claim(*, job_id: int) -> Job | None:
 
 
 def job_progress(*, job: Job, progress: float, message: str = "") -> None:
-    """Write progress and a heartbeat; raise JobCancelled if cancel was asked."""
+    """Write progress and a heartbeat; raise JobCancelled if cancel was asked,
+    JobLeaseLost if the job is no longer this attempt's to run."""
     progress = min(max(float(progress), 0.0), 1.0)
     now = timezone.now()
-    Job.objects.filter(pk=job.pk).update(
-        progress=progress, message=message[:300], heartbeat_at=now, updated_at=now
-    )
+    written = Job.objects.filter(
+        pk=job.pk, status=JobStatus.RUNNING, attempts=job.attempts
+    ).update(progress=progress, message=message[:300], heartbeat_at=now, updated_at=now)
+    if not written:
+        raise JobLeaseLost(f"job {job.pk}: attempt {job.attempts} lost its lease")
     job.progress, job.message, job.heartbeat_at = progress, message[:300], now
     if Job.objects.filter(pk=job.pk, cancel_requested=True).exists():
         raise JobCancelled(f"job {job.pk} was cancelled")

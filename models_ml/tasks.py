@@ -22,9 +22,10 @@ from django.utils import timezone
 from annotations.errors import DomainError, ImportFailed
 
 from .engine.errors import EngineError
-from .models import Job, JobStatus
+from .models import Job, JobKind, JobStatus
 from .services import (
     JobCancelled,
+    JobLeaseLost,
     job_claim,
     job_fail,
     job_finish_cancelled,
@@ -48,9 +49,10 @@ class _Heartbeat(threading.Thread):
     reaper does not hand a live job to a second worker.  A killed worker takes
     this thread with it, and the job goes stale as it should."""
 
-    def __init__(self, job_id: int, every: float) -> None:
+    def __init__(self, job_id: int, attempt: int, every: float) -> None:
         super().__init__(daemon=True, name=f"job-{job_id}-heartbeat")
         self.job_id = job_id
+        self.attempt = attempt
         self.every = every
         self.done = threading.Event()
 
@@ -58,9 +60,9 @@ class _Heartbeat(threading.Thread):
         try:
             while not self.done.wait(self.every):
                 try:
-                    Job.objects.filter(pk=self.job_id, status=JobStatus.RUNNING).update(
-                        heartbeat_at=timezone.now()
-                    )
+                    Job.objects.filter(
+                        pk=self.job_id, status=JobStatus.RUNNING, attempts=self.attempt
+                    ).update(heartbeat_at=timezone.now())
                 except DatabaseError:
                     logger.warning("job %s: heartbeat not written", self.job_id)
         finally:
@@ -68,25 +70,37 @@ class _Heartbeat(threading.Thread):
 
 
 def run_job(
-    job_id: int, body: Callable[[Job, Callable[[float, str], None]], dict[str, Any]]
+    job_id: int,
+    body: Callable[[Job, Callable[[float, str], None]], dict[str, Any]],
+    *,
+    kind: str | None = None,
 ) -> None:
-    """Claim the job, run ``body`` with a progress callback, record the outcome."""
-    job = job_claim(job_id=job_id)
+    """Claim the job, run ``body`` with a progress callback, record the outcome.
+
+    With ``kind``, a job of another kind is left alone (see ``job_claim``)."""
+    job = job_claim(job_id=job_id, kind=kind)
     if job is None:
         logger.info(
-            "job %s not claimable (running elsewhere, finished or cancelled)", job_id
+            "job %s not claimable (running elsewhere, finished, cancelled "
+            "or not a %s job)",
+            job_id,
+            kind or "claimable",
         )
         return
 
     def progress(fraction: float, message: str = "") -> None:
         job_progress(job=job, progress=fraction, message=message)
 
-    heartbeat = _Heartbeat(job.pk, settings.JOB_STALE_AFTER.total_seconds() / 3)
+    heartbeat = _Heartbeat(
+        job.pk, job.attempts, settings.JOB_STALE_AFTER.total_seconds() / 3
+    )
     heartbeat.start()
     try:
         result = body(job, progress)
     except JobCancelled:
         job_finish_cancelled(job=job)
+    except JobLeaseLost as exc:
+        logger.warning("%s; this attempt stops without recording anything", exc)
     except SoftTimeLimitExceeded:
         job_fail(
             job=job,
@@ -125,17 +139,17 @@ def run_import(job_id: int) -> None:
         )
         return {"dataset_id": dataset.pk, "report": report.as_dict()}
 
-    run_job(job_id, body)
+    run_job(job_id, body, kind=JobKind.IMPORT)
 
 
-def _ml_task(name: str, body_name: str) -> Any:
+def _ml_task(name: str, body_name: str, kind: str) -> Any:
     """A task on the ``ml`` queue (routed by its ``ml_`` name) running a body
     from ``services_runs``, imported when the task runs."""
 
     def task(job_id: int) -> None:
         from . import services_runs
 
-        run_job(job_id, getattr(services_runs, body_name))
+        run_job(job_id, getattr(services_runs, body_name), kind=kind)
 
     task.__name__ = task.__qualname__ = name
     task.__doc__ = f"Run ``services_runs.{body_name}`` for a job."
@@ -147,12 +161,16 @@ def _ml_task(name: str, body_name: str) -> Any:
     )(task)
 
 
-ml_train_base = _ml_task("ml_train_base", "train_base_run")
-ml_generate_round = _ml_task("ml_generate_round", "round_generate_run")
-ml_train_reward = _ml_task("ml_train_reward", "reward_model_train_run")
-ml_finetune = _ml_task("ml_finetune", "finetune_run")
-ml_generate = _ml_task("ml_generate", "generate_run")
-ml_score_round = _ml_task("ml_score_round", "round_score_run")
+ml_train_base = _ml_task("ml_train_base", "train_base_run", JobKind.TRAIN_BASE)
+ml_generate_round = _ml_task(
+    "ml_generate_round", "round_generate_run", JobKind.GENERATE_ROUND
+)
+ml_train_reward = _ml_task(
+    "ml_train_reward", "reward_model_train_run", JobKind.TRAIN_REWARD
+)
+ml_finetune = _ml_task("ml_finetune", "finetune_run", JobKind.FINETUNE)
+ml_generate = _ml_task("ml_generate", "generate_run", JobKind.GENERATE)
+ml_score_round = _ml_task("ml_score_round", "round_score_run", JobKind.SCORE)
 
 
 @shared_task(name="models_ml.tasks.reap_stale_jobs")

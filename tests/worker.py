@@ -27,10 +27,18 @@ def _database_url() -> str:
 
 @contextmanager
 def celery_worker(
-    *, queues: str = "default,ml", log: Path | None = None
+    *,
+    queues: str = "default,ml",
+    log: Path | None = None,
+    env: dict[str, str] | None = None,
+    beat_schedule: Path | None = None,
 ) -> Iterator[subprocess.Popen]:
-    """A worker that sees the same database, media folder and broker as the test."""
-    env = {
+    """A worker that sees the same database, media folder and broker as the test.
+
+    ``env`` adds variables (a shorter job lease, say); with ``beat_schedule``
+    the worker also runs Celery beat (the reaper) keeping its state there.
+    """
+    worker_env = {
         **os.environ,
         "DATABASE_URL": _database_url(),
         "MEDIA_ROOT": str(settings.MEDIA_ROOT),
@@ -38,8 +46,11 @@ def celery_worker(
         "IMPORT_ROOTS": ",".join(str(p) for p in settings.IMPORT_ROOTS),
         "CELERY_BROKER_URL": settings.CELERY_BROKER_URL,
         "PYTHONUNBUFFERED": "1",
+        "OMP_NUM_THREADS": "1",
+        **(env or {}),
     }
-    out = open(log, "w") if log else subprocess.DEVNULL
+    beat = ["-B", "--schedule", str(beat_schedule)] if beat_schedule else []
+    out = open(log, "a") if log else subprocess.DEVNULL
     proc = subprocess.Popen(
         [
             sys.executable,
@@ -55,10 +66,11 @@ def celery_worker(
             "--loglevel",
             "INFO",
             "-n",
-            f"test{os.getpid()}@%h",
+            f"test{os.getpid()}-{time.monotonic_ns()}@%h",
+            *beat,
         ],
         cwd=ROOT,
-        env=env,
+        env=worker_env,
         stdout=out,
         stderr=subprocess.STDOUT,
         start_new_session=True,
@@ -75,6 +87,13 @@ def celery_worker(
                 proc.wait()
         if log:
             out.close()
+
+
+def kill_worker(proc: subprocess.Popen) -> None:
+    """SIGKILL the worker and the pool process running its task, as a machine
+    that loses power would: nothing gets to record or acknowledge anything."""
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
 
 
 def wait_for(

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any
 
 import pytest
 from django.utils import timezone
@@ -9,6 +10,7 @@ from annotations.models import AuditEvent
 from models_ml.models import Job, JobKind, JobStatus
 from models_ml.services import (
     JobCancelled,
+    JobLeaseLost,
     job_cancel,
     job_claim,
     job_create,
@@ -88,3 +90,52 @@ def test_job_lifecycle_is_audited():
     assert AuditEvent.objects.filter(
         action="job_create", object_id=str(job.pk)
     ).exists()
+
+
+def test_a_task_leaves_alone_a_job_of_another_kind_its_message_names():
+    # A message outliving its database (a kept broker queue after a reset)
+    # names an id that now belongs to an import.
+    from models_ml import tasks
+
+    job = _job()
+    assert job_claim(job_id=job.pk, kind=JobKind.TRAIN_BASE) is None
+    tasks.ml_train_base(job.pk)
+    job.refresh_from_db()
+    assert job.status == JobStatus.QUEUED and job.attempts == 0
+    assert job_claim(job_id=job.pk, kind=JobKind.IMPORT).status == JobStatus.RUNNING
+
+
+def _reaped_and_claimed_again(job: Job) -> Job:
+    """The reaper takes a job back from a late worker and another claims it."""
+    Job.objects.filter(pk=job.pk).update(
+        heartbeat_at=timezone.now() - timedelta(hours=1)
+    )
+    assert jobs_reap_stale(stale_after=timedelta(minutes=5)).requeued == 1
+    return job_claim(job_id=job.pk)
+
+
+def test_an_attempt_the_reaper_took_back_stops_at_its_next_progress():
+    first = job_claim(job_id=_job().pk)
+    second = _reaped_and_claimed_again(first)
+    assert second.attempts == 2
+    with pytest.raises(JobLeaseLost):
+        job_progress(job=first, progress=0.9, message="late")
+    job_progress(job=second, progress=0.2, message="on time")
+    row = Job.objects.get(pk=first.pk)
+    assert (row.progress, row.message) == (0.2, "on time")
+
+
+def test_an_attempt_that_lost_its_lease_records_no_outcome():
+    from models_ml import tasks
+
+    job = _job()
+
+    def body(job: Job, progress: Any) -> dict[str, Any]:
+        _reaped_and_claimed_again(job)
+        progress(0.5, "still going")
+        return {"done": True}
+
+    tasks.run_job(job.pk, body)
+    job.refresh_from_db()
+    assert job.status == JobStatus.RUNNING and job.attempts == 2
+    assert job.result in ({}, None) and job.finished_at is None

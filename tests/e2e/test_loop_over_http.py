@@ -1,0 +1,353 @@
+"""The whole loop over HTTP, against a real Celery worker process.
+
+An admin, three physicians and a researcher drive the product only through
+the REST API with their tokens: import the demo data as an uploaded zip,
+train a base model, open a generated round, rate it, retrain (reward model,
+fine-tune, comparison round), generate reward-filtered images and download
+them, export the ratings.  The worker shares the test's database and broker
+(SQLite file and filesystem broker, or PostgreSQL and Redis).  Every model is
+tiny and every job a few steps, so the loop takes about a minute on two cores.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import time
+import zipfile
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+
+from annotations.models import Image, ImageSource, Rating, Role, Round, RoundStatus
+from models_ml.models import Job, JobKind, JobStatus, ModelKind, ModelVersion
+from tests.factories import UserFactory
+from tests.worker import celery_worker
+
+pytestmark = [pytest.mark.worker, pytest.mark.django_db(transaction=True)]
+
+PASSWORD = "correct horse battery"
+TRAIN = {
+    "resolution": 16,
+    "channels": [8, 16],
+    "max_steps": 3,
+    "batch_size": 2,
+    "checkpointing_steps": 3,
+    "lr_warmup_steps": 0,
+    "device": "cpu",
+}
+SAMPLING = {"steps": 2, "batch_size": 8, "device": "cpu"}
+REWARD = {"ensemble_size": 2, "epochs": 20, "n_folds": 2}
+FINETUNE = {**TRAIN, "max_steps": 2, "checkpointing_steps": 2}
+JOB_TIMEOUT_S = 180
+
+
+class Client:
+    """One user's view of the API: token auth, JSON in and out."""
+
+    def __init__(self, base: str, username: str) -> None:
+        self.base = base.rstrip("/")
+        self.http = requests.Session()
+        answer = self.http.post(
+            f"{self.base}/api/auth/token/",
+            json={"username": username, "password": PASSWORD},
+            timeout=30,
+        )
+        assert answer.status_code == 200, answer.text
+        self.http.headers["Authorization"] = f"Token {answer.json()['token']}"
+
+    def call(
+        self, method: str, path: str, expect: int | set[int] = 200, **kw: Any
+    ) -> requests.Response:
+        url = path if path.startswith("http") else f"{self.base}{path}"
+        answer = self.http.request(method, url, timeout=60, **kw)
+        allowed = expect if isinstance(expect, set) else {expect}
+        assert answer.status_code in allowed, (method, path, answer.text[:2000])
+        return answer
+
+    def get(self, path: str, **kw: Any) -> Any:
+        return self.call("GET", path, **kw).json()
+
+    def post(self, path: str, expect: int = 202, **kw: Any) -> Any:
+        return self.call("POST", path, expect=expect, **kw).json()
+
+
+def wait_job(admin: Client, job_id: int, log: Path) -> dict[str, Any]:
+    """Poll the job as the UI does, until it finishes; it must succeed."""
+    deadline = time.monotonic() + JOB_TIMEOUT_S
+    while time.monotonic() < deadline:
+        job = admin.get(f"/api/jobs/{job_id}/")
+        if job["is_finished"]:
+            assert job["status"] == "succeeded", (job, log.read_text()[-4000:])
+            assert job["progress"] == 1.0 and job["attempts"] == 1
+            return job
+        time.sleep(0.25)
+    raise AssertionError(f"job {job_id} unfinished; worker log:\n{log.read_text()}")
+
+
+def demo_zip(folder: Path) -> bytes:
+    """The demo dataset (real images from installed packages), zipped."""
+    from models_ml.engine.demo import build_demo_dataset
+
+    build_demo_dataset(folder, per_modality=1, size=32)
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for path in sorted(folder.rglob("*")):
+            if path.is_file():
+                archive.write(path, str(path.relative_to(folder)))
+    return buffer.getvalue()
+
+
+def rate_all(physician: Client, round_id: int, offset: int) -> int:
+    """Take images with next and score them until none is left; returns how
+    many.  Scores vary with the image so that the reward model sees 1, 2 and 3."""
+    rated = 0
+    while True:
+        served = physician.call(
+            "GET", f"/api/rounds/{round_id}/next/", expect={200, 204}
+        )
+        if served.status_code == 204:
+            return rated
+        image = served.json()["image"]
+        assert "source" not in image and "model_version" not in image
+        physician.post(
+            "/api/ratings/",
+            expect=201,
+            json={
+                "round": round_id,
+                "image": image["uid"],
+                "score": 1 + (int(image["uid"].replace("-", ""), 16) + offset) % 3,
+                "time_taken_ms": 1500,
+            },
+        )
+        rated += 1
+
+
+def assert_version_on_disk(version: ModelVersion) -> None:
+    folder = Path(version.path)
+    assert folder.is_dir(), version.path
+    weights = list(folder.rglob("*.safetensors"))
+    assert weights, f"{version.name}: no safetensors under {folder}"
+    assert not [p for p in folder.rglob("*") if p.suffix in {".bin", ".pt", ".pkl"}]
+    for path in weights:
+        # The safetensors header: an 8-byte length, then a JSON object.
+        assert path.read_bytes()[8:9] == b"{", path
+
+
+def test_the_loop_runs_over_the_api_with_a_real_worker(live_server, tmp_path):
+    started = time.monotonic()
+    UserFactory(username="admin1", role=Role.ADMIN)
+    for name in ("dr_a", "dr_b", "dr_c"):
+        UserFactory(username=name, role=Role.PHYSICIAN)
+    UserFactory(username="res1", role=Role.RESEARCHER)
+    log = tmp_path / "worker.log"
+    archive = demo_zip(tmp_path / "demo")
+
+    with celery_worker(log=log):
+        admin = Client(live_server.url, "admin1")
+        doctors = [Client(live_server.url, n) for n in ("dr_a", "dr_b", "dr_c")]
+        researcher = Client(live_server.url, "res1")
+
+        # 1. Import: the demo zip, uploaded.
+        queued = admin.post(
+            "/api/datasets/import/",
+            data={"name": "demo"},
+            files={"file": ("demo.zip", archive, "application/zip")},
+        )
+        job = wait_job(admin, queued["job"], log)
+        dataset_id = job["result"]["dataset_id"]
+        dataset = admin.get(f"/api/datasets/{dataset_id}/")
+        assert dataset["image_count"] >= 12
+        assert {"ct", "fundus", "chest_xray"} <= set(dataset["modalities"])
+
+        # 2. A tiny base model on the dataset's real images.
+        queued = admin.post(
+            f"/api/datasets/{dataset_id}/train-base/",
+            json={"params": {**TRAIN, "name": "base"}},
+        )
+        job = wait_job(admin, queued["job"], log)
+        base_id = job["result"]["model_version_id"]
+
+        # 3. A round the worker generates: 2 prompts x 2 images + 1 control.
+        queued = admin.post(
+            "/api/rounds/generate/",
+            json={
+                "name": "round 1",
+                "model_version": base_id,
+                "sample_from_dataset": {
+                    "dataset": dataset_id,
+                    "per_modality": 1,
+                    "modalities": ["CT", "Chest X-ray"],
+                },
+                "images_per_prompt": 2,
+                "raters_per_image": 2,
+                "control_share": 0.2,
+                "seed": 5,
+                "sampling": SAMPLING,
+            },
+        )
+        round_id = queued["round"]
+        job = wait_job(admin, queued["job"], log)
+        assert job["result"] == {
+            "round_id": round_id,
+            "round_status": "rating",
+            "generated": 4,
+            "controls": 1,
+        }
+
+        # 4. Three physicians rate until nothing is left: 5 items x 2 raters.
+        rated = [rate_all(d, round_id, offset) for offset, d in enumerate(doctors)]
+        assert sum(rated) == 10
+        progress = admin.get(f"/api/rounds/{round_id}/")["progress"]
+        assert progress["done"] == progress["needed"] == 10
+
+        # 5. Retraining: reward model -> fine-tune -> comparison round.
+        queued = admin.post(
+            "/api/retraining/",
+            json={
+                "diffusion_version": base_id,
+                "reward": REWARD,
+                "finetune": {**FINETUNE, "name": "base + reward"},
+                "round": {"images_per_prompt": 1, "seed": 7, **SAMPLING},
+            },
+        )
+        reward_job = wait_job(admin, queued["job"], log)
+        finetune_job = wait_job(admin, reward_job["result"]["next_job_id"], log)
+        compare_job = wait_job(admin, finetune_job["result"]["next_job_id"], log)
+        run = researcher.get(queued["chain_url"])
+        assert run["status"] == "succeeded"
+        assert [j["kind"] for j in run["jobs"]] == [
+            "train_reward",
+            "finetune",
+            "generate_round",
+        ]
+        reward_id = reward_job["result"]["model_version_id"]
+        new_id = finetune_job["result"]["model_version_id"]
+
+        # 6. Reward-filtered generation (best of 2) by a physician, downloaded.
+        queued = doctors[0].post(
+            "/api/generate/",
+            json={
+                "prompt": "CT: axial slice of the head",
+                "modality": "CT",
+                "count": 2,
+                "n": 2,
+                "seed": 3,
+                "sampling": SAMPLING,
+            },
+        )
+        wait_job(admin, queued["job"], log)
+        generated = doctors[0].get(queued["result_url"])
+        download = doctors[0].call("GET", generated["download_url"])
+
+        # 7. The researcher's ratings export and lineage view.
+        export = researcher.call("GET", "/api/export/ratings.csv").text
+        new_detail = researcher.get(f"/api/model-versions/{new_id}/")
+    elapsed = time.monotonic() - started
+
+    # Every job ran once, in the worker, to the end.
+    jobs = Job.objects.order_by("pk")
+    assert [j.kind for j in jobs] == [
+        JobKind.IMPORT,
+        JobKind.TRAIN_BASE,
+        JobKind.GENERATE_ROUND,
+        JobKind.TRAIN_REWARD,
+        JobKind.FINETUNE,
+        JobKind.GENERATE_ROUND,
+        JobKind.GENERATE,
+    ]
+    for job in jobs:
+        assert job.status == JobStatus.SUCCEEDED and job.progress == 1.0
+        assert job.attempts == 1 and job.celery_id and job.finished_at
+
+    # Lineage: base -> fine-tuned child; the reward model knows its ratings.
+    base = ModelVersion.objects.get(pk=base_id)
+    reward = ModelVersion.objects.get(pk=reward_id)
+    new = ModelVersion.objects.get(pk=new_id)
+    assert base.kind == ModelKind.DIFFUSION and base.parent is None
+    assert base.dataset_id == dataset_id and base.metrics["steps"] == 3
+    assert reward.kind == ModelKind.REWARD and reward.rating_count == 10
+    assert list(reward.trained_on_rounds.values_list("pk", flat=True)) == [round_id]
+    assert {"accuracy", "threshold"} <= set(reward.metrics), reward.metrics
+    assert new.parent == base and new.kind == ModelKind.DIFFUSION
+    assert new.name == "base + reward" and new.metrics["steps"] == 2
+    assert new.params["reward_version_id"] == reward.pk
+    # The fine-tune counts the ratings of the generated images it trained on:
+    # 4 images x 2 raters; the real control's 2 ratings only taught the reward.
+    assert new.rating_count == 8 and new.metrics["n_rated"] == 4
+    assert list(new.trained_on_rounds.values_list("pk", flat=True)) == [round_id]
+    assert [c.pk for c in base.children.all()] == [new.pk]
+    assert new_detail["parent"]["id"] == base.pk
+    assert [r["id"] for r in new_detail["rounds"]] == [round_id]
+    assert any(f["name"].endswith(".safetensors") for f in new_detail["files"])
+    for version in (base, new):
+        assert_version_on_disk(version)
+    assert (Path(reward.path) / "reward_model.json").is_file()
+
+    # Rounds: the first rated in full; the comparison round open, new vs base.
+    first = Round.objects.get(pk=round_id)
+    assert first.model_version_id == base.pk and first.status == RoundStatus.RATING
+    compare = Round.objects.get(pk=compare_job["result"]["round_id"])
+    assert compare.status == RoundStatus.RATING
+    assert (compare.model_version_id, compare.compare_model_version_id) == (
+        new.pk,
+        base.pk,
+    )
+    made_by = Counter(
+        Image.objects.filter(generated_for_round=compare).values_list(
+            "model_version_id", flat=True
+        )
+    )
+    assert made_by == {new.pk: 2, base.pk: 2}
+
+    # Provenance of every generated image of round 1.
+    images = Image.objects.filter(generated_for_round=first)
+    assert images.count() == 4
+    for image in images:
+        assert image.source == ImageSource.GENERATED
+        assert image.model_version_id == base.pk and image.dataset_id is None
+        g = image.generation
+        assert g["steps"] == 2 and g["prompt"] == image.prompt
+        assert g["job_id"] == job_of(first).pk and isinstance(g["seed"], int)
+        assert Path(image.file.path).is_file() and image.width == 16
+
+    # Filtered generation: kept and rejected stored, scored, the zip has them.
+    kept = [row["uid"] for row in generated["kept"]]
+    assert len(kept) == 2 and len(generated["rejected"]) == 2
+    scored = Image.objects.filter(generation__job_id=generated["job"]["id"])
+    assert scored.count() == 4
+    assert all(im.reward_score is not None for im in scored)
+    assert {im.model_version_id for im in scored} == {new.pk}
+    assert {im.generation["reward_version_id"] for im in scored} == {reward.pk}
+    with zipfile.ZipFile(io.BytesIO(download.content)) as archive:
+        names = archive.namelist()
+        manifest = list(
+            csv.DictReader(io.StringIO(archive.read("manifest.csv").decode()))
+        )
+    assert len([n for n in names if n.startswith("kept/")]) == 2
+    assert len([n for n in names if n.startswith("rejected/")]) == 2
+    assert sorted(r["uid"] for r in manifest if r["file_name"].startswith("kept/")) == (
+        sorted(kept)
+    )
+    assert {r["model_version_id"] for r in manifest} == {str(new.pk)}
+
+    # The export holds every rating, with its rater and round.
+    rows = list(csv.DictReader(io.StringIO(export)))
+    assert len(rows) == Rating.objects.count() == 10
+    assert Counter(r["rater"] for r in rows) == Counter(
+        Rating.objects.values_list("rater__username", flat=True)
+    )
+    assert {r["round_id"] for r in rows} == {str(round_id)}
+    assert Counter(r["rating"] for r in rows) == Counter(
+        str(s) for s in Rating.objects.values_list("score", flat=True)
+    )
+    assert sum(r["is_control"].lower() in {"true", "1"} for r in rows) == 2
+
+    print(f"\nloop over HTTP with a real worker: {elapsed:.1f} s")
+
+
+def job_of(rnd: Round) -> Job:
+    return Job.objects.get(pk=rnd.settings["job_id"])
