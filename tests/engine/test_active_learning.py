@@ -9,12 +9,14 @@ import numpy as np
 from PIL import Image
 
 from models_ml.engine.experiments.active_learning import (
+    STRATEGIES,
     ActiveConfig,
     Pool,
     ratings_to_reach,
     run_experiment,
     run_loop,
     select_by_spread,
+    select_by_spread_per_prompt,
     split_heldout,
 )
 
@@ -56,6 +58,17 @@ def test_select_by_spread_takes_the_largest_spreads_among_candidates() -> None:
 
     assert select_by_spread(spread, candidates, 2).tolist() == [1, 4]
     assert select_by_spread(spread, candidates, 3).tolist() == [1, 4, 2]
+
+
+def test_per_prompt_selection_takes_each_prompts_largest_spread_in_turn() -> None:
+    spread = np.array([0.9, 0.8, 0.7, 0.1, 0.2, 0.95])
+    prompt_ids = np.array([0, 0, 0, 1, 1, 0])
+    groups = np.array([0, 1, 2, 3, 4, 0])  # 5 shares a seed group with 0
+    candidates = np.arange(6)
+
+    chosen = select_by_spread_per_prompt(spread, candidates, 3, prompt_ids, groups)
+
+    assert chosen.tolist() == [5, 4, 1]
 
 
 def test_heldout_split_keeps_seed_groups_on_one_side() -> None:
@@ -107,12 +120,12 @@ def test_report_holds_both_curves_the_reach_table_and_a_plot(tmp_path: Path) -> 
     report = run_experiment(_pool(), _config(tmp_path), {"n_images": 90})
 
     saved = json.loads((tmp_path / "report.json").read_text())
-    assert set(saved["summary"]) == {"uncertainty", "random"}
-    for strategy in ("uncertainty", "random"):
+    assert set(saved["summary"]) == set(STRATEGIES)
+    for strategy in STRATEGIES:
         curve = saved["summary"][strategy]["curve"]
         assert [p["n_ratings"] for p in curve] == [6, 12, 18, 24]
         assert all(p["n_seeds"] == 2 for p in curve)
         assert set(saved["summary"][strategy]["ratings_to_reach"]) == {"0.3", "0.99"}
-    assert len(saved["runs"]) == 4
+    assert len(saved["runs"]) == 6
     assert Image.open(report["plot"]).size == (640, 400)
     assert "| 24 |" in (tmp_path / "report.md").read_text()

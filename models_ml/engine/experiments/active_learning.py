@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw
 
-STRATEGIES = ("uncertainty", "random")
+STRATEGIES = ("uncertainty", "uncertainty_per_prompt", "random")
 
 
 @dataclass
@@ -75,6 +75,40 @@ def select_by_spread(
     """The ``k`` candidates with the largest spread (ties by lower index)."""
     order = np.lexsort((candidates, -uncertainty[candidates]))
     return candidates[order[:k]]
+
+
+def select_by_spread_per_prompt(
+    uncertainty: np.ndarray,
+    candidates: np.ndarray,
+    k: int,
+    prompt_ids: np.ndarray,
+    groups: np.ndarray,
+) -> np.ndarray:
+    """Largest spread within each prompt, taking prompts in turn, one image per
+    seed group: a batch spread over the prompts instead of piled on one corner
+    of feature space where the members happen to disagree most."""
+    order = candidates[np.lexsort((candidates, -uncertainty[candidates]))]
+    queues = {
+        p: [i for i in order if prompt_ids[i] == p]
+        for p in sorted(set(prompt_ids[candidates].tolist()))
+    }
+    chosen: list[int] = []
+    used_groups: set[int] = set()
+    while len(chosen) < k and any(queues.values()):
+        for queue in queues.values():
+            while queue and int(groups[queue[0]]) in used_groups:
+                queue.pop(0)
+            if queue and len(chosen) < k:
+                pick = queue.pop(0)
+                chosen.append(int(pick))
+                used_groups.add(int(groups[pick]))
+        if all(not q for q in queues.values()) and len(chosen) < k:
+            used_groups.clear()  # fewer groups than k: allow repeats
+            queues = {
+                p: [i for i in order if prompt_ids[i] == p and i not in chosen]
+                for p in queues
+            }
+    return np.array(chosen, dtype=np.int64)
 
 
 def split_heldout(
@@ -151,6 +185,7 @@ def run_loop(
     if strategy not in STRATEGIES:
         raise ValueError(f"strategy {strategy!r}: use one of {STRATEGIES}")
     pool_idx, held_idx = split_heldout(pool.group, config.heldout_fraction, seed)
+    prompt_ids = np.unique(pool.prompt, axis=0, return_inverse=True)[1].ravel()
     rng = np.random.default_rng(seed)
     # The same first batch for both strategies at a given seed.
     labelled = rng.permutation(pool_idx)[: config.initial]
@@ -173,6 +208,14 @@ def run_loop(
         spread = pred.uncertainty[len(held_idx) :]
         if strategy == "uncertainty":
             local = select_by_spread(spread, np.arange(len(unlabelled)), k)
+        elif strategy == "uncertainty_per_prompt":
+            local = select_by_spread_per_prompt(
+                spread,
+                np.arange(len(unlabelled)),
+                k,
+                prompt_ids[unlabelled],
+                pool.group[unlabelled],
+            )
         else:
             local = select_rng.choice(len(unlabelled), size=k, replace=False)
         chosen = unlabelled[local]
@@ -422,7 +465,11 @@ def plot_curves(summary: dict[str, Any], path: Path) -> Path:
     draw.text(
         (width // 2 - 90, height - 22), "ratings revealed (held-out rho)", fill="black"
     )
-    colours = {"uncertainty": (200, 40, 40), "random": (40, 80, 200)}
+    colours = {
+        "uncertainty": (200, 40, 40),
+        "uncertainty_per_prompt": (230, 140, 0),
+        "random": (40, 80, 200),
+    }
     for row, strategy in enumerate(summary):
         colour = colours.get(strategy, (0, 0, 0))
         curve = summary[strategy]["curve"]
