@@ -7,12 +7,16 @@ and the image lies as close to real images of that modality as held-out real
 images do; 2 when the prompted modality is merely the likely one; 1 otherwise.
 
 Steps: build the demo data, train a small tiny-backend base model, generate
-N images per prompt, rate part of them with the program, train the reward model
-on those ratings, weight every image (ratings where given, reward elsewhere,
-normalised per prompt), run reward-weighted fine-tuning, generate again with the
-same prompts and seeds, rate again, and finally keep the best of 4 candidates by
-reward from the fine-tuned model. Shares rated 3 are reported with Wilson 95 %
-intervals, together with the reward model's held-out metrics and step times.
+N images per prompt (no classifier-free guidance, see ``guidance``), rate part
+of them with the program, train the reward model on those ratings, and
+fine-tune the base three ways that differ only in the per-image weights
+(normalised per prompt): reward-weighted, filtered (images rated 3 only) and
+equal weights (the control). Each fine-tuned model generates again with the
+same prompts and seeds and is rated again; finally the best of 4 candidates by
+reward is kept from the reward-weighted model. Shares rated 3 are reported
+with Wilson 95 % intervals and exact paired McNemar tests (same seeds),
+together with the reward model's held-out metrics, step times and the load
+average.
 
     python -m models_ml.engine.experiments.simulated_raters --output_dir DIR [--quick]
 """
@@ -66,8 +70,8 @@ class ExperimentConfig:
     # No classifier-free guidance: reward-weighted fine-tuning fits the model
     # to its own samples, which must then come from the model itself. Samples
     # drawn at guidance 3 come from a sharpened distribution; fitting them and
-    # sampling at guidance 3 again compounds the sharpening (contrast and
-    # saturation drift away from real images), and every variant, the
+    # sampling at guidance 3 again compounds the sharpening (colour
+    # saturation drifts away from real images), and every variant, the
     # equal-weights control included, lost 3s that way (docs/engine.md).
     guidance: float = 1.0
     best_of: int = 4
