@@ -571,8 +571,13 @@ def run_experiment(config: ExperimentConfig) -> dict[str, Any]:
     report["variants"] = {}
     tuned_dirs: dict[str, Path] = {}
     after_by_variant: dict[str, list[Sample]] = {}
+    skipped: dict[str, str] = {}
     for variant in config.variants:
         weights = variant_weights(before, rated, variant, config)
+        if not any(w > 0 for w in weights):
+            # A filter that keeps nothing has nothing to train on.
+            skipped[variant] = "no image qualifies (every weight is 0)"
+            continue
         weights_csv = _write_csv(
             out / f"weights_{variant}.csv",
             ("path", "Text", "modality", "weight"),
@@ -612,7 +617,7 @@ def run_experiment(config: ExperimentConfig) -> dict[str, Any]:
     main_variant = config.variants[0]
     kept_ratings: list[int] = []
     kept: list[Any] = []
-    if config.best_of > 1:
+    if config.best_of > 1 and main_variant in tuned_dirs:
         with timer.step(f"best_of_{config.best_of}"):
             filtered = filter_generate(
                 load_backend(tuned_dirs[main_variant]),
@@ -661,6 +666,9 @@ def run_experiment(config: ExperimentConfig) -> dict[str, Any]:
                 for c, r, p in zip(candidates, candidate_ratings, paths, strict=True)
             ]
     for variant in config.variants:
+        if variant in skipped:
+            report["variants"][variant] = {"skipped": skipped[variant]}
+            continue
         after = after_by_variant[variant]
         entry = rating_summary([s.rating for s in after], [s.modality for s in after])
         entry["vs_before"] = mcnemar_exact(before_3, [s.rating == 3 for s in after])
@@ -701,7 +709,7 @@ def run_experiment(config: ExperimentConfig) -> dict[str, Any]:
     report["load_average_end"] = _load_average()
 
     show = min(4, config.images_per_prompt)
-    after_main = after_by_variant[main_variant]
+    after_main = after_by_variant.get(main_variant, before)
     rows = []
     for p, (text, _) in enumerate(prompts):
         lo = p * config.images_per_prompt
@@ -780,6 +788,12 @@ def markdown_report(report: dict[str, Any]) -> str:
         _share_line("before (base model)", report["before"]),
     ]
     for variant, entry in report["variants"].items():
+        if "skipped" in entry:
+            lines.append(
+                f"| {VARIANT_NAMES.get(variant, variant)} | skipped: "
+                f"{entry['skipped']} | | | | | |"
+            )
+            continue
         lines.append(
             _share_line(
                 VARIANT_NAMES.get(variant, variant),
@@ -806,7 +820,7 @@ def markdown_report(report: dict[str, Any]) -> str:
         )
     per_modality = ["", "Rated 3 per modality:", ""]
     sets = [("before", report["before"])] + [
-        (v, e) for v, e in report["variants"].items()
+        (v, e) for v, e in report["variants"].items() if "skipped" not in e
     ]
     if best:
         sets.append((f"best_of_{best['filter_stats']['n']}", best))
