@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import csv
 import json
+from collections import Counter
 from pathlib import Path
 
 import pytest
 from PIL import Image
 
 from models_ml.engine.experiments.simulated_raters import (
+    ExperimentConfig,
+    Sample,
     main,
+    mcnemar_exact,
     rating_summary,
+    variant_weights,
     wilson_interval,
 )
 
@@ -32,17 +38,67 @@ def test_rating_summary_counts_threes_per_modality() -> None:
     assert summary["per_modality"]["CT"] == {"n": 2, "rated_3": 1}
 
 
+def test_mcnemar_counts_discordant_pairs_and_gives_a_two_sided_p() -> None:
+    before = [True, True, False, False, False, False, False, False]
+    after = [True, False, True, True, True, True, True, False]
+
+    test = mcnemar_exact(before, after)
+
+    assert (test["gained"], test["lost"]) == (5, 1)
+    assert test["p_value"] == pytest.approx(0.21875)
+    assert mcnemar_exact([True], [True])["p_value"] == 1.0
+
+
+def _samples(ratings: list[int], prompts: list[str]) -> list[Sample]:
+    return [
+        Sample(path=Path(f"{i}.png"), prompt=p, modality="CT", seed=i, rating=r)
+        for i, (r, p) in enumerate(zip(ratings, prompts, strict=True))
+    ]
+
+
+def test_variant_weights_follow_ratings_filter_on_3s_and_control_is_flat(
+    tmp_path: Path,
+) -> None:
+    samples = _samples([3, 2, 1, 3], ["a", "a", "a", "b"])
+    samples[3].reward = 0.9
+    rated = [True, True, True, False]
+    config = ExperimentConfig(output_dir=tmp_path, weight_power=1.0)
+
+    weighted = variant_weights(samples, rated, "reward_weighted", config)
+    filtered = variant_weights(samples, rated, "filtered", config)
+    control = variant_weights(samples, rated, "equal_weights", config)
+
+    assert weighted[:3] == pytest.approx([2.0, 1.0, 0.0])
+    assert weighted[3] == pytest.approx(1.0)  # alone in its prompt
+    assert filtered == pytest.approx([3.0, 0.0, 0.0, 1.0])
+    assert control == [1.0, 1.0, 1.0, 1.0]
+    with pytest.raises(ValueError, match="unknown variant"):
+        variant_weights(samples, rated, "nope", config)
+
+
 @pytest.mark.slow
 def test_quick_run_goes_end_to_end_and_writes_the_report(tmp_path: Path) -> None:
     main(["--output_dir", str(tmp_path), "--quick"])
 
     report = json.loads((tmp_path / "report.json").read_text())
-    for key in ("before", "after_one_round", "best_of_4_after"):
-        assert report[key]["n"] == 18
-        assert 0.0 <= report[key]["share_3_wilson95"][0] <= 1.0
-    assert report["best_of_4_after"]["filter_stats"]["n_generated"] == 72
+    assert report["before"]["n"] == 18
+    assert set(report["variants"]) == {"reward_weighted", "filtered", "equal_weights"}
+    trained = {v: e for v, e in report["variants"].items() if "skipped" not in e}
+    assert "reward_weighted" in trained and "equal_weights" in trained
+    for entry in trained.values():
+        assert entry["n"] == 18
+        assert 0.0 <= entry["share_3_wilson95"][0] <= 1.0
+        assert set(entry["vs_before"]) == {"gained", "lost", "p_value"}
+    best = report["best_of_n"]
+    assert best["n"] == 18 and best["filter_stats"]["n_generated"] == 72
+    assert best["all_candidates"]["n"] == 72
     assert 0.0 <= report["rater"]["heldout_accuracy"] <= 1.0
     assert "spearman" in report["reward_model"]
-    assert set(report["seconds"]) >= {"base_train", "finetune", "best_of_4", "total"}
+    assert set(report["seconds"]) >= {"base_train", "finetune_equal_weights", "total"}
     assert Image.open(tmp_path / "grid.png").size[0] > 0
     assert "share 3" in (tmp_path / "report.md").read_text()
+    with (tmp_path / "samples.csv").open() as handle:
+        sets = Counter(row["set"] for row in csv.DictReader(handle))
+    expected = {"before": 18, "candidates_reward_weighted": 72}
+    expected.update({f"after_{v}": 18 for v in trained if v != "reward_weighted"})
+    assert sets == expected

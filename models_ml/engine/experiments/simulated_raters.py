@@ -7,12 +7,16 @@ and the image lies as close to real images of that modality as held-out real
 images do; 2 when the prompted modality is merely the likely one; 1 otherwise.
 
 Steps: build the demo data, train a small tiny-backend base model, generate
-N images per prompt, rate part of them with the program, train the reward model
-on those ratings, weight every image (ratings where given, reward elsewhere,
-normalised per prompt), run reward-weighted fine-tuning, generate again with the
-same prompts and seeds, rate again, and finally keep the best of 4 candidates by
-reward from the fine-tuned model. Shares rated 3 are reported with Wilson 95 %
-intervals, together with the reward model's held-out metrics and step times.
+N images per prompt (no classifier-free guidance, see ``guidance``), rate part
+of them with the program, train the reward model on those ratings, and
+fine-tune the base three ways that differ only in the per-image weights
+(normalised per prompt): reward-weighted, filtered (images rated 3 only) and
+equal weights (the control). Each fine-tuned model generates again with the
+same prompts and seeds and is rated again; finally the best of 4 candidates by
+reward is kept from the reward-weighted model. Shares rated 3 are reported
+with Wilson 95 % intervals and exact paired McNemar tests (same seeds),
+together with the reward model's held-out metrics, step times and the load
+average.
 
     python -m models_ml.engine.experiments.simulated_raters --output_dir DIR [--quick]
 """
@@ -63,8 +67,18 @@ class ExperimentConfig:
     rated_fraction: float = 0.5
     sample_steps: int = 40
     scheduler: str = "ddpm"
-    guidance: float = 3.0
+    # No classifier-free guidance: reward-weighted fine-tuning fits the model
+    # to its own samples, which must then come from the model itself. Samples
+    # drawn at guidance 3 come from a sharpened distribution; fitting them and
+    # sampling at guidance 3 again compounds the sharpening (colour
+    # saturation drifts away from real images), and every variant, the
+    # equal-weights control included, lost 3s that way (docs/engine.md).
+    guidance: float = 1.0
     best_of: int = 4
+    # The first variant is the headline one (best-of-N runs on it); the
+    # equal-weights control isolates what the feedback adds.
+    variants: tuple[str, ...] = ("reward_weighted", "filtered", "equal_weights")
+    filter_reward: float = 0.75
     reward_ensemble: int = 5
     reward_epochs: int = 200
     seed: int = 0
@@ -380,21 +394,74 @@ def _grid(
     return path
 
 
+VARIANTS = ("reward_weighted", "filtered", "equal_weights")
+
+
+def mcnemar_exact(before: Sequence[bool], after: Sequence[bool]) -> dict[str, Any]:
+    """Exact McNemar test of paired yes/no outcomes (same seeds, two models).
+
+    Only discordant pairs carry information: ``gained`` went from no to yes,
+    ``lost`` from yes to no; the two-sided p-value is that of a fair coin
+    giving a split at least this uneven.
+    """
+    from scipy.stats import binomtest
+
+    gained = sum(1 for b, a in zip(before, after, strict=True) if a and not b)
+    lost = sum(1 for b, a in zip(before, after, strict=True) if b and not a)
+    discordant = gained + lost
+    p = binomtest(gained, discordant, 0.5).pvalue if discordant else 1.0
+    return {"gained": gained, "lost": lost, "p_value": float(p)}
+
+
+def variant_weights(
+    samples: Sequence[Sample],
+    rated: Sequence[bool],
+    variant: str,
+    config: ExperimentConfig,
+) -> list[float]:
+    """Per-sample fine-tuning weight of one variant, normalised per prompt.
+
+    ``reward_weighted``: ``((rating - 1) / 2) ** power`` where rated, the reward
+    model's ``reward ** power`` elsewhere. ``filtered``: 1 for images rated 3
+    (or, unrated, with reward at least ``filter_reward``), 0 for the rest.
+    ``equal_weights``: 1 for every image (the control: the same fine-tuning
+    without the feedback).
+    """
+    from ..train import normalise_weights_per_prompt
+
+    raw = []
+    for s, is_rated in zip(samples, rated, strict=True):
+        score = (s.rating - 1) / 2 if is_rated else float(s.reward or 0.0)
+        if variant == "reward_weighted":
+            raw.append(score**config.weight_power)
+        elif variant == "filtered":
+            good = s.rating == 3 if is_rated else score >= config.filter_reward
+            raw.append(1.0 if good else 0.0)
+        elif variant == "equal_weights":
+            raw.append(1.0)
+        else:
+            raise ValueError(f"unknown variant {variant!r}: use one of {VARIANTS}")
+    return normalise_weights_per_prompt(
+        [(s.prompt, w) for s, w in zip(samples, raw, strict=True)]
+    )
+
+
 def run_experiment(config: ExperimentConfig) -> dict[str, Any]:
-    """Run every step, write ``report.json``, ``report.md`` and ``grid.png``."""
+    """Run every step; write report.json, report.md, samples.csv and grid.png."""
     import torch
 
     from ..backends import load_backend
     from ..demo import build_demo_dataset
     from ..filtering import filter_generate
     from ..reward import RatingRecord, RewardConfig, read_real_csv, train_reward_model
-    from ..train import TrainConfig, normalise_weights_per_prompt, train
+    from ..train import TrainConfig, train
 
     out = Path(config.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(config.seed)
     timer = Timer()
     report: dict[str, Any] = {"config": _jsonable(dataclasses.asdict(config))}
+    report["load_average_start"] = _load_average()
 
     with timer.step("demo_data"):
         summary = build_demo_dataset(
@@ -482,95 +549,178 @@ def run_experiment(config: ExperimentConfig) -> dict[str, Any]:
     report["reward_model"] = {
         k: v for k, v in reward.metrics.items() if k not in ("reliability",)
     }
-
-    raw = [
-        ((s.rating - 1) / 2 if is_rated else float(s.reward or 0.0))
-        ** config.weight_power
-        for s, is_rated in zip(before, rated, strict=True)
-    ]
-    weights = normalise_weights_per_prompt(
-        [(s.prompt, w) for s, w in zip(before, raw, strict=True)]
-    )
-    weights_csv = _write_csv(
-        out / "weights.csv",
-        ("path", "Text", "modality", "weight"),
-        [
-            (str(s.path.relative_to(out)), s.prompt, s.modality, f"{w:.6f}")
-            for s, w in zip(before, weights, strict=True)
-        ],
-    )
     report["weights"] = {
         "from_ratings": int(sum(rated)),
         "from_reward_model": int(len(rated) - sum(rated)),
-        "rating_to_weight": f"((rating - 1) / 2) ** {config.weight_power}, "
-        f"reward ** {config.weight_power} where unrated; "
-        "normalised so each prompt's weights average 1",
+        "reward_weighted": f"((rating - 1) / 2) ** {config.weight_power}, "
+        f"reward ** {config.weight_power} where unrated",
+        "filtered": f"1 where rated 3 (unrated: reward >= {config.filter_reward}), "
+        "else 0",
+        "equal_weights": "1 for every image (control)",
+        "normalisation": "each prompt's weights average 1",
     }
 
-    with timer.step("finetune"):
-        tuned = train(
-            TrainConfig(
-                weights_csv=str(weights_csv),
-                real_csv=str(real_csv),
-                beta=config.beta,
-                model_path=str(base_dir),
-                output_dir=str(out / "finetuned"),
-                max_steps=config.finetune_steps,
-                learning_rate=config.finetune_lr,
-                lr_scheduler="constant",
-                **{**common, "lr_warmup_steps": config.finetune_warmup},
-            )
-        )
-    assert tuned.final_dir is not None
-
-    with timer.step("generate_after"):
-        tuned_backend = load_backend(tuned.final_dir)
-        after = _generate_and_rate(
-            tuned_backend, requests, rater, out / "after", config
-        )
-
-    with timer.step("best_of_4"):
-        filtered = filter_generate(
-            tuned_backend,
-            reward.model,
-            requests,
-            mode="best_of_n",
-            n=config.best_of,
-            steps=config.sample_steps,
-            guidance=config.guidance,
-            scheduler=config.scheduler,
-            batch_size=config.batch_size,
-        )
-        kept = filtered.kept
-        kept_ratings = rater.rate([k.image for k in kept], [k.modality for k in kept])
-        _save([k.image for k in kept], out / "best_of_4")
-
+    samples_rows: list[tuple[Any, ...]] = [
+        ("before", s.path.relative_to(out), s.prompt, s.modality, s.seed, s.rating)
+        for s in before
+    ]
     report["before"] = rating_summary(
         [s.rating for s in before], [s.modality for s in before]
     )
-    report["after_one_round"] = rating_summary(
-        [s.rating for s in after], [s.modality for s in after]
+    before_3 = [s.rating == 3 for s in before]
+    report["variants"] = {}
+    tuned_dirs: dict[str, Path] = {}
+    after_by_variant: dict[str, list[Sample]] = {}
+    skipped: dict[str, str] = {}
+    for variant in config.variants:
+        weights = variant_weights(before, rated, variant, config)
+        if not any(w > 0 for w in weights):
+            # A filter that keeps nothing has nothing to train on.
+            skipped[variant] = "no image qualifies (every weight is 0)"
+            continue
+        weights_csv = _write_csv(
+            out / f"weights_{variant}.csv",
+            ("path", "Text", "modality", "weight"),
+            [
+                (str(s.path.relative_to(out)), s.prompt, s.modality, f"{w:.6f}")
+                for s, w in zip(before, weights, strict=True)
+            ],
+        )
+        with timer.step(f"finetune_{variant}"):
+            tuned = train(
+                TrainConfig(
+                    weights_csv=str(weights_csv),
+                    real_csv=str(real_csv),
+                    beta=config.beta,
+                    model_path=str(base_dir),
+                    output_dir=str(out / f"finetuned_{variant}"),
+                    max_steps=config.finetune_steps,
+                    learning_rate=config.finetune_lr,
+                    lr_scheduler="constant",
+                    filter_threshold=0.5 if variant == "filtered" else None,
+                    **{**common, "lr_warmup_steps": config.finetune_warmup},
+                )
+            )
+        assert tuned.final_dir is not None
+        tuned_dirs[variant] = tuned.final_dir
+        if variant == config.variants[0] and config.best_of > 1:
+            continue  # its "after" set is candidate 0 of best-of-N below
+        with timer.step(f"generate_after_{variant}"):
+            after_by_variant[variant] = _generate_and_rate(
+                load_backend(tuned.final_dir),
+                requests,
+                rater,
+                out / f"after_{variant}",
+                config,
+            )
+
+    main_variant = config.variants[0]
+    kept_ratings: list[int] = []
+    kept: list[Any] = []
+    if config.best_of > 1 and main_variant in tuned_dirs:
+        with timer.step(f"best_of_{config.best_of}"):
+            filtered = filter_generate(
+                load_backend(tuned_dirs[main_variant]),
+                reward.model,
+                requests,
+                mode="best_of_n",
+                n=config.best_of,
+                steps=config.sample_steps,
+                guidance=config.guidance,
+                scheduler=config.scheduler,
+                batch_size=config.batch_size,
+            )
+            candidates = sorted(
+                filtered.kept + filtered.rejected,
+                key=lambda c: (c.request_index, c.attempt),
+            )
+            candidate_ratings = rater.rate(
+                [c.image for c in candidates], [c.modality for c in candidates]
+            )
+            paths = _save([c.image for c in candidates], out / "candidates")
+            rating_of = {
+                (c.request_index, c.attempt): (r, p)
+                for c, r, p in zip(candidates, candidate_ratings, paths, strict=True)
+            }
+            after_by_variant[main_variant] = [
+                Sample(
+                    path=rating_of[(i, 0)][1],
+                    prompt=r.prompt,
+                    modality=r.modality,
+                    seed=r.seed,
+                    rating=rating_of[(i, 0)][0],
+                )
+                for i, r in enumerate(requests)
+            ]
+            kept = filtered.kept
+            kept_ratings = [rating_of[(k.request_index, k.attempt)][0] for k in kept]
+            samples_rows += [
+                (
+                    f"candidates_{main_variant}",
+                    p.relative_to(out),
+                    c.prompt,
+                    c.modality,
+                    c.seed,
+                    r,
+                )
+                for c, r, p in zip(candidates, candidate_ratings, paths, strict=True)
+            ]
+    for variant in config.variants:
+        if variant in skipped:
+            report["variants"][variant] = {"skipped": skipped[variant]}
+            continue
+        after = after_by_variant[variant]
+        entry = rating_summary([s.rating for s in after], [s.modality for s in after])
+        entry["vs_before"] = mcnemar_exact(before_3, [s.rating == 3 for s in after])
+        entry["finetune_dir"] = str(tuned_dirs[variant])
+        report["variants"][variant] = entry
+        if variant != main_variant or config.best_of <= 1:
+            samples_rows += [
+                (
+                    f"after_{variant}",
+                    s.path.relative_to(out),
+                    s.prompt,
+                    s.modality,
+                    s.seed,
+                    s.rating,
+                )
+                for s in after
+            ]
+    if kept:
+        best = rating_summary(kept_ratings, [k.modality for k in kept])
+        best["filter_stats"] = filtered.stats
+        best["of_variant"] = main_variant
+        best["vs_after"] = mcnemar_exact(
+            [s.rating == 3 for s in after_by_variant[main_variant]],
+            [r == 3 for r in kept_ratings],
+        )
+        best["vs_before"] = mcnemar_exact(before_3, [r == 3 for r in kept_ratings])
+        best["all_candidates"] = rating_summary(
+            candidate_ratings, [c.modality for c in candidates]
+        )
+        report["best_of_n"] = best
+    _write_csv(
+        out / "samples.csv",
+        ("set", "path", "prompt", "modality", "seed", "rating"),
+        samples_rows,
     )
-    report["best_of_4_after"] = rating_summary(kept_ratings, [k.modality for k in kept])
-    report["best_of_4_after"]["filter_stats"] = filtered.stats
     report["seconds"] = timer.seconds
     report["seconds"]["total"] = round(sum(timer.seconds.values()), 2)
+    report["load_average_end"] = _load_average()
 
     show = min(4, config.images_per_prompt)
+    after_main = after_by_variant.get(main_variant, before)
     rows = []
     for p, (text, _) in enumerate(prompts):
         lo = p * config.images_per_prompt
         span = range(lo, lo + show)
-        rows.append(
-            (
-                text,
-                [
-                    [(Image.open(before[i].path), before[i].rating) for i in span],
-                    [(Image.open(after[i].path), after[i].rating) for i in span],
-                    [(kept[i].image, kept_ratings[i]) for i in span],
-                ],
-            )
-        )
+        groups = [
+            [(Image.open(before[i].path), before[i].rating) for i in span],
+            [(Image.open(after_main[i].path), after_main[i].rating) for i in span],
+        ]
+        if kept:
+            groups.append([(kept[i].image, kept_ratings[i]) for i in span])
+        rows.append((text, groups))
     report["grid"] = str(_grid(rows, out / "grid.png"))
     report["prompts"] = [text for text, _ in prompts]
     (out / "report.json").write_text(
@@ -578,6 +728,15 @@ def run_experiment(config: ExperimentConfig) -> dict[str, Any]:
     )
     (out / "report.md").write_text(markdown_report(report))
     return report
+
+
+def _load_average() -> list[float] | None:
+    import os
+
+    try:
+        return [round(v, 2) for v in os.getloadavg()]
+    except OSError:
+        return None
 
 
 def _json_default(value: Any) -> Any:
@@ -592,13 +751,28 @@ def _jsonable(values: dict[str, Any]) -> dict[str, Any]:
     return json.loads(json.dumps(values, default=_json_default))
 
 
-def _share_line(name: str, summary: dict[str, Any]) -> str:
+def _share_line(name: str, summary: dict[str, Any], test: str = "") -> str:
     low, high = summary["share_3_wilson95"]
     share = summary["share_3"] or 0.0
     return (
         f"| {name} | {summary['n']} | {summary['rated_3']} | {share:.3f} | "
-        f"[{low:.3f}, {high:.3f}] | {summary['mean_rating']:.2f} |"
+        f"[{low:.3f}, {high:.3f}] | {summary['mean_rating']:.2f} | {test} |"
     )
+
+
+def _test_cell(test: dict[str, Any] | None, against: str) -> str:
+    if not test:
+        return ""
+    return (
+        f"vs {against}: +{test['gained']} / -{test['lost']}, p = {test['p_value']:.3g}"
+    )
+
+
+VARIANT_NAMES = {
+    "reward_weighted": "after one round, reward-weighted",
+    "filtered": "after one round, filtered (rated 3 only)",
+    "equal_weights": "after one round, equal weights (control)",
+}
 
 
 def markdown_report(report: dict[str, Any]) -> str:
@@ -608,11 +782,55 @@ def markdown_report(report: dict[str, Any]) -> str:
     lines = [
         "# Simulated-rater experiment",
         "",
-        "| set | n | rated 3 | share 3 | Wilson 95 % | mean rating |",
-        "| --- | --- | --- | --- | --- | --- |",
+        "| set | n | rated 3 | share 3 | Wilson 95 % | mean rating "
+        "| paired McNemar (seeds gained / lost) |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
         _share_line("before (base model)", report["before"]),
-        _share_line("after one round", report["after_one_round"]),
-        _share_line("best of 4 after one round", report["best_of_4_after"]),
+    ]
+    for variant, entry in report["variants"].items():
+        if "skipped" in entry:
+            lines.append(
+                f"| {VARIANT_NAMES.get(variant, variant)} | skipped: "
+                f"{entry['skipped']} | | | | | |"
+            )
+            continue
+        lines.append(
+            _share_line(
+                VARIANT_NAMES.get(variant, variant),
+                entry,
+                _test_cell(entry.get("vs_before"), "before"),
+            )
+        )
+    best = report.get("best_of_n")
+    if best:
+        n = best["filter_stats"]["n"]
+        lines.append(
+            _share_line(
+                f"best of {n} by reward, {best['of_variant']} model",
+                best,
+                _test_cell(best.get("vs_after"), "its unfiltered set")
+                + "; "
+                + _test_cell(best.get("vs_before"), "before"),
+            )
+        )
+        lines.append(
+            _share_line(
+                f"all {n} candidates of that model (no filter)", best["all_candidates"]
+            )
+        )
+    per_modality = ["", "Rated 3 per modality:", ""]
+    sets = [("before", report["before"])] + [
+        (v, e) for v, e in report["variants"].items() if "skipped" not in e
+    ]
+    if best:
+        sets.append((f"best_of_{best['filter_stats']['n']}", best))
+    for name, entry in sets:
+        cells = ", ".join(
+            f"{m} {c['rated_3']}/{c['n']}" for m, c in entry["per_modality"].items()
+        )
+        per_modality.append(f"- {name}: {cells}")
+    lines += per_modality
+    lines += [
         "",
         f"Rater: {rater['kind']}; held-out accuracy {rater['heldout_accuracy']:.3f} "
         f"on {rater['n_heldout']} real images; held-out real images rated 3: "
@@ -628,6 +846,8 @@ def markdown_report(report: dict[str, Any]) -> str:
         "",
         "Seconds per step: "
         + ", ".join(f"{k} {v:.1f}" for k, v in report["seconds"].items()),
+        f"Load average (1, 5, 15 min) at start {report.get('load_average_start')}, "
+        f"at end {report.get('load_average_end')}.",
         "",
         f"Samples: `{report['grid']}` (rows: prompts; red digit: the rating).",
         "",
@@ -650,6 +870,11 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         type=Path,
         help="reuse this trained tiny model folder instead of training a base",
     )
+    parser.add_argument(
+        "--guidance",
+        type=float,
+        help="classifier-free guidance of every sampling step (default 1: none)",
+    )
     args = parser.parse_args(argv)
     config = (
         quick_config(args.output_dir)
@@ -658,6 +883,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     )
     config.seed = args.seed
     config.base_model = args.base_model
+    if args.guidance is not None:
+        config.guidance = args.guidance
     report = run_experiment(config)
     print(markdown_report(report))
     return report

@@ -1,0 +1,534 @@
+"""Simulated-rater active learning: does serving by spread need fewer ratings?
+
+The same task as ``simulated_raters``: a program rates generated images 1-3.
+A pool of generated images is rated by the program, but a rating is only
+"revealed" when the loop asks for it. Starting from a small random batch, the
+reward ensemble is retrained after every batch of ratings, and the next batch
+is chosen either
+
+- by **uncertainty**: the unrated images with the largest ensemble spread
+  (``RewardPrediction.uncertainty``, the std of the members' rewards), or
+- at **random**.
+
+After every batch the ensemble is scored on a held-out set (images whose seeds
+never enter the pool, so near-duplicates cannot leak) by Spearman's rho between
+predicted reward and the program's rating. Several seeds; both curves printed,
+written to ``report.json`` / ``report.md`` and drawn to ``curves.png``.
+
+Image features and prompt embeddings are computed once; each retrain is the
+reward head alone (seconds).
+
+    python -m models_ml.engine.experiments.active_learning \
+        --source_dir DIR_OF_A_SIMULATED_RATERS_RUN --output_dir DIR [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+STRATEGIES = ("uncertainty", "uncertainty_per_prompt", "random")
+
+
+@dataclass
+class ActiveConfig:
+    output_dir: Path
+    initial: int = 12
+    batch: int = 12
+    budget: int = 120
+    seeds: tuple[int, ...] = (0, 1, 2, 3, 4, 5)
+    heldout_fraction: float = 0.3
+    targets: tuple[float, ...] = (0.5, 0.6, 0.7)
+    ensemble_size: int = 5
+    epochs: int = 200
+
+
+@dataclass
+class Pool:
+    """Everything the loop needs, as arrays: computed once per run."""
+
+    image: np.ndarray  # (N, F) image features
+    prompt: np.ndarray  # (N, D) prompt embeddings
+    modality: np.ndarray  # (N, B) hashed modality one-hots
+    ratings: np.ndarray  # (N,) the program's ratings, 1..3
+    group: np.ndarray  # (N,) generation seed: held-out split unit
+    negatives: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None = None
+    negative_weight: float = 0.3
+
+
+# --- the loop -----------------------------------------------------------------
+
+
+def select_by_spread(
+    uncertainty: np.ndarray, candidates: np.ndarray, k: int
+) -> np.ndarray:
+    """The ``k`` candidates with the largest spread (ties by lower index)."""
+    order = np.lexsort((candidates, -uncertainty[candidates]))
+    return candidates[order[:k]]
+
+
+def select_by_spread_per_prompt(
+    uncertainty: np.ndarray,
+    candidates: np.ndarray,
+    k: int,
+    prompt_ids: np.ndarray,
+    groups: np.ndarray,
+) -> np.ndarray:
+    """Largest spread within each prompt, taking prompts in turn, one image per
+    seed group: a batch spread over the prompts instead of piled on one corner
+    of feature space where the members happen to disagree most."""
+    order = candidates[np.lexsort((candidates, -uncertainty[candidates]))]
+    queues = {
+        p: [i for i in order if prompt_ids[i] == p]
+        for p in sorted(set(prompt_ids[candidates].tolist()))
+    }
+    chosen: list[int] = []
+    used_groups: set[int] = set()
+    while len(chosen) < k and any(queues.values()):
+        for queue in queues.values():
+            while queue and int(groups[queue[0]]) in used_groups:
+                queue.pop(0)
+            if queue and len(chosen) < k:
+                pick = queue.pop(0)
+                chosen.append(int(pick))
+                used_groups.add(int(groups[pick]))
+        if all(not q for q in queues.values()) and len(chosen) < k:
+            used_groups.clear()  # fewer groups than k: allow repeats
+            queues = {
+                p: [i for i in order if prompt_ids[i] == p and i not in chosen]
+                for p in queues
+            }
+    return np.array(chosen, dtype=np.int64)
+
+
+def split_heldout(
+    groups: np.ndarray, fraction: float, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Indices (pool, heldout): whole seed groups go to one side."""
+    unique = np.unique(groups)
+    rng = np.random.default_rng(seed)
+    held = set(
+        rng.choice(
+            unique, size=max(1, round(len(unique) * fraction)), replace=False
+        ).tolist()
+    )
+    mask = np.array([g in held for g in groups.tolist()])
+    return np.flatnonzero(~mask), np.flatnonzero(mask)
+
+
+def _fit_and_predict(
+    pool: Pool,
+    train_idx: np.ndarray,
+    predict_idx: np.ndarray,
+    config: ActiveConfig,
+    seed: int,
+) -> Any:
+    from ..reward import RewardConfig, _fit_ensemble, _summarise
+
+    image = pool.image[train_idx]
+    prompt = pool.prompt[train_idx]
+    modality = pool.modality[train_idx]
+    ratings = pool.ratings[train_idx]
+    weights = np.ones(len(train_idx), dtype=np.float32)
+    if pool.negatives is not None:
+        n_image, n_prompt, n_modality, n_ratings = pool.negatives
+        image = np.concatenate([image, n_image])
+        prompt = np.concatenate([prompt, n_prompt])
+        modality = np.concatenate([modality, n_modality])
+        ratings = np.concatenate([ratings, n_ratings])
+        weights = np.concatenate(
+            [weights, np.full(len(n_ratings), pool.negative_weight, np.float32)]
+        )
+    reward_config = RewardConfig(
+        ensemble_size=config.ensemble_size, epochs=config.epochs, seed=seed
+    )
+    head, norm = _fit_ensemble(
+        image, prompt, modality, ratings.astype(np.int64), weights, reward_config, seed
+    )
+    import torch
+
+    img, cond = norm.apply(
+        pool.image[predict_idx], pool.prompt[predict_idx], pool.modality[predict_idx]
+    )
+    with torch.no_grad():
+        return _summarise(head.probs(img, cond))
+
+
+def _spearman(reward: np.ndarray, ratings: np.ndarray) -> float:
+    from scipy.stats import spearmanr
+
+    if np.ptp(reward) == 0 or len(set(ratings.tolist())) < 2:
+        return 0.0
+    value = float(spearmanr(reward, ratings).statistic)
+    return 0.0 if math.isnan(value) else value
+
+
+def run_loop(
+    pool: Pool,
+    config: ActiveConfig,
+    *,
+    strategy: str,
+    seed: int,
+    log: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """One learning curve: held-out rho after each batch of revealed ratings."""
+    if strategy not in STRATEGIES:
+        raise ValueError(f"strategy {strategy!r}: use one of {STRATEGIES}")
+    pool_idx, held_idx = split_heldout(pool.group, config.heldout_fraction, seed)
+    prompt_ids = np.unique(pool.prompt, axis=0, return_inverse=True)[1].ravel()
+    rng = np.random.default_rng(seed)
+    # The same first batch for both strategies at a given seed.
+    labelled = rng.permutation(pool_idx)[: config.initial]
+    select_rng = np.random.default_rng(seed + 10_000)
+    budget = min(config.budget, len(pool_idx))
+    points: list[dict[str, Any]] = []
+    picks: list[dict[str, Any]] = []
+    while True:
+        unlabelled = np.setdiff1d(pool_idx, labelled)
+        predict_idx = np.concatenate([held_idx, unlabelled])
+        pred = _fit_and_predict(pool, labelled, predict_idx, config, seed)
+        held_reward = pred.reward[: len(held_idx)]
+        rho = _spearman(held_reward, pool.ratings[held_idx])
+        points.append({"n_ratings": int(len(labelled)), "spearman": rho})
+        if log:
+            log(f"{strategy} seed {seed}: {len(labelled)} ratings, rho {rho:.3f}")
+        if len(labelled) >= budget or len(unlabelled) == 0:
+            break
+        k = min(config.batch, budget - len(labelled), len(unlabelled))
+        spread = pred.uncertainty[len(held_idx) :]
+        if strategy == "uncertainty":
+            local = select_by_spread(spread, np.arange(len(unlabelled)), k)
+        elif strategy == "uncertainty_per_prompt":
+            local = select_by_spread_per_prompt(
+                spread,
+                np.arange(len(unlabelled)),
+                k,
+                prompt_ids[unlabelled],
+                pool.group[unlabelled],
+            )
+        else:
+            local = select_rng.choice(len(unlabelled), size=k, replace=False)
+        chosen = unlabelled[local]
+        picks.append(
+            {
+                "n_ratings": int(len(labelled)),
+                "chosen": chosen.tolist(),
+                "chosen_spread": spread[local].tolist(),
+                "max_unchosen_spread": float(np.delete(spread, local).max(initial=0.0)),
+            }
+        )
+        labelled = np.concatenate([labelled, chosen])
+    return {
+        "strategy": strategy,
+        "seed": seed,
+        "n_pool": int(len(pool_idx)),
+        "n_heldout": int(len(held_idx)),
+        "points": points,
+        "picks": picks,
+    }
+
+
+def ratings_to_reach(curve: Sequence[dict[str, Any]], target: float) -> int | None:
+    """Fewest ratings at which the curve first reaches ``target`` (None: never)."""
+    for point in curve:
+        if point["spearman"] >= target:
+            return int(point["n_ratings"])
+    return None
+
+
+def summarise_runs(
+    runs: Sequence[dict[str, Any]], targets: Sequence[float]
+) -> dict[str, Any]:
+    """Mean and std of rho per number of ratings and strategy; ratings to reach."""
+    summary: dict[str, Any] = {}
+    for strategy in STRATEGIES:
+        mine = [r for r in runs if r["strategy"] == strategy]
+        if not mine:
+            continue
+        counts = sorted({p["n_ratings"] for r in mine for p in r["points"]})
+        curve = []
+        for n in counts:
+            values = [
+                p["spearman"] for r in mine for p in r["points"] if p["n_ratings"] == n
+            ]
+            curve.append(
+                {
+                    "n_ratings": n,
+                    "spearman": float(np.mean(values)),
+                    "std": float(np.std(values)),
+                    "n_seeds": len(values),
+                }
+            )
+        reach = {}
+        for target in targets:
+            per_seed = [ratings_to_reach(r["points"], target) for r in mine]
+            reach[f"{target:g}"] = {
+                "mean_curve": ratings_to_reach(curve, target),
+                "per_seed": per_seed,
+                "median_per_seed": _median_or_none(per_seed),
+            }
+        summary[strategy] = {"curve": curve, "ratings_to_reach": reach}
+    return summary
+
+
+def _median_or_none(values: Sequence[int | None]) -> float | None:
+    """Median where a seed that never got there counts as infinitely many."""
+    ordered = sorted(math.inf if v is None else v for v in values)
+    if not ordered:
+        return None
+    mid = len(ordered) // 2
+    median = ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
+    return None if math.isinf(median) else float(median)
+
+
+# --- the pool from a simulated_raters run --------------------------------------
+
+
+def pool_from_run(
+    source_dir: Path, *, buckets: int = 16
+) -> tuple[Pool, dict[str, Any]]:
+    """Every generated image of a ``simulated_raters`` run, re-rated by its program.
+
+    Reads ``samples.csv`` (written by that run: one row per generated image
+    with its set, prompt, modality, seed and rating) and ``real.csv`` for free
+    negatives (real images under another modality's prompt, rated 1).
+    """
+    import csv
+
+    from ..features import HandcraftedFeatures
+    from ..reward import (
+        _load_image,
+        make_free_negatives,
+        modality_vectors,
+        prompt_embedder_from_config,
+        read_real_csv,
+    )
+
+    source_dir = Path(source_dir)
+    with (source_dir / "samples.csv").open(newline="", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    if not rows:
+        raise ValueError(f"{source_dir / 'samples.csv'}: no samples")
+    extractor = HandcraftedFeatures()
+    embedder = prompt_embedder_from_config(None)
+    image = extractor.extract([Image.open(source_dir / r["path"]) for r in rows])
+    prompts = [r["prompt"] for r in rows]
+    unique = sorted(set(prompts))
+    table = dict(zip(unique, embedder.embed(unique), strict=True))
+    real = read_real_csv(source_dir / "real.csv")
+    negatives = make_free_negatives(real, per_image=1, weight=0.3, seed=999)
+    neg_prompts = sorted({n.prompt for n in negatives} - set(table))
+    if neg_prompts:
+        table.update(zip(neg_prompts, embedder.embed(neg_prompts), strict=True))
+    pool = Pool(
+        image=image,
+        prompt=np.stack([table[p] for p in prompts]),
+        modality=modality_vectors([r["modality"] for r in rows], buckets),
+        ratings=np.array([int(r["rating"]) for r in rows]),
+        group=np.array([int(r["seed"]) for r in rows]),
+        negatives=(
+            extractor.extract([_load_image(n.image_path) for n in negatives]),
+            np.stack([table[n.prompt] for n in negatives]),
+            modality_vectors([n.modality for n in negatives], buckets),
+            np.ones(len(negatives), dtype=np.int64),
+        ),
+    )
+    sets = sorted({r["set"] for r in rows})
+    facts = {
+        "source_dir": str(source_dir),
+        "n_images": len(rows),
+        "n_seed_groups": len(set(pool.group.tolist())),
+        "sets": {s: sum(1 for r in rows if r["set"] == s) for s in sets},
+        "rating_counts": {str(v): int((pool.ratings == v).sum()) for v in (1, 2, 3)},
+        "n_free_negatives": len(negatives),
+    }
+    return pool, facts
+
+
+# --- report ------------------------------------------------------------------
+
+
+def run_experiment(
+    pool: Pool, config: ActiveConfig, facts: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    out = Path(config.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    runs = []
+    for seed in config.seeds:
+        for strategy in STRATEGIES:
+            runs.append(run_loop(pool, config, strategy=strategy, seed=seed))
+        print(f"[active_learning] seed {seed} done", flush=True)
+    report: dict[str, Any] = {
+        "config": json.loads(json.dumps(dataclasses.asdict(config), default=str)),
+        "pool": facts or {},
+        "summary": summarise_runs(runs, config.targets),
+        "runs": runs,
+        "seconds": round(time.perf_counter() - started, 1),
+    }
+    report["plot"] = str(plot_curves(report["summary"], out / "curves.png"))
+    (out / "report.json").write_text(json.dumps(report, indent=2))
+    (out / "report.md").write_text(markdown_report(report))
+    return report
+
+
+def markdown_report(report: dict[str, Any]) -> str:
+    summary = report["summary"]
+    pool = report.get("pool", {})
+    curves = {s: {p["n_ratings"]: p for p in summary[s]["curve"]} for s in summary}
+    counts = sorted({n for c in curves.values() for n in c})
+    n_seeds = len(report["config"]["seeds"])
+    lines = [
+        "# Active learning: uncertainty vs random serving",
+        "",
+        f"Held-out Spearman rho (mean ± std over {n_seeds} seeds) after each batch.",
+        "",
+        "| ratings | " + " | ".join(summary) + " |",
+        "| --- | " + " | ".join("---" for _ in summary) + " |",
+    ]
+    for n in counts:
+        cells = []
+        for s in summary:
+            p = curves[s].get(n)
+            cells.append(f"{p['spearman']:.3f} ± {p['std']:.3f}" if p else "")
+        lines.append(f"| {n} | " + " | ".join(cells) + " |")
+    lines += ["", "Ratings needed to reach rho (mean curve; median over seeds):", ""]
+    lines.append("| rho | " + " | ".join(summary) + " |")
+    lines.append("| --- | " + " | ".join("---" for _ in summary) + " |")
+    for target in report["config"]["targets"]:
+        key = f"{target:g}"
+        cells = []
+        for s in summary:
+            r = summary[s]["ratings_to_reach"][key]
+            cells.append(
+                f"{_or_never(r['mean_curve'])}; {_or_never(r['median_per_seed'])}"
+            )
+        lines.append(f"| {key} | " + " | ".join(cells) + " |")
+    held = report["runs"][0]["n_heldout"] if report["runs"] else 0
+    lines += [
+        "",
+        f"Pool: {pool.get('n_images', '?')} rated images "
+        f"({pool.get('rating_counts', {})}), {held} held out per seed "
+        f"(whole seed groups); {report['seconds']} s.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def _or_never(value: float | None) -> str:
+    return "not reached" if value is None else f"{value:g}"
+
+
+def plot_curves(summary: dict[str, Any], path: Path) -> Path:
+    """Mean rho against ratings with a ±1 std band, one line per strategy."""
+    width, height, left, right, top, bottom = 640, 400, 60, 20, 30, 50
+    canvas = Image.new("RGB", (width, height), "white")
+    draw = ImageDraw.Draw(canvas)
+    counts = [p["n_ratings"] for s in summary for p in summary[s]["curve"]]
+    values = [
+        v
+        for s in summary
+        for p in summary[s]["curve"]
+        for v in (p["spearman"] - p["std"], p["spearman"] + p["std"])
+    ]
+    x0, x1 = min(counts), max(counts)
+    y0 = math.floor(min(values) * 10) / 10
+    y1 = max(math.ceil(max(values) * 10) / 10, y0 + 0.1)
+
+    def xy(n: float, v: float) -> tuple[float, float]:
+        fx = (n - x0) / max(x1 - x0, 1)
+        fy = (v - y0) / max(y1 - y0, 1e-9)
+        return left + fx * (width - left - right), top + (1 - fy) * (
+            height - top - bottom
+        )
+
+    draw.rectangle([left, top, width - right, height - bottom], outline="black")
+    steps = int(round((y1 - y0) / 0.1))
+    for i in range(steps + 1):
+        v = y0 + i * 0.1
+        _, y = xy(x0, v)
+        draw.line([left, y, width - right, y], fill=(225, 225, 225))
+        draw.text((left - 32, y - 6), f"{v:.1f}", fill="black")
+    for n in sorted(set(counts))[:: max(1, len(set(counts)) // 8)]:
+        x, _ = xy(n, y0)
+        draw.text((x - 8, height - bottom + 6), str(n), fill="black")
+    draw.text(
+        (width // 2 - 90, height - 22), "ratings revealed (held-out rho)", fill="black"
+    )
+    colours = {
+        "uncertainty": (200, 40, 40),
+        "uncertainty_per_prompt": (230, 140, 0),
+        "random": (40, 80, 200),
+    }
+    for row, strategy in enumerate(summary):
+        colour = colours.get(strategy, (0, 0, 0))
+        curve = summary[strategy]["curve"]
+        band = [xy(p["n_ratings"], p["spearman"] + p["std"]) for p in curve] + [
+            xy(p["n_ratings"], p["spearman"] - p["std"]) for p in reversed(curve)
+        ]
+        overlay = Image.new("RGBA", canvas.size, (0, 0, 0, 0))
+        ImageDraw.Draw(overlay).polygon(band, fill=(*colour, 40))
+        canvas = Image.alpha_composite(canvas.convert("RGBA"), overlay).convert("RGB")
+        draw = ImageDraw.Draw(canvas)
+        line = [xy(p["n_ratings"], p["spearman"]) for p in curve]
+        draw.line(line, fill=colour, width=3)
+        for x, y in line:
+            draw.ellipse([x - 3, y - 3, x + 3, y + 3], fill=colour)
+        draw.text((left + 10, top + 8 + 14 * row), strategy, fill=colour)
+    draw.text((left, 8), "Reward-model Spearman rho vs ratings", fill="black")
+    canvas.save(path)
+    return path
+
+
+def quick_config(output_dir: Path) -> ActiveConfig:
+    return ActiveConfig(
+        output_dir=output_dir,
+        initial=6,
+        batch=6,
+        budget=18,
+        seeds=(0, 1),
+        ensemble_size=3,
+        epochs=30,
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(
+        prog="python -m models_ml.engine.experiments.active_learning",
+        description=__doc__.split("\n\n")[0] if __doc__ else None,
+    )
+    parser.add_argument(
+        "--source_dir",
+        required=True,
+        type=Path,
+        help="output folder of a simulated_raters run (its samples.csv and real.csv)",
+    )
+    parser.add_argument("--output_dir", required=True, type=Path, help="results folder")
+    parser.add_argument("--quick", action="store_true", help="test-size run")
+    parser.add_argument("--seeds", type=int, help="number of seeds (0, 1, ...)")
+    args = parser.parse_args(argv)
+    config = (
+        quick_config(args.output_dir)
+        if args.quick
+        else ActiveConfig(output_dir=args.output_dir)
+    )
+    if args.seeds:
+        config.seeds = tuple(range(args.seeds))
+    pool, facts = pool_from_run(args.source_dir)
+    report = run_experiment(pool, config, facts)
+    print(markdown_report(report))
+    return report
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,131 @@
+"""The active-learning experiment's plumbing on a small synthetic pool."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from models_ml.engine.experiments.active_learning import (
+    STRATEGIES,
+    ActiveConfig,
+    Pool,
+    ratings_to_reach,
+    run_experiment,
+    run_loop,
+    select_by_spread,
+    select_by_spread_per_prompt,
+    split_heldout,
+)
+
+
+def _pool(n: int = 90, seed: int = 0) -> Pool:
+    """Ratings follow the first image feature, so a head can learn them."""
+    rng = np.random.default_rng(seed)
+    image = rng.normal(size=(n, 12)).astype(np.float32)
+    ratings = np.digitize(image[:, 0], [-0.5, 0.5]) + 1
+    prompts = rng.normal(size=(3, 8)).astype(np.float32)
+    which = np.arange(n) % 3
+    modality = np.zeros((n, 4), dtype=np.float32)
+    modality[np.arange(n), which] = 1
+    return Pool(
+        image=image,
+        prompt=prompts[which],
+        modality=modality,
+        ratings=ratings,
+        group=np.arange(n) // 2,
+    )
+
+
+def _config(tmp_path: Path) -> ActiveConfig:
+    return ActiveConfig(
+        output_dir=tmp_path,
+        initial=6,
+        batch=6,
+        budget=24,
+        seeds=(0, 1),
+        targets=(0.3, 0.99),
+        ensemble_size=3,
+        epochs=20,
+    )
+
+
+def test_select_by_spread_takes_the_largest_spreads_among_candidates() -> None:
+    spread = np.array([0.1, 0.9, 0.5, 0.95, 0.7, 0.2])
+    candidates = np.array([0, 1, 2, 4, 5])  # 3 is already rated
+
+    assert select_by_spread(spread, candidates, 2).tolist() == [1, 4]
+    assert select_by_spread(spread, candidates, 3).tolist() == [1, 4, 2]
+
+
+def test_per_prompt_selection_takes_each_prompts_largest_spread_in_turn() -> None:
+    spread = np.array([0.9, 0.8, 0.7, 0.1, 0.2, 0.95])
+    prompt_ids = np.array([0, 0, 0, 1, 1, 0])
+    groups = np.array([0, 1, 2, 3, 4, 0])  # 5 shares a seed group with 0
+    candidates = np.arange(6)
+
+    chosen = select_by_spread_per_prompt(spread, candidates, 3, prompt_ids, groups)
+
+    assert chosen.tolist() == [5, 4, 1]
+
+
+def test_heldout_split_keeps_seed_groups_on_one_side() -> None:
+    groups = np.repeat(np.arange(20), 3)
+    pool_idx, held_idx = split_heldout(groups, 0.3, seed=4)
+
+    assert set(groups[pool_idx]).isdisjoint(set(groups[held_idx]))
+    assert len(set(groups[held_idx])) == 6
+    assert sorted(pool_idx.tolist() + held_idx.tolist()) == list(range(60))
+
+
+def test_uncertainty_loop_rates_the_highest_spread_unrated_images(
+    tmp_path: Path,
+) -> None:
+    pool = _pool()
+    run = run_loop(pool, _config(tmp_path), strategy="uncertainty", seed=0)
+
+    assert [p["n_ratings"] for p in run["points"]] == [6, 12, 18, 24]
+    for pick in run["picks"]:
+        assert len(pick["chosen"]) == 6
+        assert min(pick["chosen_spread"]) >= pick["max_unchosen_spread"]
+    chosen = [i for pick in run["picks"] for i in pick["chosen"]]
+    assert len(set(chosen)) == len(chosen)
+
+
+def test_random_and_uncertainty_start_from_the_same_first_batch(tmp_path: Path) -> None:
+    pool = _pool()
+    config = _config(tmp_path)
+    runs = [
+        run_loop(pool, config, strategy=s, seed=1) for s in ("uncertainty", "random")
+    ]
+
+    first = [r["points"][0]["spearman"] for r in runs]
+    assert first[0] == first[1]
+    assert runs[0]["picks"][0]["chosen"] != runs[1]["picks"][0]["chosen"]
+
+
+def test_ratings_to_reach_is_the_first_count_at_or_above_the_target() -> None:
+    curve = [
+        {"n_ratings": 6, "spearman": 0.2},
+        {"n_ratings": 12, "spearman": 0.55},
+        {"n_ratings": 18, "spearman": 0.5},
+    ]
+    assert ratings_to_reach(curve, 0.5) == 12
+    assert ratings_to_reach(curve, 0.6) is None
+
+
+def test_report_holds_both_curves_the_reach_table_and_a_plot(tmp_path: Path) -> None:
+    report = run_experiment(_pool(), _config(tmp_path), {"n_images": 90})
+
+    saved = json.loads((tmp_path / "report.json").read_text())
+    assert set(saved["summary"]) == set(STRATEGIES)
+    for strategy in STRATEGIES:
+        curve = saved["summary"][strategy]["curve"]
+        assert [p["n_ratings"] for p in curve] == [6, 12, 18, 24]
+        assert all(p["n_seeds"] == 2 for p in curve)
+        assert set(saved["summary"][strategy]["ratings_to_reach"]) == {"0.3", "0.99"}
+    assert len(saved["runs"]) == 6
+    assert Image.open(report["plot"]).size == (640, 400)
+    assert "| 24 |" in (tmp_path / "report.md").read_text()
