@@ -72,8 +72,11 @@ def test_demo_setup_opens_a_round_of_base_model_images_with_real_controls(
     assert job.status == JobStatus.SUCCEEDED and sent == []
 
 
-def test_demo_setup_queued_round_is_left_to_the_worker(var_dir, sent):
-    demo_setup("--round", "queued")
+def test_demo_setup_queued_round_is_left_to_the_worker(
+    var_dir, sent, django_capture_on_commit_callbacks
+):
+    with django_capture_on_commit_callbacks(execute=True):
+        demo_setup("--round", "queued")
     rnd = Round.objects.get()
     assert rnd.status == RoundStatus.GENERATING
     assert Job.objects.get(kind=JobKind.GENERATE_ROUND).status == JobStatus.QUEUED
