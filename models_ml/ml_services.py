@@ -268,11 +268,13 @@ def round_generate_start(
     seed: int | None = None,
     sampling: dict[str, Any] | None = None,
     chain: dict[str, Any] | None = None,
+    enqueue: bool = True,
 ) -> Job:
     """Create a round in ``generating`` and queue the job that fills it.
 
     With ``compare_model_version`` both versions draw the same prompts and
     seeds, so the round compares them image for image, blinded.
+    ``enqueue=False`` leaves the job for a caller that runs it in-process.
     """
     _check_diffusion(model_version, "model_version")
     if compare_model_version is not None:
@@ -330,7 +332,12 @@ def round_generate_start(
     }
     if chain is not None:
         params["chain"] = chain
-    job = job_create(kind=JobKind.GENERATE_ROUND, created_by=created_by, params=params)
+    job = job_create(
+        kind=JobKind.GENERATE_ROUND,
+        created_by=created_by,
+        params=params,
+        enqueue=enqueue,
+    )
     Round.objects.filter(pk=rnd.pk).update(settings={**rnd.settings, "job_id": job.pk})
     return job
 

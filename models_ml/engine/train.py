@@ -80,6 +80,7 @@ class TrainConfig:
     min_diversity_fraction: float = 0.5
     drift_check_steps: int = 50
     drift_samples: int = 4
+    save_precision: str = "fp32"
 
     def validate(self) -> None:
         if not self.data_csv and not self.weights_csv:
@@ -107,6 +108,10 @@ class TrainConfig:
             )
         if self.use_lora and self.backend != "sd":
             raise TrainConfigError("use_lora applies to backend 'sd' only")
+        if self.save_precision not in ("fp32", "fp16"):
+            raise TrainConfigError("save_precision must be fp32 or fp16")
+        if self.save_precision == "fp16" and self.backend != "tiny":
+            raise TrainConfigError("save_precision fp16 applies to backend 'tiny' only")
         if self.beta < 0:
             raise TrainConfigError("beta must be >= 0")
         if self.max_drift is not None and self.max_drift <= 0:
@@ -549,7 +554,10 @@ class _Trainer:
                 [p for p in self.backend.unet.parameters() if p.requires_grad]
             )
         if self.accelerator.is_main_process:
-            self.backend.save(final)
+            if self.config.save_precision == "fp16":
+                self.backend.save(final, half=True)  # type: ignore[call-arg]
+            else:
+                self.backend.save(final)
         self.accelerator.wait_for_everyone()
         return final
 

@@ -61,6 +61,16 @@ def test_modality_is_part_of_the_conditioning() -> None:
     assert context.shape[-1] == 384
 
 
+def test_modality_slug_alias_and_display_name_condition_alike() -> None:
+    backend = tiny_backend()
+    context = backend.encode_prompts(
+        ["chest film"] * 4, ["chest_xray", "CXR", "Chest X-ray", "Extremity X-ray"]
+    )
+
+    assert torch.equal(context[0], context[1]) and torch.equal(context[0], context[2])
+    assert not torch.equal(context[0], context[3])
+
+
 def test_prompt_longer_than_the_encoder_takes_raises_prompt_too_long() -> None:
     backend = tiny_backend(max_prompt_tokens=8)
 
@@ -79,6 +89,26 @@ def test_saved_model_loads_and_samples_the_same_images(tmp_path: Path) -> None:
         pixels(backend.generate(request, steps=2)),
         pixels(loaded.generate(request, steps=2)),
     )
+
+
+def test_half_precision_save_is_half_the_size_and_samples_alike(
+    tmp_path: Path,
+) -> None:
+    backend = tiny_backend()
+    request = [GenerationRequest("CT: slice", "CT", 7)]
+    backend.save(tmp_path / "full")
+    backend.save(tmp_path / "half", half=True)
+    loaded = load_backend(tmp_path / "half")
+    full_size = (tmp_path / "full" / "unet.safetensors").stat().st_size
+    half_size = (tmp_path / "half" / "unet.safetensors").stat().st_size
+
+    assert half_size < 0.6 * full_size
+    assert next(loaded.unet.parameters()).dtype == torch.float32
+    difference = np.abs(
+        pixels(backend.generate(request, steps=2))
+        - pixels(loaded.generate(request, steps=2))
+    )
+    assert difference.max() <= 2
 
 
 def test_pickle_weights_file_is_refused_naming_it(tmp_path: Path) -> None:

@@ -20,7 +20,9 @@ from typing import Any
 
 import torch
 
+from ..data import conditioning_modality
 from ..errors import EngineError
+from ..readers import InvalidModalityError
 from ..text import EMBED_DIM, TextEncoder
 from .base import (
     DiffusionBackend,
@@ -71,6 +73,19 @@ class TinyConfig:
 def shared_text_encoder(path: str | None, device: str, max_tokens: int) -> TextEncoder:
     """One frozen MiniLM per (path, device, length): it never trains, so share it."""
     return TextEncoder(path, device=device, max_tokens=max_tokens)
+
+
+def _modality_key(modality: str | None) -> str | None:
+    """The name a modality token is encoded from: slug, alias and display name
+    of one modality ("chest_xray", "CXR", "Chest X-ray") give the same token,
+    so a platform round asking for a slug samples what training learned."""
+    if modality is None or not modality.strip():
+        return None
+    try:
+        name = conditioning_modality(modality) or modality
+    except InvalidModalityError:
+        name = modality
+    return name.strip().lower()
 
 
 def _group_count(channels: Sequence[int]) -> int:
@@ -169,10 +184,7 @@ class TinyBackend(DiffusionBackend):
     ) -> torch.Tensor:
         if len(prompts) != len(modalities):
             raise EngineError("prompts and modalities differ in length")
-        keys = [
-            (p, (m or "").strip().lower() or None)
-            for p, m in zip(prompts, modalities, strict=True)
-        ]
+        keys = [(p, _modality_key(m)) for p, m in zip(prompts, modalities, strict=True)]
         missing = sorted({k for k in keys if k not in self._cache}, key=str)
         if missing:
             self._encode_missing(missing)
@@ -197,11 +209,20 @@ class TinyBackend(DiffusionBackend):
                 [by_modality[modality], by_text[prompt]]
             )
 
-    def save(self, directory: Path | str, *, parent: str | None = None) -> Path:
+    def save(
+        self, directory: Path | str, *, parent: str | None = None, half: bool = False
+    ) -> Path:
+        """Write the model; ``half`` stores float16 weights (half the size), which
+        load back into the float32 UNet."""
         directory = Path(directory)
         config = dataclasses.asdict(self.config)
         config["channels"] = list(self.config.channels)
-        save_safetensors(self.unet.state_dict(), directory / UNET_WEIGHTS)
+        state = self.unet.state_dict()
+        if half:
+            state = {
+                k: v.half() if v.is_floating_point() else v for k, v in state.items()
+            }
+        save_safetensors(state, directory / UNET_WEIGHTS)
         ModelInfo(
             backend=self.name,
             resolution=self.resolution,

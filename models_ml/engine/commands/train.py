@@ -99,6 +99,13 @@ def add_training_options(parser: argparse.ArgumentParser) -> None:
         "--gradient_checkpointing", action="store_true", help="trade compute for memory"
     )
     add("--device", help="cpu, cuda, cuda:1 ... (default: best available)")
+    add(
+        "--save_precision",
+        choices=("fp32", "fp16"),
+        default="fp32",
+        help="precision of the final model's weights file (fp16: tiny only, half "
+        "the size; it loads back into float32)",
+    )
 
 
 def config_kwargs(args: argparse.Namespace) -> dict[str, Any]:
@@ -130,6 +137,7 @@ def config_kwargs(args: argparse.Namespace) -> dict[str, Any]:
         "snr_gamma": args.snr_gamma,
         "gradient_checkpointing": args.gradient_checkpointing,
         "device": args.device,
+        "save_precision": args.save_precision,
     }
 
 

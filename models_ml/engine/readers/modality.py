@@ -14,6 +14,9 @@ MODALITY_LABELS: dict[str, str] = {
     "brain_mri": "Brain MRI",
     "breast_mri": "Breast MRI",
     "mri": "MRI",
+    "ultrasound": "Ultrasound",
+    "histopathology": "Histopathology",
+    "extremity_x_ray": "Extremity X-ray",
 }
 
 # Keys are lowercase with everything but letters and digits removed, so that
