@@ -7,12 +7,19 @@ reward ensemble is retrained after every batch of ratings, and the next batch
 is chosen either
 
 - by **uncertainty**: the unrated images with the largest ensemble spread
-  (``RewardPrediction.uncertainty``, the std of the members' rewards), or
+  (``RewardPrediction.uncertainty``, the std of the members' rewards),
+- by **uncertainty_batch**: random until ``warmup`` ratings are in (the same
+  picks as ``random``), then a greedy batch on spread x label entropy,
+  discounted for closeness to rated or already-chosen images, one image per
+  generation seed,
+- by **uncertainty_per_prompt**: the largest spread per prompt in turn, or
 - at **random**.
 
 After every batch the ensemble is scored on a held-out set (images whose seeds
 never enter the pool, so near-duplicates cannot leak) by Spearman's rho between
-predicted reward and the program's rating. Several seeds; both curves printed,
+predicted reward and the program's rating. Several seeds, paired (a seed fixes
+the split and the first batch for every strategy); curves with 95 % intervals
+and paired differences from random, and the ceiling (every pool image rated),
 written to ``report.json`` / ``report.md`` and drawn to ``curves.png``.
 
 Image features and prompt embeddings are computed once; each retrain is the
