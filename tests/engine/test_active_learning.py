@@ -6,17 +6,19 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from models_ml.engine.experiments.active_learning import (
-    STRATEGIES,
     ActiveConfig,
     Pool,
+    label_entropy,
     ratings_to_reach,
     run_experiment,
     run_loop,
     select_by_spread,
     select_by_spread_per_prompt,
+    select_diverse_batch,
     split_heldout,
 )
 
@@ -47,6 +49,7 @@ def _config(tmp_path: Path) -> ActiveConfig:
         budget=24,
         seeds=(0, 1),
         targets=(0.3, 0.99),
+        warmup=12,
         ensemble_size=3,
         epochs=20,
     )
@@ -69,6 +72,42 @@ def test_per_prompt_selection_takes_each_prompts_largest_spread_in_turn() -> Non
     chosen = select_by_spread_per_prompt(spread, candidates, 3, prompt_ids, groups)
 
     assert chosen.tolist() == [5, 4, 1]
+
+
+def test_label_entropy_is_one_for_uniform_and_zero_for_certain_labels() -> None:
+    probs = np.array([[1 / 3, 1 / 3, 1 / 3], [0.0, 0.0, 1.0], [0.5, 0.5, 0.0]])
+
+    entropy = label_entropy(probs)
+
+    assert entropy[0] == pytest.approx(1.0)
+    assert entropy[1] == pytest.approx(0.0, abs=1e-9)
+    assert 0.0 < entropy[2] < 1.0
+
+
+def test_diverse_batch_skips_near_duplicates_of_rated_and_chosen_images() -> None:
+    # 0 and 1 sit on top of each other, 2 on top of an already rated image,
+    # 3 and 4 far from everything; scores favour 0, 1, 2.
+    features = np.array([[0.0, 0.0], [0.0, 0.01], [5.0, 5.0], [-5.0, 3.0], [3, -5]])
+    score = np.array([1.0, 0.99, 0.98, 0.5, 0.4])
+    labelled = np.array([[5.0, 5.01], [10.0, 10.0]])
+    groups = np.arange(5)
+
+    chosen = select_diverse_batch(score, features, np.arange(5), labelled, 3, groups)
+
+    assert chosen.tolist() == [0, 3, 4]
+
+
+def test_diverse_batch_takes_one_image_per_seed_group_while_others_remain() -> None:
+    features = np.array([[0.0], [10.0], [20.0], [30.0]])
+    score = np.array([1.0, 0.9, 0.8, 0.1])
+    groups = np.array([0, 0, 0, 1])
+
+    chosen = select_diverse_batch(
+        score, features, np.arange(4), np.empty((0, 1)), 3, groups
+    )
+
+    assert chosen.tolist()[:2] == [0, 3]
+    assert len(set(chosen.tolist())) == 3
 
 
 def test_heldout_split_keeps_seed_groups_on_one_side() -> None:
@@ -106,6 +145,22 @@ def test_random_and_uncertainty_start_from_the_same_first_batch(tmp_path: Path) 
     assert runs[0]["picks"][0]["chosen"] != runs[1]["picks"][0]["chosen"]
 
 
+def test_batch_strategy_serves_randoms_picks_until_the_warmup_is_in(
+    tmp_path: Path,
+) -> None:
+    pool = _pool()
+    config = _config(tmp_path)  # initial 6, batch 6, warm-up 12
+    batch = run_loop(pool, config, strategy="uncertainty_batch", seed=2)
+    rand = run_loop(pool, config, strategy="random", seed=2)
+
+    assert batch["picks"][0]["random_warmup"] is True
+    assert batch["picks"][0]["chosen"] == rand["picks"][0]["chosen"]
+    assert batch["points"][1] == rand["points"][1]
+    assert [p["random_warmup"] for p in batch["picks"][1:]] == [False, False]
+    groups = [pool.group[p["chosen"]].tolist() for p in batch["picks"][1:]]
+    assert all(len(set(g)) == len(g) for g in groups)
+
+
 def test_ratings_to_reach_is_the_first_count_at_or_above_the_target() -> None:
     curve = [
         {"n_ratings": 6, "spearman": 0.2},
@@ -120,12 +175,17 @@ def test_report_holds_both_curves_the_reach_table_and_a_plot(tmp_path: Path) -> 
     report = run_experiment(_pool(), _config(tmp_path), {"n_images": 90})
 
     saved = json.loads((tmp_path / "report.json").read_text())
-    assert set(saved["summary"]) == set(STRATEGIES)
-    for strategy in STRATEGIES:
+    strategies = {"uncertainty", "uncertainty_batch", "random"}
+    assert set(saved["summary"]) == strategies
+    for strategy in strategies:
         curve = saved["summary"][strategy]["curve"]
         assert [p["n_ratings"] for p in curve] == [6, 12, 18, 24]
-        assert all(p["n_seeds"] == 2 for p in curve)
+        assert all(p["n_seeds"] == 2 and p["ci95"] >= 0 for p in curve)
+        assert ("minus_random" in curve[-1]) == (strategy != "random")
         assert set(saved["summary"][strategy]["ratings_to_reach"]) == {"0.3", "0.99"}
+    assert "minus_random" not in saved["summary"]["random"]["curve"][0]
+    assert saved["summary"]["uncertainty"]["curve"][0]["minus_random"] == 0.0
     assert len(saved["runs"]) == 6
+    assert len(saved["ceiling"]["per_seed"]) == 2
     assert Image.open(report["plot"]).size == (640, 400)
     assert "| 24 |" in (tmp_path / "report.md").read_text()

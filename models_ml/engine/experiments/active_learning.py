@@ -7,12 +7,19 @@ reward ensemble is retrained after every batch of ratings, and the next batch
 is chosen either
 
 - by **uncertainty**: the unrated images with the largest ensemble spread
-  (``RewardPrediction.uncertainty``, the std of the members' rewards), or
+  (``RewardPrediction.uncertainty``, the std of the members' rewards),
+- by **uncertainty_batch**: random until ``warmup`` ratings are in (the same
+  picks as ``random``), then a greedy batch on spread x label entropy,
+  discounted for closeness to rated or already-chosen images, one image per
+  generation seed,
+- by **uncertainty_per_prompt**: the largest spread per prompt in turn, or
 - at **random**.
 
 After every batch the ensemble is scored on a held-out set (images whose seeds
 never enter the pool, so near-duplicates cannot leak) by Spearman's rho between
-predicted reward and the program's rating. Several seeds; both curves printed,
+predicted reward and the program's rating. Several seeds, paired (a seed fixes
+the split and the first batch for every strategy); curves with 95 % intervals
+and paired differences from random, and the ceiling (every pool image rated),
 written to ``report.json`` / ``report.md`` and drawn to ``curves.png``.
 
 Image features and prompt embeddings are computed once; each retrain is the
@@ -37,7 +44,8 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw
 
-STRATEGIES = ("uncertainty", "uncertainty_per_prompt", "random")
+STRATEGIES = ("uncertainty", "uncertainty_per_prompt", "uncertainty_batch", "random")
+DEFAULT_STRATEGIES = ("uncertainty", "uncertainty_batch", "random")
 
 
 @dataclass
@@ -46,7 +54,11 @@ class ActiveConfig:
     initial: int = 12
     batch: int = 12
     budget: int = 120
-    seeds: tuple[int, ...] = (0, 1, 2, 3, 4, 5)
+    seeds: tuple[int, ...] = tuple(range(10))
+    strategies: tuple[str, ...] = DEFAULT_STRATEGIES
+    # uncertainty_batch serves at random (the same picks as `random`) until this
+    # many ratings are in: a cold-start ensemble's spread marks outliers.
+    warmup: int = 36
     heldout_fraction: float = 0.3
     targets: tuple[float, ...] = (0.5, 0.6, 0.7)
     ensemble_size: int = 5
@@ -108,6 +120,58 @@ def select_by_spread_per_prompt(
                 p: [i for i in order if prompt_ids[i] == p and i not in chosen]
                 for p in queues
             }
+    return np.array(chosen, dtype=np.int64)
+
+
+def label_entropy(probs: np.ndarray) -> np.ndarray:
+    """Entropy of the ensemble-mean P(rating = 1, 2, 3), scaled to [0, 1]."""
+    p = np.clip(probs, 1e-12, 1.0)
+    return -(p * np.log(p)).sum(-1) / math.log(probs.shape[-1])
+
+
+def select_diverse_batch(
+    score: np.ndarray,
+    features: np.ndarray,
+    candidates: np.ndarray,
+    labelled_features: np.ndarray,
+    k: int,
+    groups: np.ndarray,
+) -> np.ndarray:
+    """Greedy batch: largest ``score`` x closeness discount, one image per group.
+
+    The discount of a candidate is ``min(1, d / d_ref)``, ``d`` its distance to
+    the nearest rated or already-chosen image and ``d_ref`` the median of those
+    distances before the batch: near-duplicates of what is (or is about to be)
+    rated lose their score, distinct images keep it. A seed group (the same
+    generation seed: near-duplicate images) gives at most one image per batch
+    while other groups remain.
+    """
+    feats = features[candidates]
+    if len(labelled_features):
+        d = np.sqrt(
+            ((feats[:, None, :] - labelled_features[None, :, :]) ** 2).sum(-1)
+        ).min(1)
+    else:
+        d = np.full(len(candidates), np.inf)
+    finite = d[np.isfinite(d)]
+    d_ref = float(np.median(finite)) if len(finite) and np.median(finite) > 0 else 1.0
+    chosen: list[int] = []
+    used_groups: set[int] = set()
+    available = np.ones(len(candidates), dtype=bool)
+    base = score[candidates]
+    while len(chosen) < min(k, len(candidates)):
+        value = base * np.minimum(1.0, d / d_ref)
+        fresh = available & np.array(
+            [int(g) not in used_groups for g in groups[candidates]]
+        )
+        mask = fresh if fresh.any() else available
+        value = np.where(mask, value, -np.inf)
+        best = int(np.lexsort((candidates, -value))[0])
+        chosen.append(int(candidates[best]))
+        available[best] = False
+        used_groups.add(int(groups[candidates[best]]))
+        step = np.sqrt(((feats - feats[best]) ** 2).sum(-1))
+        d = np.minimum(d, step)
     return np.array(chosen, dtype=np.int64)
 
 
@@ -185,6 +249,11 @@ def run_loop(
     if strategy not in STRATEGIES:
         raise ValueError(f"strategy {strategy!r}: use one of {STRATEGIES}")
     pool_idx, held_idx = split_heldout(pool.group, config.heldout_fraction, seed)
+    # Standardised image features + prompt embedding: the space in which
+    # uncertainty_batch measures how close a candidate is to rated images.
+    joint = np.concatenate([pool.image, pool.prompt], axis=1).astype(np.float64)
+    joint = (joint - joint[pool_idx].mean(0)) / (joint[pool_idx].std(0) + 1e-8)
+    joint /= math.sqrt(joint.shape[1])
     prompt_ids = np.unique(pool.prompt, axis=0, return_inverse=True)[1].ravel()
     rng = np.random.default_rng(seed)
     # The same first batch for both strategies at a given seed.
@@ -216,6 +285,16 @@ def run_loop(
                 prompt_ids[unlabelled],
                 pool.group[unlabelled],
             )
+        elif strategy == "uncertainty_batch" and len(labelled) >= config.warmup:
+            probs = pred.probs[len(held_idx) :]
+            local = select_diverse_batch(
+                spread * label_entropy(probs),
+                joint[unlabelled],
+                np.arange(len(unlabelled)),
+                joint[labelled],
+                k,
+                pool.group[unlabelled],
+            )
         else:
             local = select_rng.choice(len(unlabelled), size=k, replace=False)
         chosen = unlabelled[local]
@@ -224,6 +303,8 @@ def run_loop(
                 "n_ratings": int(len(labelled)),
                 "chosen": chosen.tolist(),
                 "chosen_spread": spread[local].tolist(),
+                "random_warmup": strategy == "uncertainty_batch"
+                and len(labelled) < config.warmup,
                 "max_unchosen_spread": float(np.delete(spread, local).max(initial=0.0)),
             }
         )
@@ -246,11 +327,29 @@ def ratings_to_reach(curve: Sequence[dict[str, Any]], target: float) -> int | No
     return None
 
 
+def _interval95(values: Sequence[float]) -> float:
+    """Half-width of the 95 % t-interval of the mean (0 for one value)."""
+    from scipy.stats import t
+
+    n = len(values)
+    if n < 2:
+        return 0.0
+    return float(t.ppf(0.975, n - 1) * np.std(values, ddof=1) / math.sqrt(n))
+
+
 def summarise_runs(
     runs: Sequence[dict[str, Any]], targets: Sequence[float]
 ) -> dict[str, Any]:
-    """Mean and std of rho per number of ratings and strategy; ratings to reach."""
+    """Per strategy and number of ratings: mean rho, std, 95 % interval of the
+    mean over seeds and the mean paired difference from ``random`` (same seed:
+    same split and first batch) with its interval; ratings to reach each target.
+    """
     summary: dict[str, Any] = {}
+    by_key = {
+        (r["strategy"], r["seed"], p["n_ratings"]): p["spearman"]
+        for r in runs
+        for p in r["points"]
+    }
     for strategy in STRATEGIES:
         mine = [r for r in runs if r["strategy"] == strategy]
         if not mine:
@@ -261,14 +360,23 @@ def summarise_runs(
             values = [
                 p["spearman"] for r in mine for p in r["points"] if p["n_ratings"] == n
             ]
-            curve.append(
-                {
-                    "n_ratings": n,
-                    "spearman": float(np.mean(values)),
-                    "std": float(np.std(values)),
-                    "n_seeds": len(values),
-                }
-            )
+            point = {
+                "n_ratings": n,
+                "spearman": float(np.mean(values)),
+                "std": float(np.std(values)),
+                "ci95": _interval95(values),
+                "n_seeds": len(values),
+            }
+            diffs = [
+                by_key[(strategy, r["seed"], n)] - by_key[("random", r["seed"], n)]
+                for r in mine
+                if ("random", r["seed"], n) in by_key
+                and (strategy, r["seed"], n) in by_key
+            ]
+            if strategy != "random" and diffs:
+                point["minus_random"] = float(np.mean(diffs))
+                point["minus_random_ci95"] = _interval95(diffs)
+            curve.append(point)
         reach = {}
         for target in targets:
             per_seed = [ratings_to_reach(r["points"], target) for r in mine]
@@ -358,6 +466,13 @@ def pool_from_run(
 # --- report ------------------------------------------------------------------
 
 
+def ceiling_rho(pool: Pool, config: ActiveConfig, seed: int) -> float:
+    """Held-out rho with every servable image rated: what the loop can approach."""
+    pool_idx, held_idx = split_heldout(pool.group, config.heldout_fraction, seed)
+    pred = _fit_and_predict(pool, pool_idx, held_idx, config, seed)
+    return _spearman(pred.reward, pool.ratings[held_idx])
+
+
 def run_experiment(
     pool: Pool, config: ActiveConfig, facts: dict[str, Any] | None = None
 ) -> dict[str, Any]:
@@ -365,18 +480,27 @@ def run_experiment(
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     runs = []
+    ceiling = []
     for seed in config.seeds:
-        for strategy in STRATEGIES:
+        for strategy in config.strategies:
             runs.append(run_loop(pool, config, strategy=strategy, seed=seed))
+        ceiling.append(ceiling_rho(pool, config, seed))
         print(f"[active_learning] seed {seed} done", flush=True)
     report: dict[str, Any] = {
         "config": json.loads(json.dumps(dataclasses.asdict(config), default=str)),
         "pool": facts or {},
         "summary": summarise_runs(runs, config.targets),
+        "ceiling": {
+            "per_seed": ceiling,
+            "mean": float(np.mean(ceiling)),
+            "ci95": _interval95(ceiling),
+        },
         "runs": runs,
         "seconds": round(time.perf_counter() - started, 1),
     }
-    report["plot"] = str(plot_curves(report["summary"], out / "curves.png"))
+    report["plot"] = str(
+        plot_curves(report["summary"], out / "curves.png", report["ceiling"]["mean"])
+    )
     (out / "report.json").write_text(json.dumps(report, indent=2))
     (out / "report.md").write_text(markdown_report(report))
     return report
@@ -391,7 +515,9 @@ def markdown_report(report: dict[str, Any]) -> str:
     lines = [
         "# Active learning: uncertainty vs random serving",
         "",
-        f"Held-out Spearman rho (mean ± std over {n_seeds} seeds) after each batch.",
+        f"Held-out Spearman rho after each batch: mean ± 95 % interval of the "
+        f"mean over {n_seeds} seeds; in brackets the mean paired difference from "
+        "random (same seed) ± its 95 % interval.",
         "",
         "| ratings | " + " | ".join(summary) + " |",
         "| --- | " + " | ".join("---" for _ in summary) + " |",
@@ -400,7 +526,13 @@ def markdown_report(report: dict[str, Any]) -> str:
         cells = []
         for s in summary:
             p = curves[s].get(n)
-            cells.append(f"{p['spearman']:.3f} ± {p['std']:.3f}" if p else "")
+            if not p:
+                cells.append("")
+                continue
+            cell = f"{p['spearman']:.3f} ± {p['ci95']:.3f}"
+            if "minus_random" in p:
+                cell += f" ({p['minus_random']:+.3f} ± {p['minus_random_ci95']:.3f})"
+            cells.append(cell)
         lines.append(f"| {n} | " + " | ".join(cells) + " |")
     lines += ["", "Ratings needed to reach rho (mean curve; median over seeds):", ""]
     lines.append("| rho | " + " | ".join(summary) + " |")
@@ -415,6 +547,13 @@ def markdown_report(report: dict[str, Any]) -> str:
             )
         lines.append(f"| {key} | " + " | ".join(cells) + " |")
     held = report["runs"][0]["n_heldout"] if report["runs"] else 0
+    ceiling = report.get("ceiling")
+    if ceiling:
+        lines += [
+            "",
+            f"Ceiling (every servable image rated): rho {ceiling['mean']:.3f} "
+            f"± {ceiling['ci95']:.3f}.",
+        ]
     lines += [
         "",
         f"Pool: {pool.get('n_images', '?')} rated images "
@@ -429,8 +568,10 @@ def _or_never(value: float | None) -> str:
     return "not reached" if value is None else f"{value:g}"
 
 
-def plot_curves(summary: dict[str, Any], path: Path) -> Path:
-    """Mean rho against ratings with a ±1 std band, one line per strategy."""
+def plot_curves(
+    summary: dict[str, Any], path: Path, ceiling: float | None = None
+) -> Path:
+    """Mean rho against ratings with its 95 % interval band, one line per strategy."""
     width, height, left, right, top, bottom = 640, 400, 60, 20, 30, 50
     canvas = Image.new("RGB", (width, height), "white")
     draw = ImageDraw.Draw(canvas)
@@ -439,8 +580,10 @@ def plot_curves(summary: dict[str, Any], path: Path) -> Path:
         v
         for s in summary
         for p in summary[s]["curve"]
-        for v in (p["spearman"] - p["std"], p["spearman"] + p["std"])
+        for v in (p["spearman"] - p["ci95"], p["spearman"] + p["ci95"])
     ]
+    if ceiling is not None:
+        values.append(ceiling)
     x0, x1 = min(counts), max(counts)
     y0 = math.floor(min(values) * 10) / 10
     y1 = max(math.ceil(max(values) * 10) / 10, y0 + 0.1)
@@ -463,18 +606,30 @@ def plot_curves(summary: dict[str, Any], path: Path) -> Path:
         x, _ = xy(n, y0)
         draw.text((x - 8, height - bottom + 6), str(n), fill="black")
     draw.text(
-        (width // 2 - 90, height - 22), "ratings revealed (held-out rho)", fill="black"
+        (width // 2 - 90, height - 22),
+        "ratings revealed (band: 95% CI of mean)",
+        fill="black",
     )
+    if ceiling is not None:
+        _, y = xy(x0, ceiling)
+        for x in range(left, width - right, 12):
+            draw.line([x, y, min(x + 6, width - right), y], fill="gray", width=2)
+        draw.text(
+            (width - right - 200, y - 14),
+            f"every servable image rated: {ceiling:.2f}",
+            fill="gray",
+        )
     colours = {
         "uncertainty": (200, 40, 40),
         "uncertainty_per_prompt": (230, 140, 0),
+        "uncertainty_batch": (20, 150, 60),
         "random": (40, 80, 200),
     }
     for row, strategy in enumerate(summary):
         colour = colours.get(strategy, (0, 0, 0))
         curve = summary[strategy]["curve"]
-        band = [xy(p["n_ratings"], p["spearman"] + p["std"]) for p in curve] + [
-            xy(p["n_ratings"], p["spearman"] - p["std"]) for p in reversed(curve)
+        band = [xy(p["n_ratings"], p["spearman"] + p["ci95"]) for p in curve] + [
+            xy(p["n_ratings"], p["spearman"] - p["ci95"]) for p in reversed(curve)
         ]
         overlay = Image.new("RGBA", canvas.size, (0, 0, 0, 0))
         ImageDraw.Draw(overlay).polygon(band, fill=(*colour, 40))
@@ -497,6 +652,7 @@ def quick_config(output_dir: Path) -> ActiveConfig:
         batch=6,
         budget=18,
         seeds=(0, 1),
+        warmup=12,
         ensemble_size=3,
         epochs=30,
     )
@@ -516,6 +672,12 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--output_dir", required=True, type=Path, help="results folder")
     parser.add_argument("--quick", action="store_true", help="test-size run")
     parser.add_argument("--seeds", type=int, help="number of seeds (0, 1, ...)")
+    parser.add_argument(
+        "--strategies",
+        nargs="+",
+        choices=STRATEGIES,
+        help=f"default: {' '.join(DEFAULT_STRATEGIES)}",
+    )
     args = parser.parse_args(argv)
     config = (
         quick_config(args.output_dir)
@@ -524,6 +686,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     )
     if args.seeds:
         config.seeds = tuple(range(args.seeds))
+    if args.strategies:
+        config.strategies = tuple(args.strategies)
     pool, facts = pool_from_run(args.source_dir)
     report = run_experiment(pool, config, facts)
     print(markdown_report(report))
