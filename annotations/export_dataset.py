@@ -35,7 +35,7 @@ from django.utils import timezone
 
 from .audit import audit_record
 from .exports import _ROWS_PER_FETCH, _writer, csv_safe
-from .models import Rating
+from .models import Rating, Round
 
 RATINGS_CSV_COLUMNS = (
     "image_path",
@@ -291,8 +291,16 @@ def dataset_zip_stream(
         ratings.close()
 
 
+def dataset_scope(round_id: int | None) -> str:
+    """What the zip's README says it covers: one round by name, or all."""
+    if round_id is None:
+        return "all rounds"
+    name = Round.objects.filter(pk=round_id).values_list("name", flat=True).first()
+    return f"round {name}" if name is not None else f"round {round_id}"
+
+
 def dataset_export_start(
-    *, actor: Any, round_id: int | None, scope: str, via: str, request: Any = None
+    *, actor: Any, round_id: int | None, via: str, request: Any = None
 ) -> Iterator[bytes]:
     """Audit a dataset export and return its zip stream."""
     audit_record(
@@ -301,4 +309,6 @@ def dataset_export_start(
         detail={"round": round_id, "via": via},
         request=request,
     )
-    return dataset_zip_stream(ratings_for_dataset(round_id=round_id), scope=scope)
+    return dataset_zip_stream(
+        ratings_for_dataset(round_id=round_id), scope=dataset_scope(round_id)
+    )

@@ -152,7 +152,6 @@ class DatasetExportApi(APIView):
         body = dataset_export_start(
             actor=request.user,
             round_id=rnd.pk if rnd else None,
-            scope=f"round {rnd.name}" if rnd else "all rounds",
             via="api",
             request=request,
         )

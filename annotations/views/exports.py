@@ -40,7 +40,6 @@ def _download(
     stem: str,
     ext: str,
     content_type: str,
-    names_scope: bool = False,
 ) -> HttpResponse:
     form = ExportForm(request.GET)
     if not form.is_valid():
@@ -52,16 +51,12 @@ def _download(
     rnd = form.cleaned_data["round"]
     stamp = timezone.now().strftime("%Y%m%d-%H%M")
     scope = f"round-{rnd.pk}" if rnd else "all"
-    extra: dict[str, Any] = {}
-    if names_scope:
-        extra["scope"] = f"round {rnd.name}" if rnd else "all rounds"
     response = StreamingHttpResponse(
         start(
             actor=request.user,
             round_id=rnd.pk if rnd else None,
             via="page",
             request=request,
-            **extra,
         ),
         content_type=content_type,
     )
@@ -109,5 +104,4 @@ def export_dataset(request: HttpRequest) -> HttpResponse:
         stem="dataset",
         ext="zip",
         content_type="application/zip",
-        names_scope=True,
     )

@@ -5,7 +5,11 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from annotations.audit import audit_record
-from annotations.export_dataset import dataset_zip_stream, ratings_for_dataset
+from annotations.export_dataset import (
+    dataset_scope,
+    dataset_zip_stream,
+    ratings_for_dataset,
+)
 from annotations.export_pairs import pair_rows, ratings_for_pairs
 from annotations.exports import export_rows, ratings_for_export
 from annotations.models import Round
@@ -38,18 +42,15 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, **o: Any) -> None:
         fmt, round_id = o["format"], o["round"]
-        rnd = None
-        if round_id is not None:
-            rnd = Round.objects.filter(pk=round_id).first()
-            if rnd is None:
-                raise CommandError(f"--round {round_id}: no such round")
+        if round_id is not None and not Round.objects.filter(pk=round_id).exists():
+            raise CommandError(f"--round {round_id}: no such round")
         if fmt == "dataset":
             if o["output"] is None:
                 raise CommandError("--format dataset writes a zip: give --output FILE")
-            scope = f"round {rnd.name}" if rnd else "all rounds"
             with open(o["output"], "wb") as out:
                 for piece in dataset_zip_stream(
-                    ratings_for_dataset(round_id=round_id), scope=scope
+                    ratings_for_dataset(round_id=round_id),
+                    scope=dataset_scope(round_id),
                 ):
                     out.write(piece)
             self._audit(fmt, round_id, rows=None)
