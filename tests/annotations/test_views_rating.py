@@ -203,3 +203,16 @@ def test_page_is_served_with_a_strict_content_security_policy(
     assert "script-src 'self'" in response["Content-Security-Policy"]
     html = response.content.decode()
     assert "<script>" not in html and " style=" not in html
+
+
+def test_rating_page_names_the_modality_as_a_physician_says_it(
+    client, make_round, physician
+):
+    rnd = make_round(1)
+    image = rnd.items.get().image
+    image.modality = "chest_xray"
+    image.save(update_fields=["modality"])
+    client.force_login(physician)
+    page = client.get(f"/rate/{rnd.pk}/").content.decode()
+    assert '<span class="modality" data-testid="modality">Chest X-ray</span>' in page
+    assert "chest_xray" not in page
