@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 
 from .models import Role
@@ -9,15 +11,24 @@ from .models import Role
 AnyUser = AbstractBaseUser | AnonymousUser
 
 
+def roles_preload(user: AnyUser, group_names: Iterable[str]) -> set[str]:
+    """Remember ``user``'s roles from group names read with the user row."""
+    roles = set(group_names)
+    if user.is_superuser:  # type: ignore[union-attr]
+        roles.add(Role.ADMIN)
+    user._medrlhf_roles = roles  # type: ignore[union-attr]
+    return roles
+
+
 def user_roles(user: AnyUser) -> set[str]:
     if not user.is_authenticated:
         return set()
     cached = getattr(user, "_medrlhf_roles", None)
     if cached is None:
-        cached = set(user.groups.values_list("name", flat=True))  # type: ignore[union-attr]
-        if user.is_superuser:  # type: ignore[union-attr]
-            cached.add(Role.ADMIN)
-        user._medrlhf_roles = cached  # type: ignore[union-attr]
+        cached = roles_preload(
+            user,
+            user.groups.values_list("name", flat=True),  # type: ignore[union-attr]
+        )
     return cached
 
 

@@ -10,19 +10,17 @@ from django.contrib.auth import get_user_model
 from django.core.cache import cache
 from django.db import connection, transaction
 from django.db.models import (
-    BooleanField,
     Count,
     Exists,
-    ExpressionWrapper,
     F,
     OuterRef,
     Q,
     QuerySet,
     Subquery,
-    Value,
 )
 from django.utils import timezone
 
+from .. import leansql
 from ..audit import audit_record
 from ..errors import (
     AlreadyRated,
@@ -51,23 +49,39 @@ from ..serving_rules import REPEAT_GAP, agreement_target, repeats_owed
 MAX_TIME_TAKEN_MS = 60 * 60 * 1000
 
 
-def _rater_ok(rater: Any) -> Any:
-    """SQL truth of "``rater`` may rate the round": listed, or nobody is listed."""
-    listed = Round.raters.through.objects.filter(round_id=OuterRef("pk"))
-    return ExpressionWrapper(
-        ~Exists(listed) | Exists(listed.filter(user_id=rater.pk)),
-        output_field=BooleanField(),
-    )
+ROUND_FIELDS_FOR_RATING = (
+    "name",
+    "status",
+    "raters_per_image",
+    "control_share",
+    "agreement_share",
+    "repeat_share",
+    "serving_policy",
+)
 
 
-def rounds_with_rater_check(rater: Any) -> QuerySet[Round]:
-    """Rounds that already know whether ``rater`` may rate them.
+def round_for_rating(round_id: int, rater: Any) -> Round:
+    """The round with what serving and rating read, and whether ``rater`` may
+    rate it, in one statement (``rater_may_rate`` then answers from the row).
 
-    ``rater_may_rate`` then answers from the row instead of asking again.
+    Other fields are deferred.  Raises ``Round.DoesNotExist``.
     """
-    return Round.objects.annotate(
-        rater_check_for=Value(rater.pk), rater_check=_rater_ok(rater)
+    cols = leansql.Columns(Round, "r", ROUND_FIELDS_FOR_RATING)
+    listed = leansql.table(Round.raters.through)
+    sql = (
+        f"SELECT {cols.sql()}, "  # noqa: S608
+        f"(NOT EXISTS (SELECT 1 FROM {listed} l WHERE l.round_id = r.id) "
+        f"OR EXISTS (SELECT 1 FROM {listed} l WHERE l.round_id = r.id "
+        f"AND l.user_id = %s)) FROM {leansql.table(Round)} r WHERE r.id = %s"
     )
+    with connection.cursor() as cur:
+        cur.execute(sql, [rater.pk, round_id])
+        row = cur.fetchone()
+    if row is None:
+        raise Round.DoesNotExist("no such round")
+    rnd = cols.instance(row[:-1])
+    rnd.rater_check_for, rnd.rater_check = rater.pk, bool(row[-1])
+    return rnd
 
 
 def rater_may_rate(*, round: Round, rater: Any) -> bool:
@@ -131,6 +145,74 @@ def _open_assignments(round: Round, rater: Any) -> QuerySet[Assignment]:
     )
 
 
+# --- the hot statements, written out (annotations.leansql says why) ---------------
+
+IMAGE_FIELDS_SERVED = (
+    "uid",
+    "file",
+    "preview",
+    "width",
+    "height",
+    "bit_depth",
+    "channels",
+    "window_center",
+    "window_width",
+    "modality",
+    "prompt",
+    "quarantined",
+)
+_A = leansql.Columns(Assignment, "a")
+_RI = leansql.Columns(RoundImage, "ri")
+_IMG = leansql.Columns(Image, "i", IMAGE_FIELDS_SERVED)
+_RATING = leansql.Columns(Rating, "x")
+
+
+def _showings_sql(where: str, *, lock: bool = False) -> str:
+    """A physician's showings joined with their items and images."""
+    sql = (
+        f"SELECT {_A.sql()}, {_RI.sql()}, {_IMG.sql()} "  # noqa: S608
+        f"FROM {leansql.table(Assignment)} a "
+        f"JOIN {leansql.table(RoundImage)} ri ON ri.id = a.round_image_id "
+        f"JOIN {leansql.table(Image)} i ON i.id = ri.image_id "
+        f"WHERE a.round_id = %s AND a.rater_id = %s AND {where}"
+    )
+    if lock and connection.features.has_select_for_update_of:
+        sql += " FOR UPDATE OF a"
+    return sql
+
+
+def _linked(row: tuple[Any, ...]) -> Assignment:
+    assignment, item, image = row
+    item.image = image
+    assignment.round_image = item
+    return assignment
+
+
+def _current_showing(round: Round, rater: Any) -> Assignment | None:
+    """The physician's open showing served last (a reload shows it again)."""
+    sql = _showings_sql(
+        "a.completed_at IS NULL AND a.skipped_at IS NULL AND a.expired_at IS NULL"
+    )
+    rows = leansql.fetch(
+        sql + " ORDER BY a.served_at DESC LIMIT 1", [round.pk, rater.pk], _A, _RI, _IMG
+    )
+    return _linked(rows[0]) if rows else None
+
+
+def _showings_of_image(
+    round: Round, rater: Any, *, image: Image | None, image_uid: Any
+) -> list[Assignment]:
+    """Every showing of one image to the physician, locked (FOR UPDATE)."""
+    if image is not None:
+        where, param = "ri.image_id = %s", image.pk
+    else:
+        where, param = "i.uid = %s", leansql.prep(Image, "uid", image_uid)
+    rows = leansql.fetch(
+        _showings_sql(where, lock=True), [round.pk, rater.pk, param], _A, _RI, _IMG
+    )
+    return [_linked(row) for row in rows]
+
+
 # --- what comes next -------------------------------------------------------------
 #
 # A new image is chosen in this order (see docs in the README notes):
@@ -182,12 +264,32 @@ def _regular_items(round: Round, rater: Any) -> QuerySet[RoundImage]:
 
 
 def _candidate(round: Round, rater: Any, start: int) -> RoundImage | None:
-    """Random order: the first free image at or after ``start`` in shuffled order."""
-    base = _lockable(_regular_items(round, rater).order_by("shuffle_key"))
-    return (
-        base.filter(shuffle_key__gte=start).first()
-        or base.filter(shuffle_key__lt=start).first()
+    """Random order: the first free image at or after ``start`` in shuffled order.
+
+    ``_regular_items`` written out: one walk of ``round_shuffle_idx`` from
+    ``start``, then from the beginning.  Items another physician is being
+    served right now are skipped, not waited for.
+    """
+    sql = (
+        f"SELECT {_RI.sql()}, {_IMG.sql()} "  # noqa: S608
+        f"FROM {leansql.table(RoundImage)} ri "
+        f"JOIN {leansql.table(Image)} i ON i.id = ri.image_id "
+        "WHERE ri.round_id = %s AND NOT ri.in_agreement_set "
+        "AND ri.assigned_count < %s AND NOT i.quarantined "
+        f"AND NOT EXISTS (SELECT 1 FROM {leansql.table(Assignment)} a "
+        "WHERE a.round_image_id = ri.id AND a.rater_id = %s) "
+        "AND ri.shuffle_key {op} %s ORDER BY ri.shuffle_key LIMIT 1"
     )
+    if connection.features.has_select_for_update_skip_locked:
+        sql += " FOR UPDATE OF ri SKIP LOCKED"
+    params = [round.pk, round.raters_per_image, rater.pk, start]
+    for op in (">=", "<"):
+        rows = leansql.fetch(sql.replace("{op}", op), params, _RI, _IMG)
+        if rows:
+            item, image = rows[0]
+            item.image = image
+            return item
+    return None
 
 
 def _informative_candidate(round: Round, rater: Any) -> RoundImage | None:
@@ -267,8 +369,10 @@ def _serve(
 ) -> Assignment:
     """Record the showing; an expired one of the same kind is brought back."""
     if not is_repeat:
-        RoundImage.objects.filter(pk=item.pk).update(
-            assigned_count=F("assigned_count") + 1
+        leansql.execute(
+            f"UPDATE {leansql.table(RoundImage)} "  # noqa: S608
+            "SET assigned_count = assigned_count + 1 WHERE id = %s",
+            [item.pk],
         )
     if revive is not None:
         assignment = Assignment.objects.get(pk=revive)
@@ -286,8 +390,14 @@ def _serve(
         )
         assignment.round_image = item
         return assignment
-    return Assignment.objects.create(
-        round_image=item, round=round, rater=rater, policy=policy, is_repeat=is_repeat
+    return leansql.insert(
+        Assignment(
+            round_image=item,
+            round=round,
+            rater=rater,
+            policy=policy,
+            is_repeat=is_repeat,
+        )
     )
 
 
@@ -380,12 +490,7 @@ def assignment_next(*, round: Round, rater: Any) -> Assignment | None:
     # Locking the rater too makes one request per rater at a time: two tabs
     # must not take two images.
     rnd = _lock_round_for_rating(round, rater=rater, lock_rater=True)
-    current = (
-        _open_assignments(rnd, rater)
-        .select_related("round_image__image")
-        .order_by("-served_at")
-        .first()
-    )
+    current = _current_showing(rnd, rater)
     if current is not None:
         return current
     return _next_new(rnd, rater)
@@ -431,23 +536,49 @@ def _showing_rated(showings: list[Assignment]) -> Assignment | None:
     return max(showings, key=lambda a: (a.is_repeat, a.pk), default=None)
 
 
+def _live_rating(
+    round: Round, rater: Any, image: Image, *, is_repeat: bool
+) -> Rating | None:
+    sql = (
+        f"SELECT {_RATING.sql()} FROM {leansql.table(Rating)} x "  # noqa: S608
+        "WHERE x.rater_id = %s AND x.image_id = %s AND x.round_id = %s "
+        "AND x.is_repeat = %s AND x.retracted_at IS NULL LIMIT 1"
+    )
+    params = [
+        rater.pk,
+        image.pk,
+        round.pk,
+        leansql.prep(Rating, "is_repeat", is_repeat),
+    ]
+    rows = leansql.fetch(sql, params, _RATING)
+    if not rows:
+        return None
+    (rating,) = rows[0]
+    rating.image = image
+    return rating
+
+
 @transaction.atomic
 def rating_submit(
     *,
     round: Round,
     rater: Any,
-    image: Image,
+    image: Image | None = None,
+    image_uid: Any = None,
     score: int,
     flags: Sequence[str] = (),
     comment: str = "",
     time_taken_ms: int | None = None,
 ) -> tuple[Rating, bool]:
-    """Record a rating; returns (rating, created).
+    """Record a rating of ``image`` (or of the image with ``image_uid``);
+    returns (rating, created).
 
     Submitting the same rating twice returns the first row (created=False).
     A repeat showing gives a second row with ``is_repeat``; it changes none of
     the image's counts or score sums.
     """
+    if (image is None) == (image_uid is None):
+        raise TypeError("rating_submit takes image or image_uid")
     if score not in (1, 2, 3):
         raise DomainError("score must be 1, 2 or 3")
     flags = _clean_flags(flags)
@@ -458,16 +589,18 @@ def rating_submit(
     # A physician has at most two showings of an image in a round (the first
     # and a repeat).  Their row locks make two submits of one rating take
     # turns; the second then sees the first's committed row below.
-    showings = list(
-        Assignment.objects.select_for_update()
-        .filter(round=rnd, rater=rater, round_image__image=image)
-        .select_related("round_image")
-    )
+    showings = _showings_of_image(rnd, rater, image=image, image_uid=image_uid)
+    if showings:
+        image = showings[0].round_image.image
+    elif image is None:
+        # Not served to them: an unknown uid answers the same, so that the
+        # answer does not tell which images exist.
+        image = Image.objects.filter(uid=image_uid).first()
+        if image is None:
+            raise NotServed("this image was not served to you in this round")
     assignment = _showing_rated(showings)
     is_repeat = assignment is not None and assignment.is_repeat
-    existing = Rating.objects.filter(
-        rater=rater, image=image, round=rnd, is_repeat=is_repeat, retracted_at=None
-    ).first()
+    existing = _live_rating(rnd, rater, image, is_repeat=is_repeat)
     if existing is not None:
         if existing.score == score and existing.flags == flags:
             return existing, False
@@ -478,29 +611,36 @@ def rating_submit(
     if time_taken_ms is None:
         time_taken_ms = int((now - assignment.served_at).total_seconds() * 1000)
     time_taken_ms = max(0, min(int(time_taken_ms), MAX_TIME_TAKEN_MS))
-    rating = Rating.objects.create(
-        rater=rater,
-        image=image,
-        round=rnd,
-        assignment=assignment,
-        score=score,
-        flags=flags,
-        comment=comment,
-        time_taken_ms=time_taken_ms,
-        is_repeat=is_repeat,
+    rating = leansql.insert(
+        Rating(
+            rater=rater,
+            image=image,
+            round=rnd,
+            assignment=assignment,
+            score=score,
+            flags=flags,
+            comment=comment,
+            time_taken_ms=time_taken_ms,
+            is_repeat=is_repeat,
+        )
     )
     was_open = assignment.is_open
     assignment.completed_at = now
     assignment.skipped_at = None
     assignment.expired_at = None
-    assignment.save(update_fields=["completed_at", "skipped_at", "expired_at"])
+    leansql.execute(
+        f"UPDATE {leansql.table(Assignment)} SET completed_at = %s, "  # noqa: S608
+        "skipped_at = NULL, expired_at = NULL WHERE id = %s",
+        [leansql.prep(Assignment, "completed_at", now), assignment.pk],
+    )
     if not is_repeat:
         # Repeats stay out of the image's counts and score sums.
-        RoundImage.objects.filter(pk=assignment.round_image_id).update(
-            rating_count=F("rating_count") + 1,
-            score_sum=F("score_sum") + score,
-            score_sq_sum=F("score_sq_sum") + score * score,
-            assigned_count=F("assigned_count") + (0 if was_open else 1),
+        leansql.execute(
+            f"UPDATE {leansql.table(RoundImage)} SET "  # noqa: S608
+            "rating_count = rating_count + 1, score_sum = score_sum + %s, "
+            "score_sq_sum = score_sq_sum + %s, assigned_count = assigned_count + %s "
+            "WHERE id = %s",
+            [score, score * score, 0 if was_open else 1, assignment.round_image_id],
         )
     audit_record(
         action="rating_submit",
