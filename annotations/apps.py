@@ -9,7 +9,7 @@ class AnnotationsConfig(AppConfig):
     def ready(self) -> None:
         from django.db.models.signals import post_migrate
 
-        from . import signals  # noqa: F401
+        from . import checks, signals  # noqa: F401
         from .permissions_setup import roles_ensure
 
         post_migrate.connect(roles_ensure, sender=self)

@@ -11,6 +11,7 @@ deleted." (401).
 
 from __future__ import annotations
 
+from functools import cache
 from typing import Any
 
 from django.contrib.auth import get_user_model
@@ -23,12 +24,16 @@ from . import leansql
 from .roles import roles_preload
 
 
+@cache
+def _columns() -> tuple[leansql.Columns, leansql.Columns]:
+    return leansql.Columns(Token, "t"), leansql.Columns(get_user_model(), "u")
+
+
 class TokenAuthentication(authentication.TokenAuthentication):
     def authenticate_credentials(self, key: str) -> tuple[Any, Token]:
         User = get_user_model()
         memberships = User.groups.through
-        token_cols = leansql.Columns(Token, "t")
-        user_cols = leansql.Columns(User, "u")
+        token_cols, user_cols = _columns()
         col = leansql.column
         user_pk = leansql.qn(User._meta.pk.column)
         group_pk = leansql.qn(Group._meta.pk.column)

@@ -27,8 +27,17 @@ from django.db.models.expressions import DatabaseDefault
 Converter = Callable[[Any, Any, Any], Any]
 
 
+_QUOTED: dict[tuple[str, str], str] = {}
+
+
 def qn(name: str) -> str:
-    return connection.ops.quote_name(name)
+    """``name`` quoted for the database (remembered: statements are built on
+    every request)."""
+    key = (connection.vendor, name)
+    quoted = _QUOTED.get(key)
+    if quoted is None:
+        quoted = _QUOTED[key] = connection.ops.quote_name(name)
+    return quoted
 
 
 def table(model: type[Model]) -> str:
@@ -60,12 +69,18 @@ class Columns:
             if not wanted or f.name in wanted or f.attname in wanted or f.primary_key
         )
         self.attnames = tuple(f.attname for f in self.fields)
+        self._sql: dict[str, str] = {}
 
     def __len__(self) -> int:
         return len(self.fields)
 
     def sql(self) -> str:
-        return ", ".join(f"{self.alias}.{qn(f.column)}" for f in self.fields)
+        vendor = connection.vendor
+        text = self._sql.get(vendor)
+        if text is None:
+            text = ", ".join(f"{self.alias}.{qn(f.column)}" for f in self.fields)
+            self._sql[vendor] = text
+        return text
 
     def _converters(self) -> tuple[tuple[Any, tuple[Converter, ...]], ...]:
         return _converters_for(self.model, self.attnames, connection.vendor)

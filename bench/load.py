@@ -205,8 +205,26 @@ def free_port() -> int:
 ACCESS_LOG_FORMAT = "%(m)s %(U)s %(s)s %(M)s"
 
 
+def cache_url(choice: str) -> str:
+    """The server's cache: shared Redis as deployed (emptied first, since the
+    seed was just reset under it), or each process's own memory."""
+    if choice == "locmem":
+        return "locmemcache://"
+    url = os.environ.get("BENCH_CACHE_URL", "redis://127.0.0.1:6379/14")
+    import redis
+
+    redis.Redis.from_url(url).flushdb()
+    return url
+
+
 def gunicorn_start(
-    url: str, *, port: int, workers: int, threads: int, access_log: Path
+    url: str,
+    *,
+    port: int,
+    workers: int,
+    threads: int,
+    access_log: Path,
+    cache: str,
 ) -> subprocess.Popen[bytes]:
     cmd = [
         sys.executable,
@@ -237,7 +255,8 @@ def gunicorn_start(
         ACCESS_LOG_FORMAT,
     ]
     log("gunicorn: " + " ".join(cmd[3:]))
-    return subprocess.Popen(cmd, env=benchdb.server_env(url), cwd=benchdb.REPO_ROOT)
+    env = benchdb.server_env(url) | {"CACHE_URL": cache}
+    return subprocess.Popen(cmd, env=env, cwd=benchdb.REPO_ROOT)
 
 
 def gunicorn_wait(proc: subprocess.Popen[bytes], port: int, timeout: float) -> None:
@@ -528,6 +547,13 @@ def main() -> None:
     )
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--threads", type=int, default=4)
+    parser.add_argument(
+        "--cache",
+        choices=("redis", "locmem"),
+        default="redis",
+        help="the server's cache: shared Redis, as deployed (BENCH_CACHE_URL, "
+        "default redis://127.0.0.1:6379/14, emptied first), or per process",
+    )
     parser.add_argument("--json", default="load.json", help="file under bench/out/")
     args = parser.parse_args()
     if not 1 <= args.raters <= 50:
@@ -547,7 +573,7 @@ def main() -> None:
     log(
         f"gunicorn workers={args.workers} threads={args.threads} (gthread) "
         f"on 127.0.0.1:{port}; {args.raters} raters for {args.seconds:.0f} s, "
-        f"think {args.think_ms:.0f} ms"
+        f"think {args.think_ms:.0f} ms, cache {args.cache}"
     )
     access_log = benchdb.VAR_DIR / "bench-load-access.log"
     access_log.parent.mkdir(parents=True, exist_ok=True)
@@ -558,6 +584,7 @@ def main() -> None:
         workers=args.workers,
         threads=args.threads,
         access_log=access_log,
+        cache=cache_url(args.cache),
     )
     mark = {"offset": 0}
 
@@ -596,6 +623,7 @@ def main() -> None:
             "think_ms": args.think_ms,
             "gunicorn_workers": args.workers,
             "gunicorn_threads": args.threads,
+            "cache": args.cache,
             "images": N_IMAGES,
             "seed_ratings": N_RATINGS,
             "raters_per_image": RATERS_PER_IMAGE,

@@ -18,7 +18,7 @@ from ..models import Flag, Rating, Round
 from ..permissions import CanSeeRating, IsPhysician
 from ..selectors import ratings_of_user
 from ..services.ratings import MAX_TIME_TAKEN_MS, rating_submit, round_for_rating
-from .common import ErrorOutputSerializer, paginated_response
+from .common import ErrorOutputSerializer, OwnTransactionApiView, paginated_response
 
 
 @extend_schema_serializer(component_name="Rating")
@@ -72,7 +72,7 @@ def rating_data(rating: Rating) -> dict[str, Any]:
     }
 
 
-class RatingCreateApi(APIView):
+class RatingCreateApi(OwnTransactionApiView):
     """Rate an image served to the current physician.
 
     201 for a new rating; 200 with the same id when the identical rating was

@@ -43,7 +43,7 @@ from ..services.rounds import (
     round_open,
 )
 from ..serving_rules import REPEAT_GAP
-from .common import ErrorOutputSerializer, paginated_response
+from .common import ErrorOutputSerializer, OwnTransactionApiView, paginated_response
 from .images import BlindedImageSerializer
 
 
@@ -384,7 +384,7 @@ def progress_data(progress: Any) -> dict[str, int]:
     }
 
 
-class RoundNextApi(APIView):
+class RoundNextApi(OwnTransactionApiView):
     """The image the current physician should rate next; 204 when none is left."""
 
     permission_classes = [IsAuthenticated, IsPhysician, CanRateRound]

@@ -56,6 +56,8 @@ def test_production_passes_check_deploy(tmp_path):
         "MEDRLHF_ENV": "production",
         "SECRET_KEY": secrets.token_urlsafe(64),
         "ALLOWED_HOSTS": "medrlhf.example.org",
+        # Checked, not connected to.
+        "CACHE_URL": "redis://127.0.0.1:6379/1",
     }
     result = _run(
         "import sys; from django.core.management import execute_from_command_line;"
@@ -66,6 +68,24 @@ def test_production_passes_check_deploy(tmp_path):
     )
     assert result.returncode == 0, result.stderr + result.stdout
     assert "no issues" in result.stdout
+
+
+def test_check_deploy_warns_about_a_per_process_cache(tmp_path):
+    env = {
+        "MEDRLHF_ENV": "production",
+        "SECRET_KEY": secrets.token_urlsafe(64),
+        "ALLOWED_HOSTS": "medrlhf.example.org",
+    }
+    result = _run(
+        "import sys; from django.core.management import execute_from_command_line;"
+        "execute_from_command_line(['manage.py', 'check', '--deploy', "
+        "'--fail-level', 'WARNING'])",
+        env,
+        tmp_path,
+    )
+    assert result.returncode != 0
+    assert "medrlhf.W001" in result.stderr + result.stdout
+    assert "CACHE_URL" in result.stderr + result.stdout
 
 
 def test_development_key_is_random_per_machine_and_kept_out_of_the_repo(tmp_path):
