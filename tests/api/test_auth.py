@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from django.contrib.auth.models import Group
 from rest_framework.authtoken.models import Token
 
 from annotations.models import AuditEvent
@@ -83,3 +84,53 @@ def test_missing_fields_are_named(api):
     response = api.post(TOKEN_URL, {"username": "x"})
     assert response.status_code == 400
     assert "password" in response.json()
+
+
+def _token_client(api, user):
+    api.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=user)}")
+    return api
+
+
+def test_a_token_brings_its_user_and_roles_in_one_query(
+    api, make_user, django_assert_num_queries
+):
+    from annotations.authentication import TokenAuthentication
+    from annotations.models import Role
+    from annotations.roles import is_admin, is_physician, is_researcher
+
+    user = make_user(Role.PHYSICIAN)
+    user.groups.add(Group.objects.get_or_create(name=Role.RESEARCHER)[0])
+    key = Token.objects.create(user=user).key
+    with django_assert_num_queries(1):
+        found, token = TokenAuthentication().authenticate_credentials(key)
+        assert (found.pk, token.key, token.user_id) == (user.pk, key, user.pk)
+        assert is_physician(found) and is_researcher(found) and not is_admin(found)
+        assert found.check_password(PASSWORD) is True  # every user field loaded
+
+
+def test_a_token_of_a_user_without_groups_has_no_roles(api, make_user, make_round):
+    rnd = make_round(1)
+    user = make_user(role=None)
+    response = _token_client(api, user).get(f"/api/rounds/{rnd.pk}/next/")
+    assert response.status_code == 403
+    assert response.json()["detail"] == "Only physicians rate images."
+
+
+def test_a_superuser_token_counts_as_admin(api, make_user):
+    from annotations.authentication import TokenAuthentication
+    from annotations.roles import is_admin
+
+    user = make_user(role=None, is_superuser=True)
+    found, _ = TokenAuthentication().authenticate_credentials(
+        Token.objects.create(user=user).key
+    )
+    assert is_admin(found)
+
+
+def test_an_inactive_users_token_is_refused(api, physician):
+    _token_client(api, physician)
+    physician.is_active = False
+    physician.save(update_fields=["is_active"])
+    response = api.get("/api/ratings/mine/")
+    assert response.status_code == 403
+    assert response.json()["detail"] == "User inactive or deleted."
