@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-fast venv lint bench-load bench-export bench-engine clean
+.PHONY: run test test-fast venv lint bench-load bench-hotpath bench-export bench-engine clean
 
 $(STAMP): pyproject.toml
 	@test -n "$(PYTHON)" || { echo "need python3.11 on PATH"; exit 1; }
@@ -34,6 +34,9 @@ lint: $(STAMP)
 
 bench-load: $(STAMP)
 	$(PY) bench/load.py
+
+bench-hotpath: $(STAMP)
+	$(PY) bench/hotpath.py
 
 bench-export: $(STAMP)
 	$(PY) bench/export.py
