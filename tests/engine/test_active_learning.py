@@ -19,7 +19,11 @@ from models_ml.engine.experiments.active_learning import (
     select_by_spread,
     select_by_spread_per_prompt,
     select_diverse_batch,
+    select_proportional,
+    select_stratified,
+    select_top,
     split_heldout,
+    vote_entropy,
 )
 
 
@@ -175,7 +179,7 @@ def test_report_holds_both_curves_the_reach_table_and_a_plot(tmp_path: Path) -> 
     report = run_experiment(_pool(), _config(tmp_path), {"n_images": 90})
 
     saved = json.loads((tmp_path / "report.json").read_text())
-    strategies = {"uncertainty", "uncertainty_batch", "random"}
+    strategies = {"uncertainty", "uncertainty_sampled", "random"}
     assert set(saved["summary"]) == strategies
     for strategy in strategies:
         curve = saved["summary"][strategy]["curve"]
@@ -189,3 +193,65 @@ def test_report_holds_both_curves_the_reach_table_and_a_plot(tmp_path: Path) -> 
     assert len(saved["ceiling"]["per_seed"]) == 2
     assert Image.open(report["plot"]).size == (640, 400)
     assert "| 24 |" in (tmp_path / "report.md").read_text()
+
+
+def test_vote_entropy_is_zero_when_members_agree_and_grows_with_dissent() -> None:
+    agree = [[0.1, 0.2, 0.7]] * 4
+    split = [[0.1, 0.2, 0.7], [0.1, 0.2, 0.7], [0.6, 0.3, 0.1], [0.2, 0.5, 0.3]]
+    member_probs = np.array([agree, split]).transpose(1, 0, 2)  # (members, N, 3)
+
+    entropy = vote_entropy(member_probs)
+
+    assert entropy[0] == 0.0
+    assert entropy[1] == pytest.approx(1.5 * np.log(2) / np.log(3))
+
+
+def test_top_selection_breaks_score_ties_by_the_tiebreak() -> None:
+    score = np.array([0.5, 0.5, 0.9, 0.0])
+    tiebreak = np.array([0.1, 0.8, 0.0, 1.0])
+
+    assert select_top(score, tiebreak, np.arange(4), 2).tolist() == [2, 1]
+
+
+def test_stratified_selection_keeps_the_candidates_mix_of_strata() -> None:
+    # Stratum 0 has 6 candidates, stratum 1 has 2: a batch of 4 takes 3 + 1,
+    # the top scores of each, although stratum 1 holds the largest scores.
+    strata = np.array([0, 0, 0, 0, 0, 0, 1, 1])
+    score = np.array([0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.9, 0.8])
+
+    chosen = select_stratified(score, np.zeros(8), np.arange(8), 4, strata)
+
+    assert sorted(chosen.tolist()) == [3, 4, 5, 6]
+
+
+@pytest.mark.parametrize(
+    "strategy",
+    [
+        "vote_entropy",
+        "vote_entropy_stratified",
+        "vote_entropy_mixed",
+        "uncertainty_sampled",
+    ],
+)
+def test_disagreement_and_sampled_strategies_rate_new_images_after_the_shared_start(
+    tmp_path: Path, strategy: str
+) -> None:
+    pool = _pool()
+    config = _config(tmp_path)
+    run = run_loop(pool, config, strategy=strategy, seed=3)
+    rand = run_loop(pool, config, strategy="random", seed=3)
+
+    assert run["points"][0] == rand["points"][0]
+    assert [p["n_ratings"] for p in run["points"]] == [6, 12, 18, 24]
+    chosen = [i for pick in run["picks"] for i in pick["chosen"]]
+    assert len(chosen) == 18 and len(set(chosen)) == 18
+
+
+def test_proportional_selection_draws_distinct_images_and_never_zero_scores() -> None:
+    score = np.array([0.0, 1.0, 0.0, 2.0, 3.0, 0.0])
+    rng = np.random.default_rng(0)
+
+    for _ in range(20):
+        chosen = select_proportional(score, 3, rng)
+        assert sorted(chosen.tolist()) == [1, 3, 4]
+    assert len(set(select_proportional(score, 5, rng).tolist())) == 5

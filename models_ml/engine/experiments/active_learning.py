@@ -12,7 +12,17 @@ is chosen either
   picks as ``random``), then a greedy batch on spread x label entropy,
   discounted for closeness to rated or already-chosen images, one image per
   generation seed,
-- by **uncertainty_per_prompt**: the largest spread per prompt in turn, or
+- by **uncertainty_per_prompt**: the largest spread per prompt in turn,
+- by **vote_entropy**: query-by-committee disagreement on the rating class
+  (entropy of the members' votes, ties by the entropy of the mean
+  prediction); **vote_entropy_stratified** takes the same score within each
+  predicted rating, the batch shared out in proportion to the unrated
+  images' predicted ratings; **vote_entropy_mixed** takes half the batch by
+  vote entropy and half at random,
+- by **uncertainty_sampled**: drawn without replacement with probability
+  proportional to the spread (power acquisition with exponent 1), so the
+  most uncertain images are the likeliest picks but a batch still covers the
+  pool, or
 - at **random**.
 
 After every batch the ensemble is scored on a held-out set (images whose seeds
@@ -26,7 +36,8 @@ Image features and prompt embeddings are computed once; each retrain is the
 reward head alone (seconds).
 
     python -m models_ml.engine.experiments.active_learning \
-        --source_dir DIR_OF_A_SIMULATED_RATERS_RUN --output_dir DIR [--quick]
+        --source_dir DIR_OF_A_SIMULATED_RATERS_RUN_OR_ACTIVE_POOL \
+        --output_dir DIR [--quick] [--first_seed 100 --seeds 5]
 """
 
 from __future__ import annotations
@@ -44,8 +55,17 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw
 
-STRATEGIES = ("uncertainty", "uncertainty_per_prompt", "uncertainty_batch", "random")
-DEFAULT_STRATEGIES = ("uncertainty", "uncertainty_batch", "random")
+STRATEGIES = (
+    "uncertainty",
+    "uncertainty_per_prompt",
+    "uncertainty_batch",
+    "vote_entropy",
+    "vote_entropy_stratified",
+    "vote_entropy_mixed",
+    "uncertainty_sampled",
+    "random",
+)
+DEFAULT_STRATEGIES = ("uncertainty", "uncertainty_sampled", "random")
 
 
 @dataclass
@@ -175,6 +195,67 @@ def select_diverse_batch(
     return np.array(chosen, dtype=np.int64)
 
 
+def vote_entropy(member_probs: np.ndarray) -> np.ndarray:
+    """Query-by-committee disagreement on the rating class.
+
+    Each ensemble member votes for its most likely rating; the score is the
+    entropy of the votes, scaled by log 3. Unlike the spread of the members'
+    expected ratings it is zero wherever the members name the same rating,
+    however much their rewards differ inside it, so it asks only where a
+    rating would change what the model says.
+    """
+    classes = member_probs.shape[-1]
+    votes = member_probs.argmax(-1)  # (members, N)
+    shares = np.stack([(votes == c).mean(0) for c in range(classes)], axis=-1)
+    logs = np.log(np.where(shares > 0, shares, 1.0))
+    return -(shares * logs).sum(-1) / math.log(classes)
+
+
+def select_top(
+    score: np.ndarray, tiebreak: np.ndarray, candidates: np.ndarray, k: int
+) -> np.ndarray:
+    """The ``k`` candidates with the largest ``score``, ties by ``tiebreak``."""
+    order = np.lexsort((candidates, -tiebreak[candidates], -score[candidates]))
+    return candidates[order[:k]]
+
+
+def select_stratified(
+    score: np.ndarray,
+    tiebreak: np.ndarray,
+    candidates: np.ndarray,
+    k: int,
+    strata: np.ndarray,
+) -> np.ndarray:
+    """Top-``score`` candidates within each stratum, ``k`` shared out in
+    proportion to the strata's sizes among the candidates (largest
+    remainder), so the batch has the candidates' mix of strata; a stratum too
+    small for its share passes the rest to the overall top."""
+    labels, sizes = np.unique(strata[candidates], return_counts=True)
+    quota = sizes * k / sizes.sum()
+    take = np.floor(quota).astype(int)
+    for i in np.lexsort((labels, -(quota - take)))[: k - int(take.sum())]:
+        take[i] += 1
+    chosen: list[int] = []
+    for label, n in zip(labels, take, strict=True):
+        inside = candidates[strata[candidates] == label]
+        chosen += select_top(score, tiebreak, inside, int(n)).tolist()
+    if len(chosen) < k:
+        rest = np.setdiff1d(candidates, chosen)
+        chosen += select_top(score, tiebreak, rest, k - len(chosen)).tolist()
+    return np.array(chosen, dtype=np.int64)
+
+
+def select_proportional(
+    score: np.ndarray, k: int, rng: np.random.Generator
+) -> np.ndarray:
+    """``k`` indices drawn without replacement, each draw with probability
+    proportional to ``score`` among those left (uniform when all are 0)."""
+    weights = np.clip(score, 0.0, None)
+    if weights.sum() <= 0 or np.count_nonzero(weights) < k:
+        weights = weights + 1e-12
+    return rng.choice(len(score), size=k, replace=False, p=weights / weights.sum())
+
+
 def split_heldout(
     groups: np.ndarray, fraction: float, seed: int
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -196,7 +277,9 @@ def _fit_and_predict(
     predict_idx: np.ndarray,
     config: ActiveConfig,
     seed: int,
-) -> Any:
+) -> tuple[Any, np.ndarray]:
+    """Fit the ensemble on ``train_idx``; its summary and ``[members, N, 3]``
+    probabilities on ``predict_idx``."""
     from ..reward import RewardConfig, _fit_ensemble, _summarise
 
     image = pool.image[train_idx]
@@ -225,7 +308,8 @@ def _fit_and_predict(
         pool.image[predict_idx], pool.prompt[predict_idx], pool.modality[predict_idx]
     )
     with torch.no_grad():
-        return _summarise(head.probs(img, cond))
+        member_probs = head.probs(img, cond)
+    return _summarise(member_probs), member_probs.numpy().astype(np.float64)
 
 
 def _spearman(reward: np.ndarray, ratings: np.ndarray) -> float:
@@ -265,7 +349,7 @@ def run_loop(
     while True:
         unlabelled = np.setdiff1d(pool_idx, labelled)
         predict_idx = np.concatenate([held_idx, unlabelled])
-        pred = _fit_and_predict(pool, labelled, predict_idx, config, seed)
+        pred, member_probs = _fit_and_predict(pool, labelled, predict_idx, config, seed)
         held_reward = pred.reward[: len(held_idx)]
         rho = _spearman(held_reward, pool.ratings[held_idx])
         points.append({"n_ratings": int(len(labelled)), "spearman": rho})
@@ -295,6 +379,25 @@ def run_loop(
                 k,
                 pool.group[unlabelled],
             )
+        elif strategy.startswith("vote_entropy"):
+            probs = member_probs[:, len(held_idx) :]
+            votes = vote_entropy(probs)
+            consensus = label_entropy(probs.mean(0))
+            everyone = np.arange(len(unlabelled))
+            if strategy == "vote_entropy":
+                local = select_top(votes, consensus, everyone, k)
+            elif strategy == "vote_entropy_stratified":
+                local = select_stratified(
+                    votes, consensus, everyone, k, probs.mean(0).argmax(-1)
+                )
+            else:  # vote_entropy_mixed: half by disagreement, half at random
+                top = select_top(votes, consensus, everyone, k // 2)
+                rest = np.setdiff1d(everyone, top)
+                local = np.concatenate(
+                    [top, select_rng.choice(rest, size=k - len(top), replace=False)]
+                )
+        elif strategy == "uncertainty_sampled":
+            local = select_proportional(spread, k, select_rng)
         else:
             local = select_rng.choice(len(unlabelled), size=k, replace=False)
         chosen = unlabelled[local]
@@ -469,7 +572,7 @@ def pool_from_run(
 def ceiling_rho(pool: Pool, config: ActiveConfig, seed: int) -> float:
     """Held-out rho with every servable image rated: what the loop can approach."""
     pool_idx, held_idx = split_heldout(pool.group, config.heldout_fraction, seed)
-    pred = _fit_and_predict(pool, pool_idx, held_idx, config, seed)
+    pred, _ = _fit_and_predict(pool, pool_idx, held_idx, config, seed)
     return _spearman(pred.reward, pool.ratings[held_idx])
 
 
@@ -623,6 +726,10 @@ def plot_curves(
         "uncertainty": (200, 40, 40),
         "uncertainty_per_prompt": (230, 140, 0),
         "uncertainty_batch": (20, 150, 60),
+        "vote_entropy": (150, 60, 170),
+        "vote_entropy_stratified": (120, 90, 40),
+        "vote_entropy_mixed": (0, 160, 160),
+        "uncertainty_sampled": (200, 0, 120),
         "random": (40, 80, 200),
     }
     for row, strategy in enumerate(summary):
@@ -671,12 +778,24 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     )
     parser.add_argument("--output_dir", required=True, type=Path, help="results folder")
     parser.add_argument("--quick", action="store_true", help="test-size run")
-    parser.add_argument("--seeds", type=int, help="number of seeds (0, 1, ...)")
+    parser.add_argument("--seeds", type=int, help="number of seeds")
+    parser.add_argument(
+        "--first_seed",
+        type=int,
+        default=0,
+        help="seeds run from here (0: the reported seeds; 100: development)",
+    )
     parser.add_argument(
         "--strategies",
         nargs="+",
         choices=STRATEGIES,
         help=f"default: {' '.join(DEFAULT_STRATEGIES)}",
+    )
+    parser.add_argument(
+        "--targets",
+        type=float,
+        nargs="+",
+        help="rho levels for the ratings-to-reach table (default: 0.5 0.6 0.7)",
     )
     args = parser.parse_args(argv)
     config = (
@@ -684,10 +803,13 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         if args.quick
         else ActiveConfig(output_dir=args.output_dir)
     )
-    if args.seeds:
-        config.seeds = tuple(range(args.seeds))
+    if args.seeds or args.first_seed:
+        count = args.seeds or len(config.seeds)
+        config.seeds = tuple(range(args.first_seed, args.first_seed + count))
     if args.strategies:
         config.strategies = tuple(args.strategies)
+    if args.targets:
+        config.targets = tuple(args.targets)
     pool, facts = pool_from_run(args.source_dir)
     report = run_experiment(pool, config, facts)
     print(markdown_report(report))
