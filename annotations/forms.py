@@ -50,7 +50,84 @@ class PhysicianChoiceField(forms.ModelMultipleChoiceField):
         return obj.get_full_name() or obj.get_username()
 
 
-class RoundCreateForm(forms.Form):
+class RoundServingForm(forms.Form):
+    """The serving design of a new round, chosen or generated; shares in percent.
+
+    The services check the shares again (``serving_check``); here a page gets
+    its errors beside the field.
+    """
+
+    agreement_percent = forms.IntegerField(
+        label="Agreement set (%)",
+        required=False,
+        min_value=0,
+        max_value=100,
+        initial=0,
+        help_text="Share of the round's images (controls included) that every "
+        "physician rates, beyond raters per image: the overlap agreement needs.",
+    )
+    repeat_percent = forms.IntegerField(
+        label="Repeats (%)",
+        required=False,
+        min_value=0,
+        max_value=int(MAX_REPEAT_SHARE * 100),
+        initial=0,
+        help_text="Share of each physician's images shown to them again, "
+        f"unannounced, at least {REPEAT_GAP} images later (test-retest).",
+    )
+    serving_policy = forms.ChoiceField(
+        label="Serving order",
+        required=False,
+        choices=ServingPolicy.choices,
+        initial=ServingPolicy.RANDOM,
+        help_text="Most informative first: images the reward model is least "
+        "sure of, and where physicians disagree, are rated first.",
+    )
+    reward_model_version = forms.ModelChoiceField(
+        label="Reward model",
+        queryset=ModelVersion.objects.none(),
+        required=False,
+        empty_label="None",
+        help_text="Scores the round's images once it has them; needed for "
+        "most-informative-first serving.",
+    )
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["reward_model_version"].queryset = ModelVersion.objects.filter(
+            kind=ModelKind.REWARD
+        ).order_by("-created_at")
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean() or {}
+        # Left empty, the serving fields mean what a plain round does.
+        data["agreement_percent"] = data.get("agreement_percent") or 0
+        data["repeat_percent"] = data.get("repeat_percent") or 0
+        data["serving_policy"] = data.get("serving_policy") or ServingPolicy.RANDOM
+        if (
+            data["serving_policy"] == ServingPolicy.UNCERTAINTY
+            and not data.get("reward_model_version")
+            and "reward_model_version" not in self.errors
+        ):
+            self.add_error(
+                "reward_model_version",
+                "Most informative first needs a reward model to score the images.",
+            )
+        return data
+
+    def serving_settings(self) -> dict[str, Any]:
+        """The cleaned serving fields as ``round_create`` and
+        ``round_generate_start`` take them."""
+        data = self.cleaned_data
+        return {
+            "agreement_share": data["agreement_percent"] / 100,
+            "repeat_share": data["repeat_percent"] / 100,
+            "serving_policy": data["serving_policy"],
+            "reward_model_version": data.get("reward_model_version"),
+        }
+
+
+class RoundCreateForm(RoundServingForm):
     SOURCE_CHOICES = [("", "Real and generated"), *ImageSource.choices]
 
     name = forms.CharField(max_length=200)
@@ -84,40 +161,6 @@ class RoundCreateForm(forms.Form):
         initial=0,
         help_text="Share of the round made of real images mixed in as controls.",
     )
-    agreement_percent = forms.IntegerField(
-        label="Agreement set (%)",
-        required=False,
-        min_value=0,
-        max_value=100,
-        initial=0,
-        help_text="Share of the round's images (controls included) that every "
-        "physician rates, beyond raters per image: the overlap agreement needs.",
-    )
-    repeat_percent = forms.IntegerField(
-        label="Repeats (%)",
-        required=False,
-        min_value=0,
-        max_value=int(MAX_REPEAT_SHARE * 100),
-        initial=0,
-        help_text="Share of each physician's images shown to them again, "
-        f"unannounced, at least {REPEAT_GAP} images later (test-retest).",
-    )
-    serving_policy = forms.ChoiceField(
-        label="Serving order",
-        required=False,
-        choices=ServingPolicy.choices,
-        initial=ServingPolicy.RANDOM,
-        help_text="Most informative first: images the reward model is least "
-        "sure of, and where physicians disagree, are rated first.",
-    )
-    reward_model_version = forms.ModelChoiceField(
-        label="Reward model",
-        queryset=ModelVersion.objects.none(),
-        required=False,
-        empty_label="None",
-        help_text="Scores the round's images when it is created; needed for "
-        "most-informative-first serving.",
-    )
     raters = PhysicianChoiceField(
         queryset=get_user_model().objects.none(),
         required=False,
@@ -138,9 +181,6 @@ class RoundCreateForm(forms.Form):
         )
         self.fields["modalities"].choices = [(m, m) for m in modalities]
         self.fields["raters"].queryset = _physicians()
-        self.fields["reward_model_version"].queryset = ModelVersion.objects.filter(
-            kind=ModelKind.REWARD
-        ).order_by("-created_at")
 
     def _matching(self) -> QuerySet[Image]:
         data = self.cleaned_data
@@ -154,20 +194,7 @@ class RoundCreateForm(forms.Form):
         return qs
 
     def clean(self) -> dict[str, Any]:
-        data = super().clean() or {}
-        # Left empty, the serving fields mean what a plain round does.
-        data["agreement_percent"] = data.get("agreement_percent") or 0
-        data["repeat_percent"] = data.get("repeat_percent") or 0
-        data["serving_policy"] = data.get("serving_policy") or ServingPolicy.RANDOM
-        if (
-            data.get("serving_policy") == ServingPolicy.UNCERTAINTY
-            and not data.get("reward_model_version")
-            and "reward_model_version" not in self.errors
-        ):
-            self.add_error(
-                "reward_model_version",
-                "Most informative first needs a reward model to score the images.",
-            )
+        data = super().clean()
         if self.errors:
             return data
         ids = list(self._matching().values_list("pk", flat=True))

@@ -34,6 +34,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from annotations.api.common import ErrorOutputSerializer
+from annotations.api.serving import ServingInputSerializer, serving_settings
 from annotations.errors import DomainError
 from annotations.models import Dataset, Role, Round
 from annotations.permissions import IsAdmin, IsResearcherOrAdmin
@@ -498,13 +499,14 @@ class RoundGenerateApi(APIView):
     """Open a round whose images a job generates; rating opens when it is done.
 
     Give prompts one way: ``prompts`` (a list), ``prompts_text`` (pasted, one a
-    line) or ``sample_from_dataset``.
+    line) or ``sample_from_dataset``.  The serving design is an ordinary
+    round's; a reward model scores the images once they are generated.
     """
 
     permission_classes = [IsAuthenticated, IsAdmin]
 
     @extend_schema_serializer(component_name="RoundGenerateInput")
-    class InputSerializer(serializers.Serializer):
+    class InputSerializer(ServingInputSerializer):
         name = serializers.CharField(max_length=200)
         model_version = serializers.PrimaryKeyRelatedField(
             queryset=_diffusion_versions()
@@ -537,6 +539,7 @@ class RoundGenerateApi(APIView):
         sampling = _params_field("steps, guidance, scheduler, batch_size, device")
 
         def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+            attrs = super().validate(attrs)
             given = [
                 k
                 for k in ("prompts", "prompts_text", "sample_from_dataset")
@@ -594,6 +597,7 @@ class RoundGenerateApi(APIView):
             control_pool=pool if p["control_share"] > 0 else (),
             seed=p["seed"],
             sampling=p["sampling"],
+            **serving_settings(p),
         )
         return _queued(job, round=job.params["round_id"])
 
@@ -667,7 +671,9 @@ class RetrainingStartApi(APIView):
         finetune = _params_field("settings of the fine-tune step")
         round = _params_field(
             "name, prompts ([prompt, modality] pairs), images_per_prompt, "
-            "raters_per_image, control_share, seed, steps ..."
+            "raters_per_image, control_share, agreement_share, repeat_share, "
+            "serving_policy (uncertainty: scored by the reward model this run "
+            "trains), seed, steps ..."
         )
 
     @extend_schema(

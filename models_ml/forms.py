@@ -8,6 +8,7 @@ from typing import Any
 from django import forms
 from django.db.models import QuerySet
 
+from annotations.forms import RoundServingForm
 from annotations.models import Dataset
 from models_ml.engine.readers import normalize_modality
 from models_ml.engine.readers.errors import InvalidModalityError
@@ -143,8 +144,9 @@ class RetrainingForm(forms.Form):
         return params
 
 
-class RoundGenerateForm(forms.Form):
-    """A round that generates: typed prompts, or prompts sampled from a dataset."""
+class RoundGenerateForm(RoundServingForm):
+    """A round that generates: typed prompts, or prompts sampled from a dataset,
+    with the serving design of any round."""
 
     name = forms.CharField(max_length=200)
     model_version = VersionChoiceField(

@@ -19,9 +19,19 @@ from django.conf import settings
 from django.db import transaction
 
 from annotations.errors import DomainError
-from annotations.models import Dataset, Image, ImageSource, Round
-from annotations.services.generation import round_generating_create
-from annotations.services.rounds import controls_needed
+from annotations.models import (
+    Dataset,
+    Image,
+    ImageSource,
+    Round,
+    RoundStatus,
+    ServingPolicy,
+)
+from annotations.services.generation import (
+    round_generated_fill,
+    round_generating_create,
+)
+from annotations.services.rounds import controls_needed, serving_check
 from models_ml.engine.readers import normalize_modality
 from models_ml.engine.readers.errors import InvalidModalityError
 
@@ -89,14 +99,19 @@ REWARD_KEYS = frozenset(
     }
 )
 SAMPLING_KEYS = frozenset({"steps", "guidance", "scheduler", "batch_size", "device"})
-ROUND_KEYS = SAMPLING_KEYS | {
-    "name",
-    "prompts",
-    "images_per_prompt",
-    "raters_per_image",
-    "control_share",
-    "seed",
-}
+SERVING_KEYS = frozenset({"agreement_share", "repeat_share", "serving_policy"})
+ROUND_KEYS = (
+    SAMPLING_KEYS
+    | SERVING_KEYS
+    | {
+        "name",
+        "prompts",
+        "images_per_prompt",
+        "raters_per_image",
+        "control_share",
+        "seed",
+    }
+)
 SCHEDULERS = ("ddim", "dpm", "euler", "ddpm")
 MAX_IMAGES_PER_JOB = 20000
 FILTER_MODES = ("best_of_n", "threshold")
@@ -269,11 +284,17 @@ def round_generate_start(
     sampling: dict[str, Any] | None = None,
     chain: dict[str, Any] | None = None,
     enqueue: bool = True,
+    agreement_share: float = 0.0,
+    repeat_share: float = 0.0,
+    serving_policy: str = ServingPolicy.RANDOM,
+    reward_model_version: ModelVersion | None = None,
 ) -> Job:
     """Create a round in ``generating`` and queue the job that fills it.
 
     With ``compare_model_version`` both versions draw the same prompts and
-    seeds, so the round compares them image for image, blinded.
+    seeds, so the round compares them image for image, blinded.  The serving
+    design is an ordinary round's (``round_create``); a reward model scores
+    the images once the job has generated them (``round_generated_finish``).
     ``enqueue=False`` leaves the job for a caller that runs it in-process.
     """
     _check_diffusion(model_version, "model_version")
@@ -312,6 +333,10 @@ def round_generate_start(
         compare_model_version=compare_model_version,
         raters_per_image=raters_per_image,
         control_share=control_share,
+        agreement_share=agreement_share,
+        repeat_share=repeat_share,
+        serving_policy=serving_policy,
+        reward_model_version=reward_model_version,
         settings={
             "prompts": pairs,
             "images_per_prompt": images_per_prompt,
@@ -340,6 +365,38 @@ def round_generate_start(
     )
     Round.objects.filter(pk=rnd.pk).update(settings={**rnd.settings, "job_id": job.pk})
     return job
+
+
+@transaction.atomic
+def round_generated_finish(
+    *,
+    round: Round,
+    images: Sequence[Image],
+    control_pool: Iterable[Image],
+    actor: Any,
+    open_now: bool,
+) -> Round:
+    """Fill a generating round (``round_generated_fill``) and, when it has a
+    reward model, queue the scoring of its images in the same transaction.
+
+    Both or neither commit, so a job retried after this finds the round filled
+    and queues no second scoring.  A round opened before its scores arrive
+    serves its unscored items as certain: fewest raters first, then where
+    physicians disagree, then in shuffled order.
+    """
+    locked = Round.objects.select_for_update().only("status").get(pk=round.pk)
+    was_generating = locked.status == RoundStatus.GENERATING
+    rnd = round_generated_fill(
+        round=round,
+        images=images,
+        control_pool=control_pool,
+        actor=actor,
+        open_now=open_now,
+    )
+    if was_generating and rnd.reward_model_version_id is not None:
+        round_score_start(round=rnd, created_by=actor)
+        rnd.refresh_from_db()
+    return rnd
 
 
 # --- reward model --------------------------------------------------------------
@@ -446,6 +503,21 @@ def _default_prompts(version: ModelVersion, limit: int = 8) -> list[list[str]]:
     return [[p, m] for p, m in pairs]
 
 
+def _chain_round_serving(spec: dict[str, Any]) -> dict[str, Any]:
+    """The serving design of a retraining run's round, checked as any round's."""
+    serving = {
+        "agreement_share": spec.get("agreement_share", 0.0),
+        "repeat_share": spec.get("repeat_share", 0.0),
+        "serving_policy": spec.get("serving_policy", ServingPolicy.RANDOM),
+    }
+    for key in ("agreement_share", "repeat_share"):
+        value = serving[key]
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise DomainError(f"round: {key} must be a number")
+    serving_check(**serving, reward_model_version=None)
+    return serving
+
+
 @transaction.atomic
 def retraining_round_start(
     *,
@@ -457,7 +529,9 @@ def retraining_round_start(
     """Train the reward model on all ratings, fine-tune ``diffusion_version``
     with it, and optionally open a round comparing the new version with it.
 
-    ``params`` holds ``reward``, ``finetune`` and ``round`` mappings.  Each
+    ``params`` holds ``reward``, ``finetune`` and ``round`` mappings.  The
+    round may set ``agreement_share``, ``repeat_share`` and ``serving_policy``;
+    uncertainty serving takes the reward model this run trains.  Each
     step is its own job; the next is created when the previous succeeds, and
     every job of the run carries ``params["chain"]`` with the same id.
     Returns the first job.
@@ -481,6 +555,7 @@ def retraining_round_start(
         controls_needed(
             n_images=1, control_share=float(round_params.get("control_share", 0.0))
         )
+        _chain_round_serving(round_params)
     chain = {
         "id": uuid.uuid4().hex,
         "step": JobKind.TRAIN_REWARD.value,
@@ -523,6 +598,10 @@ def chain_next_after_finetune(*, job: Job, new_version: ModelVersion) -> Job | N
     parent = new_version.parent
     prompts = [tuple(p) for p in spec["prompts"]]
     pool = control_pool(model_version=new_version, modalities=[m for _, m in prompts])
+    serving = _chain_round_serving(spec)
+    reward = None
+    if serving["serving_policy"] == ServingPolicy.UNCERTAINTY:
+        reward = ModelVersion.objects.get(pk=job.params["reward_version_id"])
     return round_generate_start(
         model_version=new_version,
         compare_model_version=parent,
@@ -537,6 +616,8 @@ def chain_next_after_finetune(*, job: Job, new_version: ModelVersion) -> Job | N
         seed=spec["seed"],
         sampling={k: v for k, v in spec.items() if k in SAMPLING_KEYS},
         chain={**chain, "step": JobKind.GENERATE_ROUND.value},
+        reward_model_version=reward,
+        **serving,
     )
 
 

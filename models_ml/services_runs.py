@@ -24,13 +24,15 @@ from django.utils import timezone
 
 from annotations.exports import export_rows
 from annotations.models import Dataset, Image, ImageSource, Round, RoundStatus
-from annotations.services.generation import (
-    generated_image_create,
-    round_generated_fill,
-)
+from annotations.services.generation import generated_image_create
 
 from .engine.errors import EngineError
-from .ml_services import chain_next_after_finetune, chain_next_after_reward, job_dir
+from .ml_services import (
+    chain_next_after_finetune,
+    chain_next_after_reward,
+    job_dir,
+    round_generated_finish,
+)
 from .models import Job, ModelKind, ModelVersion
 from .rater_weighting import RatedRow, rater_weighting
 from .selectors import (
@@ -253,7 +255,8 @@ def _sampling_kwargs(sampling: dict[str, Any]) -> dict[str, Any]:
 
 
 def round_generate_run(job: Job, progress: Progress) -> dict[str, Any]:
-    """Generate a round's images (both versions on the same seeds) and open it."""
+    """Generate a round's images (both versions on the same seeds), open it,
+    and queue their scoring when the round has a reward model."""
     from .engine.backends import load_backend
     from .engine.backends.base import GenerationRequest
 
@@ -308,7 +311,7 @@ def round_generate_run(job: Job, progress: Progress) -> dict[str, Any]:
             Image.objects.filter(generated_for_round=rnd, source=ImageSource.GENERATED)
         )
         pool = Image.objects.filter(pk__in=p.get("control_pool_ids") or [])
-        rnd = round_generated_fill(
+        rnd = round_generated_finish(
             round=rnd,
             images=images,
             control_pool=pool,
@@ -321,6 +324,7 @@ def round_generate_run(job: Job, progress: Progress) -> dict[str, Any]:
         "round_status": rnd.status,
         "generated": items.filter(is_control=False).count(),
         "controls": items.filter(is_control=True).count(),
+        "score_job_id": rnd.settings.get("score_job_id"),
     }
 
 

@@ -23,10 +23,9 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from models_ml.ml_services import round_score_start
-from models_ml.models import ModelKind, ModelVersion
 
 from ..errors import NotServed
-from ..models import Dataset, Image, ImageSource, Role, Round, ServingPolicy
+from ..models import Dataset, Image, ImageSource, Role, Round
 from ..permissions import CanRateRound, CanSeeRound, IsAdmin, IsPhysician
 from ..roles import is_admin, is_researcher
 from ..selectors import round_progress, rounds_visible_to
@@ -36,15 +35,10 @@ from ..services.ratings import (
     rating_undo,
     round_for_rating,
 )
-from ..services.rounds import (
-    MAX_REPEAT_SHARE,
-    round_close,
-    round_create,
-    round_open,
-)
-from ..serving_rules import REPEAT_GAP
+from ..services.rounds import round_close, round_create, round_open
 from .common import ErrorOutputSerializer, OwnTransactionApiView, paginated_response
 from .images import BlindedImageSerializer
+from .serving import ServingInputSerializer, serving_settings
 
 
 class RoundProgressSerializer(serializers.Serializer):
@@ -162,7 +156,7 @@ class RoundsApi(APIView):
         return [IsAuthenticated()]
 
     @extend_schema_serializer(component_name="RoundCreateInput")
-    class CreateInputSerializer(serializers.Serializer):
+    class CreateInputSerializer(ServingInputSerializer):
         name = serializers.CharField(max_length=200)
         description = serializers.CharField(
             required=False, default="", allow_blank=True
@@ -186,34 +180,6 @@ class RoundsApi(APIView):
             min_value=1, max_value=50, default=1
         )
         control_share = serializers.FloatField(min_value=0, max_value=0.99, default=0.0)
-        agreement_share = serializers.FloatField(
-            min_value=0,
-            max_value=1,
-            default=0.0,
-            help_text="Share of the round's images (controls included) that every "
-            "physician rates, not capped by raters_per_image.",
-        )
-        repeat_share = serializers.FloatField(
-            min_value=0,
-            max_value=MAX_REPEAT_SHARE,
-            default=0.0,
-            help_text="Share of each physician's images shown to them again, "
-            f"unannounced, at least {REPEAT_GAP} images later.",
-        )
-        serving_policy = serializers.ChoiceField(
-            choices=ServingPolicy.choices, default=ServingPolicy.RANDOM
-        )
-        reward_model_version = serializers.PrimaryKeyRelatedField(
-            queryset=ModelVersion.objects.filter(kind=ModelKind.REWARD),
-            required=False,
-            allow_null=True,
-            default=None,
-            help_text="Reward model whose ensemble spread orders uncertainty "
-            "serving; its scoring job starts with the round.",
-            error_messages={
-                "does_not_exist": "no reward model version with id {pk_value}"
-            },
-        )
         raters = serializers.PrimaryKeyRelatedField(
             queryset=get_user_model().objects.filter(
                 groups__name=Role.PHYSICIAN, is_active=True
@@ -226,16 +192,7 @@ class RoundsApi(APIView):
         open_now = serializers.BooleanField(default=False)
 
         def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
-            if (
-                attrs["serving_policy"] == ServingPolicy.UNCERTAINTY
-                and attrs["reward_model_version"] is None
-            ):
-                raise serializers.ValidationError(
-                    {
-                        "reward_model_version": "uncertainty serving needs a "
-                        "reward model version to score the round's images"
-                    }
-                )
+            attrs = super().validate(attrs)
             if not (attrs["dataset"] or attrs["modality"] or attrs["image_uids"]):
                 raise serializers.ValidationError(
                     "choose the round's images by dataset, modality or image_uids"
@@ -300,10 +257,7 @@ class RoundsApi(APIView):
             control_pool=controls,
             raters=params["raters"],
             open_now=params["open_now"],
-            agreement_share=params["agreement_share"],
-            repeat_share=params["repeat_share"],
-            serving_policy=params["serving_policy"],
-            reward_model_version=params["reward_model_version"],
+            **serving_settings(params),
         )
         if rnd.reward_model_version is not None:
             round_score_start(round=rnd, created_by=request.user)

@@ -22,7 +22,14 @@ from models_ml.engine.readers.image import DecodedImage
 
 from ..audit import audit_record
 from ..errors import DomainError
-from ..models import Image, ImageSource, Round, RoundImage, RoundStatus
+from ..models import (
+    Image,
+    ImageSource,
+    Round,
+    RoundImage,
+    RoundStatus,
+    ServingPolicy,
+)
 from .rounds import (
     controls_needed,
     round_items_mark_agreement,
@@ -103,9 +110,14 @@ def round_generating_create(
     description: str = "",
     agreement_share: float = 0.0,
     repeat_share: float = 0.0,
-    serving_policy: str = "random",
+    serving_policy: str = ServingPolicy.RANDOM,
+    reward_model_version: Any = None,
 ) -> Round:
-    """A round with no images yet, waiting for its generation job."""
+    """A round with no images yet, waiting for its generation job.
+
+    It takes the serving design of ``round_create``, checked the same way; the
+    agreement set is drawn when ``round_generated_fill`` puts the images in.
+    """
     if not name.strip():
         raise DomainError("a round needs a name")
     if raters_per_image < 1:
@@ -115,7 +127,7 @@ def round_generating_create(
         agreement_share=agreement_share,
         repeat_share=repeat_share,
         serving_policy=serving_policy,
-        reward_model_version=None,
+        reward_model_version=reward_model_version,
     )
     rnd = Round.objects.create(
         name=name.strip(),
@@ -126,6 +138,7 @@ def round_generating_create(
         agreement_share=agreement_share,
         repeat_share=repeat_share,
         serving_policy=serving_policy,
+        reward_model_version=reward_model_version,
         model_version=model_version,
         compare_model_version=compare_model_version,
         settings=settings or {},
@@ -144,7 +157,8 @@ def round_generated_fill(
     actor: Any,
     open_now: bool,
 ) -> Round:
-    """Put a generating round's images and real controls in it, then open it.
+    """Put a generating round's images and real controls in it, draw its
+    agreement set as ``round_create`` does, then open it.
 
     Runs once: a round that has left ``generating`` is returned unchanged, so
     a job that is retried after this commits does nothing twice.
@@ -183,14 +197,18 @@ def round_generated_fill(
         ],
         batch_size=2000,
     )
-    round_items_mark_agreement(round=rnd)
+    n_agreement = round_items_mark_agreement(round=rnd)
     rnd.status = RoundStatus.DRAFT
     rnd.save(update_fields=["status", "updated_at"])
     audit_record(
         action="round_generated_fill",
         actor=actor,
         obj=rnd,
-        detail={"images": len(chosen), "controls": n_controls},
+        detail={
+            "images": len(chosen),
+            "controls": n_controls,
+            "agreement_items": n_agreement,
+        },
     )
     if open_now:
         rnd = round_open(round=rnd, actor=actor)

@@ -82,10 +82,7 @@ def rounds_create(request: HttpRequest) -> HttpResponse:
                     control_share=data["control_percent"] / 100,
                     raters=data["raters"],
                     open_now=data["open_now"],
-                    agreement_share=data["agreement_percent"] / 100,
-                    repeat_share=data["repeat_percent"] / 100,
-                    serving_policy=data["serving_policy"],
-                    reward_model_version=data["reward_model_version"],
+                    **form.serving_settings(),
                 )
                 if rnd.reward_model_version is not None:
                     round_score_start(round=rnd, created_by=request.user)

@@ -313,6 +313,64 @@ def test_round_generate_parses_pasted_prompts_and_opens_a_generating_round(
     assert sent == [("models_ml.tasks.ml_generate_round", "ml")]
 
 
+def _generate(client: Any, world: World, **fields: Any) -> Any:
+    body = {
+        "name": "served",
+        "model_version": world.base.pk,
+        "prompts_text": "CT: axial slice",
+        "images_per_prompt": 10,
+        **fields,
+    }
+    return client.post("/api/rounds/generate/", body, format="json")
+
+
+def test_round_generate_takes_agreement_repeats_and_uncertainty_serving(
+    client_as, world
+):
+    response = _generate(
+        client_as(Role.ADMIN),
+        world,
+        agreement_share=0.2,
+        repeat_share=0.1,
+        serving_policy="uncertainty",
+        reward_model_version=world.reward.pk,
+    )
+    assert response.status_code == 202, response.content
+    rnd = Round.objects.get(pk=response.json()["round"])
+    assert (rnd.agreement_share, rnd.repeat_share) == (0.2, 0.1)
+    assert rnd.serving_policy == "uncertainty"
+    assert rnd.reward_model_version == world.reward
+    # Scored once the job has generated the images, not before.
+    assert not Job.objects.filter(kind=JobKind.SCORE).exists()
+
+
+@pytest.mark.parametrize(
+    ("fields", "bad_field"),
+    [
+        ({"agreement_share": 1.5}, "agreement_share"),
+        ({"repeat_share": 0.6}, "repeat_share"),
+        ({"serving_policy": "loudest"}, "serving_policy"),
+        ({"serving_policy": "uncertainty"}, "reward_model_version"),
+    ],
+)
+def test_round_generate_refuses_bad_serving_settings_naming_the_field(
+    client_as, world, fields, bad_field
+):
+    before = Round.objects.count()
+    response = _generate(client_as(Role.ADMIN), world, **fields)
+    assert response.status_code == 400
+    assert bad_field in response.json(), response.json()
+    assert Round.objects.count() == before
+
+
+def test_round_generate_refuses_a_diffusion_model_as_reward_model(client_as, world):
+    response = _generate(
+        client_as(Role.ADMIN), world, reward_model_version=world.base.pk
+    )
+    assert response.status_code == 400
+    assert f"no reward model version with id {world.base.pk}" in str(response.json())
+
+
 def test_round_generate_samples_prompts_per_modality_from_the_dataset(client_as, world):
     response = client_as(Role.ADMIN).post(
         "/api/rounds/generate/",

@@ -43,6 +43,24 @@ def test_schema_validates_without_warnings_and_lists_every_endpoint(tmp_path):
             assert operation["responses"], f"{method} {path} documents no response"
 
 
+def test_rounds_that_generate_take_the_same_serving_fields_as_other_rounds(tmp_path):
+    out = tmp_path / "schema.yml"
+    call_command("spectacular", "--file", str(out))
+    components = yaml.safe_load(out.read_text())["components"]["schemas"]
+    serving = {
+        "agreement_share",
+        "repeat_share",
+        "serving_policy",
+        "reward_model_version",
+    }
+    for name in ("RoundCreateInputRequest", "RoundGenerateInputRequest"):
+        assert serving <= set(components[name]["properties"]), name
+    assert (
+        components["RoundGenerateInputRequest"]["properties"]["repeat_share"]
+        == components["RoundCreateInputRequest"]["properties"]["repeat_share"]
+    )
+
+
 def test_schema_endpoint_needs_a_login(api, client_as):
     assert api.get("/api/schema/").status_code in (401, 403)
     assert client_as(Role.PHYSICIAN).get("/api/schema/").status_code == 200

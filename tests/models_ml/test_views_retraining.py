@@ -178,6 +178,62 @@ def test_pasted_prompts_open_a_generating_round_comparing_two_versions(
     assert rnd.raters_per_image == 2
 
 
+def _round_form(version, **fields):
+    return {
+        "round-name": "served",
+        "round-model_version": version.pk,
+        "round-prompts": "CT: axial head",
+        "round-sample_count": 8,
+        "round-images_per_prompt": 10,
+        "round-control_percent": 0,
+        "round-raters_per_image": 1,
+        **{f"round-{k}": v for k, v in fields.items()},
+    }
+
+
+def test_the_round_form_sets_agreement_repeats_and_uncertainty_serving(
+    client, admin_user
+):
+    version, rm = diffusion(), reward()
+    client.force_login(admin_user)
+    page = client.get(reverse("ml-retraining")).content.decode()
+    for field in ("agreement_percent", "repeat_percent", "serving_policy"):
+        assert f'name="round-{field}"' in page
+    response = client.post(
+        reverse("ml-round-generate"),
+        _round_form(
+            version,
+            agreement_percent=20,
+            repeat_percent=10,
+            serving_policy="uncertainty",
+            reward_model_version=rm.pk,
+        ),
+    )
+    assert response.status_code == 302
+    rnd = Round.objects.get()
+    assert (rnd.agreement_share, rnd.repeat_share) == (0.2, 0.1)
+    assert rnd.serving_policy == "uncertainty" and rnd.reward_model_version == rm
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"serving_policy": "uncertainty"}, "needs a reward model"),
+        ({"repeat_percent": 60}, "less than or equal to 50"),
+    ],
+)
+def test_the_round_form_names_a_bad_serving_setting(
+    client, admin_user, fields, message
+):
+    client.force_login(admin_user)
+    response = client.post(
+        reverse("ml-round-generate"), _round_form(diffusion(), **fields)
+    )
+    assert response.status_code == 400
+    assert message in response.content.decode()
+    assert not Round.objects.exists()
+
+
 def test_prompts_are_sampled_from_the_dataset_for_one_modality(client, admin_user):
     dataset = DatasetFactory()
     for i in range(4):

@@ -1,0 +1,74 @@
+"""The serving design a new round takes, whether its images are chosen or
+generated: one set of fields, so both endpoints check it the same way."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rest_framework import serializers
+
+from models_ml.models import ModelKind, ModelVersion
+
+from ..models import ServingPolicy
+from ..services.rounds import MAX_REPEAT_SHARE
+from ..serving_rules import REPEAT_GAP
+
+SERVING_FIELDS = (
+    "agreement_share",
+    "repeat_share",
+    "serving_policy",
+    "reward_model_version",
+)
+
+
+class ServingInputSerializer(serializers.Serializer):
+    """Fields for ``round_create`` and ``round_generate_start`` alike.
+
+    Ranges are refused here with the field named; the services check them
+    again (``serving_check``) for every other caller.
+    """
+
+    agreement_share = serializers.FloatField(
+        min_value=0,
+        max_value=1,
+        default=0.0,
+        help_text="Share of the round's images (controls included) that every "
+        "physician rates, not capped by raters_per_image.",
+    )
+    repeat_share = serializers.FloatField(
+        min_value=0,
+        max_value=MAX_REPEAT_SHARE,
+        default=0.0,
+        help_text="Share of each physician's images shown to them again, "
+        f"unannounced, at least {REPEAT_GAP} images later.",
+    )
+    serving_policy = serializers.ChoiceField(
+        choices=ServingPolicy.choices, default=ServingPolicy.RANDOM
+    )
+    reward_model_version = serializers.PrimaryKeyRelatedField(
+        queryset=ModelVersion.objects.filter(kind=ModelKind.REWARD),
+        required=False,
+        allow_null=True,
+        default=None,
+        help_text="Reward model whose ensemble spread orders uncertainty "
+        "serving; its scoring job starts once the round has its images.",
+        error_messages={"does_not_exist": "no reward model version with id {pk_value}"},
+    )
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        if (
+            attrs["serving_policy"] == ServingPolicy.UNCERTAINTY
+            and attrs["reward_model_version"] is None
+        ):
+            raise serializers.ValidationError(
+                {
+                    "reward_model_version": "uncertainty serving needs a "
+                    "reward model version to score the round's images"
+                }
+            )
+        return attrs
+
+
+def serving_settings(validated: dict[str, Any]) -> dict[str, Any]:
+    """The serving fields of validated input, as the services take them."""
+    return {name: validated[name] for name in SERVING_FIELDS}
