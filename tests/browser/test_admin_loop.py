@@ -14,6 +14,8 @@ from annotations.models import ImageSource, Rating, Round, RoundStatus
 from models_ml.models import Job, JobKind, JobStatus, ModelKind, ModelVersion
 from tests.factories import DatasetFactory, ImageFactory
 
+from .conftest import SHOTS
+
 
 def _setup(admin_user: Any, physician: Any) -> dict[str, Any]:
     dataset = DatasetFactory(name="Retina demo")
@@ -66,13 +68,17 @@ def test_admin_opens_a_round_starts_retraining_and_reads_the_dashboard(
     form.get_by_label("Images / prompt").fill("3")
     form.get_by_label("Controls (%)").fill("20")
     form.get_by_label("Raters / image").fill("2")
+    form.get_by_label("Agreement set (%)").fill("25")
+    form.get_by_label("Repeats (%)").fill("10")
     shot(page, "admin-loop-round-form")
+    form.screenshot(path=str(SHOTS / "admin-loop-round-form-whole.png"))
     form.get_by_role("button", name="Generate round").click()
     page.wait_for_url(f"{live_server.url}/models/jobs/*/")
     job = Job.objects.get(pk=queued[-1])
     assert job.kind == JobKind.GENERATE_ROUND
     rnd = Round.objects.get(pk=job.params["round_id"])
     assert (rnd.status, rnd.raters_per_image) == (RoundStatus.GENERATING, 2)
+    assert (rnd.agreement_share, rnd.repeat_share) == (0.25, 0.1)
     assert rnd.model_version == made["base"]
     step = page.get_by_test_id("step-generate_round")
     assert "Queued" in step.inner_text()
