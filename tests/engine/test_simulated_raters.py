@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from models_ml.engine.experiments import simulated_raters
 from models_ml.engine.experiments.simulated_raters import (
     ExperimentConfig,
     Sample,
@@ -74,6 +75,28 @@ def test_variant_weights_follow_ratings_filter_on_3s_and_control_is_flat(
     assert control == [1.0, 1.0, 1.0, 1.0]
     with pytest.raises(ValueError, match="unknown variant"):
         variant_weights(samples, rated, "nope", config)
+
+
+def test_images_per_prompt_option_sets_the_size_of_every_set(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seen: list[ExperimentConfig] = []
+
+    def fake_run(config: ExperimentConfig) -> dict[str, object]:
+        seen.append(config)
+        return {}
+
+    monkeypatch.setattr(simulated_raters, "run_experiment", fake_run)
+    monkeypatch.setattr(simulated_raters, "markdown_report", lambda report: "")
+
+    main(["--output_dir", str(tmp_path), "--images_per_prompt", "96"])
+    main(["--output_dir", str(tmp_path), "--quick", "--images_per_prompt", "5"])
+    main(["--output_dir", str(tmp_path)])
+
+    assert [c.images_per_prompt for c in seen] == [96, 5, 24]
+    with pytest.raises(SystemExit):
+        main(["--output_dir", str(tmp_path), "--images_per_prompt", "0"])
+    assert len(seen) == 3
 
 
 @pytest.mark.slow

@@ -18,7 +18,8 @@ with Wilson 95 % intervals and exact paired McNemar tests (same seeds),
 together with the reward model's held-out metrics, step times and the load
 average.
 
-    python -m models_ml.engine.experiments.simulated_raters --output_dir DIR [--quick]
+    python -m models_ml.engine.experiments.simulated_raters --output_dir DIR \
+        [--quick] [--seed S] [--base_model DIR] [--images_per_prompt N]
 """
 
 from __future__ import annotations
@@ -875,7 +876,17 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         type=float,
         help="classifier-free guidance of every sampling step (default 1: none)",
     )
+    parser.add_argument(
+        "--images_per_prompt",
+        type=int,
+        help="images per prompt in every set (default 24; 3 with --quick); the "
+        "rated share of them also trains the reward model and the fine-tunes",
+    )
     args = parser.parse_args(argv)
+    if args.images_per_prompt is not None and args.images_per_prompt < 1:
+        parser.error(
+            f"--images_per_prompt must be at least 1, got {args.images_per_prompt}"
+        )
     config = (
         quick_config(args.output_dir)
         if args.quick
@@ -885,6 +896,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     config.base_model = args.base_model
     if args.guidance is not None:
         config.guidance = args.guidance
+    if args.images_per_prompt is not None:
+        config.images_per_prompt = args.images_per_prompt
     report = run_experiment(config)
     print(markdown_report(report))
     return report
