@@ -112,6 +112,12 @@ def test_quick_run_goes_end_to_end_and_writes_the_report(tmp_path: Path) -> None
         assert entry["n"] == 18
         assert 0.0 <= entry["share_3_wilson95"][0] <= 1.0
         assert set(entry["vs_before"]) == {"gained", "lost", "p_value"}
+    assert set(trained["reward_weighted"]["vs_control"]) == {
+        "gained",
+        "lost",
+        "p_value",
+    }
+    assert "vs_control" not in trained["equal_weights"]
     best = report["best_of_n"]
     assert best["n"] == 18 and best["filter_stats"]["n_generated"] == 72
     assert best["all_candidates"]["n"] == 72

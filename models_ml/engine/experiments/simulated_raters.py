@@ -396,6 +396,7 @@ def _grid(
 
 
 VARIANTS = ("reward_weighted", "filtered", "equal_weights")
+CONTROL = "equal_weights"
 
 
 def mcnemar_exact(before: Sequence[bool], after: Sequence[bool]) -> dict[str, Any]:
@@ -673,6 +674,13 @@ def run_experiment(config: ExperimentConfig) -> dict[str, Any]:
         after = after_by_variant[variant]
         entry = rating_summary([s.rating for s in after], [s.modality for s in after])
         entry["vs_before"] = mcnemar_exact(before_3, [s.rating == 3 for s in after])
+        control = after_by_variant.get(CONTROL)
+        if variant != CONTROL and control is not None:
+            # Same seeds, same fine-tuning, only the weights differ: this is
+            # the test of what the feedback adds over fine-tuning by itself.
+            entry["vs_control"] = mcnemar_exact(
+                [s.rating == 3 for s in control], [s.rating == 3 for s in after]
+            )
         entry["finetune_dir"] = str(tuned_dirs[variant])
         report["variants"][variant] = entry
         if variant != main_variant or config.best_of <= 1:
@@ -799,7 +807,14 @@ def markdown_report(report: dict[str, Any]) -> str:
             _share_line(
                 VARIANT_NAMES.get(variant, variant),
                 entry,
-                _test_cell(entry.get("vs_before"), "before"),
+                "; ".join(
+                    cell
+                    for cell in (
+                        _test_cell(entry.get("vs_before"), "before"),
+                        _test_cell(entry.get("vs_control"), "control"),
+                    )
+                    if cell
+                ),
             )
         )
     best = report.get("best_of_n")
