@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from models_ml.engine.experiments import simulated_raters
 from models_ml.engine.experiments.simulated_raters import (
     ExperimentConfig,
     Sample,
@@ -76,6 +77,28 @@ def test_variant_weights_follow_ratings_filter_on_3s_and_control_is_flat(
         variant_weights(samples, rated, "nope", config)
 
 
+def test_images_per_prompt_option_sets_the_size_of_every_set(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seen: list[ExperimentConfig] = []
+
+    def fake_run(config: ExperimentConfig) -> dict[str, object]:
+        seen.append(config)
+        return {}
+
+    monkeypatch.setattr(simulated_raters, "run_experiment", fake_run)
+    monkeypatch.setattr(simulated_raters, "markdown_report", lambda report: "")
+
+    main(["--output_dir", str(tmp_path), "--images_per_prompt", "96"])
+    main(["--output_dir", str(tmp_path), "--quick", "--images_per_prompt", "5"])
+    main(["--output_dir", str(tmp_path)])
+
+    assert [c.images_per_prompt for c in seen] == [96, 5, 24]
+    with pytest.raises(SystemExit):
+        main(["--output_dir", str(tmp_path), "--images_per_prompt", "0"])
+    assert len(seen) == 3
+
+
 @pytest.mark.slow
 def test_quick_run_goes_end_to_end_and_writes_the_report(tmp_path: Path) -> None:
     main(["--output_dir", str(tmp_path), "--quick"])
@@ -89,6 +112,12 @@ def test_quick_run_goes_end_to_end_and_writes_the_report(tmp_path: Path) -> None
         assert entry["n"] == 18
         assert 0.0 <= entry["share_3_wilson95"][0] <= 1.0
         assert set(entry["vs_before"]) == {"gained", "lost", "p_value"}
+    assert set(trained["reward_weighted"]["vs_control"]) == {
+        "gained",
+        "lost",
+        "p_value",
+    }
+    assert "vs_control" not in trained["equal_weights"]
     best = report["best_of_n"]
     assert best["n"] == 18 and best["filter_stats"]["n_generated"] == 72
     assert best["all_candidates"]["n"] == 72

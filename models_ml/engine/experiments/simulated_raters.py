@@ -18,7 +18,8 @@ with Wilson 95 % intervals and exact paired McNemar tests (same seeds),
 together with the reward model's held-out metrics, step times and the load
 average.
 
-    python -m models_ml.engine.experiments.simulated_raters --output_dir DIR [--quick]
+    python -m models_ml.engine.experiments.simulated_raters --output_dir DIR \
+        [--quick] [--seed S] [--base_model DIR] [--images_per_prompt N]
 """
 
 from __future__ import annotations
@@ -395,6 +396,7 @@ def _grid(
 
 
 VARIANTS = ("reward_weighted", "filtered", "equal_weights")
+CONTROL = "equal_weights"
 
 
 def mcnemar_exact(before: Sequence[bool], after: Sequence[bool]) -> dict[str, Any]:
@@ -672,6 +674,13 @@ def run_experiment(config: ExperimentConfig) -> dict[str, Any]:
         after = after_by_variant[variant]
         entry = rating_summary([s.rating for s in after], [s.modality for s in after])
         entry["vs_before"] = mcnemar_exact(before_3, [s.rating == 3 for s in after])
+        control = after_by_variant.get(CONTROL)
+        if variant != CONTROL and control is not None:
+            # Same seeds, same fine-tuning, only the weights differ: this is
+            # the test of what the feedback adds over fine-tuning by itself.
+            entry["vs_control"] = mcnemar_exact(
+                [s.rating == 3 for s in control], [s.rating == 3 for s in after]
+            )
         entry["finetune_dir"] = str(tuned_dirs[variant])
         report["variants"][variant] = entry
         if variant != main_variant or config.best_of <= 1:
@@ -798,7 +807,14 @@ def markdown_report(report: dict[str, Any]) -> str:
             _share_line(
                 VARIANT_NAMES.get(variant, variant),
                 entry,
-                _test_cell(entry.get("vs_before"), "before"),
+                "; ".join(
+                    cell
+                    for cell in (
+                        _test_cell(entry.get("vs_before"), "before"),
+                        _test_cell(entry.get("vs_control"), "control"),
+                    )
+                    if cell
+                ),
             )
         )
     best = report.get("best_of_n")
@@ -875,7 +891,17 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         type=float,
         help="classifier-free guidance of every sampling step (default 1: none)",
     )
+    parser.add_argument(
+        "--images_per_prompt",
+        type=int,
+        help="images per prompt in every set (default 24; 3 with --quick); the "
+        "rated share of them also trains the reward model and the fine-tunes",
+    )
     args = parser.parse_args(argv)
+    if args.images_per_prompt is not None and args.images_per_prompt < 1:
+        parser.error(
+            f"--images_per_prompt must be at least 1, got {args.images_per_prompt}"
+        )
     config = (
         quick_config(args.output_dir)
         if args.quick
@@ -885,6 +911,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     config.base_model = args.base_model
     if args.guidance is not None:
         config.guidance = args.guidance
+    if args.images_per_prompt is not None:
+        config.images_per_prompt = args.images_per_prompt
     report = run_experiment(config)
     print(markdown_report(report))
     return report
