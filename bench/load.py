@@ -347,17 +347,24 @@ async def rater_loop(
     *,
     round_id: int,
     token: str,
+    measure_from: float,
     deadline: float,
     think_ms: float,
     rng: random.Random,
-    stats: Stats,
-    record: bool,
+    warm: Stats,
+    measured: Stats,
     max_pairs: int,
 ) -> None:
+    """Loop "next, pause, submit" until ``deadline``; a pair whose "next"
+    starts at or after ``measure_from`` counts in ``measured``, earlier ones
+    in ``warm``.  One loop runs through both, so measuring starts in the
+    steady state, not with every rater asking at the same instant."""
     headers = {"Authorization": f"Token {token}"}
     for _ in range(max_pairs):
         if time.monotonic() >= deadline:
             return
+        record = time.monotonic() >= measure_from
+        stats = measured if record else warm
         t0 = time.perf_counter()
         try:
             r = await client.get(f"/api/rounds/{round_id}/next/", headers=headers)
@@ -421,47 +428,39 @@ async def drive(
     async with httpx.AsyncClient(
         base_url=f"http://127.0.0.1:{port}", limits=limits, timeout=30.0
     ) as client:
-        warm = Stats()
-        end = time.monotonic() + warmup
+        warm, stats = Stats(), Stats()
+        measure_from = time.monotonic() + warmup
+        deadline = measure_from + seconds
+        started: dict[str, float] = {}
+
+        async def mark() -> None:
+            await asyncio.sleep(max(0.0, measure_from - time.monotonic()))
+            started["t0"] = time.perf_counter()
+            if on_measure is not None:
+                on_measure()
+
+        marker = asyncio.create_task(mark())
         await asyncio.gather(
             *(
                 rater_loop(
                     client,
                     round_id=round_id,
                     token=t,
-                    deadline=end,
-                    think_ms=think_ms,
-                    rng=random.Random(i),
-                    stats=warm,
-                    record=False,
-                    max_pairs=5,
-                )
-                for i, t in enumerate(tokens)
-            )
-        )
-        if warm.errors:
-            log(f"warm-up errors: {dict(warm.errors)}")
-        if on_measure is not None:
-            on_measure()
-        stats = Stats()
-        t0 = time.perf_counter()
-        end = time.monotonic() + seconds
-        await asyncio.gather(
-            *(
-                rater_loop(
-                    client,
-                    round_id=round_id,
-                    token=t,
-                    deadline=end,
+                    measure_from=measure_from,
+                    deadline=deadline,
                     think_ms=think_ms,
                     rng=random.Random(1000 + i),
-                    stats=stats,
-                    record=True,
+                    warm=warm,
+                    measured=stats,
                     max_pairs=MAX_PAIRS_PER_RATER,
                 )
                 for i, t in enumerate(tokens)
             )
         )
+        await marker
+        if warm.errors:
+            log(f"warm-up errors: {dict(warm.errors)}")
+        t0 = started["t0"]
         return stats, time.perf_counter() - t0
 
 
@@ -538,7 +537,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--raters", type=int, default=50)
     parser.add_argument("--seconds", type=float, default=60.0)
-    parser.add_argument("--warmup", type=float, default=3.0)
+    parser.add_argument("--warmup", type=float, default=10.0)
     parser.add_argument(
         "--think-ms",
         type=float,
