@@ -84,6 +84,12 @@ class GenerateForm(forms.Form):
         return mode
 
 
+# A single physician's 3 maps to 1.0 and a 2 to 0.5, so 0.75 keeps images
+# rated 3 (or, with several physicians, mostly 3) and unrated images whose
+# reward is at least 0.75: the experiment's filtered variant.
+FILTERED_THRESHOLD = 0.75
+
+
 class RetrainingForm(forms.Form):
     """One retraining round: reward model, fine-tune, and the next round."""
 
@@ -112,6 +118,17 @@ class RetrainingForm(forms.Form):
         required=False,
         help_text="How much each physician's ratings count in the reward model.",
     )
+    finetune_on = forms.ChoiceField(
+        label="Fine-tune on",
+        choices=[
+            ("weighted", "Every generated image, weighted by rating or reward"),
+            ("filtered", "Only images rated 3 (unrated: reward at least 0.75)"),
+        ],
+        initial="weighted",
+        required=False,
+        help_text="In the simulated-rater experiment only the second raised "
+        "the share rated 3 after one round (docs/engine.md).",
+    )
     open_next_round = forms.BooleanField(
         label="Open the next round comparing the new version with its parent",
         required=False,
@@ -137,6 +154,8 @@ class RetrainingForm(forms.Form):
             },
             "finetune": {"max_steps": data["finetune_steps"]},
         }
+        if data.get("finetune_on") == "filtered":
+            params["finetune"]["filter_threshold"] = FILTERED_THRESHOLD
         if data.get("rater_weighting") not in (None, "", "none"):
             params["reward"]["rater_weighting"] = data["rater_weighting"]
         if data["open_next_round"]:

@@ -457,6 +457,16 @@ def _check_finetune_params(params: dict[str, Any]) -> None:
     beta = params.get("beta", 1.0)
     if not isinstance(beta, (int, float)) or beta < 0:
         raise DomainError("beta must be a number >= 0")
+    threshold = params.get("filter_threshold")
+    if threshold is not None and (
+        isinstance(threshold, bool)
+        or not isinstance(threshold, (int, float))
+        or not 0 < threshold <= 1
+    ):
+        raise DomainError(
+            "filter_threshold must be a number in (0, 1]: the rating mapped to "
+            "0-1, (mean - 1) / 2, or the reward; 1 keeps images rated 3"
+        )
 
 
 @transaction.atomic

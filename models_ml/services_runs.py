@@ -476,9 +476,18 @@ def _finetune_weights(
     images: list[Image],
     reward_version: ModelVersion,
     reporter: _Reporter,
+    filter_threshold: float | None = None,
 ) -> tuple[list[tuple[Image, float]], dict[str, Any]]:
     """Weight per synthetic image: mean rating mapped to [0, 1] where physicians
-    rated it, else the reward model's score; then normalised per prompt."""
+    rated it, else the reward model's score; then normalised per prompt.
+
+    With ``filter_threshold`` (the filtered variant) only the images whose
+    weight reaches it before normalising are kept, and they count equally:
+    1 keeps what physicians rated 3 (and unrated images the reward model is
+    sure of); 0.75 is the simulated-rater experiment's setting.  In that
+    experiment (docs/engine.md, n = 576, two seeds) filtering raised the
+    share rated 3 where the continuous weights did not.
+    """
     from PIL import Image as PILImage
 
     from .engine.reward import RewardModel
@@ -505,14 +514,25 @@ def _finetune_weights(
                 (start + len(chunk)) / len(unrated),
                 f"scored {start + len(chunk)} of {len(unrated)} unrated images",
             )
-    weights = normalise_weights_per_prompt([(im.prompt, raw[im.pk]) for im in images])
-    summary = {
+    summary: dict[str, Any] = {
         "n_samples": len(images),
         "n_rated": len(rated),
         "n_scored": len(unrated),
         "rating_count": sum(n for _, n in rated.values()),
         "mean_raw_weight": sum(raw.values()) / len(raw),
     }
+    if filter_threshold is not None:
+        kept = [im for im in images if raw[im.pk] >= filter_threshold]
+        if not kept:
+            best = max(raw.values())
+            raise EngineError(
+                f"filter_threshold {filter_threshold}: none of the {len(images)} "
+                f"generated images reaches it (the best has {best:.3f}); lower "
+                "it or rate more images"
+            )
+        summary.update(filter_threshold=filter_threshold, n_kept=len(kept))
+        return [(im, 1.0) for im in kept], summary
+    weights = normalise_weights_per_prompt([(im.prompt, raw[im.pk]) for im in images])
     return list(zip(images, weights, strict=True)), summary
 
 
@@ -548,6 +568,7 @@ def finetune_run(job: Job, progress: Progress) -> dict[str, Any]:
             images=images,
             reward_version=reward_version,
             reporter=_Reporter(progress, span=0.1),
+            filter_threshold=params.get("filter_threshold"),
         )
         with weights_csv.open("w", newline="", encoding="utf-8") as handle:
             writer = csv.writer(handle)
@@ -562,6 +583,9 @@ def finetune_run(job: Job, progress: Progress) -> dict[str, Any]:
         summary_json.write_text(json.dumps(summary))
     summary = json.loads(summary_json.read_text())
     kwargs = _train_config_kwargs(params, DEFAULT_FINETUNE_STEPS)
+    # Applied above, to the weights before normalising; weights.csv holds the
+    # kept images only.
+    kwargs.pop("filter_threshold", None)
     kwargs.setdefault("learning_rate", 5e-5)
     kwargs.update(backend=parent.backend, model_path=parent.path)
     config = TrainConfig(

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from annotations.errors import DomainError
 from annotations.models import Image, ImageSource, Rating, Round, RoundStatus
 from annotations.services.generation import generated_image_create as create_image
 from annotations.services.ratings import assignment_next, rating_submit
@@ -24,6 +25,7 @@ from models_ml.ml_services import (
 )
 from models_ml.models import Job, JobKind, JobStatus, ModelKind, ModelVersion
 from models_ml.selectors import job_chain, model_version_ancestors, model_version_tree
+from tests.models_ml.ml_page_data import diffusion, reward
 from tests.models_ml.test_ml_jobs import (  # noqa: F401 (fixtures)
     REAL_PROGRESS,
     SAMPLING,
@@ -228,6 +230,79 @@ def test_finetune_weights_rated_and_scored_images_and_records_its_lineage(
     for values in weights.values():
         assert sum(values) / len(values) == pytest.approx(1.0) or not any(values)
     assert model_version_ancestors(model_version=child) == [child, base]
+
+
+def test_filtered_finetune_trains_on_the_images_that_reach_the_threshold_only(
+    dataset, admin_user, physicians
+):
+    base = train_base(dataset, admin_user)
+    rnd, _ = open_round(base, dataset, admin_user)
+    rate_everything(rnd, physicians)
+    reward = train_reward(admin_user)
+    # Rated images: the mean rating mapped to 0-1.  The threshold keeps those
+    # at or above it, whatever their prompt, and they count equally.
+    generated = Image.objects.filter(generated_for_round=rnd)
+    means = {
+        im.pk: (
+            sum(r.score for r in im.ratings.filter(retracted_at=None))
+            / im.ratings.filter(retracted_at=None).count()
+            - 1
+        )
+        / 2
+        for im in generated
+    }
+    threshold = sorted(means.values())[len(means) // 2]
+    job = finetune_start(
+        diffusion_version=base,
+        reward_version=reward,
+        created_by=admin_user,
+        params={**FINETUNE, "filter_threshold": threshold},
+    )
+    job = run(tasks.ml_finetune, job)
+    assert job.status == JobStatus.SUCCEEDED, job.error
+    with (job_dir(job=job) / "weights.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    kept = {Path(r["path"]).name for r in rows}
+    expected = {
+        Path(im.file.name).name for im in generated if means[im.pk] >= threshold
+    }
+    assert kept == expected and 0 < len(kept) < len(means)
+    assert all(float(r["weight"]) == 1.0 for r in rows)
+    child = ModelVersion.objects.get(pk=job.result["model_version_id"])
+    assert child.params["filter_threshold"] == threshold
+    assert child.metrics["n_kept"] == len(kept)
+
+
+def test_filtered_finetune_with_nothing_above_the_threshold_fails_clearly(
+    dataset, admin_user, physicians
+):
+    base = train_base(dataset, admin_user)
+    rnd, _ = open_round(base, dataset, admin_user)
+    rate_everything(rnd, physicians)
+    reward = train_reward(admin_user)
+    Rating.objects.update(score=1)
+    job = finetune_start(
+        diffusion_version=base,
+        reward_version=reward,
+        created_by=admin_user,
+        params={**FINETUNE, "filter_threshold": 1.0},
+    )
+    job = run(tasks.ml_finetune, job)
+    assert job.status == JobStatus.FAILED
+    assert "filter_threshold 1.0: none of the" in job.error
+    assert not ModelVersion.objects.filter(job=job).exists()
+
+
+@pytest.mark.parametrize("bad", [0, -0.5, 1.5, "high", True])
+def test_a_filter_threshold_outside_0_1_is_refused_before_queueing(admin_user, bad):
+    with pytest.raises(DomainError, match="filter_threshold must be a number"):
+        finetune_start(
+            diffusion_version=diffusion("base"),
+            reward_version=reward("reward"),
+            created_by=admin_user,
+            params={**FINETUNE, "filter_threshold": bad},
+        )
+    assert not Job.objects.exists()
 
 
 def test_filtered_generation_keeps_the_best_of_n_and_stores_the_rest(

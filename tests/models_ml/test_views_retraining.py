@@ -87,6 +87,35 @@ def test_retraining_form_starts_the_chain_and_redirects_to_its_steps(
     assert job.params["chain"]["round"]["prompts"] == [["CT: axial head", "ct"]]
 
 
+def test_retraining_form_can_fine_tune_on_the_images_rated_3_only(
+    client, admin_user, physician, make_round, django_capture_on_commit_callbacks
+):
+    _rate_all(make_round(n_images=2), physician)
+    version = diffusion("base", dataset=DatasetFactory())
+    client.force_login(admin_user)
+    page = client.get(reverse("ml-retraining")).content.decode()
+    assert 'name="finetune_on"' in page and "Only images rated 3" in page
+    form = {
+        "diffusion_version": version.pk,
+        "reward_epochs": 5,
+        "ensemble_size": 2,
+        "finetune_steps": 7,
+        "images_per_prompt": 2,
+    }
+    with django_capture_on_commit_callbacks(execute=True):
+        filtered = client.post(
+            reverse("ml-retraining-start"), {**form, "finetune_on": "filtered"}
+        )
+        weighted = client.post(reverse("ml-retraining-start"), form)
+    assert (filtered.status_code, weighted.status_code) == (302, 302)
+    first, second = Job.objects.order_by("pk")
+    assert first.params["chain"]["finetune"] == {
+        "max_steps": 7,
+        "filter_threshold": 0.75,
+    }
+    assert second.params["chain"]["finetune"] == {"max_steps": 7}
+
+
 def test_retraining_without_ratings_shows_the_reason(client, admin_user):
     version = diffusion()
     client.force_login(admin_user)
