@@ -262,10 +262,11 @@ def test_filtered_finetune_trains_on_the_images_that_reach_the_threshold_only(
     assert job.status == JobStatus.SUCCEEDED, job.error
     with (job_dir(job=job) / "weights.csv").open() as handle:
         rows = list(csv.DictReader(handle))
-    kept = {Path(r["path"]).name for r in rows}
+    kept = {Path(r["path"]).resolve() for r in rows}
     expected = {
-        Path(im.file.name).name for im in generated if means[im.pk] >= threshold
+        Path(im.file.path).resolve() for im in generated if means[im.pk] >= threshold
     }
+    assert len(kept) == len(rows)
     assert kept == expected and 0 < len(kept) < len(means)
     assert all(float(r["weight"]) == 1.0 for r in rows)
     child = ModelVersion.objects.get(pk=job.result["model_version_id"])
