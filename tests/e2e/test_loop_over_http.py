@@ -196,6 +196,8 @@ def test_the_loop_runs_over_the_api_with_a_real_worker(live_server, tmp_path):
             "round_status": "rating",
             "generated": 4,
             "controls": 1,
+            # A random-order round queues no scoring job.
+            "score_job_id": None,
         }
 
         # 4. Three physicians rate until nothing is left: 5 items x 2 raters.
