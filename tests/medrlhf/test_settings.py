@@ -7,6 +7,7 @@ import secrets
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -51,38 +52,33 @@ def test_production_refuses_to_start_without_a_real_secret_key(tmp_path):
         assert "SECRET_KEY must be set" in result.stderr
 
 
-def test_production_passes_check_deploy(tmp_path):
-    env = {
-        "MEDRLHF_ENV": "production",
-        "SECRET_KEY": secrets.token_urlsafe(64),
-        "ALLOWED_HOSTS": "medrlhf.example.org",
-        # Checked, not connected to.
-        "CACHE_URL": "redis://127.0.0.1:6379/1",
-    }
-    result = _run(
-        "import sys; from django.core.management import execute_from_command_line;"
+PRODUCTION = {
+    "MEDRLHF_ENV": "production",
+    "SECRET_KEY": secrets.token_urlsafe(64),
+    "ALLOWED_HOSTS": "medrlhf.example.org",
+}
+
+
+def _check_deploy(env: dict[str, str], tmp_path: Any) -> Any:
+    return _run(
+        "from django.core.management import execute_from_command_line;"
         "execute_from_command_line(['manage.py', 'check', '--deploy', "
         "'--fail-level', 'WARNING'])",
         env,
         tmp_path,
     )
+
+
+def test_production_passes_check_deploy(tmp_path):
+    # The cache is checked, not connected to.
+    env = {**PRODUCTION, "CACHE_URL": "redis://127.0.0.1:6379/1"}
+    result = _check_deploy(env, tmp_path)
     assert result.returncode == 0, result.stderr + result.stdout
     assert "no issues" in result.stdout
 
 
 def test_check_deploy_warns_about_a_per_process_cache(tmp_path):
-    env = {
-        "MEDRLHF_ENV": "production",
-        "SECRET_KEY": secrets.token_urlsafe(64),
-        "ALLOWED_HOSTS": "medrlhf.example.org",
-    }
-    result = _run(
-        "import sys; from django.core.management import execute_from_command_line;"
-        "execute_from_command_line(['manage.py', 'check', '--deploy', "
-        "'--fail-level', 'WARNING'])",
-        env,
-        tmp_path,
-    )
+    result = _check_deploy(PRODUCTION, tmp_path)
     assert result.returncode != 0
     assert "medrlhf.W001" in result.stderr + result.stdout
     assert "CACHE_URL" in result.stderr + result.stdout

@@ -88,6 +88,16 @@ def train_reward(user: Any, **kw: Any) -> ModelVersion:
     return ModelVersion.objects.get(pk=job.result["model_version_id"])
 
 
+def rated_base(
+    dataset: Any, user: Any, raters: list[Any]
+) -> tuple[ModelVersion, Round, ModelVersion]:
+    """A base model, its first round rated by ``raters``, and a reward model."""
+    base = train_base(dataset, user)
+    rnd, _ = open_round(base, dataset, user)
+    rate_everything(rnd, raters)
+    return base, rnd, train_reward(user)
+
+
 @pytest.fixture
 def physicians(make_user: Any) -> list[Any]:
     return [make_user(), make_user()]
@@ -185,10 +195,7 @@ def test_reward_job_trains_on_all_live_ratings_and_records_what_it_used(
 def test_finetune_weights_rated_and_scored_images_and_records_its_lineage(
     dataset, admin_user, physicians
 ):
-    base = train_base(dataset, admin_user)
-    rnd, _ = open_round(base, dataset, admin_user)
-    rate_everything(rnd, physicians)
-    reward = train_reward(admin_user)
+    base, rnd, reward = rated_base(dataset, admin_user, physicians)
     gen = generate_start(
         model_version=base,
         reward_version=reward,
@@ -235,10 +242,7 @@ def test_finetune_weights_rated_and_scored_images_and_records_its_lineage(
 def test_filtered_finetune_trains_on_the_images_that_reach_the_threshold_only(
     dataset, admin_user, physicians
 ):
-    base = train_base(dataset, admin_user)
-    rnd, _ = open_round(base, dataset, admin_user)
-    rate_everything(rnd, physicians)
-    reward = train_reward(admin_user)
+    base, rnd, reward = rated_base(dataset, admin_user, physicians)
     # Rated images: the mean rating mapped to 0-1.  The threshold keeps those
     # at or above it, whatever their prompt, and they count equally.
     generated = Image.objects.filter(generated_for_round=rnd)
@@ -277,10 +281,7 @@ def test_filtered_finetune_trains_on_the_images_that_reach_the_threshold_only(
 def test_filtered_finetune_with_nothing_above_the_threshold_fails_clearly(
     dataset, admin_user, physicians
 ):
-    base = train_base(dataset, admin_user)
-    rnd, _ = open_round(base, dataset, admin_user)
-    rate_everything(rnd, physicians)
-    reward = train_reward(admin_user)
+    base, rnd, reward = rated_base(dataset, admin_user, physicians)
     Rating.objects.update(score=1)
     job = finetune_start(
         diffusion_version=base,
@@ -309,10 +310,7 @@ def test_a_filter_threshold_outside_0_1_is_refused_before_queueing(admin_user, b
 def test_filtered_generation_keeps_the_best_of_n_and_stores_the_rest(
     dataset, admin_user, physicians
 ):
-    base = train_base(dataset, admin_user)
-    rnd, _ = open_round(base, dataset, admin_user)
-    rate_everything(rnd, physicians)
-    reward = train_reward(admin_user)
+    base, rnd, reward = rated_base(dataset, admin_user, physicians)
     job = generate_start(
         model_version=base,
         reward_version=reward,
@@ -385,10 +383,7 @@ def test_retraining_chain_trains_reward_then_finetunes_then_opens_a_comparison(
 def test_a_finetune_whose_worker_died_resumes_on_the_same_samples_and_finishes_once(
     dataset, admin_user, physicians, monkeypatch, django_capture_on_commit_callbacks
 ):
-    base = train_base(dataset, admin_user)
-    rnd, _ = open_round(base, dataset, admin_user)
-    rate_everything(rnd, physicians)
-    reward = train_reward(admin_user)
+    base, rnd, reward = rated_base(dataset, admin_user, physicians)
     job = finetune_start(
         diffusion_version=base,
         reward_version=reward,

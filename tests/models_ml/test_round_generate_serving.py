@@ -74,6 +74,12 @@ def _generated(rnd: Round, n: int) -> list[Image]:
     )
 
 
+def _finish(rnd: Round, images: list[Image], actor: Any, *, open_now: bool) -> Round:
+    return round_generated_finish(
+        round=rnd, images=images, control_pool=[], actor=actor, open_now=open_now
+    )
+
+
 def test_a_generated_round_keeps_its_serving_design_and_fills_its_agreement_set(
     diffusion, reward, admin_user
 ):
@@ -91,13 +97,7 @@ def test_a_generated_round_keeps_its_serving_design_and_fills_its_agreement_set(
     assert rnd.reward_model_version == reward
     assert not rnd.items.exists()
 
-    rnd = round_generated_finish(
-        round=rnd,
-        images=_generated(rnd, 10),
-        control_pool=[],
-        actor=admin_user,
-        open_now=True,
-    )
+    rnd = _finish(rnd, _generated(rnd, 10), admin_user, open_now=True)
     assert rnd.status == RoundStatus.RATING
     assert rnd.items.filter(in_agreement_set=True).count() == 2
     fill = AuditEvent.objects.get(action="round_generated_fill")
@@ -140,9 +140,7 @@ def test_an_uncertainty_round_queues_its_scoring_once_filled_and_only_once(
     images = _generated(rnd, 4)
     assert not Job.objects.filter(kind=JobKind.SCORE).exists()
     with django_capture_on_commit_callbacks(execute=True):
-        rnd = round_generated_finish(
-            round=rnd, images=images, control_pool=[], actor=admin_user, open_now=True
-        )
+        rnd = _finish(rnd, images, admin_user, open_now=True)
     score = Job.objects.get(kind=JobKind.SCORE)
     assert score.params == {"round_id": rnd.pk, "reward_version_id": reward.pk}
     assert rnd.settings["score_job_id"] == score.pk
@@ -150,22 +148,14 @@ def test_an_uncertainty_round_queues_its_scoring_once_filled_and_only_once(
     # Open before its scores arrive: unscored items are still served.
     assert assignment_next(round=rnd, rater=physician) is not None
     # A job retried after the fill committed finds nothing left to do.
-    again = round_generated_finish(
-        round=rnd, images=images, control_pool=[], actor=admin_user, open_now=True
-    )
+    again = _finish(rnd, images, admin_user, open_now=True)
     assert again.settings["score_job_id"] == score.pk
     assert Job.objects.filter(kind=JobKind.SCORE).count() == 1
 
 
 def test_a_random_round_without_reward_model_queues_no_scoring(diffusion, admin_user):
     rnd = Round.objects.get(pk=_start(diffusion, admin_user).params["round_id"])
-    round_generated_finish(
-        round=rnd,
-        images=_generated(rnd, 2),
-        control_pool=[],
-        actor=admin_user,
-        open_now=False,
-    )
+    _finish(rnd, _generated(rnd, 2), admin_user, open_now=False)
     assert not Job.objects.filter(kind=JobKind.SCORE).exists()
 
 
@@ -180,13 +170,7 @@ def test_a_round_abandoned_before_its_images_arrive_is_not_scored(
     )
     rnd = Round.objects.get(pk=job.params["round_id"])
     round_abandon(round=rnd, reason="wrong prompts", actor=admin_user)
-    after = round_generated_finish(
-        round=rnd,
-        images=_generated(rnd, 2),
-        control_pool=[],
-        actor=admin_user,
-        open_now=True,
-    )
+    after = _finish(rnd, _generated(rnd, 2), admin_user, open_now=True)
     assert after.status == RoundStatus.CLOSED
     assert not Job.objects.filter(kind=JobKind.SCORE).exists()
 

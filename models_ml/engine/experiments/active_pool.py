@@ -65,19 +65,16 @@ def build_pool(config: PoolConfig) -> dict[str, Any]:
     import torch
 
     from ..backends import load_backend
-    from ..demo import build_demo_dataset
-    from ..reward import read_real_csv
     from ..train import TrainConfig, train
     from .simulated_raters import (
         ExperimentConfig,
         Timer,
         _generate_and_rate,
         _load_average,
-        _real_subset,
         _requests,
         _write_csv,
         choose_prompts,
-        fit_simulated_rater,
+        real_data_and_rater,
     )
 
     out = Path(config.output_dir)
@@ -88,22 +85,14 @@ def build_pool(config: PoolConfig) -> dict[str, Any]:
         "config": json.loads(json.dumps(dataclasses.asdict(config), default=str)),
         "load_average_start": _load_average(),
     }
-    with timer.step("demo_data"):
-        summary = build_demo_dataset(
-            out / "demo", per_modality=config.per_modality, size=64, seed=config.seed
-        )
-        real_csv = _real_subset(summary.csv_path, out / "real.csv", config.modalities)
-        real = read_real_csv(real_csv)
-    with timer.step("rater_fit"):
-        rater = fit_simulated_rater(
-            real, resolution=config.resolution, seed=config.seed
-        )
-    report["rater"] = {
-        "heldout_accuracy": rater.heldout_accuracy,
-        "heldout_real_share_3": rater.heldout_real_share_3,
-        "n_train": rater.n_train,
-        "n_heldout": rater.n_heldout,
-    }
+    real_csv, real, rater, report["rater"] = real_data_and_rater(
+        out,
+        timer,
+        per_modality=config.per_modality,
+        modalities=config.modalities,
+        resolution=config.resolution,
+        seed=config.seed,
+    )
     prompts = choose_prompts(real, config.modalities)
     requests = _requests(prompts, config.images_per_prompt, config.seed)
     sampling = ExperimentConfig(

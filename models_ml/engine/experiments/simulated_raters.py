@@ -291,6 +291,40 @@ def _write_csv(
     return path
 
 
+def real_data_and_rater(
+    out: Path,
+    timer: Timer,
+    *,
+    per_modality: int,
+    modalities: Sequence[str],
+    resolution: int,
+    seed: int,
+) -> tuple[Path, list[tuple[str, str, str]], SimulatedRater, dict[str, Any]]:
+    """The demo data of ``modalities`` (``out/real.csv``), the program fitted
+    to rate against it, and the rater's entry for a report."""
+    from ..demo import build_demo_dataset
+    from ..reward import read_real_csv
+
+    with timer.step("demo_data"):
+        summary = build_demo_dataset(
+            out / "demo", per_modality=per_modality, size=64, seed=seed
+        )
+        real_csv = _real_subset(summary.csv_path, out / "real.csv", modalities)
+        real = read_real_csv(real_csv)
+    with timer.step("rater_fit"):
+        rater = fit_simulated_rater(real, resolution=resolution, seed=seed)
+    entry = {
+        "kind": "logistic regression on HandcraftedFeatures of real images",
+        "classes": rater.classes,
+        "n_train": rater.n_train,
+        "n_heldout": rater.n_heldout,
+        "heldout_accuracy": rater.heldout_accuracy,
+        "heldout_real_share_3": rater.heldout_real_share_3,
+        "radius": rater.radius,
+    }
+    return real_csv, real, rater, entry
+
+
 def _real_subset(demo_csv: Path, out_csv: Path, modalities: Sequence[str]) -> Path:
     """The demo rows of the chosen modalities, paths relative to ``out_csv``."""
     with demo_csv.open(newline="", encoding="utf-8") as handle:
@@ -453,9 +487,8 @@ def run_experiment(config: ExperimentConfig) -> dict[str, Any]:
     import torch
 
     from ..backends import load_backend
-    from ..demo import build_demo_dataset
     from ..filtering import filter_generate
-    from ..reward import RatingRecord, RewardConfig, read_real_csv, train_reward_model
+    from ..reward import RatingRecord, RewardConfig, train_reward_model
     from ..train import TrainConfig, train
 
     out = Path(config.output_dir)
@@ -465,26 +498,14 @@ def run_experiment(config: ExperimentConfig) -> dict[str, Any]:
     report: dict[str, Any] = {"config": _jsonable(dataclasses.asdict(config))}
     report["load_average_start"] = _load_average()
 
-    with timer.step("demo_data"):
-        summary = build_demo_dataset(
-            out / "demo", per_modality=config.per_modality, size=64, seed=config.seed
-        )
-        real_csv = _real_subset(summary.csv_path, out / "real.csv", config.modalities)
-        real = read_real_csv(real_csv)
-
-    with timer.step("rater_fit"):
-        rater = fit_simulated_rater(
-            real, resolution=config.resolution, seed=config.seed
-        )
-    report["rater"] = {
-        "kind": "logistic regression on HandcraftedFeatures of real images",
-        "classes": rater.classes,
-        "n_train": rater.n_train,
-        "n_heldout": rater.n_heldout,
-        "heldout_accuracy": rater.heldout_accuracy,
-        "heldout_real_share_3": rater.heldout_real_share_3,
-        "radius": rater.radius,
-    }
+    real_csv, real, rater, report["rater"] = real_data_and_rater(
+        out,
+        timer,
+        per_modality=config.per_modality,
+        modalities=config.modalities,
+        resolution=config.resolution,
+        seed=config.seed,
+    )
 
     common = {
         "batch_size": config.batch_size,
