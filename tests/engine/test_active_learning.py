@@ -15,6 +15,7 @@ from models_ml.engine.experiments.active_learning import (
     label_entropy,
     ratings_to_reach,
     run_experiment,
+    round_split,
     run_loop,
     select_by_spread,
     select_by_spread_per_prompt,
@@ -255,3 +256,72 @@ def test_proportional_selection_draws_distinct_images_and_never_zero_scores() ->
         chosen = select_proportional(score, 3, rng)
         assert sorted(chosen.tolist()) == [1, 3, 4]
     assert len(set(select_proportional(score, 5, rng).tolist())) == 5
+
+
+def _sets_pool(n: int = 120) -> Pool:
+    """Two generators per seed group: ``old`` (rated before) and ``new``."""
+    pool = _pool(n)
+    pool.group = np.arange(n) // 2
+    pool.sets = np.array(["old", "new"] * (n // 2))
+    return pool
+
+
+def test_next_round_split_rates_only_warm_sets_before_and_serves_the_others(
+    tmp_path: Path,
+) -> None:
+    pool = _sets_pool()
+    config = _config(tmp_path)
+    config.warm_sets, config.warm_ratings = ("old",), 20
+
+    before, servable, held = round_split(pool, config, seed=5)
+
+    assert len(before) == 20 and set(pool.sets[before]) == {"old"}
+    assert set(pool.sets[servable]) == {"new"} and set(pool.sets[held]) == {"new"}
+    assert set(pool.group[before]).isdisjoint(pool.group[held])
+    assert set(pool.group[servable]).isdisjoint(pool.group[held])
+    assert len(servable) + len(held) == 60
+    again = round_split(pool, config, seed=5)
+    assert all((a == b).all() for a, b in zip(again, (before, servable, held)))
+
+
+def test_next_round_starts_every_strategy_from_the_earlier_rounds_model(
+    tmp_path: Path,
+) -> None:
+    pool = _sets_pool()
+    config = _config(tmp_path)
+    config.warm_sets, config.warm_ratings = ("old",), 20
+    runs = {
+        s: run_loop(pool, config, strategy=s, seed=1)
+        for s in ("uncertainty", "uncertainty_sampled", "random")
+    }
+
+    for run in runs.values():
+        assert run["n_rated_before"] == 20
+        assert [p["n_ratings"] for p in run["points"]] == [0, 6, 12, 18, 24]
+        chosen = [i for pick in run["picks"] for i in pick["chosen"]]
+        assert len(set(chosen)) == 24 and set(pool.sets[chosen]) == {"new"}
+    first = {r["points"][0]["spearman"] for r in runs.values()}
+    assert len(first) == 1
+    assert runs["uncertainty"]["picks"][0]["chosen"] != runs["random"]["picks"][0]["chosen"]
+    top = runs["uncertainty"]["picks"][0]
+    assert min(top["chosen_spread"]) >= top["max_unchosen_spread"]
+
+
+@pytest.mark.parametrize(
+    ("sets", "warm", "message"),
+    [
+        (None, ("old",), "name their set"),
+        (["old", "new"], ("older",), "not in the pool"),
+        (["old", "old"], ("old",), "nothing to serve"),
+    ],
+)
+def test_next_round_refuses_warm_sets_it_cannot_use(
+    tmp_path: Path, sets: list[str] | None, warm: tuple[str, ...], message: str
+) -> None:
+    pool = _sets_pool(20)
+    pool.sets = None if sets is None else np.array(sets * 10)
+    config = _config(tmp_path)
+    config.warm_sets = warm
+
+    with pytest.raises(ValueError, match=message):
+        round_split(pool, config, seed=0)

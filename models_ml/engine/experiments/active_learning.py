@@ -32,12 +32,21 @@ the split and the first batch for every strategy); curves with 95 % intervals
 and paired differences from random, and the ceiling (every pool image rated),
 written to ``report.json`` / ``report.md`` and drawn to ``curves.png``.
 
+Two scenarios. **Cold start** (the default): nothing is rated, a random
+first batch trains the first ensemble. **Next round** (``--warm_sets``), the
+product's own case: uncertainty serving needs a reward model, so a round that
+uses it follows an earlier one. The ensemble starts from ``--warm_ratings``
+ratings of the warm sets' images (an earlier round's model versions); the
+round serves only the other sets' images (the new versions), from its first
+image on, and rho is measured on those sets' held-out images.
+
 Image features and prompt embeddings are computed once; each retrain is the
 reward head alone (seconds).
 
     python -m models_ml.engine.experiments.active_learning \
         --source_dir DIR_OF_A_SIMULATED_RATERS_RUN_OR_ACTIVE_POOL \
-        --output_dir DIR [--quick] [--first_seed 100 --seeds 5]
+        --output_dir DIR [--quick] [--first_seed 100 --seeds 5] \
+        [--warm_sets base_10 base_20 --warm_ratings 120]
 """
 
 from __future__ import annotations
@@ -83,6 +92,12 @@ class ActiveConfig:
     targets: tuple[float, ...] = (0.5, 0.6, 0.7)
     ensemble_size: int = 5
     epochs: int = 200
+    # The next-round scenario (the product's own): the reward model already
+    # holds ``warm_ratings`` ratings of images from ``warm_sets`` (an earlier
+    # round's model versions); the round serves the other sets' images, and
+    # rho is measured on those sets' held-out images. Empty: a cold start.
+    warm_sets: tuple[str, ...] = ()
+    warm_ratings: int = 120
 
 
 @dataclass
@@ -96,6 +111,36 @@ class Pool:
     group: np.ndarray  # (N,) generation seed: held-out split unit
     negatives: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None = None
     negative_weight: float = 0.3
+    sets: np.ndarray | None = None  # (N,) which generator made each image
+
+
+def round_split(
+    pool: Pool, config: ActiveConfig, seed: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Indices (rated before the round, servable, held out) for one seed.
+
+    Cold start: nothing rated before, the servable and held-out sides of the
+    seed-group split. Next round: a random ``warm_ratings`` of the warm sets'
+    servable images were rated in the earlier round; the round serves the
+    other sets' servable images and is scored on their held-out images.
+    """
+    pool_idx, held_idx = split_heldout(pool.group, config.heldout_fraction, seed)
+    if not config.warm_sets:
+        return np.empty(0, dtype=np.int64), pool_idx, held_idx
+    if pool.sets is None:
+        raise ValueError("warm_sets needs a pool whose images name their set")
+    unknown = sorted(set(config.warm_sets) - set(pool.sets.tolist()))
+    if unknown:
+        raise ValueError(
+            f"warm_sets {unknown} are not in the pool (sets: "
+            f"{sorted(set(pool.sets.tolist()))})"
+        )
+    warm = np.isin(pool.sets, config.warm_sets)
+    if warm.all():
+        raise ValueError("warm_sets take every set: the round has nothing to serve")
+    rng = np.random.default_rng(seed + 20_000)
+    before = rng.permutation(pool_idx[warm[pool_idx]])[: config.warm_ratings]
+    return np.sort(before), pool_idx[~warm[pool_idx]], held_idx[~warm[held_idx]]
 
 
 # --- the loop -----------------------------------------------------------------
@@ -332,7 +377,7 @@ def run_loop(
     """One learning curve: held-out rho after each batch of revealed ratings."""
     if strategy not in STRATEGIES:
         raise ValueError(f"strategy {strategy!r}: use one of {STRATEGIES}")
-    pool_idx, held_idx = split_heldout(pool.group, config.heldout_fraction, seed)
+    before, pool_idx, held_idx = round_split(pool, config, seed)
     # Standardised image features + prompt embedding: the space in which
     # uncertainty_batch measures how close a candidate is to rated images.
     joint = np.concatenate([pool.image, pool.prompt], axis=1).astype(np.float64)
@@ -340,24 +385,27 @@ def run_loop(
     joint /= math.sqrt(joint.shape[1])
     prompt_ids = np.unique(pool.prompt, axis=0, return_inverse=True)[1].ravel()
     rng = np.random.default_rng(seed)
-    # The same first batch for both strategies at a given seed.
-    labelled = rng.permutation(pool_idx)[: config.initial]
+    # The same first batch for every strategy at a given seed. A next round
+    # starts from the earlier round's reward model: no random batch first.
+    initial = 0 if len(before) else config.initial
+    served = rng.permutation(pool_idx)[:initial]
     select_rng = np.random.default_rng(seed + 10_000)
     budget = min(config.budget, len(pool_idx))
     points: list[dict[str, Any]] = []
     picks: list[dict[str, Any]] = []
     while True:
-        unlabelled = np.setdiff1d(pool_idx, labelled)
+        labelled = np.concatenate([before, served])
+        unlabelled = np.setdiff1d(pool_idx, served)
         predict_idx = np.concatenate([held_idx, unlabelled])
         pred, member_probs = _fit_and_predict(pool, labelled, predict_idx, config, seed)
         held_reward = pred.reward[: len(held_idx)]
         rho = _spearman(held_reward, pool.ratings[held_idx])
-        points.append({"n_ratings": int(len(labelled)), "spearman": rho})
+        points.append({"n_ratings": int(len(served)), "spearman": rho})
         if log:
-            log(f"{strategy} seed {seed}: {len(labelled)} ratings, rho {rho:.3f}")
-        if len(labelled) >= budget or len(unlabelled) == 0:
+            log(f"{strategy} seed {seed}: {len(served)} ratings, rho {rho:.3f}")
+        if len(served) >= budget or len(unlabelled) == 0:
             break
-        k = min(config.batch, budget - len(labelled), len(unlabelled))
+        k = min(config.batch, budget - len(served), len(unlabelled))
         spread = pred.uncertainty[len(held_idx) :]
         if strategy == "uncertainty":
             local = select_by_spread(spread, np.arange(len(unlabelled)), k)
@@ -369,7 +417,7 @@ def run_loop(
                 prompt_ids[unlabelled],
                 pool.group[unlabelled],
             )
-        elif strategy == "uncertainty_batch" and len(labelled) >= config.warmup:
+        elif strategy == "uncertainty_batch" and len(served) >= config.warmup:
             probs = pred.probs[len(held_idx) :]
             local = select_diverse_batch(
                 spread * label_entropy(probs),
@@ -403,18 +451,19 @@ def run_loop(
         chosen = unlabelled[local]
         picks.append(
             {
-                "n_ratings": int(len(labelled)),
+                "n_ratings": int(len(served)),
                 "chosen": chosen.tolist(),
                 "chosen_spread": spread[local].tolist(),
                 "random_warmup": strategy == "uncertainty_batch"
-                and len(labelled) < config.warmup,
+                and len(served) < config.warmup,
                 "max_unchosen_spread": float(np.delete(spread, local).max(initial=0.0)),
             }
         )
-        labelled = np.concatenate([labelled, chosen])
+        served = np.concatenate([served, chosen])
     return {
         "strategy": strategy,
         "seed": seed,
+        "n_rated_before": int(len(before)),
         "n_pool": int(len(pool_idx)),
         "n_heldout": int(len(held_idx)),
         "points": points,
@@ -547,6 +596,7 @@ def pool_from_run(
         modality=modality_vectors([r["modality"] for r in rows], buckets),
         ratings=np.array([int(r["rating"]) for r in rows]),
         group=np.array([int(r["seed"]) for r in rows]),
+        sets=np.array([r["set"] for r in rows]),
         negatives=(
             extractor.extract([_load_image(n.image_path) for n in negatives]),
             np.stack([table[n.prompt] for n in negatives]),
@@ -571,8 +621,10 @@ def pool_from_run(
 
 def ceiling_rho(pool: Pool, config: ActiveConfig, seed: int) -> float:
     """Held-out rho with every servable image rated: what the loop can approach."""
-    pool_idx, held_idx = split_heldout(pool.group, config.heldout_fraction, seed)
-    pred, _ = _fit_and_predict(pool, pool_idx, held_idx, config, seed)
+    before, pool_idx, held_idx = round_split(pool, config, seed)
+    pred, _ = _fit_and_predict(
+        pool, np.concatenate([before, pool_idx]), held_idx, config, seed
+    )
     return _spearman(pred.reward, pool.ratings[held_idx])
 
 
@@ -615,8 +667,18 @@ def markdown_report(report: dict[str, Any]) -> str:
     curves = {s: {p["n_ratings"]: p for p in summary[s]["curve"]} for s in summary}
     counts = sorted({n for c in curves.values() for n in c})
     n_seeds = len(report["config"]["seeds"])
+    warm = report["config"].get("warm_sets") or []
+    before = report["runs"][0].get("n_rated_before", 0) if report["runs"] else 0
     lines = [
         "# Active learning: uncertainty vs random serving",
+        "",
+        (
+            f"Next round: the reward model starts from {before} ratings of "
+            f"{', '.join(warm)}; the round serves the other sets; ratings "
+            "below count the round's own."
+            if warm
+            else "Cold start: a random first batch, then each strategy."
+        ),
         "",
         f"Held-out Spearman rho after each batch: mean ± 95 % interval of the "
         f"mean over {n_seeds} seeds; in brackets the mean paired difference from "
@@ -797,6 +859,19 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         nargs="+",
         help="rho levels for the ratings-to-reach table (default: 0.5 0.6 0.7)",
     )
+    parser.add_argument(
+        "--warm_sets",
+        nargs="+",
+        metavar="SET",
+        help="next-round scenario: these sets (generators, e.g. base_10 base_20) "
+        "were rated in an earlier round; the round serves the other sets and rho "
+        "is measured on their held-out images (default: a cold start)",
+    )
+    parser.add_argument(
+        "--warm_ratings",
+        type=int,
+        help="ratings of the warm sets the reward model starts from (default 120)",
+    )
     args = parser.parse_args(argv)
     config = (
         quick_config(args.output_dir)
@@ -810,6 +885,12 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         config.strategies = tuple(args.strategies)
     if args.targets:
         config.targets = tuple(args.targets)
+    if args.warm_sets:
+        config.warm_sets = tuple(args.warm_sets)
+    if args.warm_ratings is not None:
+        if args.warm_ratings < 1:
+            parser.error("--warm_ratings must be at least 1")
+        config.warm_ratings = args.warm_ratings
     pool, facts = pool_from_run(args.source_dir)
     report = run_experiment(pool, config, facts)
     print(markdown_report(report))
