@@ -562,9 +562,10 @@ def retraining_round_start(
         round_params.setdefault("images_per_prompt", 4)
         _positive_int(round_params["images_per_prompt"], "images_per_prompt")
         round_params["seed"] = _seed(round_params.get("seed"))
-        controls_needed(
-            n_images=1, control_share=float(round_params.get("control_share", 0.0))
-        )
+        share = round_params.setdefault("control_share", 0.0)
+        if isinstance(share, bool) or not isinstance(share, (int, float)):
+            raise DomainError("round: control_share must be a number")
+        controls_needed(n_images=1, control_share=float(share))
         _chain_round_serving(round_params)
     chain = {
         "id": uuid.uuid4().hex,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.conf import settings
 from django.db import models
 from django.db.models import Q
@@ -115,11 +117,24 @@ class Job(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"{self.get_kind_display()} #{self.pk} ({self.status})"
+        return f"{self.title} #{self.pk} ({self.status})"
+
+    @property
+    def title(self) -> str:
+        return job_title(self.kind, self.params)
 
     @property
     def is_finished(self) -> bool:
         return self.status in FINISHED_STATUSES
+
+
+def job_title(kind: str, params: dict[str, Any] | None) -> str:
+    """A job kind's name, or what the job does where its params say more: a
+    fine-tune with ``filter_threshold`` trains on the kept images only."""
+    threshold = (params or {}).get("filter_threshold")
+    if kind == JobKind.FINETUNE and isinstance(threshold, (int, float)):
+        return f"Filtered fine-tune (weight ≥ {threshold:g})"
+    return JobKind(kind).label
 
 
 class ImageScore(models.Model):

@@ -17,7 +17,7 @@ from annotations.views.access import role_required
 
 from ..forms import RetrainingForm, RoundGenerateForm
 from ..ml_services import retraining_round_start, round_generate_start
-from ..models import Job, JobKind, JobStatus, ModelVersion
+from ..models import Job, JobKind, JobStatus, ModelVersion, job_title
 from ..selectors import control_pool, job_chain, real_images_for_training
 from .access import STOP_POLLING
 from .lineage import key_metrics
@@ -153,7 +153,11 @@ def _chain_context(job: Job) -> dict[str, Any]:
         wanted = list(CHAIN_STEPS if chain.get("round") else CHAIN_STEPS[:2])
         done_kinds = {j.kind for j in jobs}
         if last.status not in (JobStatus.FAILED, JobStatus.CANCELLED):
-            planned = [JobKind(k).label for k in wanted if k not in done_kinds]
+            planned = [
+                job_title(k, chain.get("finetune") if k == JobKind.FINETUNE else None)
+                for k in wanted
+                if k not in done_kinds
+            ]
     finished = last.is_finished and not planned
     return {
         "job": job,

@@ -193,7 +193,12 @@ def test_report_holds_both_curves_the_reach_table_and_a_plot(tmp_path: Path) -> 
     assert len(saved["runs"]) == 6
     assert len(saved["ceiling"]["per_seed"]) == 2
     assert Image.open(report["plot"]).size == (640, 400)
-    assert "| 24 |" in (tmp_path / "report.md").read_text()
+    markdown = (tmp_path / "report.md").read_text()
+    assert "| 24 |" in markdown and "Cold start" in markdown
+    assert "Does the spread know where the model errs?" in markdown
+    for run in saved["runs"]:
+        assert all(-1 <= p["spread_error_rho"] <= 1 for p in run["points"])
+    assert all("spread_error_rho" in p for p in saved["summary"]["random"]["curve"])
 
 
 def test_vote_entropy_is_zero_when_members_agree_and_grows_with_dissent() -> None:

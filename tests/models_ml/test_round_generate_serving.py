@@ -223,14 +223,24 @@ def test_the_generation_job_opens_an_uncertainty_round_and_queues_its_scoring(
 # --- the retraining chain's round ----------------------------------------------
 
 
-def test_retraining_refuses_a_bad_serving_setting_for_its_round_before_any_job(
-    diffusion, admin_user
+@pytest.mark.parametrize(
+    ("setting", "message"),
+    [
+        ({"repeat_share": 0.9}, "repeat_share must be between"),
+        ({"control_share": "a third"}, "control_share must be a number"),
+        ({"control_share": None}, "control_share must be a number"),
+        ({"control_share": True}, "control_share must be a number"),
+        ({"control_share": 1.0}, "control_share must be at least 0 and below 1"),
+    ],
+)
+def test_retraining_refuses_a_bad_setting_for_its_round_before_any_job(
+    diffusion, admin_user, setting, message
 ):
-    with pytest.raises(DomainError, match="repeat_share must be between"):
+    with pytest.raises(DomainError, match=message):
         retraining_round_start(
             created_by=admin_user,
             diffusion_version=diffusion,
-            params={"round": {"prompts": PROMPTS, "repeat_share": 0.9}},
+            params={"round": {"prompts": PROMPTS, **setting}},
             open_next_round=True,
         )
     assert not Job.objects.exists()

@@ -161,6 +161,35 @@ def test_steps_page_lists_done_and_planned_steps_and_keeps_polling(client, admin
     assert "Generate round" in html and "Starts when the step before" in html
 
 
+def test_steps_page_names_a_filtered_fine_tune_done_and_planned(client, admin_user):
+    chain = {
+        "id": "flt",
+        "round": None,
+        "finetune": {"filter_threshold": 0.75},
+    }
+    first = Job.objects.create(
+        kind=JobKind.TRAIN_REWARD,
+        status=JobStatus.RUNNING,
+        params={"chain": {**chain, "step": "train_reward"}},
+    )
+    client.force_login(admin_user)
+    planned = client.get(reverse("ml-job", args=[first.pk])).content.decode()
+    assert "2. Filtered fine-tune (weight ≥ 0.75)" in planned
+    assert "Reward-weighted fine-tune" not in planned
+    first.status = JobStatus.SUCCEEDED
+    first.save()
+    done = Job.objects.create(
+        kind=JobKind.FINETUNE,
+        status=JobStatus.RUNNING,
+        params={"chain": {**chain, "step": "finetune"}, "filter_threshold": 0.75},
+    )
+    weighted = Job.objects.create(kind=JobKind.FINETUNE, params={"reward_version_id": 1})
+    page = client.get(reverse("ml-job", args=[done.pk])).content.decode()
+    assert "Filtered fine-tune (weight ≥ 0.75)" in page
+    assert str(done).startswith("Filtered fine-tune (weight ≥ 0.75) #")
+    assert weighted.title == "Reward-weighted fine-tune"
+
+
 def test_steps_page_stops_polling_once_a_step_failed(client, admin_user):
     job = Job.objects.create(
         kind=JobKind.TRAIN_REWARD,

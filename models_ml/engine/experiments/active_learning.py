@@ -400,7 +400,16 @@ def run_loop(
         pred, member_probs = _fit_and_predict(pool, labelled, predict_idx, config, seed)
         held_reward = pred.reward[: len(held_idx)]
         rho = _spearman(held_reward, pool.ratings[held_idx])
-        points.append({"n_ratings": int(len(served)), "spearman": rho})
+        # Does the spread know where the model is wrong? rho between each
+        # held-out image's spread and its error (expected rating vs rating).
+        error = np.abs(1 + 2 * held_reward - pool.ratings[held_idx])
+        points.append(
+            {
+                "n_ratings": int(len(served)),
+                "spearman": rho,
+                "spread_error_rho": _spearman(pred.uncertainty[: len(held_idx)], error),
+            }
+        )
         if log:
             log(f"{strategy} seed {seed}: {len(served)} ratings, rho {rho:.3f}")
         if len(served) >= budget or len(unlabelled) == 0:
@@ -512,6 +521,12 @@ def summarise_runs(
             values = [
                 p["spearman"] for r in mine for p in r["points"] if p["n_ratings"] == n
             ]
+            calibration = [
+                p["spread_error_rho"]
+                for r in mine
+                for p in r["points"]
+                if p["n_ratings"] == n and "spread_error_rho" in p
+            ]
             point = {
                 "n_ratings": n,
                 "spearman": float(np.mean(values)),
@@ -519,6 +534,8 @@ def summarise_runs(
                 "ci95": _interval95(values),
                 "n_seeds": len(values),
             }
+            if calibration:
+                point["spread_error_rho"] = float(np.mean(calibration))
             diffs = [
                 by_key[(strategy, r["seed"], n)] - by_key[("random", r["seed"], n)]
                 for r in mine
@@ -699,6 +716,24 @@ def markdown_report(report: dict[str, Any]) -> str:
                 cell += f" ({p['minus_random']:+.3f} ± {p['minus_random_ci95']:.3f})"
             cells.append(cell)
         lines.append(f"| {n} | " + " | ".join(cells) + " |")
+    if any("spread_error_rho" in p for c in curves.values() for p in c.values()):
+        lines += [
+            "",
+            "Does the spread know where the model errs? Spearman rho between "
+            "each held-out image's ensemble spread and its error |expected "
+            "rating - rating|, mean over seeds (0: no relation):",
+            "",
+            "| ratings | " + " | ".join(summary) + " |",
+            "| --- | " + " | ".join("---" for _ in summary) + " |",
+        ]
+        for n in counts:
+            cells = [
+                f"{curves[s][n]['spread_error_rho']:+.3f}"
+                if n in curves[s] and "spread_error_rho" in curves[s][n]
+                else ""
+                for s in summary
+            ]
+            lines.append(f"| {n} | " + " | ".join(cells) + " |")
     lines += ["", "Ratings needed to reach rho (mean curve; median over seeds):", ""]
     lines.append("| rho | " + " | ".join(summary) + " |")
     lines.append("| --- | " + " | ".join("---" for _ in summary) + " |")
