@@ -81,7 +81,9 @@ class RoundServingForm(forms.Form):
         choices=ServingPolicy.choices,
         initial=ServingPolicy.RANDOM,
         help_text="Most informative first: images the reward model is least "
-        "sure of, and where physicians disagree, are rated first.",
+        "sure of, and where physicians disagree, are rated first. In the "
+        "simulated-rater experiments it did not train the reward model with "
+        "fewer ratings than random order did; random order is the default.",
     )
     reward_model_version = forms.ModelChoiceField(
         label="Reward model",
