@@ -14,8 +14,8 @@ from models_ml.engine.experiments.active_learning import (
     Pool,
     label_entropy,
     ratings_to_reach,
-    run_experiment,
     round_split,
+    run_experiment,
     run_loop,
     select_by_spread,
     select_by_spread_per_prompt,
@@ -286,7 +286,9 @@ def test_next_round_split_rates_only_warm_sets_before_and_serves_the_others(
     assert set(pool.group[servable]).isdisjoint(pool.group[held])
     assert len(servable) + len(held) == 60
     again = round_split(pool, config, seed=5)
-    assert all((a == b).all() for a, b in zip(again, (before, servable, held)))
+    assert all(
+        (a == b).all() for a, b in zip(again, (before, servable, held), strict=True)
+    )
 
 
 def test_next_round_starts_every_strategy_from_the_earlier_rounds_model(
@@ -307,7 +309,10 @@ def test_next_round_starts_every_strategy_from_the_earlier_rounds_model(
         assert len(set(chosen)) == 24 and set(pool.sets[chosen]) == {"new"}
     first = {r["points"][0]["spearman"] for r in runs.values()}
     assert len(first) == 1
-    assert runs["uncertainty"]["picks"][0]["chosen"] != runs["random"]["picks"][0]["chosen"]
+    assert (
+        runs["uncertainty"]["picks"][0]["chosen"]
+        != runs["random"]["picks"][0]["chosen"]
+    )
     top = runs["uncertainty"]["picks"][0]
     assert min(top["chosen_spread"]) >= top["max_unchosen_spread"]
 

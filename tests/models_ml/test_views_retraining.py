@@ -183,7 +183,9 @@ def test_steps_page_names_a_filtered_fine_tune_done_and_planned(client, admin_us
         status=JobStatus.RUNNING,
         params={"chain": {**chain, "step": "finetune"}, "filter_threshold": 0.75},
     )
-    weighted = Job.objects.create(kind=JobKind.FINETUNE, params={"reward_version_id": 1})
+    weighted = Job.objects.create(
+        kind=JobKind.FINETUNE, params={"reward_version_id": 1}
+    )
     page = client.get(reverse("ml-job", args=[done.pk])).content.decode()
     assert "Filtered fine-tune (weight ≥ 0.75)" in page
     assert str(done).startswith("Filtered fine-tune (weight ≥ 0.75) #")
