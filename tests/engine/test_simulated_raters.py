@@ -18,6 +18,7 @@ from models_ml.engine.experiments.simulated_raters import (
     mcnemar_exact,
     rating_summary,
     variant_weights,
+    weight_mass,
     wilson_interval,
 )
 
@@ -28,6 +29,22 @@ def test_wilson_interval_matches_known_values_and_stays_inside_zero_one() -> Non
     assert high == pytest.approx(0.9433, abs=1e-3)
     assert wilson_interval(0, 18)[0] == 0.0
     assert wilson_interval(5, 5)[1] == 1.0
+
+
+def test_weight_mass_shares_weight_by_the_programs_rating() -> None:
+    # Rated: a 3 (weight 2) and a 1 (weight 0). Unrated: a 2 (weight 1) and
+    # a 3 (weight 1): total 4, half of it on the unrated images.
+    mass = weight_mass([2.0, 0.0, 1.0, 1.0], [3, 1, 2, 3], [True, True, False, False])
+
+    assert mass["share_by_rating"] == {"1": 0.0, "2": 0.25, "3": 0.75}
+    assert mass["unrated_share_by_rating"] == {"1": 0.0, "2": 0.5, "3": 0.5}
+    assert mass["unrated_weight_share"] == 0.5
+    assert mass["effective_n"] == pytest.approx(16 / 6)
+    assert mass["n"] == 4
+    equal = weight_mass([1.0] * 4, [3, 1, 2, 3], [True] * 4)
+    assert equal["effective_n"] == pytest.approx(4.0)
+    assert equal["unrated_weight_share"] == 0.0
+    assert equal["unrated_share_by_rating"] == {"1": 0.0, "2": 0.0, "3": 0.0}
 
 
 def test_rating_summary_counts_threes_per_modality() -> None:
@@ -97,6 +114,18 @@ def test_images_per_prompt_option_sets_the_size_of_every_set(
     with pytest.raises(SystemExit):
         main(["--output_dir", str(tmp_path), "--images_per_prompt", "0"])
     assert len(seen) == 3
+    assert (seen[2].weight_power, seen[2].best_of) == (4.0, 4)
+    assert seen[2].variants == ("reward_weighted", "filtered", "equal_weights")
+    main(
+        ["--output_dir", str(tmp_path), "--weight_power", "16", "--best_of", "1"]
+        + ["--variants", "reward_weighted", "equal_weights", "equal_weights"]
+    )
+    assert (seen[3].weight_power, seen[3].best_of) == (16.0, 1)
+    assert seen[3].variants == ("reward_weighted", "equal_weights")
+    for bad in (["--weight_power", "0"], ["--best_of", "0"], ["--variants", "x"]):
+        with pytest.raises(SystemExit):
+            main(["--output_dir", str(tmp_path), *bad])
+    assert len(seen) == 4
 
 
 @pytest.mark.slow
@@ -126,6 +155,14 @@ def test_quick_run_goes_end_to_end_and_writes_the_report(tmp_path: Path) -> None
     assert set(report["seconds"]) >= {"base_train", "finetune_equal_weights", "total"}
     assert Image.open(tmp_path / "grid.png").size[0] > 0
     assert "share 3" in (tmp_path / "report.md").read_text()
+    assert set(report["weight_mass"]) == set(report["variants"])
+    equal = report["weight_mass"]["equal_weights"]
+    assert equal["effective_n"] == pytest.approx(18)
+    assert sum(equal["share_by_rating"].values()) == pytest.approx(1.0)
+    assert (
+        "Where each fine-tune's synthetic weight went"
+        in (tmp_path / "report.md").read_text()
+    )
     with (tmp_path / "samples.csv").open() as handle:
         sets = Counter(row["set"] for row in csv.DictReader(handle))
     expected = {"before": 18, "candidates_reward_weighted": 72}

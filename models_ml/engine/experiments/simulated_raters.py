@@ -482,6 +482,41 @@ def variant_weights(
     )
 
 
+def weight_mass(
+    weights: Sequence[float], ratings: Sequence[int], rated: Sequence[bool]
+) -> dict[str, Any]:
+    """Where a fine-tune's synthetic weight goes, by the program's rating.
+
+    ``share_by_rating``: the share of all weight on images the program rates
+    1, 2 and 3 (every image, rated by the physician or not); the same for
+    the images the physician did not rate (``unrated_share_by_rating``,
+    which only the reward model weighs), and the share of all weight that
+    those unrated images carry. ``effective_n`` is Kish's effective sample
+    size ``(sum w)^2 / sum w^2``: how many equally weighted images the
+    weights amount to.
+    """
+    w = np.asarray(weights, dtype=np.float64)
+    r = np.asarray(ratings)
+    unrated = ~np.asarray(rated, dtype=bool)
+    total = float(w.sum())
+
+    def shares(mask: np.ndarray) -> dict[str, float]:
+        mass = float(w[mask].sum())
+        return {
+            str(v): (float(w[mask & (r == v)].sum()) / mass if mass > 0 else 0.0)
+            for v in (1, 2, 3)
+        }
+
+    everyone = np.ones(len(w), dtype=bool)
+    return {
+        "share_by_rating": shares(everyone),
+        "unrated_share_by_rating": shares(unrated),
+        "unrated_weight_share": float(w[unrated].sum()) / total if total > 0 else 0.0,
+        "effective_n": total**2 / float((w**2).sum()) if total > 0 else 0.0,
+        "n": int(len(w)),
+    }
+
+
 def run_experiment(config: ExperimentConfig) -> dict[str, Any]:
     """Run every step; write report.json, report.md, samples.csv and grid.png."""
     import torch
@@ -597,6 +632,9 @@ def run_experiment(config: ExperimentConfig) -> dict[str, Any]:
     skipped: dict[str, str] = {}
     for variant in config.variants:
         weights = variant_weights(before, rated, variant, config)
+        report.setdefault("weight_mass", {})[variant] = weight_mass(
+            weights, [s.rating for s in before], rated
+        )
         if not any(w > 0 for w in weights):
             # A filter that keeps nothing has nothing to train on.
             skipped[variant] = "no image qualifies (every weight is 0)"
@@ -867,6 +905,27 @@ def markdown_report(report: dict[str, Any]) -> str:
         )
         per_modality.append(f"- {name}: {cells}")
     lines += per_modality
+    masses = report.get("weight_mass") or {}
+    if masses:
+        lines += [
+            "",
+            "Where each fine-tune's synthetic weight went (share of weight on the "
+            "images the program rates 1 / 2 / 3; in brackets the same among the "
+            "images the physician did not rate, and the share of weight those "
+            "carry; Kish effective n):",
+            "",
+        ]
+        for variant, mass in masses.items():
+            every = mass["share_by_rating"]
+            unrated = mass["unrated_share_by_rating"]
+            lines.append(
+                f"- {VARIANT_NAMES.get(variant, variant)}: "
+                + " / ".join(f"{every[k]:.2f}" for k in ("1", "2", "3"))
+                + " (unrated "
+                + " / ".join(f"{unrated[k]:.2f}" for k in ("1", "2", "3"))
+                + f", {mass['unrated_weight_share']:.2f} of the weight); "
+                f"effective n {mass['effective_n']:.0f} of {mass['n']}"
+            )
     lines += [
         "",
         f"Rater: {rater['kind']}; held-out accuracy {rater['heldout_accuracy']:.3f} "
@@ -918,7 +977,29 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         help="images per prompt in every set (default 24; 3 with --quick); the "
         "rated share of them also trains the reward model and the fine-tunes",
     )
+    parser.add_argument(
+        "--weight_power",
+        type=float,
+        help="reward-weighted raw weight = ((rating - 1) / 2) ** power, reward ** "
+        "power where unrated (default 4): larger is sharper, closer to filtering",
+    )
+    parser.add_argument(
+        "--variants",
+        nargs="+",
+        choices=VARIANTS,
+        help="fine-tunes to run, the first is the headline one that best-of-N "
+        f"draws from (default: {' '.join(VARIANTS)})",
+    )
+    parser.add_argument(
+        "--best_of",
+        type=int,
+        help="candidates per request for the best-of-N set (default 4; 1: none)",
+    )
     args = parser.parse_args(argv)
+    if args.weight_power is not None and args.weight_power <= 0:
+        parser.error(f"--weight_power must be above 0, got {args.weight_power}")
+    if args.best_of is not None and args.best_of < 1:
+        parser.error(f"--best_of must be at least 1, got {args.best_of}")
     if args.images_per_prompt is not None and args.images_per_prompt < 1:
         parser.error(
             f"--images_per_prompt must be at least 1, got {args.images_per_prompt}"
@@ -934,6 +1015,12 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         config.guidance = args.guidance
     if args.images_per_prompt is not None:
         config.images_per_prompt = args.images_per_prompt
+    if args.weight_power is not None:
+        config.weight_power = args.weight_power
+    if args.variants:
+        config.variants = tuple(dict.fromkeys(args.variants))
+    if args.best_of is not None:
+        config.best_of = args.best_of
     report = run_experiment(config)
     print(markdown_report(report))
     return report
