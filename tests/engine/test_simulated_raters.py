@@ -90,6 +90,7 @@ def test_variant_weights_follow_ratings_filter_on_3s_and_control_is_flat(
     assert weighted[3] == pytest.approx(1.0)  # alone in its prompt
     assert filtered == pytest.approx([3.0, 0.0, 0.0, 1.0])
     assert control == [1.0, 1.0, 1.0, 1.0]
+    assert variant_weights(samples, rated, "filtered_weights", config) == filtered
     with pytest.raises(ValueError, match="unknown variant"):
         variant_weights(samples, rated, "nope", config)
 

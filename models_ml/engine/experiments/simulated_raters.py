@@ -429,7 +429,11 @@ def _grid(
     return path
 
 
-VARIANTS = ("reward_weighted", "filtered", "equal_weights")
+# ``filtered_weights``: the filtered variant's 0/1 weights, used the way
+# reward-weighted uses its weights (every image stays in the batches, its loss
+# scaled) instead of dropping the 0s from the data: it separates what the
+# weights are from how training applies them.
+VARIANTS = ("reward_weighted", "filtered", "equal_weights", "filtered_weights")
 CONTROL = "equal_weights"
 
 
@@ -470,7 +474,7 @@ def variant_weights(
         score = (s.rating - 1) / 2 if is_rated else float(s.reward or 0.0)
         if variant == "reward_weighted":
             raw.append(score**config.weight_power)
-        elif variant == "filtered":
+        elif variant in ("filtered", "filtered_weights"):
             good = s.rating == 3 if is_rated else score >= config.filter_reward
             raw.append(1.0 if good else 0.0)
         elif variant == "equal_weights":
@@ -615,6 +619,8 @@ def run_experiment(config: ExperimentConfig) -> dict[str, Any]:
         "filtered": f"1 where rated 3 (unrated: reward >= {config.filter_reward}), "
         "else 0",
         "equal_weights": "1 for every image (control)",
+        "filtered_weights": "the filtered weights, every image kept in the "
+        "batches with its loss scaled (no filter_threshold)",
         "normalisation": "each prompt's weights average 1",
     }
 
@@ -840,6 +846,7 @@ VARIANT_NAMES = {
     "reward_weighted": "after one round, reward-weighted",
     "filtered": "after one round, filtered (rated 3 only)",
     "equal_weights": "after one round, equal weights (control)",
+    "filtered_weights": "after one round, filtered weights as loss weights",
 }
 
 
