@@ -224,6 +224,31 @@ def _epoch_order(size: int, seed: int, epoch: int) -> tuple[int, ...]:
     return tuple(torch.randperm(size, generator=generator).tolist())
 
 
+def weighted_batch_indices(
+    weights: torch.Tensor,
+    batch_size: int,
+    micro_step: int,
+    *,
+    seed: int,
+    num_processes: int = 1,
+    process_index: int = 0,
+) -> list[int]:
+    """Indices of one micro-batch drawn with replacement, each row with
+    probability proportional to its weight: a pure function of the seed and
+    the step, so a resumed run draws the same batches."""
+    weights = weights.double()
+    if not bool(torch.isfinite(weights).all()) or float(weights.sum()) <= 0:
+        raise DatasetError("every weight is 0: nothing to draw a batch from")
+    draw = micro_step * num_processes + process_index
+    generator = torch.Generator().manual_seed(
+        (seed * 1_000_003 + draw * 7_919 + 17) % (2**63 - 1)
+    )
+    picks = torch.multinomial(
+        weights, batch_size, replacement=True, generator=generator
+    )
+    return [int(i) for i in picks]
+
+
 def batch_indices(
     size: int,
     batch_size: int,

@@ -29,7 +29,13 @@ import torch.nn.functional as F
 
 from .backends.base import DiffusionBackend, GenerationRequest
 from .checkpoint import load_checkpoint, resolve_resume, save_checkpoint
-from .data import TrainingBatch, TrainingSet, batch_indices, load_training_set
+from .data import (
+    TrainingBatch,
+    TrainingSet,
+    batch_indices,
+    load_training_set,
+    weighted_batch_indices,
+)
 from .errors import DatasetError, EngineError
 
 
@@ -76,6 +82,11 @@ class TrainConfig:
     real_csv: str | None = None
     beta: float = 1.0
     filter_threshold: float | None = None
+    # How the synthetic weights act: "loss" keeps every row in the shuffled
+    # batches and scales its loss (sum w L / sum w); "sample" draws each
+    # batch's rows with probability proportional to the weight and counts
+    # them equally (docs/engine.md, "How the weights are applied").
+    weighting: str = "loss"
     max_drift: float | None = None
     min_diversity_fraction: float = 0.5
     drift_check_steps: int = 50
@@ -116,6 +127,10 @@ class TrainConfig:
             raise TrainConfigError("beta must be >= 0")
         if self.max_drift is not None and self.max_drift <= 0:
             raise TrainConfigError("max_drift must be positive")
+        if self.weighting not in ("loss", "sample"):
+            raise TrainConfigError(f"weighting {self.weighting!r}: use loss or sample")
+        if self.weighting == "sample" and not self.weights_csv:
+            raise TrainConfigError("weighting 'sample' needs weights_csv (a fine-tune)")
 
 
 @dataclass
@@ -507,11 +522,20 @@ class _Trainer:
             "num_processes": accel.num_processes,
             "process_index": accel.process_index,
         }
-        main = self.main_set.batch(
-            batch_indices(len(self.main_set), cfg.batch_size, index, **where)
-        )
-        losses = denoising_losses(self.backend, main, generator=generator, **kwargs)
-        loss = weighted_mean(losses, main.weights)
+        if cfg.weights_csv and cfg.weighting == "sample":
+            main = self.main_set.batch(
+                weighted_batch_indices(
+                    self.main_set.weights, cfg.batch_size, index, **where
+                )
+            )
+            losses = denoising_losses(self.backend, main, generator=generator, **kwargs)
+            loss = losses.mean()
+        else:
+            main = self.main_set.batch(
+                batch_indices(len(self.main_set), cfg.batch_size, index, **where)
+            )
+            losses = denoising_losses(self.backend, main, generator=generator, **kwargs)
+            loss = weighted_mean(losses, main.weights)
         if self.real_set is not None and cfg.weights_csv and cfg.beta > 0:
             real = self.real_set.batch(
                 batch_indices(

@@ -119,3 +119,25 @@ def test_train_then_generate_from_the_command_line(tmp_path: Path) -> None:
     rows = (tmp_path / "out" / "manifest.jsonl").read_text().splitlines()
     assert (trained, generated, from_checkpoint) == (0, 0, 0)
     assert [json.loads(r)["seed"] for r in rows] == [5, 6]
+
+
+@pytest.mark.parametrize(("given", "expected"), [([], "loss"), (["sample"], "sample")])
+def test_finetune_passes_how_the_weights_act_to_training(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, given: list[str], expected: str
+) -> None:
+    from models_ml.engine.commands import finetune
+
+    seen = []
+    monkeypatch.setattr(
+        finetune, "run_training", lambda config: seen.append(config) or 0
+    )
+    weights = write_tiny_dataset(tmp_path, weights=[1.0] * 8)
+    argv = ["finetune", "--weights_csv", str(weights), "--model_path", str(tmp_path)]
+    argv += ["--output_dir", str(tmp_path / "out")]
+    argv += ["--weighting", *given] if given else []
+
+    cli.main(argv)
+
+    assert [c.weighting for c in seen] == [expected]
+    with pytest.raises(SystemExit):
+        cli.main([*argv[:7], "--weighting", "both"])

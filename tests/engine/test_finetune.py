@@ -9,9 +9,15 @@ import torch
 
 from models_ml.engine.backends import load_backend
 from models_ml.engine.backends.tiny import TinyBackend, TinyConfig, create_tiny_backend
-from models_ml.engine.data import TrainingBatch, load_training_set
+from models_ml.engine.data import (
+    TrainingBatch,
+    load_training_set,
+    weighted_batch_indices,
+)
 from models_ml.engine.errors import DatasetError
 from models_ml.engine.train import (
+    TrainConfig,
+    TrainConfigError,
     denoising_losses,
     step_generator,
     train,
@@ -119,3 +125,78 @@ def test_drift_guard_stops_with_a_reason_when_forced(tmp_path: Path) -> None:
     assert result.steps == 2 and result.final_dir is None
     assert "drift guard at step 2: sample diversity" in (result.stopped_reason or "")
     assert result.drift and result.drift[0]["step"] == 2.0
+
+
+def test_weighted_batches_draw_in_proportion_to_the_weights_and_repeat_exactly() -> (
+    None
+):
+    weights = torch.tensor([0.0, 1.0, 3.0, 0.0])
+    draws = [
+        i
+        for step in range(500)
+        for i in weighted_batch_indices(weights, 8, step, seed=1)
+    ]
+
+    assert set(draws) == {1, 2}
+    assert draws.count(2) / draws.count(1) == pytest.approx(3.0, rel=0.1)
+    assert weighted_batch_indices(weights, 8, 7, seed=1) == draws[56:64]
+    other_process = weighted_batch_indices(
+        weights, 8, 7, seed=1, num_processes=2, process_index=1
+    )
+    assert len(other_process) == 8 and set(other_process) <= {1, 2}
+    assert weighted_batch_indices(weights, 64, 7, seed=2) != weighted_batch_indices(
+        weights, 64, 7, seed=1
+    )
+    with pytest.raises(DatasetError, match="every weight is 0"):
+        weighted_batch_indices(torch.zeros(3), 4, 0, seed=0)
+
+
+def test_sampled_weighting_never_trains_on_a_zero_weight_row(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Odd rows (Fundus) weigh 0: sampled batches hold CT rows only, and the
+    # loss is their plain mean.
+    weights = write_tiny_dataset(tmp_path / "synthetic", weights=[1, 0] * 4)
+    seen: list[list[str]] = []
+    import models_ml.engine.train as train_module
+
+    real_losses = train_module.denoising_losses
+
+    def spy(backend, batch, **kwargs):
+        seen.append(list(batch.prompts))
+        return real_losses(backend, batch, **kwargs)
+
+    monkeypatch.setattr(train_module, "denoising_losses", spy)
+    config = tiny_config(
+        tmp_path,
+        weights_csv=str(weights),
+        model_path=str(base_model(tmp_path)),
+        weighting="sample",
+        max_steps=3,
+    )
+    result = train(config)
+
+    assert result.final_dir is not None and len(seen) == 3
+    assert all(p == "CT: grey slice" for batch in seen for p in batch)
+    seen.clear()
+    train(
+        tiny_config(
+            tmp_path / "loss",
+            weights_csv=str(weights),
+            model_path=str(base_model(tmp_path)),
+            max_steps=3,
+        )
+    )
+    assert any(p == "Fundus: red retina" for batch in seen for p in batch)
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"weighting": "both", "weights_csv": "w.csv"}, "use loss or sample"),
+        ({"weighting": "sample", "data_csv": "d.csv"}, "needs weights_csv"),
+    ],
+)
+def test_weighting_is_checked_before_anything_runs(values: dict, message: str) -> None:
+    with pytest.raises(TrainConfigError, match=message):
+        TrainConfig(output_dir="out", **values).validate()

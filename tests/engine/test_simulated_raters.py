@@ -91,6 +91,16 @@ def test_variant_weights_follow_ratings_filter_on_3s_and_control_is_flat(
     assert filtered == pytest.approx([3.0, 0.0, 0.0, 1.0])
     assert control == [1.0, 1.0, 1.0, 1.0]
     assert variant_weights(samples, rated, "filtered_weights", config) == filtered
+    config.normalise = "none"
+    assert variant_weights(samples, rated, "filtered_weights", config) == [
+        1.0,
+        0.0,
+        0.0,
+        1.0,
+    ]
+    assert variant_weights(samples, rated, "reward_weighted", config) == (
+        pytest.approx([1.0, 0.5, 0.0, 0.9])
+    )
     with pytest.raises(ValueError, match="unknown variant"):
         variant_weights(samples, rated, "nope", config)
 
@@ -122,6 +132,7 @@ def test_images_per_prompt_option_sets_the_size_of_every_set(
         + ["--variants", "reward_weighted", "equal_weights", "equal_weights"]
     )
     assert (seen[3].weight_power, seen[3].best_of) == (16.0, 1)
+    assert seen[2].normalise == seen[3].normalise == "prompt"
     assert seen[3].variants == ("reward_weighted", "equal_weights")
     for bad in (["--weight_power", "0"], ["--best_of", "0"], ["--variants", "x"]):
         with pytest.raises(SystemExit):

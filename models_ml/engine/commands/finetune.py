@@ -32,6 +32,13 @@ def add_parser(subparsers: Any) -> None:
         help="filtered variant: train only on samples with weight >= this",
     )
     add(
+        "--weighting",
+        choices=("loss", "sample"),
+        default="loss",
+        help="loss: every sample in the batches, its loss scaled by its weight; "
+        "sample: batches drawn in proportion to the weights, counted equally",
+    )
+    add(
         "--max_drift",
         type=float,
         help="stop when distance to real images grows beyond this factor",
@@ -58,6 +65,7 @@ def run(args: argparse.Namespace) -> int:
         real_csv=args.real_csv,
         beta=args.beta,
         filter_threshold=args.filter_threshold,
+        weighting=args.weighting,
         max_drift=args.max_drift,
         min_diversity_fraction=args.min_diversity_fraction,
         drift_check_steps=args.drift_check_steps,

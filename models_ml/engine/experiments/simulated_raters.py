@@ -80,6 +80,13 @@ class ExperimentConfig:
     # equal-weights control isolates what the feedback adds.
     variants: tuple[str, ...] = ("reward_weighted", "filtered", "equal_weights")
     filter_reward: float = 0.75
+    # "prompt": each prompt's weights average 1 (as the platform does);
+    # "none": the raw weights as they are.
+    normalise: str = "prompt"
+    # How train applies the weights: "loss" (scaled losses) or "sample"
+    # (batches drawn in proportion to them); the filtered variant drops its
+    # 0s either way.
+    weighting: str = "loss"
     reward_ensemble: int = 5
     reward_epochs: int = 200
     seed: int = 0
@@ -481,6 +488,8 @@ def variant_weights(
             raw.append(1.0)
         else:
             raise ValueError(f"unknown variant {variant!r}: use one of {VARIANTS}")
+    if config.normalise == "none":
+        return raw
     return normalise_weights_per_prompt(
         [(s.prompt, w) for s, w in zip(samples, raw, strict=True)]
     )
@@ -621,7 +630,10 @@ def run_experiment(config: ExperimentConfig) -> dict[str, Any]:
         "equal_weights": "1 for every image (control)",
         "filtered_weights": "the filtered weights, every image kept in the "
         "batches with its loss scaled (no filter_threshold)",
-        "normalisation": "each prompt's weights average 1",
+        "applied_as": config.weighting,
+        "normalisation": "each prompt's weights average 1"
+        if config.normalise == "prompt"
+        else "none: the raw weights",
     }
 
     samples_rows: list[tuple[Any, ...]] = [
@@ -665,6 +677,7 @@ def run_experiment(config: ExperimentConfig) -> dict[str, Any]:
                     learning_rate=config.finetune_lr,
                     lr_scheduler="constant",
                     filter_threshold=0.5 if variant == "filtered" else None,
+                    weighting=config.weighting,
                     **{**common, "lr_warmup_steps": config.finetune_warmup},
                 )
             )
@@ -1002,6 +1015,18 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         type=int,
         help="candidates per request for the best-of-N set (default 4; 1: none)",
     )
+    parser.add_argument(
+        "--weighting",
+        choices=("loss", "sample"),
+        help="how the fine-tunes apply the weights: loss (default: scaled "
+        "losses) or sample (batches drawn in proportion to the weights)",
+    )
+    parser.add_argument(
+        "--normalise",
+        choices=("prompt", "none"),
+        help="prompt: each prompt's weights average 1 (default, as the platform "
+        "does); none: the raw weights",
+    )
     args = parser.parse_args(argv)
     if args.weight_power is not None and args.weight_power <= 0:
         parser.error(f"--weight_power must be above 0, got {args.weight_power}")
@@ -1028,6 +1053,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         config.variants = tuple(dict.fromkeys(args.variants))
     if args.best_of is not None:
         config.best_of = args.best_of
+    if args.normalise:
+        config.normalise = args.normalise
+    if args.weighting:
+        config.weighting = args.weighting
     report = run_experiment(config)
     print(markdown_report(report))
     return report
