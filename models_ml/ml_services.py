@@ -72,6 +72,7 @@ TRAIN_KEYS = frozenset(
 FINETUNE_KEYS = TRAIN_KEYS | {
     "beta",
     "filter_threshold",
+    "weighting",
     "max_drift",
     "min_diversity_fraction",
     "drift_check_steps",
@@ -466,6 +467,11 @@ def _check_finetune_params(params: dict[str, Any]) -> None:
         raise DomainError(
             "filter_threshold must be a number in (0, 1]: the rating mapped to "
             "0-1, (mean - 1) / 2, or the reward; 1 keeps images rated 3"
+        )
+    if params.get("weighting", "sample") not in ("sample", "loss"):
+        raise DomainError(
+            "weighting must be 'sample' (batches drawn in proportion to the "
+            "weights) or 'loss' (every image's loss scaled by its weight)"
         )
 
 

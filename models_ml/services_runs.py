@@ -587,6 +587,7 @@ def finetune_run(job: Job, progress: Progress) -> dict[str, Any]:
     # kept images only.
     kwargs.pop("filter_threshold", None)
     kwargs.setdefault("learning_rate", 5e-5)
+    kwargs.setdefault("weighting", "sample")
     kwargs.update(backend=parent.backend, model_path=parent.path)
     config = TrainConfig(
         weights_csv=str(weights_csv),
@@ -615,6 +616,7 @@ def finetune_run(job: Job, progress: Progress) -> dict[str, Any]:
             path=str(result.final_dir),
             params={
                 **params,
+                "weighting": kwargs["weighting"],
                 "reward_version_id": reward_version.pk,
                 "reward_version": reward_version.name,
             },

@@ -121,7 +121,7 @@ def test_train_then_generate_from_the_command_line(tmp_path: Path) -> None:
     assert [json.loads(r)["seed"] for r in rows] == [5, 6]
 
 
-@pytest.mark.parametrize(("given", "expected"), [([], "loss"), (["sample"], "sample")])
+@pytest.mark.parametrize(("given", "expected"), [([], "sample"), (["loss"], "loss")])
 def test_finetune_passes_how_the_weights_act_to_training(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, given: list[str], expected: str
 ) -> None:

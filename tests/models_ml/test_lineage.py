@@ -226,6 +226,7 @@ def test_finetune_weights_rated_and_scored_images_and_records_its_lineage(
     # Four generated images, each rated by both physicians; controls are real.
     assert child.rating_count == 8
     assert child.params["reward_version_id"] == reward.pk
+    assert child.params["weighting"] == "sample"  # the default, recorded
     assert child.metrics["n_rated"] == 4 and child.metrics["n_scored"] == 4
     assert child.metrics["steps"] == 4
     assert (Path(child.path) / "medrlhf_model.json").is_file()
@@ -295,14 +296,26 @@ def test_filtered_finetune_with_nothing_above_the_threshold_fails_clearly(
     assert not ModelVersion.objects.filter(job=job).exists()
 
 
-@pytest.mark.parametrize("bad", [0, -0.5, 1.5, "high", True])
-def test_a_filter_threshold_outside_0_1_is_refused_before_queueing(admin_user, bad):
-    with pytest.raises(DomainError, match="filter_threshold must be a number"):
+@pytest.mark.parametrize(
+    ("setting", "message"),
+    [
+        *[
+            ({"filter_threshold": bad}, "filter_threshold must be a number")
+            for bad in (0, -0.5, 1.5, "high", True)
+        ],
+        ({"weighting": "both"}, "weighting must be 'sample'"),
+        ({"weighting": None}, "weighting must be 'sample'"),
+    ],
+)
+def test_a_bad_filter_threshold_or_weighting_is_refused_before_queueing(
+    admin_user, setting, message
+):
+    with pytest.raises(DomainError, match=message):
         finetune_start(
             diffusion_version=diffusion("base"),
             reward_version=reward("reward"),
             created_by=admin_user,
-            params={**FINETUNE, "filter_threshold": bad},
+            params={**FINETUNE, **setting},
         )
     assert not Job.objects.exists()
 

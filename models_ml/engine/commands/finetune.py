@@ -34,9 +34,10 @@ def add_parser(subparsers: Any) -> None:
     add(
         "--weighting",
         choices=("loss", "sample"),
-        default="loss",
-        help="loss: every sample in the batches, its loss scaled by its weight; "
-        "sample: batches drawn in proportion to the weights, counted equally",
+        default="sample",
+        help="sample (default): batches drawn in proportion to the weights, "
+        "counted equally; loss: every sample in the batches, its loss scaled "
+        "by its weight",
     )
     add(
         "--max_drift",

@@ -83,10 +83,10 @@ class ExperimentConfig:
     # "prompt": each prompt's weights average 1 (as the platform does);
     # "none": the raw weights as they are.
     normalise: str = "prompt"
-    # How train applies the weights: "loss" (scaled losses) or "sample"
-    # (batches drawn in proportion to them); the filtered variant drops its
-    # 0s either way.
-    weighting: str = "loss"
+    # How train applies the weights: "sample" (batches drawn in proportion to
+    # them, as the platform does) or "loss" (scaled losses: the figures
+    # reported before session 4); the filtered variant drops its 0s either way.
+    weighting: str = "sample"
     reward_ensemble: int = 5
     reward_epochs: int = 200
     seed: int = 0
@@ -859,7 +859,7 @@ VARIANT_NAMES = {
     "reward_weighted": "after one round, reward-weighted",
     "filtered": "after one round, filtered (rated 3 only)",
     "equal_weights": "after one round, equal weights (control)",
-    "filtered_weights": "after one round, filtered weights as loss weights",
+    "filtered_weights": "after one round, filtered weights, no rows dropped",
 }
 
 
@@ -1018,8 +1018,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser.add_argument(
         "--weighting",
         choices=("loss", "sample"),
-        help="how the fine-tunes apply the weights: loss (default: scaled "
-        "losses) or sample (batches drawn in proportion to the weights)",
+        help="how the fine-tunes apply the weights: sample (default, as the "
+        "platform: batches drawn in proportion to the weights) or loss (scaled "
+        "losses, the setting of the figures reported before session 4)",
     )
     parser.add_argument(
         "--normalise",
