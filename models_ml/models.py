@@ -121,17 +121,18 @@ class Job(models.Model):
 
     @property
     def title(self) -> str:
-        return job_title(self.kind, self.params)
+        return job_title(self.kind, (self.params or {}).get("finetune"))
 
     @property
     def is_finished(self) -> bool:
         return self.status in FINISHED_STATUSES
 
 
-def job_title(kind: str, params: dict[str, Any] | None) -> str:
-    """A job kind's name, or what the job does where its params say more: a
-    fine-tune with ``filter_threshold`` trains on the kept images only."""
-    threshold = (params or {}).get("filter_threshold")
+def job_title(kind: str, finetune: dict[str, Any] | None) -> str:
+    """A job kind's name, or what the job does where its fine-tune mapping
+    (a fine-tune job's ``params["finetune"]``, a chain's ``"finetune"``) says
+    more: with ``filter_threshold`` it trains on the kept images only."""
+    threshold = (finetune or {}).get("filter_threshold")
     if kind == JobKind.FINETUNE and isinstance(threshold, (int, float)):
         return f"Filtered fine-tune (weight ≥ {threshold:g})"
     return JobKind(kind).label

@@ -8,6 +8,7 @@ from django.urls import reverse
 
 from annotations.models import Rating, Role, Round, RoundStatus
 from annotations.services.ratings import assignment_next, rating_submit
+from models_ml.ml_services import finetune_start
 from models_ml.models import Job, JobKind, JobStatus
 from tests.factories import DatasetFactory, ImageFactory
 
@@ -178,13 +179,19 @@ def test_steps_page_names_a_filtered_fine_tune_done_and_planned(client, admin_us
     assert "Reward-weighted fine-tune" not in planned
     first.status = JobStatus.SUCCEEDED
     first.save()
-    done = Job.objects.create(
-        kind=JobKind.FINETUNE,
-        status=JobStatus.RUNNING,
-        params={"chain": {**chain, "step": "finetune"}, "filter_threshold": 0.75},
+    # Queued as the chain queues it, so the params have their real shape.
+    done = finetune_start(
+        diffusion_version=diffusion("base"),
+        reward_version=reward("reward"),
+        created_by=admin_user,
+        params=chain["finetune"],
+        chain={**chain, "step": "finetune"},
     )
-    weighted = Job.objects.create(
-        kind=JobKind.FINETUNE, params={"reward_version_id": 1}
+    weighted = finetune_start(
+        diffusion_version=diffusion("other"),
+        reward_version=reward("reward 2"),
+        created_by=admin_user,
+        params={},
     )
     page = client.get(reverse("ml-job", args=[done.pk])).content.decode()
     assert "Filtered fine-tune (weight ≥ 0.75)" in page
