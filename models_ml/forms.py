@@ -126,8 +126,9 @@ class RetrainingForm(forms.Form):
         ],
         initial="weighted",
         required=False,
-        help_text="In the simulated-rater experiment only the second raised "
-        "the share rated 3 after one round (docs/engine.md).",
+        help_text="In the simulated-rater experiment both raised the share "
+        "rated 3 after one round; only the second beat fine-tuning with equal "
+        "weights (docs/engine.md).",
     )
     open_next_round = forms.BooleanField(
         label="Open the next round comparing the new version with its parent",
