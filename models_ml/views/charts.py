@@ -44,14 +44,32 @@ def _text(x: float, y: float, label: str, cls: str = "", anchor: str = "") -> st
     return f'<text x="{x:.1f}" y="{y:.1f}"{attrs}>{escape(label)}</text>'
 
 
-# Bold 11 px labels run about 6.6 px a character.
-LABEL_PX_PER_CHAR = 6.6
+# Row labels are 12 px semibold (.chart font, .label weight): Chromium's
+# DejaVu Sans runs about 7.5 px a character; 7.8 leaves room for wide ones.
+LABEL_PX_PER_CHAR = 7.8
+
+
+def _cut(text: str, fits: int) -> str:
+    return text if len(text) <= fits else text[: max(1, fits - 1)].rstrip() + "…"
+
+
+def fit_label(label: str, fits: int) -> str:
+    """``label`` cut to ``fits`` characters. A ``round · version`` label
+    keeps the start of each part, so rows of one round stay told apart by
+    their version."""
+    if len(label) <= fits:
+        return label
+    head, sep, tail = label.rpartition(" · ")
+    if not sep:
+        return _cut(label, fits)
+    room = fits - len(sep)
+    tail_room = min(len(tail), max(4, room // 2))
+    return _cut(head, room - tail_room) + sep + _cut(tail, tail_room)
 
 
 def _row_label(x: float, y: float, label: str, room: float) -> str:
     """A right-aligned row label cut to ``room`` pixels, whole on hover."""
-    fits = max(4, int(room / LABEL_PX_PER_CHAR))
-    shown = label if len(label) <= fits else label[: fits - 1].rstrip() + "…"
+    shown = fit_label(label, max(4, int(room / LABEL_PX_PER_CHAR)))
     return (
         f'<text x="{x:.1f}" y="{y:.1f}" class="label" text-anchor="end">'
         f"<title>{escape(label)}</title>{escape(shown)}</text>"
@@ -129,7 +147,7 @@ class ShareRow:
 
 def share_intervals(rows: Sequence[ShareRow], *, title: str) -> SafeString:
     """A dot per row at its share with its 95 % Wilson interval as a whisker."""
-    left, right, row_h = 190, WIDTH - 50, 24
+    left, right, row_h = 230, WIDTH - 50, 24
     bottom = 12 + row_h * len(rows)
     body = _unit_axis(left, right, 6, bottom)
     for i, row in enumerate(rows):

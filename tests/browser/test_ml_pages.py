@@ -117,6 +117,30 @@ def test_admin_reads_lineage_and_dashboard(
     assert page.js_errors == []
 
 
+def test_long_round_and_version_names_stay_inside_the_dashboard_charts(
+    page, live_server, login, shot, admin_user, physician
+):
+    made = _history(admin_user, physician)
+    for rnd in Round.objects.all():
+        rnd.name = f"Demo round {rnd.pk}: the base model against real images"
+        rnd.save(update_fields=["name"])
+    made["base"].name = "tiny base model trained on the demo data, 2100 steps"
+    made["base"].save(update_fields=["name"])
+    login(page, admin_user)
+    page.goto(f"{live_server.url}/models/dashboard/")
+    labels = page.locator("svg.chart text.label")
+    assert labels.count() >= 5
+    # Each row label starts inside its chart: none runs off the left edge.
+    lefts = labels.evaluate_all("els => els.map(e => e.getBBox().x)")
+    assert min(lefts) >= 0, lefts
+    shot(page, "ml-dashboard-long-names")
+    # The whole name is still there on hover.
+    titles = labels.evaluate_all(
+        "els => els.map(e => e.querySelector('title').textContent)"
+    )
+    assert any("the base model against real images" in t for t in titles), titles
+
+
 def test_physician_generates_and_watches_the_gallery_fill(
     page, live_server, login, shot, admin_user, physician, monkeypatch
 ):
