@@ -237,6 +237,7 @@ def test_stratified_selection_keeps_the_candidates_mix_of_strata() -> None:
         "vote_entropy_stratified",
         "vote_entropy_mixed",
         "uncertainty_sampled",
+        "design",
     ],
 )
 def test_disagreement_and_sampled_strategies_rate_new_images_after_the_shared_start(
@@ -251,6 +252,30 @@ def test_disagreement_and_sampled_strategies_rate_new_images_after_the_shared_st
     assert [p["n_ratings"] for p in run["points"]] == [6, 12, 18, 24]
     chosen = [i for pick in run["picks"] for i in pick["chosen"]]
     assert len(chosen) == 18 and len(set(chosen)) == 18
+
+
+def test_design_strategy_takes_the_first_picks_of_the_design_order(
+    tmp_path: Path,
+) -> None:
+    from models_ml.engine.experiments.active_learning import (
+        head_inputs,
+        select_by_design,
+        split_heldout,
+    )
+    from models_ml.engine.experiments.design import kernel_features, serving_order
+
+    pool = _pool()
+    config = _config(tmp_path)
+    servable, _ = split_heldout(pool.group, 0.3, 0)
+    labelled, unlabelled = servable[:6], servable[6:]
+
+    picks = select_by_design(pool, labelled, unlabelled, servable, 5, config)
+
+    phi, _ = head_inputs(pool, labelled, np.concatenate([labelled, servable]))
+    mapped = kernel_features(phi, reference=phi[6:])
+    expected = serving_order(mapped[6 + 6 :], rated=mapped[:6], targets=mapped[6:])
+    assert picks.tolist() == expected.order[:5].tolist()
+    assert len(set(picks.tolist())) == 5
 
 
 def test_proportional_selection_draws_distinct_images_and_never_zero_scores() -> None:

@@ -22,7 +22,11 @@ is chosen either
 - by **uncertainty_sampled**: drawn without replacement with probability
   proportional to the spread (power acquisition with exponent 1), so the
   most uncertain images are the likeliest picks but a batch still covers the
-  pool, or
+  pool,
+- by **design**: greedy Bayesian experimental design (``design.py``): the
+  images whose ratings most reduce a Gaussian-kernel model's predictive
+  variance summed over every servable image, the rated images (and free
+  negatives) as what is already known, or
 - at **random**.
 
 After every batch the ensemble is scored on a held-out set (images whose seeds
@@ -72,6 +76,7 @@ STRATEGIES = (
     "vote_entropy_stratified",
     "vote_entropy_mixed",
     "uncertainty_sampled",
+    "design",
     "random",
 )
 DEFAULT_STRATEGIES = ("uncertainty", "uncertainty_sampled", "random")
@@ -98,6 +103,12 @@ class ActiveConfig:
     # rho is measured on those sets' held-out images. Empty: a cold start.
     warm_sets: tuple[str, ...] = ()
     warm_ratings: int = 120
+    # The design strategy: ridge (prior ratings' worth per direction), a
+    # Gaussian kernel (random Fourier features) or the linear head inputs, and
+    # the kernel's length scale (None: the median distance between images).
+    design_ridge: float = 1.0
+    design_kernel: bool = True
+    design_length: float | None = None
 
 
 @dataclass
@@ -357,6 +368,72 @@ def _fit_and_predict(
     return _summarise(member_probs), member_probs.numpy().astype(np.float64)
 
 
+def head_inputs(
+    pool: Pool, train_idx: np.ndarray, idx: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """The reward head's inputs (normalised image features, prompt and
+    modality) for ``idx`` and for the free negatives, with the normaliser
+    fitted as training on ``train_idx`` fits it."""
+    from ..reward import RewardConfig, _Normaliser
+
+    parts = [(pool.image[train_idx], pool.prompt[train_idx])]
+    if pool.negatives is not None:
+        parts.append((pool.negatives[0], pool.negatives[1]))
+    defaults = RewardConfig()
+    norm = _Normaliser.fit(
+        np.concatenate([p[0] for p in parts]),
+        np.concatenate([p[1] for p in parts]),
+        image_dims=defaults.image_dims,
+        prompt_dims=defaults.prompt_dims,
+    )
+
+    def inputs(image: np.ndarray, prompt: np.ndarray, modality: np.ndarray):
+        img, cond = norm.apply(image, prompt, modality)
+        return np.concatenate([img.numpy(), cond.numpy()], axis=1).astype(np.float64)
+
+    wanted = inputs(pool.image[idx], pool.prompt[idx], pool.modality[idx])
+    if pool.negatives is None:
+        return wanted, np.empty((0, wanted.shape[1]))
+    return wanted, inputs(*pool.negatives[:3])
+
+
+def select_by_design(
+    pool: Pool,
+    labelled: np.ndarray,
+    unlabelled: np.ndarray,
+    servable: np.ndarray,
+    k: int,
+    config: ActiveConfig,
+) -> np.ndarray:
+    """The first ``k`` of :func:`.design.serving_order` over the unrated
+    images: the rated ones (and free negatives, at their weight) are the
+    prior, every servable image is a target."""
+    from .design import kernel_features, serving_order
+
+    phi, negatives = head_inputs(pool, labelled, np.concatenate([labelled, servable]))
+    if config.design_kernel:
+        both = np.concatenate([phi, negatives])
+        mapped = kernel_features(
+            both, reference=phi[len(labelled) :], length_scale=config.design_length
+        )
+        phi, negatives = mapped[: len(phi)], mapped[len(phi) :]
+    rated = np.concatenate([phi[: len(labelled)], negatives])
+    weights = np.concatenate(
+        [np.ones(len(labelled)), np.full(len(negatives), pool.negative_weight)]
+    )
+    targets = phi[len(labelled) :]
+    position = {int(i): j for j, i in enumerate(servable.tolist())}
+    design = serving_order(
+        targets[[position[int(i)] for i in unlabelled]],
+        rated=rated,
+        rated_weights=weights,
+        targets=targets,
+        ridge=config.design_ridge,
+        limit=k,
+    )
+    return design.order[:k]
+
+
 def _spearman(reward: np.ndarray, ratings: np.ndarray) -> float:
     from scipy.stats import spearmanr
 
@@ -455,6 +532,8 @@ def run_loop(
                 )
         elif strategy == "uncertainty_sampled":
             local = select_proportional(spread, k, select_rng)
+        elif strategy == "design":
+            local = select_by_design(pool, labelled, unlabelled, pool_idx, k, config)
         else:
             local = select_rng.choice(len(unlabelled), size=k, replace=False)
         chosen = unlabelled[local]
@@ -907,6 +986,24 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         type=int,
         help="ratings of the warm sets the reward model starts from (default 120)",
     )
+    parser.add_argument(
+        "--design_ridge",
+        type=float,
+        help="the design strategy's prior: ratings' worth per feature direction "
+        "(default 1)",
+    )
+    parser.add_argument(
+        "--design_linear",
+        action="store_true",
+        help="the design strategy on the head's inputs as they are, not through "
+        "a Gaussian kernel",
+    )
+    parser.add_argument(
+        "--design_length",
+        type=float,
+        help="the design kernel's length scale (default: the median distance "
+        "between the round's images)",
+    )
     args = parser.parse_args(argv)
     config = (
         quick_config(args.output_dir)
@@ -926,6 +1023,16 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         if args.warm_ratings < 1:
             parser.error("--warm_ratings must be at least 1")
         config.warm_ratings = args.warm_ratings
+    if args.design_ridge is not None:
+        if args.design_ridge <= 0:
+            parser.error("--design_ridge must be positive")
+        config.design_ridge = args.design_ridge
+    if args.design_linear:
+        config.design_kernel = False
+    if args.design_length is not None:
+        if args.design_length <= 0:
+            parser.error("--design_length must be positive")
+        config.design_length = args.design_length
     pool, facts = pool_from_run(args.source_dir)
     report = run_experiment(pool, config, facts)
     print(markdown_report(report))
