@@ -3,13 +3,9 @@ the dataset zip, each streamed, audited, one round or all."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from typing import Any
-
 from django.db import transaction
 from django.http import StreamingHttpResponse
 from django.shortcuts import get_object_or_404
-from django.utils import timezone
 from django.utils.decorators import method_decorator
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema, extend_schema_serializer
@@ -21,7 +17,7 @@ from rest_framework.views import APIView
 
 from ..export_dataset import dataset_export_start
 from ..export_pairs import pairs_export_start
-from ..exports import ratings_export_start
+from ..exports import export_attachment, ratings_export_start
 from ..models import Round
 from ..permissions import IsResearcherOrAdmin
 from .common import CSVRenderer, ErrorOutputSerializer, ZipRenderer
@@ -39,19 +35,6 @@ def _round(request: Request) -> Round | None:
     query.is_valid(raise_exception=True)
     round_id = query.validated_data.get("round")
     return None if round_id is None else get_object_or_404(Round, pk=round_id)
-
-
-def _attachment(
-    body: Iterator[Any], *, content_type: str, stem: str, rnd: Round | None, ext: str
-) -> StreamingHttpResponse:
-    stamp = timezone.now().strftime("%Y%m%d-%H%M%S")
-    scope = f"-round{rnd.pk}" if rnd else ""
-    response = StreamingHttpResponse(body, content_type=content_type)
-    response["Content-Disposition"] = (
-        f'attachment; filename="{stem}{scope}-{stamp}.{ext}"'
-    )
-    response["Cache-Control"] = "no-store"
-    return response
 
 
 _CSV_RESPONSES = {
@@ -86,11 +69,11 @@ class RatingExportApi(APIView):
             via="api",
             request=request,
         )
-        return _attachment(
+        return export_attachment(
             body,
             content_type="text/csv; charset=utf-8",
             stem="ratings",
-            rnd=rnd,
+            round_id=rnd.pk if rnd else None,
             ext="csv",
         )
 
@@ -120,11 +103,11 @@ class PairExportApi(APIView):
             via="api",
             request=request,
         )
-        return _attachment(
+        return export_attachment(
             body,
             content_type="text/csv; charset=utf-8",
             stem="pairs",
-            rnd=rnd,
+            round_id=rnd.pk if rnd else None,
             ext="csv",
         )
 
@@ -155,6 +138,10 @@ class DatasetExportApi(APIView):
             via="api",
             request=request,
         )
-        return _attachment(
-            body, content_type="application/zip", stem="dataset", rnd=rnd, ext="zip"
+        return export_attachment(
+            body,
+            content_type="application/zip",
+            stem="dataset",
+            round_id=rnd.pk if rnd else None,
+            ext="zip",
         )

@@ -8,14 +8,13 @@ from typing import Any
 
 from django.db import transaction
 from django.db.models import Count, Q
-from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
+from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
-from django.utils import timezone
 from django.views.decorators.http import require_GET
 
 from ..export_dataset import dataset_export_start
 from ..export_pairs import pairs_export_start
-from ..exports import ratings_export_start
+from ..exports import export_attachment, ratings_export_start
 from ..forms import ExportForm
 from ..models import Round
 from ..roles import can_export
@@ -49,22 +48,14 @@ def _download(
             content_type="text/plain; charset=utf-8",
         )
     rnd = form.cleaned_data["round"]
-    stamp = timezone.now().strftime("%Y%m%d-%H%M")
-    scope = f"round-{rnd.pk}" if rnd else "all"
-    response = StreamingHttpResponse(
-        start(
-            actor=request.user,
-            round_id=rnd.pk if rnd else None,
-            via="page",
-            request=request,
-        ),
+    round_id = rnd.pk if rnd else None
+    return export_attachment(
+        start(actor=request.user, round_id=round_id, via="page", request=request),
+        stem=stem,
+        round_id=round_id,
+        ext=ext,
         content_type=content_type,
     )
-    response["Content-Disposition"] = (
-        f'attachment; filename="medrlhf-{stem}-{scope}-{stamp}.{ext}"'
-    )
-    response["Cache-Control"] = "no-store"
-    return response
 
 
 # A long download must not hold one transaction open for its whole duration.

@@ -88,7 +88,7 @@ def test_pairs_export_streams_escaped_pairs_and_is_audited(
     response = client_as(Role.RESEARCHER).get(f"/api/export/pairs.csv?round={rnd.pk}")
     assert response.status_code == 200 and response.streaming
     assert response["Content-Type"].startswith("text/csv")
-    assert f"pairs-round{rnd.pk}-" in response["Content-Disposition"]
+    assert f"medrlhf-pairs-round-{rnd.pk}-" in response["Content-Disposition"]
     rows = _csv(response)
     assert list(rows[0]) == list(PAIR_COLUMNS)
     assert [(r["chosen_image_uid"], r["rejected_image_uid"]) for r in rows] == [
@@ -124,3 +124,34 @@ def test_new_exports_refuse_an_unknown_or_malformed_round(client_as, path):
 def test_new_export_views_run_outside_the_request_transaction(path):
     view = resolve(f"/api/export/{path}").func
     assert "default" in view._non_atomic_requests
+
+
+@pytest.mark.parametrize(
+    ("path", "name"),
+    [
+        ("ratings.csv", "ratings"),
+        ("pairs.csv", "pairs"),
+        ("dataset.zip", "dataset"),
+    ],
+)
+def test_the_export_page_and_the_api_name_a_download_alike(
+    client_as, make_round, path: str, name: str
+):
+    import re
+
+    rnd = make_round(2)
+    client = client_as(Role.RESEARCHER)
+    client.force_login(client.user)  # the page takes the session, the API both
+    ext = path.rsplit(".", 1)[1]
+    for query, scope in ((f"?round={rnd.pk}", f"round-{rnd.pk}"), ("", "all")):
+        for url in (f"/api/export/{path}{query}", f"/export/{path}{query}"):
+            response = client.get(url)
+            assert response.status_code == 200, url
+            b"".join(response.streaming_content)
+            header = response["Content-Disposition"]
+            match = re.fullmatch(
+                rf'attachment; filename="medrlhf-{name}-{scope}-'
+                rf'\d{{8}}-\d{{6}}\.{ext}"',
+                header,
+            )
+            assert match, header
