@@ -3,6 +3,9 @@ the dataset zip, each streamed, audited, one round or all."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+from typing import Any
+
 from django.db import transaction
 from django.http import StreamingHttpResponse
 from django.shortcuts import get_object_or_404
@@ -30,11 +33,27 @@ class ExportFilterSerializer(serializers.Serializer):
     )
 
 
-def _round(request: Request) -> Round | None:
+def _export(
+    request: Request,
+    *,
+    start: Callable[..., Iterator[Any]],
+    stem: str,
+    ext: str,
+    content_type: str,
+) -> StreamingHttpResponse:
+    """Validate ``?round=``, then stream what ``start`` yields as a download."""
     query = ExportFilterSerializer(data=request.query_params)
     query.is_valid(raise_exception=True)
     round_id = query.validated_data.get("round")
-    return None if round_id is None else get_object_or_404(Round, pk=round_id)
+    if round_id is not None:
+        get_object_or_404(Round, pk=round_id)
+    return export_attachment(
+        start(actor=request.user, round_id=round_id, via="api", request=request),
+        stem=stem,
+        round_id=round_id,
+        ext=ext,
+        content_type=content_type,
+    )
 
 
 _CSV_RESPONSES = {
@@ -62,19 +81,12 @@ class RatingExportApi(APIView):
         responses=_CSV_RESPONSES,
     )
     def get(self, request: Request) -> StreamingHttpResponse:
-        rnd = _round(request)
-        body = ratings_export_start(
-            actor=request.user,
-            round_id=rnd.pk if rnd else None,
-            via="api",
-            request=request,
-        )
-        return export_attachment(
-            body,
-            content_type="text/csv; charset=utf-8",
+        return _export(
+            request,
+            start=ratings_export_start,
             stem="ratings",
-            round_id=rnd.pk if rnd else None,
             ext="csv",
+            content_type="text/csv; charset=utf-8",
         )
 
 
@@ -96,19 +108,12 @@ class PairExportApi(APIView):
         responses=_CSV_RESPONSES,
     )
     def get(self, request: Request) -> StreamingHttpResponse:
-        rnd = _round(request)
-        body = pairs_export_start(
-            actor=request.user,
-            round_id=rnd.pk if rnd else None,
-            via="api",
-            request=request,
-        )
-        return export_attachment(
-            body,
-            content_type="text/csv; charset=utf-8",
+        return _export(
+            request,
+            start=pairs_export_start,
             stem="pairs",
-            round_id=rnd.pk if rnd else None,
             ext="csv",
+            content_type="text/csv; charset=utf-8",
         )
 
 
@@ -131,17 +136,10 @@ class DatasetExportApi(APIView):
         },
     )
     def get(self, request: Request) -> StreamingHttpResponse:
-        rnd = _round(request)
-        body = dataset_export_start(
-            actor=request.user,
-            round_id=rnd.pk if rnd else None,
-            via="api",
-            request=request,
-        )
-        return export_attachment(
-            body,
-            content_type="application/zip",
+        return _export(
+            request,
+            start=dataset_export_start,
             stem="dataset",
-            round_id=rnd.pk if rnd else None,
             ext="zip",
+            content_type="application/zip",
         )
