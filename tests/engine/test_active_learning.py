@@ -360,3 +360,18 @@ def test_next_round_refuses_warm_sets_it_cannot_use(
 
     with pytest.raises(ValueError, match=message):
         round_split(pool, config, seed=0)
+
+
+@pytest.mark.parametrize(
+    "flag", [["--budget", "0"], ["--batch", "0"], ["--design_ridge", "0"]]
+)
+def test_command_line_refuses_a_budget_batch_or_ridge_below_its_floor(
+    tmp_path: Path, flag: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    from models_ml.engine.experiments.active_learning import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--source_dir", str(tmp_path), "--output_dir", str(tmp_path), *flag])
+
+    assert exit_info.value.code == 2
+    assert flag[0] in capsys.readouterr().err

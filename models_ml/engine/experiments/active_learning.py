@@ -987,6 +987,12 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         help="ratings of the warm sets the reward model starts from (default 120)",
     )
     parser.add_argument(
+        "--budget", type=int, help="ratings each curve goes up to (default 120)"
+    )
+    parser.add_argument(
+        "--batch", type=int, help="ratings between two retrains (default 12)"
+    )
+    parser.add_argument(
         "--design_ridge",
         type=float,
         help="the design strategy's prior: ratings' worth per feature direction "
@@ -1023,6 +1029,14 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         if args.warm_ratings < 1:
             parser.error("--warm_ratings must be at least 1")
         config.warm_ratings = args.warm_ratings
+    for name in ("budget", "batch"):
+        value = getattr(args, name)
+        if value is not None:
+            if value < 1:
+                parser.error(f"--{name} must be at least 1")
+            setattr(config, name, value)
+            if name == "batch":
+                config.initial = value
     if args.design_ridge is not None:
         if args.design_ridge <= 0:
             parser.error("--design_ridge must be positive")
