@@ -375,3 +375,45 @@ def test_command_line_refuses_a_budget_batch_or_ridge_below_its_floor(
 
     assert exit_info.value.code == 2
     assert flag[0] in capsys.readouterr().err
+
+
+def test_importance_draw_mixes_an_even_share_that_bounds_the_weights() -> None:
+    from models_ml.engine.experiments.active_learning import importance_draw
+
+    spread = np.array([0.0, 0.1, 0.3, 0.6])
+
+    draw = importance_draw(spread, 0.5)
+
+    assert draw.sum() == pytest.approx(1.0)
+    assert draw.tolist() == pytest.approx([0.125, 0.175, 0.275, 0.425])
+    weights = 1 / (len(spread) * draw)
+    assert weights.max() <= 1 / 0.5 + 1e-9  # never more than twice an even pick
+    assert importance_draw(np.zeros(3), 0.5).tolist() == pytest.approx([1 / 3] * 3)
+
+
+def test_weighted_strategy_trains_on_inverse_draw_probabilities(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import models_ml.engine.experiments.active_learning as al
+
+    seen: list[np.ndarray] = []
+    real_fit = al._fit_and_predict
+
+    def spy(pool, train_idx, predict_idx, config, seed, train_weights=None):
+        seen.append(np.asarray(train_weights))
+        return real_fit(pool, train_idx, predict_idx, config, seed, train_weights)
+
+    monkeypatch.setattr(al, "_fit_and_predict", spy)
+    run = al.run_loop(
+        _pool(), _config(tmp_path), strategy="uncertainty_weighted", seed=0
+    )
+
+    assert [p["n_ratings"] for p in run["points"]] == [6, 12, 18, 24]
+    assert np.allclose(seen[0], 1.0)  # the shared random start counts evenly
+    assert not np.allclose(seen[-1], 1.0)  # spread-drawn picks do not
+    assert all(w.mean() == pytest.approx(1.0) for w in seen)
+    # The first six (the random start) keep one weight among themselves, and
+    # no spread-drawn pick outweighs an even one more than twice.
+    last = seen[-1]
+    assert np.allclose(last[:6], last[0])
+    assert last.max() <= 2.0 * last[0] + 1e-6

@@ -23,6 +23,11 @@ is chosen either
   proportional to the spread (power acquisition with exponent 1), so the
   most uncertain images are the likeliest picks but a batch still covers the
   pool,
+- by **uncertainty_weighted**: drawn in proportion to the spread mixed half
+  and half with an even draw, each rating then weighted by the inverse of
+  its draw probability (relative to an even draw) when the reward model
+  trains, so that the model learns the pool's distribution, not the
+  spread's (importance-weighted active learning),
 - by **design**: greedy Bayesian experimental design (``design.py``): the
   images whose ratings most reduce a Gaussian-kernel model's predictive
   variance summed over every servable image, the rated images (and free
@@ -76,6 +81,7 @@ STRATEGIES = (
     "vote_entropy_stratified",
     "vote_entropy_mixed",
     "uncertainty_sampled",
+    "uncertainty_weighted",
     "design",
     "random",
 )
@@ -106,6 +112,8 @@ class ActiveConfig:
     # The design strategy: ridge (prior ratings' worth per direction), a
     # Gaussian kernel (random Fourier features) or the linear head inputs, and
     # the kernel's length scale (None: the median distance between images).
+    # uncertainty_weighted: the share of each draw spread evenly.
+    uniform_share: float = 0.5
     design_ridge: float = 1.0
     design_kernel: bool = True
     design_length: float | None = None
@@ -301,6 +309,17 @@ def select_stratified(
     return np.array(chosen, dtype=np.int64)
 
 
+def importance_draw(spread: np.ndarray, uniform_share: float) -> np.ndarray:
+    """Draw probabilities: ``uniform_share`` spread evenly, the rest in
+    proportion to the spread. The even part bounds each importance weight
+    ``1 / (n q)`` by ``1 / uniform_share``."""
+    n = len(spread)
+    total = float(np.clip(spread, 0.0, None).sum())
+    if total <= 0:
+        return np.full(n, 1.0 / n)
+    return uniform_share / n + (1 - uniform_share) * np.clip(spread, 0.0, None) / total
+
+
 def select_proportional(
     score: np.ndarray, k: int, rng: np.random.Generator
 ) -> np.ndarray:
@@ -333,16 +352,22 @@ def _fit_and_predict(
     predict_idx: np.ndarray,
     config: ActiveConfig,
     seed: int,
+    train_weights: np.ndarray | None = None,
 ) -> tuple[Any, np.ndarray]:
-    """Fit the ensemble on ``train_idx``; its summary and ``[members, N, 3]``
-    probabilities on ``predict_idx``."""
+    """Fit the ensemble on ``train_idx`` (each row at ``train_weights``,
+    default 1); its summary and ``[members, N, 3]`` probabilities on
+    ``predict_idx``."""
     from ..reward import RewardConfig, _fit_ensemble, _summarise
 
     image = pool.image[train_idx]
     prompt = pool.prompt[train_idx]
     modality = pool.modality[train_idx]
     ratings = pool.ratings[train_idx]
-    weights = np.ones(len(train_idx), dtype=np.float32)
+    weights = (
+        np.ones(len(train_idx), dtype=np.float32)
+        if train_weights is None
+        else np.asarray(train_weights, dtype=np.float32)
+    )
     if pool.negatives is not None:
         n_image, n_prompt, n_modality, n_ratings = pool.negatives
         image = np.concatenate([image, n_image])
@@ -470,11 +495,17 @@ def run_loop(
     budget = min(config.budget, len(pool_idx))
     points: list[dict[str, Any]] = []
     picks: list[dict[str, Any]] = []
+    # Importance weights of served images (uncertainty_weighted): 1 for a
+    # random pick, 1 / (n q) for one drawn with probability q among n.
+    served_weight = np.ones(len(served))
     while True:
         labelled = np.concatenate([before, served])
         unlabelled = np.setdiff1d(pool_idx, served)
         predict_idx = np.concatenate([held_idx, unlabelled])
-        pred, member_probs = _fit_and_predict(pool, labelled, predict_idx, config, seed)
+        weights = np.concatenate([np.ones(len(before)), served_weight])
+        pred, member_probs = _fit_and_predict(
+            pool, labelled, predict_idx, config, seed, weights / weights.mean()
+        )
         held_reward = pred.reward[: len(held_idx)]
         rho = _spearman(held_reward, pool.ratings[held_idx])
         # Does the spread know where the model is wrong? rho between each
@@ -532,11 +563,17 @@ def run_loop(
                 )
         elif strategy == "uncertainty_sampled":
             local = select_proportional(spread, k, select_rng)
+        elif strategy == "uncertainty_weighted":
+            draw = importance_draw(spread, config.uniform_share)
+            local = select_proportional(draw, k, select_rng)
+            new_weight = 1.0 / (len(unlabelled) * draw[local])
         elif strategy == "design":
             local = select_by_design(pool, labelled, unlabelled, pool_idx, k, config)
         else:
             local = select_rng.choice(len(unlabelled), size=k, replace=False)
         chosen = unlabelled[local]
+        if strategy != "uncertainty_weighted":
+            new_weight = np.ones(len(local))
         picks.append(
             {
                 "n_ratings": int(len(served)),
@@ -548,6 +585,7 @@ def run_loop(
             }
         )
         served = np.concatenate([served, chosen])
+        served_weight = np.concatenate([served_weight, new_weight])
     return {
         "strategy": strategy,
         "seed": seed,
