@@ -353,16 +353,18 @@ def _fit_and_predict(
     config: ActiveConfig,
     seed: int,
     train_weights: np.ndarray | None = None,
+    train_ratings: np.ndarray | None = None,
 ) -> tuple[Any, np.ndarray]:
     """Fit the ensemble on ``train_idx`` (each row at ``train_weights``,
-    default 1); its summary and ``[members, N, 3]`` probabilities on
+    default 1, rated ``train_ratings``, default the pool's ratings; an image
+    may repeat); its summary and ``[members, N, 3]`` probabilities on
     ``predict_idx``."""
     from ..reward import RewardConfig, _fit_ensemble, _summarise
 
     image = pool.image[train_idx]
     prompt = pool.prompt[train_idx]
     modality = pool.modality[train_idx]
-    ratings = pool.ratings[train_idx]
+    ratings = pool.ratings[train_idx] if train_ratings is None else train_ratings
     weights = (
         np.ones(len(train_idx), dtype=np.float32)
         if train_weights is None
@@ -628,7 +630,8 @@ def summarise_runs(
         for r in runs
         for p in r["points"]
     }
-    for strategy in STRATEGIES:
+    names = list(STRATEGIES) + sorted({r["strategy"] for r in runs} - set(STRATEGIES))
+    for strategy in names:
         mine = [r for r in runs if r["strategy"] == strategy]
         if not mine:
             continue
@@ -945,6 +948,8 @@ def plot_curves(
         "vote_entropy_mixed": (0, 160, 160),
         "uncertainty_sampled": (200, 0, 120),
         "random": (40, 80, 200),
+        "coverage": (20, 150, 60),
+        "informative": (200, 40, 40),
     }
     for row, strategy in enumerate(summary):
         colour = colours.get(strategy, (0, 0, 0))

@@ -1,0 +1,98 @@
+"""The noisy-physician serving experiment's pieces and one tiny run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from models_ml.engine.experiments.active_learning import ActiveConfig, Pool
+from models_ml.engine.experiments.noisy_serving import (
+    NoisyConfig,
+    noisy_score,
+    pick_image,
+    run_experiment,
+    score_variance,
+)
+
+
+def test_a_noisy_score_moves_one_level_at_most_and_as_often_as_its_noise() -> None:
+    rng = np.random.default_rng(0)
+    for true in (1, 2, 3):
+        scores = np.array([noisy_score(true, 0.3, rng) for _ in range(4000)])
+        assert set(scores.tolist()) <= {true - 1, true, true + 1} - {0, 4}
+        assert (scores != true).mean() == pytest.approx(0.3, abs=0.03)
+    assert {noisy_score(2, 0.0, rng) for _ in range(50)} == {2}
+
+
+def test_policies_pick_as_the_product_orders_a_round() -> None:
+    rng = np.random.default_rng(1)
+    eligible = np.array([0, 1, 2, 3])
+    counts = np.array([1, 0, 0, 1])
+    info = np.array([9.0, 0.2, 0.5, 0.1])
+
+    assert pick_image("informative", eligible, counts, info, rng) == 2
+    assert {pick_image("coverage", eligible, counts, info, rng) for _ in range(40)} == {
+        1,
+        2,
+    }
+    assert {pick_image("random", eligible, counts, info, rng) for _ in range(80)} == {
+        0,
+        1,
+        2,
+        3,
+    }
+    with pytest.raises(ValueError, match="policy"):
+        pick_image("best", eligible, counts, info, rng)
+
+
+def test_score_variance_is_zero_below_two_scores() -> None:
+    assert score_variance([[], [3], [1, 3], [2, 2]]).tolist() == [0.0, 0.0, 1.0, 0.0]
+
+
+def _pool(n: int = 60) -> Pool:
+    rng = np.random.default_rng(0)
+    image = rng.normal(size=(n, 8)).astype(np.float32)
+    which = np.arange(n) % 2
+    modality = np.zeros((n, 2), dtype=np.float32)
+    modality[np.arange(n), which] = 1
+    return Pool(
+        image=image,
+        prompt=rng.normal(size=(2, 6)).astype(np.float32)[which],
+        modality=modality,
+        ratings=np.digitize(image[:, 0], [-0.5, 0.5]) + 1,
+        group=np.arange(n) // 2,
+        sets=np.array(["old", "new"])[(np.arange(n) // 2) % 2],
+    )
+
+
+def test_a_run_caps_ratings_per_image_and_each_physician_rates_an_image_once(
+    tmp_path: Path,
+) -> None:
+    config = NoisyConfig(
+        output_dir=tmp_path,
+        budget=30,
+        batch=6,
+        seeds=(0,),
+        active=ActiveConfig(
+            output_dir=tmp_path,
+            warm_sets=("old",),
+            warm_ratings=6,
+            ensemble_size=2,
+            epochs=10,
+        ),
+    )
+
+    report = run_experiment(_pool(), config)
+
+    assert (tmp_path / "report.md").exists() and (tmp_path / "curves.png").exists()
+    for run in report["runs"]:
+        points = run["points"]
+        assert [p["n_ratings"] for p in points] == [0, 6, 12, 18, 24, 30]
+        assert max(p["most_ratings_of_an_image"] for p in points) <= 2
+        if run["strategy"] in ("coverage", "informative"):
+            # Fewest ratings first: a new image while any is left.
+            assert [p["distinct_images"] for p in points] == [
+                min(p["n_ratings"], run["n_pool"]) for p in points
+            ]
