@@ -798,6 +798,50 @@ def run_experiment(
     return report
 
 
+def curve_table(
+    summary: dict[str, Any], extra: Callable[[str, int], str] | None = None
+) -> list[str]:
+    """Markdown rows: mean rho ± interval per strategy and number of ratings,
+    the paired difference from random in brackets, then ``extra(strategy,
+    n)`` where given."""
+    curves = {s: {p["n_ratings"]: p for p in summary[s]["curve"]} for s in summary}
+    counts = sorted({n for c in curves.values() for n in c})
+    lines = [
+        "| ratings | " + " | ".join(summary) + " |",
+        "| --- | " + " | ".join("---" for _ in summary) + " |",
+    ]
+    for n in counts:
+        cells = []
+        for s in summary:
+            p = curves[s].get(n)
+            if not p:
+                cells.append("")
+                continue
+            cell = f"{p['spearman']:.3f} ± {p['ci95']:.3f}"
+            if "minus_random" in p:
+                cell += f" ({p['minus_random']:+.3f} ± {p['minus_random_ci95']:.3f})"
+            cells.append(cell + (extra(s, n) if extra else ""))
+        lines.append(f"| {n} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def reach_table(summary: dict[str, Any], targets: Sequence[float]) -> list[str]:
+    """Markdown: ratings each strategy needed to reach each rho target."""
+    lines = ["", "Ratings needed to reach rho (mean curve; median over seeds):", ""]
+    lines.append("| rho | " + " | ".join(summary) + " |")
+    lines.append("| --- | " + " | ".join("---" for _ in summary) + " |")
+    for target in targets:
+        key = f"{target:g}"
+        cells = []
+        for s in summary:
+            r = summary[s]["ratings_to_reach"][key]
+            cells.append(
+                f"{_or_never(r['mean_curve'])}; {_or_never(r['median_per_seed'])}"
+            )
+        lines.append(f"| {key} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def markdown_report(report: dict[str, Any]) -> str:
     summary = report["summary"]
     pool = report.get("pool", {})
@@ -821,21 +865,8 @@ def markdown_report(report: dict[str, Any]) -> str:
         f"mean over {n_seeds} seeds; in brackets the mean paired difference from "
         "random (same seed) ± its 95 % interval.",
         "",
-        "| ratings | " + " | ".join(summary) + " |",
-        "| --- | " + " | ".join("---" for _ in summary) + " |",
     ]
-    for n in counts:
-        cells = []
-        for s in summary:
-            p = curves[s].get(n)
-            if not p:
-                cells.append("")
-                continue
-            cell = f"{p['spearman']:.3f} ± {p['ci95']:.3f}"
-            if "minus_random" in p:
-                cell += f" ({p['minus_random']:+.3f} ± {p['minus_random_ci95']:.3f})"
-            cells.append(cell)
-        lines.append(f"| {n} | " + " | ".join(cells) + " |")
+    lines += curve_table(summary)
     if any("spread_error_rho" in p for c in curves.values() for p in c.values()):
         lines += [
             "",
@@ -854,18 +885,7 @@ def markdown_report(report: dict[str, Any]) -> str:
                 for s in summary
             ]
             lines.append(f"| {n} | " + " | ".join(cells) + " |")
-    lines += ["", "Ratings needed to reach rho (mean curve; median over seeds):", ""]
-    lines.append("| rho | " + " | ".join(summary) + " |")
-    lines.append("| --- | " + " | ".join("---" for _ in summary) + " |")
-    for target in report["config"]["targets"]:
-        key = f"{target:g}"
-        cells = []
-        for s in summary:
-            r = summary[s]["ratings_to_reach"][key]
-            cells.append(
-                f"{_or_never(r['mean_curve'])}; {_or_never(r['median_per_seed'])}"
-            )
-        lines.append(f"| {key} | " + " | ".join(cells) + " |")
+    lines += reach_table(summary, report["config"]["targets"])
     held = report["runs"][0]["n_heldout"] if report["runs"] else 0
     ceiling = report.get("ceiling")
     if ceiling:

@@ -43,8 +43,10 @@ from .active_learning import (
     Pool,
     _fit_and_predict,
     _spearman,
+    curve_table,
     plot_curves,
     pool_from_run,
+    reach_table,
     round_split,
     summarise_runs,
 )
@@ -226,16 +228,17 @@ def run_experiment(
 
 
 def markdown_report(report: dict[str, Any]) -> str:
-    summary = report["summary"]
     cfg = report["config"]
-    names = list(summary)
-    curves = {s: {p["n_ratings"]: p for p in summary[s]["curve"]} for s in names}
-    counts = sorted({n for c in curves.values() for n in c})
-    distinct = {
-        (r["strategy"], p["n_ratings"]): p["distinct_images"]
-        for r in report["runs"]
-        for p in r["points"]
-    }
+    distinct: dict[tuple[str, int], list[int]] = {}
+    for run in report["runs"]:
+        for p in run["points"]:
+            key = (run["strategy"], p["n_ratings"])
+            distinct.setdefault(key, []).append(p["distinct_images"])
+
+    def images(strategy: str, n: int) -> str:
+        seen = distinct.get((strategy, n))
+        return f", {np.mean(seen):.0f} images" if seen else ""
+
     lines = [
         "# Serving order with noisy physicians",
         "",
@@ -244,34 +247,13 @@ def markdown_report(report: dict[str, Any]) -> str:
         f"ratings of {', '.join(cfg['warm_sets'])}. Held-out Spearman rho "
         f"against the noise-free rating, mean ± 95 % interval over "
         f"{len(cfg['seeds'])} seeds; in brackets the paired difference from "
-        "random.",
+        "random; then the distinct images rated (mean over seeds).",
         "",
-        "| ratings | " + " | ".join(names) + " |",
-        "| --- | " + " | ".join("---" for _ in names) + " |",
+        *curve_table(report["summary"], images),
+        *reach_table(report["summary"], cfg["targets"]),
+        "",
+        f"{report['seconds']} s.",
     ]
-    for n in counts:
-        cells = []
-        for s in names:
-            p = curves[s].get(n)
-            cell = f"{p['spearman']:.3f} ± {p['ci95']:.3f}" if p else ""
-            if p and "minus_random" in p:
-                cell += f" ({p['minus_random']:+.3f} ± {p['minus_random_ci95']:.3f})"
-            images = [v for (s2, n2), v in distinct.items() if s2 == s and n2 == n]
-            if p and images:
-                cell += f", {np.mean(images):.0f} images"
-            cells.append(cell)
-        lines.append(f"| {n} | " + " | ".join(cells) + " |")
-    lines += ["", "Ratings to reach rho (mean curve; median over seeds):", ""]
-    lines.append("| rho | " + " | ".join(names) + " |")
-    lines.append("| --- | " + " | ".join("---" for _ in names) + " |")
-    for target in cfg["targets"]:
-        key = f"{target:g}"
-        cells = []
-        for s in names:
-            r = summary[s]["ratings_to_reach"][key]
-            cells.append(f"{r['mean_curve']}; {r['median_per_seed']}")
-        lines.append(f"| {key} | " + " | ".join(cells) + " |")
-    lines += ["", f"{report['seconds']} s."]
     return "\n".join(lines) + "\n"
 
 
