@@ -96,3 +96,18 @@ def test_a_run_caps_ratings_per_image_and_each_physician_rates_an_image_once(
             assert [p["distinct_images"] for p in points] == [
                 min(p["n_ratings"], run["n_pool"]) for p in points
             ]
+
+
+@pytest.mark.parametrize(
+    "flag", [["--budget", "0"], ["--batch", "0"], ["--noise", "0.1", "1.5"]]
+)
+def test_command_line_refuses_a_budget_batch_or_noise_out_of_range(
+    tmp_path: Path, flag: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    from models_ml.engine.experiments.noisy_serving import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--source_dir", str(tmp_path), "--output_dir", str(tmp_path), *flag])
+
+    assert exit_info.value.code == 2
+    assert flag[0] in capsys.readouterr().err

@@ -275,6 +275,12 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "--noise", type=float, nargs="+", help="one per physician (default 0.1 0.2 0.3)"
     )
     parser.add_argument("--budget", type=int, help="ratings (default 240)")
+    parser.add_argument(
+        "--batch", type=int, help="ratings between two retrains (default 12)"
+    )
+    parser.add_argument(
+        "--targets", type=float, nargs="+", help="rho levels to reach (0.45 0.5 0.55)"
+    )
     parser.add_argument("--quick", action="store_true", help="test-size run")
     args = parser.parse_args(argv)
     config = NoisyConfig(
@@ -285,10 +291,14 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         if any(not 0 <= p <= 1 for p in args.noise):
             parser.error("--noise values must lie in [0, 1]")
         config.noise = tuple(args.noise)
-    if args.budget is not None:
-        if args.budget < 1:
-            parser.error("--budget must be at least 1")
-        config.budget = args.budget
+    for name in ("budget", "batch"):
+        value = getattr(args, name)
+        if value is not None:
+            if value < 1:
+                parser.error(f"--{name} must be at least 1")
+            setattr(config, name, value)
+    if args.targets:
+        config.targets = tuple(args.targets)
     if args.quick:
         config.budget, config.batch = min(config.budget, 24), 6
         config.active.ensemble_size, config.active.epochs = 2, 20
