@@ -84,8 +84,8 @@ class RoundServingForm(forms.Form):
         "sure of, and where physicians disagree, are rated first. In "
         "simulated-rater experiments it trained a worse reward model than "
         "random order when every rating was exact; with noisy physicians it "
-        "trained a better one from about 100 ratings on, a worse one before. "
-        "Random order is the default.",
+        "trained a worse one early in a round and a better one later (past "
+        "a quarter to a third of the round rated). Random order is the default.",
     )
     reward_model_version = forms.ModelChoiceField(
         label="Reward model",
