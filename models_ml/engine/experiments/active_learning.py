@@ -1004,6 +1004,43 @@ def quick_config(output_dir: Path) -> ActiveConfig:
     )
 
 
+def add_curve_arguments(parser: argparse.ArgumentParser, defaults: Any) -> None:
+    """``--budget``, ``--batch`` and ``--targets``, shared by the serving
+    experiments; ``defaults`` is the experiment's config as it stands."""
+    parser.add_argument(
+        "--budget",
+        type=int,
+        help=f"ratings each curve goes up to (default {defaults.budget})",
+    )
+    parser.add_argument(
+        "--batch",
+        type=int,
+        help=f"ratings between two retrains (default {defaults.batch})",
+    )
+    targets = " ".join(f"{t:g}" for t in defaults.targets)
+    parser.add_argument(
+        "--targets",
+        type=float,
+        nargs="+",
+        help=f"rho levels for the ratings-to-reach table (default: {targets})",
+    )
+
+
+def apply_curve_arguments(
+    parser: argparse.ArgumentParser, args: argparse.Namespace, config: Any
+) -> None:
+    """Copy ``--budget``, ``--batch`` and ``--targets`` onto ``config``; a
+    budget or batch below 1 is refused by name."""
+    for name in ("budget", "batch"):
+        value = getattr(args, name)
+        if value is not None:
+            if value < 1:
+                parser.error(f"--{name} must be at least 1")
+            setattr(config, name, value)
+    if args.targets:
+        config.targets = tuple(args.targets)
+
+
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(
         prog="python -m models_ml.engine.experiments.active_learning",
@@ -1031,12 +1068,6 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         help=f"default: {' '.join(DEFAULT_STRATEGIES)}",
     )
     parser.add_argument(
-        "--targets",
-        type=float,
-        nargs="+",
-        help="rho levels for the ratings-to-reach table (default: 0.5 0.6 0.7)",
-    )
-    parser.add_argument(
         "--warm_sets",
         nargs="+",
         metavar="SET",
@@ -1049,12 +1080,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         type=int,
         help="ratings of the warm sets the reward model starts from (default 120)",
     )
-    parser.add_argument(
-        "--budget", type=int, help="ratings each curve goes up to (default 120)"
-    )
-    parser.add_argument(
-        "--batch", type=int, help="ratings between two retrains (default 12)"
-    )
+    add_curve_arguments(parser, ActiveConfig(output_dir=Path(".")))
     parser.add_argument(
         "--design_ridge",
         type=float,
@@ -1084,22 +1110,15 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         config.seeds = tuple(range(args.first_seed, args.first_seed + count))
     if args.strategies:
         config.strategies = tuple(args.strategies)
-    if args.targets:
-        config.targets = tuple(args.targets)
     if args.warm_sets:
         config.warm_sets = tuple(args.warm_sets)
     if args.warm_ratings is not None:
         if args.warm_ratings < 1:
             parser.error("--warm_ratings must be at least 1")
         config.warm_ratings = args.warm_ratings
-    for name in ("budget", "batch"):
-        value = getattr(args, name)
-        if value is not None:
-            if value < 1:
-                parser.error(f"--{name} must be at least 1")
-            setattr(config, name, value)
-            if name == "batch":
-                config.initial = value
+    apply_curve_arguments(parser, args, config)
+    if args.batch is not None:
+        config.initial = args.batch
     if args.design_ridge is not None:
         if args.design_ridge <= 0:
             parser.error("--design_ridge must be positive")

@@ -43,6 +43,8 @@ from .active_learning import (
     Pool,
     _fit_and_predict,
     _spearman,
+    add_curve_arguments,
+    apply_curve_arguments,
     curve_table,
     plot_curves,
     pool_from_run,
@@ -274,13 +276,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser.add_argument(
         "--noise", type=float, nargs="+", help="one per physician (default 0.1 0.2 0.3)"
     )
-    parser.add_argument("--budget", type=int, help="ratings (default 240)")
-    parser.add_argument(
-        "--batch", type=int, help="ratings between two retrains (default 12)"
-    )
-    parser.add_argument(
-        "--targets", type=float, nargs="+", help="rho levels to reach (0.45 0.5 0.55)"
-    )
+    add_curve_arguments(parser, NoisyConfig(output_dir=Path(".")))
     parser.add_argument("--quick", action="store_true", help="test-size run")
     args = parser.parse_args(argv)
     config = NoisyConfig(
@@ -291,14 +287,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         if any(not 0 <= p <= 1 for p in args.noise):
             parser.error("--noise values must lie in [0, 1]")
         config.noise = tuple(args.noise)
-    for name in ("budget", "batch"):
-        value = getattr(args, name)
-        if value is not None:
-            if value < 1:
-                parser.error(f"--{name} must be at least 1")
-            setattr(config, name, value)
-    if args.targets:
-        config.targets = tuple(args.targets)
+    apply_curve_arguments(parser, args, config)
     if args.quick:
         config.budget, config.batch = min(config.budget, 24), 6
         config.active.ensemble_size, config.active.epochs = 2, 20
