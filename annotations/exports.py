@@ -21,32 +21,9 @@ from django.conf import settings
 from django.db import connections
 from django.db.models import F, Func, QuerySet, TextField, Value
 from django.db.models.functions import Concat
-from django.http import StreamingHttpResponse
-from django.utils import timezone
 
 from .audit import audit_record
 from .models import Rating
-
-
-def export_attachment(
-    body: Iterator[Any],
-    *,
-    stem: str,
-    round_id: int | None,
-    ext: str,
-    content_type: str,
-) -> StreamingHttpResponse:
-    """A streamed download named as every export path names it (page and
-    API alike): ``medrlhf-<stem>-<round-N|all>-<YYYYmmdd-HHMMSS>.<ext>``."""
-    stamp = timezone.now().strftime("%Y%m%d-%H%M%S")
-    scope = f"round-{round_id}" if round_id is not None else "all"
-    response = StreamingHttpResponse(body, content_type=content_type)
-    response["Content-Disposition"] = (
-        f'attachment; filename="medrlhf-{stem}-{scope}-{stamp}.{ext}"'
-    )
-    response["Cache-Control"] = "no-store"
-    return response
-
 
 EXPORT_COLUMNS = (
     "image_path",

@@ -3,9 +3,6 @@ the dataset zip, each streamed, audited, one round or all."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from typing import Any
-
 from django.db import transaction
 from django.http import StreamingHttpResponse
 from django.shortcuts import get_object_or_404
@@ -18,9 +15,7 @@ from rest_framework.renderers import JSONRenderer
 from rest_framework.request import Request
 from rest_framework.views import APIView
 
-from ..export_dataset import dataset_export_start
-from ..export_pairs import pairs_export_start
-from ..exports import export_attachment, ratings_export_start
+from ..export_kinds import DATASET, PAIRS, RATINGS, ExportKind, export_response
 from ..models import Round
 from ..permissions import IsResearcherOrAdmin
 from .common import CSVRenderer, ErrorOutputSerializer, ZipRenderer
@@ -33,26 +28,15 @@ class ExportFilterSerializer(serializers.Serializer):
     )
 
 
-def _export(
-    request: Request,
-    *,
-    start: Callable[..., Iterator[Any]],
-    stem: str,
-    ext: str,
-    content_type: str,
-) -> StreamingHttpResponse:
-    """Validate ``?round=``, then stream what ``start`` yields as a download."""
+def _export(request: Request, kind: ExportKind) -> StreamingHttpResponse:
+    """Validate ``?round=``, then stream ``kind`` as a download."""
     query = ExportFilterSerializer(data=request.query_params)
     query.is_valid(raise_exception=True)
     round_id = query.validated_data.get("round")
     if round_id is not None:
         get_object_or_404(Round, pk=round_id)
-    return export_attachment(
-        start(actor=request.user, round_id=round_id, via="api", request=request),
-        stem=stem,
-        round_id=round_id,
-        ext=ext,
-        content_type=content_type,
+    return export_response(
+        kind, actor=request.user, round_id=round_id, via="api", request=request
     )
 
 
@@ -81,13 +65,7 @@ class RatingExportApi(APIView):
         responses=_CSV_RESPONSES,
     )
     def get(self, request: Request) -> StreamingHttpResponse:
-        return _export(
-            request,
-            start=ratings_export_start,
-            stem="ratings",
-            ext="csv",
-            content_type="text/csv; charset=utf-8",
-        )
+        return _export(request, RATINGS)
 
 
 @method_decorator(transaction.non_atomic_requests, name="dispatch")
@@ -108,13 +86,7 @@ class PairExportApi(APIView):
         responses=_CSV_RESPONSES,
     )
     def get(self, request: Request) -> StreamingHttpResponse:
-        return _export(
-            request,
-            start=pairs_export_start,
-            stem="pairs",
-            ext="csv",
-            content_type="text/csv; charset=utf-8",
-        )
+        return _export(request, PAIRS)
 
 
 @method_decorator(transaction.non_atomic_requests, name="dispatch")
@@ -136,10 +108,4 @@ class DatasetExportApi(APIView):
         },
     )
     def get(self, request: Request) -> StreamingHttpResponse:
-        return _export(
-            request,
-            start=dataset_export_start,
-            stem="dataset",
-            ext="zip",
-            content_type="application/zip",
-        )
+        return _export(request, DATASET)

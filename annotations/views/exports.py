@@ -3,18 +3,13 @@ preference pairs CSV or the dataset zip, each streamed."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from typing import Any
-
 from django.db import transaction
 from django.db.models import Count, Q
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.views.decorators.http import require_GET
 
-from ..export_dataset import dataset_export_start
-from ..export_pairs import pairs_export_start
-from ..exports import export_attachment, ratings_export_start
+from ..export_kinds import DATASET, PAIRS, RATINGS, ExportKind, export_response
 from ..forms import ExportForm
 from ..models import Round
 from ..roles import can_export
@@ -32,14 +27,7 @@ def export_page(request: HttpRequest) -> HttpResponse:
     )
 
 
-def _download(
-    request: HttpRequest,
-    *,
-    start: Callable[..., Iterator[Any]],
-    stem: str,
-    ext: str,
-    content_type: str,
-) -> HttpResponse:
+def _download(request: HttpRequest, kind: ExportKind) -> HttpResponse:
     form = ExportForm(request.GET)
     if not form.is_valid():
         return HttpResponse(
@@ -49,12 +37,8 @@ def _download(
         )
     rnd = form.cleaned_data["round"]
     round_id = rnd.pk if rnd else None
-    return export_attachment(
-        start(actor=request.user, round_id=round_id, via="page", request=request),
-        stem=stem,
-        round_id=round_id,
-        ext=ext,
-        content_type=content_type,
+    return export_response(
+        kind, actor=request.user, round_id=round_id, via="page", request=request
     )
 
 
@@ -63,36 +47,18 @@ def _download(
 @require_GET
 @role_required(can_export)
 def export_download(request: HttpRequest) -> HttpResponse:
-    return _download(
-        request,
-        start=ratings_export_start,
-        stem="ratings",
-        ext="csv",
-        content_type="text/csv; charset=utf-8",
-    )
+    return _download(request, RATINGS)
 
 
 @transaction.non_atomic_requests
 @require_GET
 @role_required(can_export)
 def export_pairs(request: HttpRequest) -> HttpResponse:
-    return _download(
-        request,
-        start=pairs_export_start,
-        stem="pairs",
-        ext="csv",
-        content_type="text/csv; charset=utf-8",
-    )
+    return _download(request, PAIRS)
 
 
 @transaction.non_atomic_requests
 @require_GET
 @role_required(can_export)
 def export_dataset(request: HttpRequest) -> HttpResponse:
-    return _download(
-        request,
-        start=dataset_export_start,
-        stem="dataset",
-        ext="zip",
-        content_type="application/zip",
-    )
+    return _download(request, DATASET)
