@@ -50,7 +50,9 @@ LABEL_PX_PER_CHAR = 7.8
 
 
 def _cut(text: str, fits: int) -> str:
-    return text if len(text) <= fits else text[: max(1, fits - 1)].rstrip() + "…"
+    if len(text) <= fits:
+        return text
+    return text[: max(0, fits - 1)].rstrip() + "…" if fits > 0 else ""
 
 
 def fit_label(label: str, fits: int) -> str:
@@ -64,6 +66,8 @@ def fit_label(label: str, fits: int) -> str:
         return _cut(label, fits)
     room = fits - len(sep)
     tail_room = min(len(tail), max(4, room // 2))
+    if room - tail_room < 2:  # too narrow for two parts: cut the whole
+        return _cut(label, fits)
     return _cut(head, room - tail_room) + sep + _cut(tail, tail_room)
 
 

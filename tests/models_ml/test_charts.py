@@ -41,3 +41,12 @@ def test_the_whole_label_stays_in_the_chart_for_hover() -> None:
     svg = share_intervals([ShareRow(label, 3, 10)], title="Share rated 3")
 
     assert f"<title>{label}</title>" in svg
+
+
+@pytest.mark.parametrize("fits", [1, 2, 4, 6, 9, 12])
+def test_a_narrow_column_never_gets_more_characters_than_it_holds(fits: int) -> None:
+    label = "Demo round 2: the base model against real images · retina tuned 1"
+
+    shown = fit_label(label, fits)
+
+    assert 0 < len(shown) <= fits
