@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -64,3 +65,14 @@ def unet_weights(model_dir: Path) -> dict[str, torch.Tensor]:
 def write_tiny_sd_folder(folder: Path) -> Path:
     """A random Stable Diffusion v1 layout small enough for CPU tests."""
     return write_random_sd_folder(folder, characters="abcdefghijklmnopqrstuvwxyz:-")
+
+
+def command_line_refusal(main: Callable[..., object], argv: list[str], capsys) -> str:
+    """Run a command's ``main`` expecting argparse to refuse ``argv`` (exit 2);
+    what it printed to stderr."""
+    import pytest
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    return capsys.readouterr().err

@@ -26,6 +26,7 @@ from models_ml.engine.experiments.active_learning import (
     split_heldout,
     vote_entropy,
 )
+from tests.engine.helpers import command_line_refusal
 
 
 def _pool(n: int = 90, seed: int = 0) -> Pool:
@@ -370,11 +371,36 @@ def test_command_line_refuses_a_budget_batch_or_ridge_below_its_floor(
 ) -> None:
     from models_ml.engine.experiments.active_learning import main
 
-    with pytest.raises(SystemExit) as exit_info:
-        main(["--source_dir", str(tmp_path), "--output_dir", str(tmp_path), *flag])
+    argv = ["--source_dir", str(tmp_path), "--output_dir", str(tmp_path), *flag]
+    assert flag[0] in command_line_refusal(main, argv, capsys)
 
-    assert exit_info.value.code == 2
-    assert flag[0] in capsys.readouterr().err
+
+@pytest.mark.parametrize(
+    ("files", "message"),
+    [
+        ({}, "samples.csv: not found"),
+        ({"samples.csv": "path,prompt\n", "real.csv": ""}, "missing columns"),
+        (
+            {"samples.csv": "set,path,prompt,modality,seed,rating\n", "real.csv": ""},
+            "no samples",
+        ),
+    ],
+)
+def test_command_line_names_a_source_folder_that_is_not_a_pool(
+    tmp_path: Path, files: dict[str, str], message: str, capsys
+) -> None:
+    from models_ml.engine.experiments.active_learning import main
+
+    source = tmp_path / "pool"
+    source.mkdir()
+    for name, text in files.items():
+        (source / name).write_text(text)
+    argv = ["--source_dir", str(source), "--output_dir", str(tmp_path / "out")]
+
+    error = command_line_refusal(main, argv, capsys)
+
+    assert message in error and str(source) in error
+    assert not (tmp_path / "out").exists()  # nothing written
 
 
 def test_importance_draw_mixes_an_even_share_that_bounds_the_weights() -> None:

@@ -179,6 +179,7 @@ def test_kernel_features_are_fixed_by_their_seed_and_reference() -> None:
     [
         (np.ones(3), {}, "2-D"),
         (np.ones((3, 2)), {"length_scale": -1.0}, "length_scale must be positive"),
+        (np.ones((3, 2)), {"dims": 0}, "dims must be at least 1"),
     ],
 )
 def test_kernel_features_refuse_bad_input(x: np.ndarray, kwargs: dict, message: str):

@@ -15,6 +15,7 @@ from models_ml.engine.experiments.noisy_serving import (
     run_experiment,
     score_variance,
 )
+from tests.engine.helpers import command_line_refusal
 
 
 def test_a_noisy_score_moves_one_level_at_most_and_as_often_as_its_noise() -> None:
@@ -106,8 +107,5 @@ def test_command_line_refuses_a_budget_batch_or_noise_out_of_range(
 ) -> None:
     from models_ml.engine.experiments.noisy_serving import main
 
-    with pytest.raises(SystemExit) as exit_info:
-        main(["--source_dir", str(tmp_path), "--output_dir", str(tmp_path), *flag])
-
-    assert exit_info.value.code == 2
-    assert flag[0] in capsys.readouterr().err
+    argv = ["--source_dir", str(tmp_path), "--output_dir", str(tmp_path), *flag]
+    assert flag[0] in command_line_refusal(main, argv, capsys)

@@ -691,6 +691,20 @@ def _median_or_none(values: Sequence[int | None]) -> float | None:
 # --- the pool from a simulated_raters run --------------------------------------
 
 
+SAMPLE_COLUMNS = frozenset({"path", "set", "prompt", "modality", "seed", "rating"})
+
+
+def load_pool(parser: argparse.ArgumentParser, source_dir: Path) -> tuple[Pool, dict]:
+    """:func:`pool_from_run` for a command line: a bad folder is refused by
+    name instead of a traceback."""
+    from ..errors import EngineError
+
+    try:
+        return pool_from_run(source_dir)
+    except (ValueError, EngineError, OSError) as exc:
+        parser.error(str(exc))
+
+
 def pool_from_run(
     source_dir: Path, *, buckets: int = 16
 ) -> tuple[Pool, dict[str, Any]]:
@@ -712,10 +726,21 @@ def pool_from_run(
     )
 
     source_dir = Path(source_dir)
-    with (source_dir / "samples.csv").open(newline="", encoding="utf-8") as handle:
-        rows = list(csv.DictReader(handle))
+    samples = source_dir / "samples.csv"
+    for needed in (samples, source_dir / "real.csv"):
+        if not needed.is_file():
+            raise ValueError(
+                f"{needed}: not found; --source_dir must be the output folder of "
+                "a simulated_raters or active_pool run"
+            )
+    with samples.open(newline="", encoding="utf-8") as handle:
+        reader = csv.DictReader(handle)
+        missing = sorted(SAMPLE_COLUMNS - set(reader.fieldnames or ()))
+        if missing:
+            raise ValueError(f"{samples}: missing columns {', '.join(missing)}")
+        rows = list(reader)
     if not rows:
-        raise ValueError(f"{source_dir / 'samples.csv'}: no samples")
+        raise ValueError(f"{samples}: no samples")
     extractor = HandcraftedFeatures()
     embedder = prompt_embedder_from_config(None)
     image = extractor.extract([Image.open(source_dir / r["path"]) for r in rows])
@@ -1129,7 +1154,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         if args.design_length <= 0:
             parser.error("--design_length must be positive")
         config.design_length = args.design_length
-    pool, facts = pool_from_run(args.source_dir)
+    pool, facts = load_pool(parser, args.source_dir)
     report = run_experiment(pool, config, facts)
     print(markdown_report(report))
     return report

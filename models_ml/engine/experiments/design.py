@@ -59,6 +59,8 @@ def kernel_features(
     x = np.asarray(x, dtype=np.float64)
     if x.ndim != 2:
         raise ValueError(f"features must be a 2-D array, got shape {x.shape}")
+    if dims < 1:
+        raise ValueError(f"dims must be at least 1, got {dims}")
     rng = np.random.default_rng(seed)
     if length_scale is None:
         ref = x if reference is None else np.asarray(reference, dtype=np.float64)

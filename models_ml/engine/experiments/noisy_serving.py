@@ -46,8 +46,8 @@ from .active_learning import (
     add_curve_arguments,
     apply_curve_arguments,
     curve_table,
+    load_pool,
     plot_curves,
-    pool_from_run,
     reach_table,
     round_split,
     summarise_runs,
@@ -291,7 +291,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     if args.quick:
         config.budget, config.batch = min(config.budget, 24), 6
         config.active.ensemble_size, config.active.epochs = 2, 20
-    pool, facts = pool_from_run(args.source_dir)
+    pool, facts = load_pool(parser, args.source_dir)
     report = run_experiment(pool, config, facts)
     print(markdown_report(report))
     return report
