@@ -72,10 +72,21 @@ def fit_label(label: str, fits: int) -> str:
 
 
 def _row_label(x: float, y: float, label: str, room: float) -> str:
-    """A right-aligned row label cut to ``room`` pixels, whole on hover."""
+    """A right-aligned row label cut to ``room`` pixels, whole on hover.
+
+    The cut counts average characters, and wide letters (M, W, D) still run
+    over; so a label near its column's width is also given that width as
+    ``textLength``, which the browser holds to whatever the font.
+    """
     shown = fit_label(label, max(4, int(room / LABEL_PX_PER_CHAR)))
+    estimate = len(shown) * LABEL_PX_PER_CHAR
+    fit = (
+        f' textLength="{min(estimate, room):.1f}" lengthAdjust="spacingAndGlyphs"'
+        if estimate > 0.75 * room
+        else ""
+    )
     return (
-        f'<text x="{x:.1f}" y="{y:.1f}" class="label" text-anchor="end">'
+        f'<text x="{x:.1f}" y="{y:.1f}" class="label" text-anchor="end"{fit}>'
         f"<title>{escape(label)}</title>{escape(shown)}</text>"
     )
 
