@@ -694,15 +694,25 @@ def _median_or_none(values: Sequence[int | None]) -> float | None:
 SAMPLE_COLUMNS = frozenset({"path", "set", "prompt", "modality", "seed", "rating"})
 
 
-def load_pool(parser: argparse.ArgumentParser, source_dir: Path) -> tuple[Pool, dict]:
-    """:func:`pool_from_run` for a command line: a bad folder is refused by
-    name instead of a traceback."""
+def run_from_command_line(
+    parser: argparse.ArgumentParser,
+    source_dir: Path,
+    config: Any,
+    run: Callable[[Pool, Any, dict[str, Any]], dict[str, Any]],
+    report_markdown: Callable[[dict[str, Any]], str],
+) -> dict[str, Any]:
+    """Read the pool in ``source_dir`` (a folder that is not one is refused
+    by name, before anything is written), ``run`` the experiment and print
+    its report."""
     from ..errors import EngineError
 
     try:
-        return pool_from_run(source_dir)
+        pool, facts = pool_from_run(source_dir)
     except (ValueError, EngineError, OSError) as exc:
         parser.error(str(exc))
+    report = run(pool, config, facts)
+    print(report_markdown(report))
+    return report
 
 
 def pool_from_run(
@@ -1154,10 +1164,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         if args.design_length <= 0:
             parser.error("--design_length must be positive")
         config.design_length = args.design_length
-    pool, facts = load_pool(parser, args.source_dir)
-    report = run_experiment(pool, config, facts)
-    print(markdown_report(report))
-    return report
+    return run_from_command_line(
+        parser, args.source_dir, config, run_experiment, markdown_report
+    )
 
 
 if __name__ == "__main__":

@@ -46,10 +46,10 @@ from .active_learning import (
     add_curve_arguments,
     apply_curve_arguments,
     curve_table,
-    load_pool,
     plot_curves,
     reach_table,
     round_split,
+    run_from_command_line,
     summarise_runs,
 )
 
@@ -291,10 +291,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     if args.quick:
         config.budget, config.batch = min(config.budget, 24), 6
         config.active.ensemble_size, config.active.epochs = 2, 20
-    pool, facts = load_pool(parser, args.source_dir)
-    report = run_experiment(pool, config, facts)
-    print(markdown_report(report))
-    return report
+    return run_from_command_line(
+        parser, args.source_dir, config, run_experiment, markdown_report
+    )
 
 
 if __name__ == "__main__":
