@@ -14,6 +14,7 @@ from models_ml.engine.experiments.noisy_serving import (
     pick_image,
     run_experiment,
     score_variance,
+    serving_key,
 )
 from tests.engine.helpers import command_line_refusal
 
@@ -71,21 +72,7 @@ def _pool(n: int = 60) -> Pool:
 def test_a_run_caps_ratings_per_image_and_each_physician_rates_an_image_once(
     tmp_path: Path,
 ) -> None:
-    config = NoisyConfig(
-        output_dir=tmp_path,
-        budget=30,
-        batch=6,
-        seeds=(0,),
-        active=ActiveConfig(
-            output_dir=tmp_path,
-            warm_sets=("old",),
-            warm_ratings=6,
-            ensemble_size=2,
-            epochs=10,
-        ),
-    )
-
-    report = run_experiment(_pool(), config)
+    report = run_experiment(_pool(), _tiny_config(tmp_path))
 
     assert (tmp_path / "report.md").exists() and (tmp_path / "curves.png").exists()
     for run in report["runs"]:
@@ -99,8 +86,91 @@ def test_a_run_caps_ratings_per_image_and_each_physician_rates_an_image_once(
             ]
 
 
+def test_mixed_tosses_a_coin_per_rating_and_warmup_switches_at_its_share() -> None:
+    config = NoisyConfig(output_dir=Path("."), mix_share=0.25, warmup_share=0.4)
+    rng = np.random.default_rng(3)
+
+    keys = [serving_key("mixed", config, 0.0, rng) for _ in range(4000)]
+    assert set(keys) == {"informative", "random"}
+    assert keys.count("informative") / len(keys) == pytest.approx(0.25, abs=0.03)
+    assert serving_key("warmup", config, 0.39, rng) == "random"
+    assert serving_key("warmup", config, 0.4, rng) == "informative"
+    assert serving_key("coverage", config, 0.0, rng) == "coverage"
+
+
+def _tiny_config(tmp_path: Path, **kwargs: object) -> NoisyConfig:
+    settings: dict[str, object] = {"budget": 30, "batch": 6, "seeds": (0,)}
+    settings.update(kwargs)
+    return NoisyConfig(
+        output_dir=tmp_path,
+        active=ActiveConfig(
+            output_dir=tmp_path,
+            warm_sets=("old",),
+            warm_ratings=6,
+            ensemble_size=2,
+            epochs=10,
+        ),
+        **settings,  # type: ignore[arg-type]
+    )
+
+
+def test_spread_scored_once_orders_first_ratings_by_the_starting_model(
+    tmp_path: Path,
+) -> None:
+    """With ``spread="round"`` informativeness does not change until an image
+    has two ratings, so first ratings come in falling order of it; re-scored
+    after every batch, the order restarts with each batch."""
+    fixed = run_experiment(
+        _pool(), _tiny_config(tmp_path / "round", spread="round", budget=24)
+    )
+    rescored = run_experiment(
+        _pool(), _tiny_config(tmp_path / "batch", spread="batch", budget=24)
+    )
+
+    def firsts(report: dict) -> list[float]:
+        run = next(r for r in report["runs"] if r["strategy"] == "informative")
+        return [p["informativeness"] for p in run["picks"]]
+
+    once = firsts(fixed)
+    assert len(once) == 24 and once == sorted(once, reverse=True)
+    assert firsts(rescored) != sorted(firsts(rescored), reverse=True)
+    assert fixed["config"]["spread"] == "round"
+    assert "scored once" in (tmp_path / "round" / "report.md").read_text()
+
+
+def test_hybrid_runs_record_which_plain_policy_served_each_rating(
+    tmp_path: Path,
+) -> None:
+    config = _tiny_config(
+        tmp_path,
+        policies=("random", "mixed", "warmup"),
+        warmup_share=0.2,
+    )
+
+    report = run_experiment(_pool(), config)
+
+    by_name = {r["strategy"]: r for r in report["runs"]}
+    assert by_name["random"]["served_by"] == {"random": 30}
+    assert set(by_name["mixed"]["served_by"]) == {"random", "informative"}
+    warm = by_name["warmup"]
+    # Random until a fifth of the round's images has a rating, then informative.
+    keys = [p["by"] for p in warm["picks"]]
+    switch = keys.index("informative")
+    assert set(keys[:switch]) == {"random"} and set(keys[switch:]) == {"informative"}
+    rated_before_switch = len({p["image"] for p in warm["picks"][:switch]})
+    assert rated_before_switch == int(np.ceil(0.2 * warm["n_pool"]))
+
+
 @pytest.mark.parametrize(
-    "flag", [["--budget", "0"], ["--batch", "0"], ["--noise", "0.1", "1.5"]]
+    "flag",
+    [
+        ["--budget", "0"],
+        ["--batch", "0"],
+        ["--noise", "0.1", "1.5"],
+        ["--mix_share", "1.5"],
+        ["--warmup_share", "-0.1"],
+        ["--policies", "informative", "mixed"],
+    ],
 )
 def test_command_line_refuses_a_budget_batch_or_noise_out_of_range(
     tmp_path: Path, flag: list[str], capsys: pytest.CaptureFixture[str]

@@ -1005,6 +1005,8 @@ def plot_curves(
         "random": (40, 80, 200),
         "coverage": (20, 150, 60),
         "informative": (200, 40, 40),
+        "mixed": (230, 140, 0),
+        "warmup": (150, 60, 170),
     }
     for row, strategy in enumerate(summary):
         colour = colours.get(strategy, (0, 0, 0))

@@ -13,7 +13,17 @@ or 3) take turns, and each rating goes to an image by one of three policies:
   first tier of the product's uncertainty policy alone;
 - **informative**: fewest ratings first, then the largest ensemble variance
   plus the physicians' score variance / 4, as the product's
-  ``models.informativeness`` orders a round.
+  ``models.informativeness`` orders a round;
+- **mixed**: each rating a coin toss (``mix_share`` heads): heads as
+  ``informative``, tails as ``random``;
+- **warmup**: ``random`` until ``warmup_share`` of the round's images have a
+  rating, then ``informative``.
+
+The ensemble spread that orders ``informative`` is either re-scored after
+every batch by the model retrained on the ratings so far (``--spread batch``)
+or scored once, at the round's start, by the earlier round's model and kept
+(``--spread round``), as the product's scoring job does unless an admin
+scores the round again.
 
 Every rating is a training row (as the platform trains on every first
 rating). After each batch the ensemble is retrained and scored on held-out
@@ -23,7 +33,8 @@ split, the earlier round's ratings and the physicians' noise are those of
 
     python -m models_ml.engine.experiments.noisy_serving \\
         --source_dir runs/active_pool --output_dir runs/noisy \\
-        [--first_seed 100 --seeds 5] [--noise 0.1 0.2 0.3] [--budget 240]
+        [--first_seed 100 --seeds 5] [--noise 0.1 0.2 0.3] [--budget 240] \\
+        [--spread batch|round] [--policies random informative mixed ...]
 """
 
 from __future__ import annotations
@@ -53,7 +64,9 @@ from .active_learning import (
     summarise_runs,
 )
 
-POLICIES = ("informative", "coverage", "random")
+POLICIES = ("informative", "coverage", "random", "mixed", "warmup")
+DEFAULT_POLICIES = ("informative", "coverage", "random")
+SPREADS = ("batch", "round")
 
 
 @dataclass
@@ -64,7 +77,10 @@ class NoisyConfig:
     batch: int = 12
     budget: int = 240
     seeds: tuple[int, ...] = tuple(range(10))
-    policies: tuple[str, ...] = POLICIES
+    policies: tuple[str, ...] = DEFAULT_POLICIES
+    spread: str = "batch"
+    mix_share: float = 0.5
+    warmup_share: float = 0.25
     # From random's curve on the development seeds (100-104), fixed before
     # the reported seeds ran.
     targets: tuple[float, ...] = (0.45, 0.5, 0.55)
@@ -91,7 +107,9 @@ def pick_image(
     informativeness: np.ndarray,
     rng: np.random.Generator,
 ) -> int:
-    """One image of ``eligible`` (pool indices) by ``policy``."""
+    """One image of ``eligible`` (pool indices) by ``policy`` (``random``,
+    ``coverage`` or ``informative``; ``serving_key`` maps the hybrids to one
+    of these for each rating)."""
     if policy == "random":
         return int(rng.choice(eligible))
     tier = eligible[counts[eligible] == counts[eligible].min()]
@@ -101,6 +119,22 @@ def pick_image(
         best = informativeness[tier].max()
         return int(rng.choice(tier[informativeness[tier] >= best - 1e-12]))
     raise ValueError(f"policy {policy!r}: use one of {POLICIES}")
+
+
+def serving_key(
+    policy: str,
+    config: NoisyConfig,
+    rated_share: float,
+    rng: np.random.Generator,
+) -> str:
+    """The plain policy that serves the next rating: a hybrid's choice for
+    this rating (``rated_share``: the share of the round's images that have a
+    rating), any other policy itself."""
+    if policy == "mixed":
+        return "informative" if rng.random() < config.mix_share else "random"
+    if policy == "warmup":
+        return "random" if rated_share < config.warmup_share else "informative"
+    return policy
 
 
 def score_variance(scores: list[list[int]]) -> np.ndarray:
@@ -129,6 +163,11 @@ def run_policy(
     # policy: a policy changes which images they see, not how they err.
     rater_rngs = [np.random.default_rng([seed, 40_000 + r]) for r in range(n_raters)]
     pick_rng = np.random.default_rng(seed + 50_000)
+    coin_rng = np.random.default_rng(seed + 60_000)
+    spread = np.zeros(len(pool.ratings))
+    scored = False
+    served_by: dict[str, int] = {}
+    picks: list[dict[str, Any]] = []
     counts = np.zeros(len(pool.ratings), dtype=np.int64)
     scores: list[list[int]] = [[] for _ in range(len(pool.ratings))]
     rated_by = [set() for _ in range(n_raters)]
@@ -161,9 +200,11 @@ def run_policy(
         )
         if len(rows) >= budget:
             break
-        spread = pred.uncertainty[len(held_idx) :]
+        if not scored or config.spread == "batch":
+            spread[pool_idx] = pred.uncertainty[len(held_idx) :]
+            scored = True
         informativeness[pool_idx] = (
-            spread**2 + score_variance([scores[i] for i in pool_idx]) / 4
+            spread[pool_idx] ** 2 + score_variance([scores[i] for i in pool_idx]) / 4
         )
         served_before = len(rows)
         for _ in range(min(config.batch, budget - len(rows))):
@@ -175,7 +216,18 @@ def run_policy(
             ]
             if len(eligible) == 0:
                 continue
-            image = pick_image(policy, eligible, counts, informativeness, pick_rng)
+            key = serving_key(
+                policy, config, float((counts[pool_idx] > 0).mean()), coin_rng
+            )
+            served_by[key] = served_by.get(key, 0) + 1
+            image = pick_image(key, eligible, counts, informativeness, pick_rng)
+            picks.append(
+                {
+                    "image": image,
+                    "by": key,
+                    "informativeness": round(float(informativeness[image]), 6),
+                }
+            )
             score = noisy_score(
                 pool.ratings[image], config.noise[rater], rater_rngs[rater]
             )
@@ -184,13 +236,19 @@ def run_policy(
             rated_by[rater].add(image)
             rows.append(image)
             row_scores.append(score)
+            # Disagreement is live, as the product's running sums are.
+            informativeness[image] = (
+                spread[image] ** 2 + score_variance([scores[image]])[0] / 4
+            )
         if len(rows) == served_before:
             break  # no physician has an image left to rate
     return {
         "strategy": policy,
         "seed": seed,
         "n_pool": int(len(pool_idx)),
+        "served_by": served_by,
         "points": points,
+        "picks": picks,
     }
 
 
@@ -214,6 +272,9 @@ def run_experiment(
             "budget": config.budget,
             "seeds": list(config.seeds),
             "policies": list(config.policies),
+            "spread": config.spread,
+            "mix_share": config.mix_share,
+            "warmup_share": config.warmup_share,
             "targets": list(config.targets),
             "warm_sets": list(config.active.warm_sets),
             "warm_ratings": config.active.warm_ratings,
@@ -227,6 +288,12 @@ def run_experiment(
     (out / "report.json").write_text(json.dumps(report, indent=2))
     (out / "report.md").write_text(markdown_report(report))
     return report
+
+
+_SPREAD_WORDS = {
+    "batch": "the ensemble spread re-scored after every batch",
+    "round": "the ensemble spread scored once, by the earlier round's model",
+}
 
 
 def markdown_report(report: dict[str, Any]) -> str:
@@ -245,7 +312,8 @@ def markdown_report(report: dict[str, Any]) -> str:
         "# Serving order with noisy physicians",
         "",
         f"Physicians' noise {cfg['noise']}, {cfg['raters_per_image']} raters "
-        f"per image; the reward model starts from {cfg['warm_ratings']} noisy "
+        f"per image, {_SPREAD_WORDS[cfg.get('spread', 'batch')]}; "
+        f"the reward model starts from {cfg['warm_ratings']} noisy "
         f"ratings of {', '.join(cfg['warm_sets'])}. Held-out Spearman rho "
         f"against the noise-free rating, mean ± 95 % interval over "
         f"{len(cfg['seeds'])} seeds; in brackets the paired difference from "
@@ -276,6 +344,30 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser.add_argument(
         "--noise", type=float, nargs="+", help="one per physician (default 0.1 0.2 0.3)"
     )
+    parser.add_argument(
+        "--policies",
+        nargs="+",
+        choices=POLICIES,
+        help=f"default: {' '.join(DEFAULT_POLICIES)}",
+    )
+    parser.add_argument(
+        "--spread",
+        choices=SPREADS,
+        default="batch",
+        help="re-score the ensemble spread after every batch, or once per round "
+        "as the product does (default batch)",
+    )
+    parser.add_argument(
+        "--mix_share",
+        type=float,
+        help="mixed: share of ratings served most informative first (default 0.5)",
+    )
+    parser.add_argument(
+        "--warmup_share",
+        type=float,
+        help="warmup: share of the round's images rated in random order first "
+        "(default 0.25)",
+    )
     add_curve_arguments(parser, NoisyConfig(output_dir=Path(".")))
     parser.add_argument("--quick", action="store_true", help="test-size run")
     args = parser.parse_args(argv)
@@ -287,6 +379,19 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         if any(not 0 <= p <= 1 for p in args.noise):
             parser.error("--noise values must lie in [0, 1]")
         config.noise = tuple(args.noise)
+    for name in ("mix_share", "warmup_share"):
+        value = getattr(args, name)
+        if value is not None:
+            if not 0 <= value <= 1:
+                parser.error(f"--{name} must lie in [0, 1]")
+            setattr(config, name, value)
+    if args.policies:
+        if "random" not in args.policies:
+            parser.error(
+                "--policies must include random: every curve is paired with it"
+            )
+        config.policies = tuple(dict.fromkeys(args.policies))
+    config.spread = args.spread
     apply_curve_arguments(parser, args, config)
     if args.quick:
         config.budget, config.batch = min(config.budget, 24), 6
