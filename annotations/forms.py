@@ -12,7 +12,11 @@ from django.db.models import QuerySet
 from models_ml.models import ModelKind, ModelVersion
 
 from .models import Dataset, Flag, Image, ImageSource, Role, Round, ServingPolicy
-from .services.rounds import MAX_REPEAT_SHARE
+from .services.rounds import (
+    DEFAULT_RESCORE_EVERY,
+    MAX_REPEAT_SHARE,
+    MAX_RESCORE_EVERY,
+)
 from .serving_rules import REPEAT_GAP
 
 MAX_ROUND_IMAGES = 100_000
@@ -81,11 +85,21 @@ class RoundServingForm(forms.Form):
         choices=ServingPolicy.choices,
         initial=ServingPolicy.RANDOM,
         help_text="Most informative first: images the reward model is least "
-        "sure of, and where physicians disagree, are rated first. In "
-        "simulated-rater experiments it trained a worse reward model than "
-        "random order when every rating was exact; with noisy physicians it "
-        "trained a worse one early in a round and a better one later (past "
-        "a quarter to a third of the round rated). Random order is the default.",
+        "sure of, and where physicians disagree, are rated first. See the "
+        "re-scoring field for what simulated physicians showed. Random order "
+        "is the default.",
+    )
+    rescore_every = forms.IntegerField(
+        label="Re-score every (ratings)",
+        required=False,
+        min_value=0,
+        max_value=MAX_RESCORE_EVERY,
+        help_text="Most informative first only: after this many new ratings "
+        "the reward model is trained on every rating so far and the round "
+        f"scored again. Empty: every {DEFAULT_RESCORE_EVERY}; 0: never. With "
+        "simulated noisy physicians, re-scored serving trained a better reward "
+        "model than random order once about a quarter of the round was rated, "
+        "and a worse one before; scored only once, it was level with random.",
     )
     reward_model_version = forms.ModelChoiceField(
         label="Reward model",
@@ -117,6 +131,15 @@ class RoundServingForm(forms.Form):
                 "reward_model_version",
                 "Most informative first needs a reward model to score the images.",
             )
+        if (
+            data.get("rescore_every")
+            and data["serving_policy"] != ServingPolicy.UNCERTAINTY
+        ):
+            self.add_error(
+                "rescore_every",
+                "Re-scoring applies to most informative first only; leave it "
+                "empty for random order.",
+            )
         return data
 
     def serving_settings(self) -> dict[str, Any]:
@@ -127,6 +150,7 @@ class RoundServingForm(forms.Form):
             "agreement_share": data["agreement_percent"] / 100,
             "repeat_share": data["repeat_percent"] / 100,
             "serving_policy": data["serving_policy"],
+            "rescore_every": data.get("rescore_every"),
             "reward_model_version": data.get("reward_model_version"),
         }
 

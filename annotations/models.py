@@ -192,6 +192,13 @@ class Round(TimeStampedModel):
         default=ServingPolicy.RANDOM,
         db_default=ServingPolicy.RANDOM,
     )
+    rescore_every = models.PositiveIntegerField(
+        default=0,
+        db_default=0,
+        help_text="Most informative first: after this many new ratings, train "
+        "the reward model on every rating so far and score the round again "
+        "(0: the spread stays as first scored).",
+    )
     reward_model_version = models.ForeignKey(
         "models_ml.ModelVersion",
         null=True,
@@ -249,6 +256,11 @@ class Round(TimeStampedModel):
             models.CheckConstraint(
                 condition=Q(repeat_share__gte=0) & Q(repeat_share__lte=0.5),
                 name="round_repeat_share_at_most_half",
+            ),
+            models.CheckConstraint(
+                condition=Q(rescore_every=0)
+                | Q(serving_policy=ServingPolicy.UNCERTAINTY),
+                name="round_rescore_only_with_uncertainty",
             ),
         ]
 

@@ -673,7 +673,7 @@ class RetrainingStartApi(APIView):
             "name, prompts ([prompt, modality] pairs), images_per_prompt, "
             "raters_per_image, control_share, agreement_share, repeat_share, "
             "serving_policy (uncertainty: scored by the reward model this run "
-            "trains), seed, steps ..."
+            "trains), rescore_every, seed, steps ..."
         )
 
     @extend_schema(

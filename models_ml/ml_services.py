@@ -35,7 +35,7 @@ from annotations.services.rounds import controls_needed, serving_check
 from models_ml.engine.readers import normalize_modality
 from models_ml.engine.readers.errors import InvalidModalityError
 
-from .models import Job, JobKind, ModelKind, ModelVersion
+from .models import FINISHED_STATUSES, Job, JobKind, ModelKind, ModelVersion
 from .rater_weighting import RATER_WEIGHTINGS
 from .selectors import control_pool, model_version_dataset, real_images_for_training
 from .services import job_create
@@ -100,7 +100,9 @@ REWARD_KEYS = frozenset(
     }
 )
 SAMPLING_KEYS = frozenset({"steps", "guidance", "scheduler", "batch_size", "device"})
-SERVING_KEYS = frozenset({"agreement_share", "repeat_share", "serving_policy"})
+SERVING_KEYS = frozenset(
+    {"agreement_share", "repeat_share", "serving_policy", "rescore_every"}
+)
 ROUND_KEYS = (
     SAMPLING_KEYS
     | SERVING_KEYS
@@ -289,6 +291,7 @@ def round_generate_start(
     repeat_share: float = 0.0,
     serving_policy: str = ServingPolicy.RANDOM,
     reward_model_version: ModelVersion | None = None,
+    rescore_every: int | None = None,
 ) -> Job:
     """Create a round in ``generating`` and queue the job that fills it.
 
@@ -338,6 +341,7 @@ def round_generate_start(
         repeat_share=repeat_share,
         serving_policy=serving_policy,
         reward_model_version=reward_model_version,
+        rescore_every=rescore_every,
         settings={
             "prompts": pairs,
             "images_per_prompt": images_per_prompt,
@@ -530,7 +534,14 @@ def _chain_round_serving(spec: dict[str, Any]) -> dict[str, Any]:
         value = serving[key]
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise DomainError(f"round: {key} must be a number")
-    serving_check(**serving, reward_model_version=None)
+    try:
+        serving["rescore_every"] = serving_check(
+            **serving,
+            reward_model_version=None,
+            rescore_every=spec.get("rescore_every"),
+        )
+    except DomainError as exc:
+        raise DomainError(f"round: {exc}") from None
     return serving
 
 
@@ -546,7 +557,8 @@ def retraining_round_start(
     with it, and optionally open a round comparing the new version with it.
 
     ``params`` holds ``reward``, ``finetune`` and ``round`` mappings.  The
-    round may set ``agreement_share``, ``repeat_share`` and ``serving_policy``;
+    round may set ``agreement_share``, ``repeat_share``, ``serving_policy``
+    and ``rescore_every``;
     uncertainty serving takes the reward model this run trains.  Each
     step is its own job; the next is created when the previous succeeds, and
     every job of the run carries ``params["chain"]`` with the same id.
@@ -586,10 +598,13 @@ def retraining_round_start(
 
 
 def chain_next_after_reward(*, job: Job, reward_version: ModelVersion) -> Job | None:
-    """Queue the fine-tune step of a retraining run (once, however often asked)."""
+    """Queue the fine-tune step of a retraining run, or the scoring of the
+    round a re-scoring run is for (once, however often asked)."""
     chain = job.params.get("chain")
     if not chain:
         return None
+    if chain.get("rescore_round_id"):
+        return _rescore_score_step(job=job, chain=chain, reward_version=reward_version)
     existing = _chain_step_job(chain, JobKind.FINETUNE)
     if existing is not None:
         return existing
@@ -714,11 +729,112 @@ def generate_start(
 
 
 @transaction.atomic
+# --- re-scoring a most-informative-first round as it is rated -----------------
+
+
+def _rescore_reward_params(version: ModelVersion | None) -> dict[str, Any]:
+    """The training settings of the round's reward model, so each re-scoring
+    trains the same recipe on more ratings."""
+    params = (version.params or {}) if version is not None else {}
+    return {k: v for k, v in params.items() if k in REWARD_KEYS and k != "name"}
+
+
+def _in_flight(job_id: Any) -> bool:
+    return (
+        job_id is not None
+        and Job.objects.filter(pk=job_id).exclude(status__in=FINISHED_STATUSES).exists()
+    )
+
+
+@transaction.atomic
+def round_rescore_maybe(*, round_id: int) -> Job | None:
+    """Queue a re-scoring of a most-informative-first round when it is due.
+
+    Due: the round is open, has ``rescore_every`` > 0 and a reward model, at
+    least ``rescore_every`` live first ratings have come in since the last
+    re-scoring began (or since the round opened), and neither that
+    re-scoring's reward training nor any scoring of the round is still queued
+    or running.  Then a reward model is trained on every live rating so far,
+    with the round's reward model's settings, and the round is scored with it
+    (``chain_next_after_reward``), which makes it the round's reward model.
+    Called after each first rating commits; the round row is locked, so two
+    physicians' ratings never start two.  Returns the reward job, or None.
+    """
+    from annotations.audit import audit_record
+    from annotations.models import Rating
+
+    rnd = (
+        Round.objects.select_for_update()
+        .select_related("reward_model_version")
+        .filter(pk=round_id)
+        .first()
+    )
+    if (
+        rnd is None
+        or rnd.status != RoundStatus.RATING
+        or rnd.serving_policy != ServingPolicy.UNCERTAINTY
+        or rnd.rescore_every < 1
+        or rnd.reward_model_version is None
+    ):
+        return None
+    state = dict(rnd.settings.get("rescore") or {})
+    if _in_flight(state.get("job_id")) or _in_flight(rnd.settings.get("score_job_id")):
+        return None
+    rated = Rating.objects.filter(round=rnd, retracted_at=None, is_repeat=False).count()
+    if rated - int(state.get("at", 0)) < rnd.rescore_every:
+        return None
+    params = {
+        **_rescore_reward_params(rnd.reward_model_version),
+        "name": f"{rnd.name[:120]}: re-scored at {rated} ratings",
+    }
+    try:
+        job = reward_model_train_start(
+            created_by=rnd.created_by,
+            rounds=None,
+            params=params,
+            chain={
+                "id": uuid.uuid4().hex,
+                "step": JobKind.TRAIN_REWARD.value,
+                "rescore_round_id": rnd.pk,
+            },
+        )
+    except DomainError:
+        return None  # too few ratings to train on yet: asked again next rating
+    state.update(at=rated, job_id=job.pk, count=int(state.get("count", 0)) + 1)
+    rnd.settings = {**rnd.settings, "rescore": state}
+    rnd.save(update_fields=["settings", "updated_at"])
+    audit_record(
+        action="round_rescore_start",
+        actor=rnd.created_by,
+        obj=rnd,
+        detail={"job": job.pk, "ratings": rated},
+    )
+    return job
+
+
+def _rescore_score_step(
+    *, job: Job, chain: dict[str, Any], reward_version: ModelVersion
+) -> Job | None:
+    existing = _chain_step_job(chain, JobKind.SCORE)
+    if existing is not None:
+        return existing
+    rnd = Round.objects.filter(pk=chain["rescore_round_id"]).first()
+    if rnd is None or rnd.status != RoundStatus.RATING:
+        return None  # closed meanwhile: nothing left to serve
+    return round_score_start(
+        round=rnd,
+        created_by=job.created_by,
+        reward_model_version=reward_version,
+        chain={**chain, "step": JobKind.SCORE.value},
+    )
+
+
 def round_score_start(
     *,
     round: Round,
     created_by: Any,
     reward_model_version: ModelVersion | None = None,
+    chain: dict[str, Any] | None = None,
 ) -> Job:
     """Queue scoring of every image of ``round`` with a reward model.
 
@@ -737,11 +853,10 @@ def round_score_start(
     _check_reward(version, "reward_model_version")
     if not rnd.items.exists():
         raise DomainError(f"round {rnd.name!r} has no images to score yet")
-    job = job_create(
-        kind=JobKind.SCORE,
-        created_by=created_by,
-        params={"round_id": rnd.pk, "reward_version_id": version.pk},
-    )
+    job_params: dict[str, Any] = {"round_id": rnd.pk, "reward_version_id": version.pk}
+    if chain is not None:
+        job_params["chain"] = chain
+    job = job_create(kind=JobKind.SCORE, created_by=created_by, params=job_params)
     rnd.reward_model_version = version
     rnd.settings = {**rnd.settings, "score_job_id": job.pk}
     rnd.save(update_fields=["reward_model_version", "settings", "updated_at"])

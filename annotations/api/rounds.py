@@ -70,6 +70,7 @@ class RoundStaffSerializer(serializers.ModelSerializer):
             "agreement_share",
             "repeat_share",
             "serving_policy",
+            "rescore_every",
             "reward_model_version",
             "raters",
             "model_version",

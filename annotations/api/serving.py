@@ -10,13 +10,18 @@ from rest_framework import serializers
 from models_ml.models import ModelKind, ModelVersion
 
 from ..models import ServingPolicy
-from ..services.rounds import MAX_REPEAT_SHARE
+from ..services.rounds import (
+    DEFAULT_RESCORE_EVERY,
+    MAX_REPEAT_SHARE,
+    MAX_RESCORE_EVERY,
+)
 from ..serving_rules import REPEAT_GAP
 
 SERVING_FIELDS = (
     "agreement_share",
     "repeat_share",
     "serving_policy",
+    "rescore_every",
     "reward_model_version",
 )
 
@@ -45,6 +50,17 @@ class ServingInputSerializer(serializers.Serializer):
     serving_policy = serializers.ChoiceField(
         choices=ServingPolicy.choices, default=ServingPolicy.RANDOM
     )
+    rescore_every = serializers.IntegerField(
+        min_value=0,
+        max_value=MAX_RESCORE_EVERY,
+        required=False,
+        allow_null=True,
+        default=None,
+        help_text="Most informative first only: after this many new ratings, "
+        "train the reward model on every rating so far and score the round "
+        f"again; 0 never. Default {DEFAULT_RESCORE_EVERY} for uncertainty "
+        "serving, 0 for random.",
+    )
     reward_model_version = serializers.PrimaryKeyRelatedField(
         queryset=ModelVersion.objects.filter(kind=ModelKind.REWARD),
         required=False,
@@ -64,6 +80,15 @@ class ServingInputSerializer(serializers.Serializer):
                 {
                     "reward_model_version": "uncertainty serving needs a "
                     "reward model version to score the round's images"
+                }
+            )
+        if attrs.get("rescore_every") and (
+            attrs["serving_policy"] != ServingPolicy.UNCERTAINTY
+        ):
+            raise serializers.ValidationError(
+                {
+                    "rescore_every": "re-scoring applies to uncertainty serving "
+                    "only; leave it out or 0 for random order"
                 }
             )
         return attrs

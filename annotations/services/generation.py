@@ -112,6 +112,7 @@ def round_generating_create(
     repeat_share: float = 0.0,
     serving_policy: str = ServingPolicy.RANDOM,
     reward_model_version: Any = None,
+    rescore_every: int | None = None,
 ) -> Round:
     """A round with no images yet, waiting for its generation job.
 
@@ -123,11 +124,12 @@ def round_generating_create(
     if raters_per_image < 1:
         raise DomainError("raters_per_image must be at least 1")
     controls_needed(n_images=1, control_share=control_share)
-    serving_check(
+    rescore_every = serving_check(
         agreement_share=agreement_share,
         repeat_share=repeat_share,
         serving_policy=serving_policy,
         reward_model_version=reward_model_version,
+        rescore_every=rescore_every,
     )
     rnd = Round.objects.create(
         name=name.strip(),
@@ -139,6 +141,7 @@ def round_generating_create(
         repeat_share=repeat_share,
         serving_policy=serving_policy,
         reward_model_version=reward_model_version,
+        rescore_every=rescore_every,
         model_version=model_version,
         compare_model_version=compare_model_version,
         settings=settings or {},

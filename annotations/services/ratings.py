@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import secrets
 from collections.abc import Sequence
 from typing import Any
@@ -46,6 +47,8 @@ from ..models import (
 from ..roles import is_physician
 from ..serving_rules import REPEAT_GAP, agreement_target, repeats_owed
 
+logger = logging.getLogger(__name__)
+
 MAX_TIME_TAKEN_MS = 60 * 60 * 1000
 
 
@@ -57,6 +60,7 @@ ROUND_FIELDS_FOR_RATING = (
     "agreement_share",
     "repeat_share",
     "serving_policy",
+    "rescore_every",
 )
 
 
@@ -116,7 +120,10 @@ def _lock_round_for_rating(
         f"OR EXISTS (SELECT 1 FROM {qn(listed)} l "
         "WHERE l.round_id = r.id AND l.user_id = %s))"
     )
-    sql = f"SELECT r.status, r.raters_per_image, {ok} FROM {qn(rounds)} r"  # noqa: S608
+    sql = (
+        "SELECT r.status, r.raters_per_image, r.serving_policy, r.rescore_every, "  # noqa: S608
+        f"{ok} FROM {qn(rounds)} r"
+    )
     params: list[Any] = [rater.pk if rater is not None else None]
     postgres = connection.vendor == "postgresql"
     if lock_rater and postgres:
@@ -131,7 +138,13 @@ def _lock_round_for_rating(
         row = cur.fetchone()
     if row is None:
         raise Round.DoesNotExist("no such round")
-    round.status, round.raters_per_image, listed_ok = row
+    (
+        round.status,
+        round.raters_per_image,
+        round.serving_policy,
+        round.rescore_every,
+        listed_ok,
+    ) = row
     if round.status != RoundStatus.RATING:
         raise RoundNotOpen("this round is not open for rating")
     if rater is not None and not (is_physician(rater) and listed_ok):
@@ -558,6 +571,18 @@ def _live_rating(
     return rating
 
 
+def _rescore_when_due(round_id: int) -> None:
+    """After a first rating of a most-informative-first round commits: start
+    its re-scoring if due.  The rating is saved whatever happens here, so a
+    failure is logged, never shown to the physician."""
+    from models_ml.ml_services import round_rescore_maybe
+
+    try:
+        round_rescore_maybe(round_id=round_id)
+    except Exception:
+        logger.exception("round %s: re-scoring could not be started", round_id)
+
+
 @transaction.atomic
 def rating_submit(
     *,
@@ -642,6 +667,9 @@ def rating_submit(
             "WHERE id = %s",
             [score, score * score, 0 if was_open else 1, assignment.round_image_id],
         )
+        if rnd.serving_policy == ServingPolicy.UNCERTAINTY and rnd.rescore_every:
+            round_id = rnd.pk
+            transaction.on_commit(lambda: _rescore_when_due(round_id))
     audit_record(
         action="rating_submit",
         actor=rater,

@@ -24,6 +24,11 @@ from ..models import (
 
 # A repeat needs room for this many images between the two showings.
 MAX_REPEAT_SHARE = 0.5
+# Most informative first re-scores the round after this many new ratings
+# unless told otherwise: the interval the serving experiments tested (12 and
+# 24; docs/engine.md, "Re-scored as the round goes").
+DEFAULT_RESCORE_EVERY = 24
+MAX_RESCORE_EVERY = 100_000
 
 
 def _shuffle_key() -> int:
@@ -39,14 +44,40 @@ def agreement_items_needed(*, n_items: int, agreement_share: float) -> int:
     return min(n_items, max(1, round(n_items * agreement_share)))
 
 
+def rescore_every_for(*, serving_policy: str, rescore_every: int | None) -> int:
+    """The re-scoring interval a round takes: ``None`` means the default
+    (``DEFAULT_RESCORE_EVERY`` for most informative first, else 0); a value
+    out of range, or one set for random order, is refused by name."""
+    if rescore_every is None:
+        return (
+            DEFAULT_RESCORE_EVERY if serving_policy == ServingPolicy.UNCERTAINTY else 0
+        )
+    if (
+        isinstance(rescore_every, bool)
+        or not isinstance(rescore_every, int)
+        or not 0 <= rescore_every <= MAX_RESCORE_EVERY
+    ):
+        raise DomainError(
+            f"rescore_every must be a whole number from 0 to {MAX_RESCORE_EVERY}"
+        )
+    if rescore_every and serving_policy != ServingPolicy.UNCERTAINTY:
+        raise DomainError(
+            "rescore_every applies to most-informative-first serving only "
+            "(serving_policy uncertainty); leave it 0 for random order"
+        )
+    return rescore_every
+
+
 def serving_check(
     *,
     agreement_share: float,
     repeat_share: float,
     serving_policy: str,
     reward_model_version: Any,
-) -> None:
-    """Refuse serving settings a round cannot run with, naming the field."""
+    rescore_every: int | None = None,
+) -> int:
+    """Refuse serving settings a round cannot run with, naming the field;
+    returns the round's re-scoring interval (``rescore_every_for``)."""
     agreement_items_needed(n_items=1, agreement_share=agreement_share)
     if not 0 <= repeat_share <= MAX_REPEAT_SHARE:
         raise DomainError(
@@ -61,6 +92,7 @@ def serving_check(
         getattr(reward_model_version, "kind", None) != "reward"
     ):
         raise DomainError("reward_model_version must be a reward model version")
+    return rescore_every_for(serving_policy=serving_policy, rescore_every=rescore_every)
 
 
 def round_items_mark_agreement(*, round: Round) -> int:
@@ -104,22 +136,26 @@ def round_create(
     repeat_share: float = 0.0,
     serving_policy: str = ServingPolicy.RANDOM,
     reward_model_version: Any = None,
+    rescore_every: int | None = None,
 ) -> Round:
     """Create a round over ``images`` plus real controls drawn from ``control_pool``.
 
     ``agreement_share`` of all items (controls included) go to every physician
     of the round; ``repeat_share`` of each physician's images come back to
-    them later; ``serving_policy`` orders the rest (see ``services.ratings``).
+    them later; ``serving_policy`` orders the rest (see ``services.ratings``),
+    and most informative first is scored again every ``rescore_every`` new
+    ratings (default ``DEFAULT_RESCORE_EVERY``; 0 never).
     """
     if not name.strip():
         raise DomainError("a round needs a name")
     if raters_per_image < 1:
         raise DomainError("raters_per_image must be at least 1")
-    serving_check(
+    rescore_every = serving_check(
         agreement_share=agreement_share,
         repeat_share=repeat_share,
         serving_policy=serving_policy,
         reward_model_version=reward_model_version,
+        rescore_every=rescore_every,
     )
     chosen = [im for im in images if not im.quarantined]
     if not chosen:
@@ -152,6 +188,7 @@ def round_create(
         repeat_share=repeat_share,
         serving_policy=serving_policy,
         reward_model_version=reward_model_version,
+        rescore_every=rescore_every,
     )
     rnd.raters.set(list(raters))
     RoundImage.objects.bulk_create(
@@ -178,6 +215,7 @@ def round_create(
             "agreement_items": n_agreement,
             "repeat_share": repeat_share,
             "serving_policy": serving_policy,
+            "rescore_every": rescore_every,
         },
     )
     if open_now:

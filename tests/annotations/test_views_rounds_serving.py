@@ -44,8 +44,27 @@ def test_create_form_takes_agreement_repeats_order_and_reward_model(
     assert (rnd.agreement_share, rnd.repeat_share) == (0.2, 0.1)
     assert rnd.serving_policy == ServingPolicy.UNCERTAINTY
     assert rnd.reward_model_version == reward
+    assert rnd.rescore_every == 24  # left empty: the default
     assert rnd.items.filter(in_agreement_set=True).count() == 2
     assert Job.objects.filter(kind=JobKind.SCORE, params__round_id=rnd.pk).exists()
+
+
+@pytest.mark.parametrize("given", ["0", "12"])
+def test_create_form_takes_a_rescoring_interval_for_most_informative_first(
+    client, admin_user, reward, given
+):
+    ImageFactory.create_batch(4)
+    client.force_login(admin_user)
+    response = client.post(
+        reverse("rounds-create"),
+        _form(
+            serving_policy="uncertainty",
+            reward_model_version=reward.pk,
+            rescore_every=given,
+        ),
+    )
+    assert response.status_code == 302
+    assert Round.objects.get(name="serving round").rescore_every == int(given)
 
 
 @pytest.mark.parametrize(
@@ -54,6 +73,14 @@ def test_create_form_takes_agreement_repeats_order_and_reward_model(
         ({"serving_policy": "uncertainty"}, "needs a reward model"),
         ({"repeat_percent": 60}, "less than or equal to 50"),
         ({"agreement_percent": 101}, "less than or equal to 100"),
+        ({"rescore_every": 5}, "Re-scoring applies to most informative first only"),
+        (
+            {
+                "serving_policy": "uncertainty",
+                "rescore_every": -2,
+            },
+            "greater than or equal to 0",
+        ),
     ],
 )
 def test_create_form_shows_bad_serving_settings_next_to_the_field(
@@ -83,6 +110,7 @@ def test_rounds_list_shows_each_rounds_serving_design(
     assert "agreement set 2 images" in html
     assert "repeats 10%" in html
     assert "reward model: reward v1" in html
+    assert "re-scored every 24 ratings" in html
 
 
 def test_score_button_queues_scoring_and_opens_the_job(

@@ -14,6 +14,7 @@ SERVING_FIELDS = {
     "agreement_share",
     "repeat_share",
     "serving_policy",
+    "rescore_every",
     "reward_model_version",
 }
 
@@ -45,6 +46,8 @@ def test_admin_creates_a_round_with_agreement_repeats_and_uncertainty_serving(
         "agreement_share": 0.2,
         "repeat_share": 0.1,
         "serving_policy": "uncertainty",
+        # Not given: most informative first re-scores every 24 ratings.
+        "rescore_every": 24,
         "reward_model_version": reward.pk,
     }
     rnd = Round.objects.get(pk=out["id"])
@@ -64,6 +67,10 @@ def test_admin_creates_a_round_with_agreement_repeats_and_uncertainty_serving(
         ({"serving_policy": "loudest"}, "serving_policy"),
         ({"serving_policy": "uncertainty"}, "reward_model_version"),
         ({"reward_model_version": 999999}, "reward_model_version"),
+        ({"rescore_every": 10}, "rescore_every"),
+        ({"serving_policy": "random", "rescore_every": 5}, "rescore_every"),
+        ({"rescore_every": -1}, "rescore_every"),
+        ({"rescore_every": "often"}, "rescore_every"),
     ],
 )
 def test_bad_serving_settings_are_refused_naming_the_field(
@@ -73,6 +80,23 @@ def test_bad_serving_settings_are_refused_naming_the_field(
     assert response.status_code == 400
     assert bad_field in response.json(), response.json()
     assert not Round.objects.exists()
+
+
+def test_an_uncertainty_round_may_set_its_rescoring_interval_or_turn_it_off(
+    client_as, reward
+):
+    admin = client_as(Role.ADMIN)
+    for given in (0, 60):
+        response = _create(
+            admin,
+            name=f"every {given}",
+            serving_policy="uncertainty",
+            reward_model_version=reward.pk,
+            rescore_every=given,
+        )
+        assert response.status_code == 201, response.content
+        assert response.json()["rescore_every"] == given
+        assert Round.objects.get(name=f"every {given}").rescore_every == given
 
 
 def test_a_diffusion_model_is_not_accepted_as_the_rounds_reward_model(client_as):

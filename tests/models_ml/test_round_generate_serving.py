@@ -231,6 +231,11 @@ def test_the_generation_job_opens_an_uncertainty_round_and_queues_its_scoring(
         ({"control_share": None}, "control_share must be a number"),
         ({"control_share": True}, "control_share must be a number"),
         ({"control_share": 1.0}, "control_share must be at least 0 and below 1"),
+        ({"rescore_every": 6}, "round: rescore_every applies to most-informative"),
+        (
+            {"serving_policy": "uncertainty", "rescore_every": "6"},
+            "round: rescore_every must be a whole number",
+        ),
     ],
 )
 def test_retraining_refuses_a_bad_setting_for_its_round_before_any_job(
@@ -259,6 +264,7 @@ def test_the_chains_uncertainty_round_is_scored_by_the_reward_model_it_trained(
         "agreement_share": 0.25,
         "repeat_share": 0.1,
         "serving_policy": "uncertainty",
+        "rescore_every": 6,
     }
     finetune = Job.objects.create(
         kind=JobKind.FINETUNE,
@@ -272,4 +278,5 @@ def test_the_chains_uncertainty_round_is_scored_by_the_reward_model_it_trained(
     rnd = Round.objects.get(pk=job.params["round_id"])
     assert (rnd.agreement_share, rnd.repeat_share) == (0.25, 0.1)
     assert rnd.serving_policy == ServingPolicy.UNCERTAINTY
+    assert rnd.rescore_every == 6
     assert rnd.reward_model_version == reward
