@@ -213,12 +213,22 @@ def test_the_loop_runs_over_the_api_with_a_real_worker(live_server, tmp_path):
                 "diffusion_version": base_id,
                 "reward": REWARD,
                 "finetune": {**FINETUNE, "name": "base + reward"},
-                "round": {"images_per_prompt": 1, "seed": 7, **SAMPLING},
+                # Served most informative first, re-scored every 2 ratings.
+                "round": {
+                    "images_per_prompt": 1,
+                    "seed": 7,
+                    "serving_policy": "uncertainty",
+                    "rescore_every": 2,
+                    **SAMPLING,
+                },
             },
         )
         reward_job = wait_job(admin, queued["job"], log)
         finetune_job = wait_job(admin, reward_job["result"]["next_job_id"], log)
         compare_job = wait_job(admin, finetune_job["result"]["next_job_id"], log)
+        compare_id = compare_job["result"]["round_id"]
+        first_score = admin.get(f"/api/rounds/{compare_id}/")["settings"]
+        wait_job(admin, first_score["score_job_id"], log)
         run = researcher.get(queued["chain_url"])
         assert run["status"] == "succeeded"
         assert [j["kind"] for j in run["jobs"]] == [
@@ -248,6 +258,21 @@ def test_the_loop_runs_over_the_api_with_a_real_worker(live_server, tmp_path):
         # 7. The researcher's ratings export and lineage view.
         export = researcher.call("GET", "/api/export/ratings.csv").text
         new_detail = researcher.get(f"/api/model-versions/{new_id}/")
+
+        # 8. Two ratings of the comparison round: the worker trains a reward
+        # model on all 12 ratings and scores the round with it.
+        for _ in range(2):
+            served = doctors[1].get(f"/api/rounds/{compare_id}/next/")
+            doctors[1].post(
+                "/api/ratings/",
+                expect=201,
+                json={"round": compare_id, "image": served["image"]["uid"], "score": 3},
+            )
+        rescore = admin.get(f"/api/rounds/{compare_id}/")["settings"]["rescore"]
+        assert (rescore["at"], rescore["count"]) == (2, 1)
+        rescore_job = wait_job(admin, rescore["job_id"], log)
+        wait_job(admin, rescore_job["result"]["next_job_id"], log)
+        compare_detail = admin.get(f"/api/rounds/{compare_id}/")
     elapsed = time.monotonic() - started
 
     # Every job ran once, in the worker, to the end.
@@ -259,7 +284,10 @@ def test_the_loop_runs_over_the_api_with_a_real_worker(live_server, tmp_path):
         JobKind.TRAIN_REWARD,
         JobKind.FINETUNE,
         JobKind.GENERATE_ROUND,
+        JobKind.SCORE,
         JobKind.GENERATE,
+        JobKind.TRAIN_REWARD,
+        JobKind.SCORE,
     ]
     for job in jobs:
         assert job.status == JobStatus.SUCCEEDED and job.progress == 1.0
@@ -294,6 +322,13 @@ def test_the_loop_runs_over_the_api_with_a_real_worker(live_server, tmp_path):
     assert first.model_version_id == base.pk and first.status == RoundStatus.RATING
     compare = Round.objects.get(pk=compare_job["result"]["round_id"])
     assert compare.status == RoundStatus.RATING
+    # Re-scored by the worker: its reward model is the one trained on the
+    # first round's 10 ratings and its own 2, and every item has its spread.
+    rescored = ModelVersion.objects.get(pk=rescore_job["result"]["model_version_id"])
+    assert rescored.rating_count == 12
+    assert compare.reward_model_version_id == rescored.pk
+    assert compare_detail["reward_model_version"] == rescored.pk
+    assert not compare.items.filter(uncertainty=None).exists()
     assert (compare.model_version_id, compare.compare_model_version_id) == (
         new.pk,
         base.pk,
@@ -336,15 +371,17 @@ def test_the_loop_runs_over_the_api_with_a_real_worker(live_server, tmp_path):
     )
     assert {r["model_version_id"] for r in manifest} == {str(new.pk)}
 
-    # The export holds every rating, with its rater and round.
+    # The export holds every rating made before it (the first round's), with
+    # its rater and round; the comparison round's 2 came after it.
     rows = list(csv.DictReader(io.StringIO(export)))
-    assert len(rows) == Rating.objects.count() == 10
+    before = Rating.objects.filter(round_id=round_id)
+    assert len(rows) == before.count() == Rating.objects.count() - 2 == 10
     assert Counter(r["rater"] for r in rows) == Counter(
-        Rating.objects.values_list("rater__username", flat=True)
+        before.values_list("rater__username", flat=True)
     )
     assert {r["round_id"] for r in rows} == {str(round_id)}
     assert Counter(r["rating"] for r in rows) == Counter(
-        str(s) for s in Rating.objects.values_list("score", flat=True)
+        str(s) for s in before.values_list("score", flat=True)
     )
     assert sum(r["is_control"].lower() in {"true", "1"} for r in rows) == 2
 
