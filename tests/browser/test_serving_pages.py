@@ -141,12 +141,15 @@ def test_admin_creates_a_round_with_a_serving_design_and_scores_it(
     # Without a reward model the form says what is missing, next to the field.
     page.get_by_text("needs a reward model").wait_for()
     page.select_option("#id_reward_model_version", str(reward.pk))
+    page.fill("#id_rescore_every", "30")
     page.get_by_role("button", name="Create round").click()
     page.wait_for_url(f"{live_server.url}/manage/rounds/")
     rnd = Round.objects.get(name="Informative first")
+    assert rnd.rescore_every == 30
     cell = page.locator(f"#round-{rnd.pk} [data-testid=serving]").inner_text()
     assert "Most informative first" in cell and "agreement set 2 images" in cell
     assert "repeats 10%" in cell and "reward v1" in cell
+    assert "re-scored every 30 ratings" in cell
     shot(page, "serving-rounds-list")
     assert Job.objects.filter(kind=JobKind.SCORE).count() == 1
     page.locator(f"#round-{rnd.pk}").get_by_role("button", name="Score images").click()
