@@ -10,6 +10,7 @@ import pytest
 from models_ml.engine.experiments.active_learning import ActiveConfig, Pool
 from models_ml.engine.experiments.noisy_serving import (
     NoisyConfig,
+    lagging_modality,
     noisy_score,
     pick_image,
     run_experiment,
@@ -47,6 +48,50 @@ def test_policies_pick_as_the_product_orders_a_round() -> None:
     }
     with pytest.raises(ValueError, match="policy"):
         pick_image("best", eligible, counts, info, rng)
+
+
+def test_balanced_serves_the_modality_that_lags_its_share_most_informative_first() -> (
+    None
+):
+    rng = np.random.default_rng(2)
+    # Six images: modality 0 holds four (2/3 of the round), modality 1 two.
+    modality = np.array([0, 0, 0, 0, 1, 1])
+    round_idx = np.arange(6)
+    info = np.array([0.1, 0.2, 0.3, 0.4, 0.9, 0.8])
+    counts = np.zeros(6, dtype=np.int64)
+
+    # Nothing rated: both lag by their share, modality 0 the most.
+    assert lagging_modality(round_idx, modality, round_idx, counts, rng) == 0
+    assert (
+        pick_image(
+            "balanced",
+            round_idx,
+            counts,
+            info,
+            rng,
+            modality=modality,
+            round_idx=round_idx,
+        )
+        == 3
+    )
+    # One rating of modality 0: modality 1 (0 of 1 against 1/3) now lags.
+    counts[3] = 1
+    assert (
+        pick_image(
+            "balanced",
+            round_idx,
+            counts,
+            info,
+            rng,
+            modality=modality,
+            round_idx=round_idx,
+        )
+        == 4
+    )
+    # Plain informative would have taken image 4 first, whatever the modality.
+    assert pick_image("informative", round_idx, np.zeros(6, int), info, rng) == 4
+    with pytest.raises(ValueError, match="balanced needs"):
+        pick_image("balanced", round_idx, counts, info, rng)
 
 
 def test_score_variance_is_zero_below_two_scores() -> None:
@@ -143,7 +188,7 @@ def test_hybrid_runs_record_which_plain_policy_served_each_rating(
 ) -> None:
     config = _tiny_config(
         tmp_path,
-        policies=("random", "mixed", "warmup"),
+        policies=("random", "mixed", "warmup", "balanced"),
         warmup_share=0.2,
     )
 
@@ -152,6 +197,10 @@ def test_hybrid_runs_record_which_plain_policy_served_each_rating(
     by_name = {r["strategy"]: r for r in report["runs"]}
     assert by_name["random"]["served_by"] == {"random": 30}
     assert set(by_name["mixed"]["served_by"]) == {"random", "informative"}
+    # The pool's two modalities are half each: balanced alternates them.
+    balanced = by_name["balanced"]["picks"]
+    kinds = [p["image"] % 2 for p in balanced]  # _pool: modality = index % 2
+    assert all(abs(kinds[:n].count(0) - kinds[:n].count(1)) <= 1 for n in range(31))
     warm = by_name["warmup"]
     # Random until a fifth of the round's images has a rating, then informative.
     keys = [p["by"] for p in warm["picks"]]

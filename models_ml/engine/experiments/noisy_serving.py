@@ -17,7 +17,11 @@ or 3) take turns, and each rating goes to an image by one of three policies:
 - **mixed**: each rating a coin toss (``mix_share`` heads): heads as
   ``informative``, tails as ``random``;
 - **warmup**: ``random`` until ``warmup_share`` of the round's images have a
-  rating, then ``informative``.
+  rating, then ``informative``;
+- **balanced**: ``informative`` within one modality at a time: the modality
+  whose share of the round's ratings so far lags its share of the round's
+  images most (ties at random), so the most uncertain images cannot all come
+  from one modality.
 
 The ensemble spread that orders ``informative`` is either re-scored after
 every batch by the model retrained on the ratings so far (``--spread batch``)
@@ -64,7 +68,7 @@ from .active_learning import (
     summarise_runs,
 )
 
-POLICIES = ("informative", "coverage", "random", "mixed", "warmup")
+POLICIES = ("informative", "coverage", "random", "mixed", "warmup", "balanced")
 DEFAULT_POLICIES = ("informative", "coverage", "random")
 SPREADS = ("batch", "round")
 
@@ -100,18 +104,45 @@ def noisy_score(true: int, p: float, rng: np.random.Generator) -> int:
     return 1 if rng.random() < 0.5 else 3
 
 
+def lagging_modality(
+    eligible: np.ndarray,
+    modality: np.ndarray,
+    round_idx: np.ndarray,
+    counts: np.ndarray,
+    rng: np.random.Generator,
+) -> int:
+    """Of the modalities ``eligible`` images have, the one whose share of the
+    round's ratings lags its share of the round's images most."""
+    present = np.unique(modality[eligible])
+    images = np.array([(modality[round_idx] == m).sum() for m in present])
+    rated = np.array(
+        [counts[round_idx][modality[round_idx] == m].sum() for m in present]
+    )
+    lag = rated / max(counts[round_idx].sum(), 1) - images / len(round_idx)
+    return int(rng.choice(present[lag <= lag.min() + 1e-12]))
+
+
 def pick_image(
     policy: str,
     eligible: np.ndarray,
     counts: np.ndarray,
     informativeness: np.ndarray,
     rng: np.random.Generator,
+    modality: np.ndarray | None = None,
+    round_idx: np.ndarray | None = None,
 ) -> int:
     """One image of ``eligible`` (pool indices) by ``policy`` (``random``,
-    ``coverage`` or ``informative``; ``serving_key`` maps the hybrids to one
-    of these for each rating)."""
+    ``coverage``, ``informative`` or ``balanced``, which needs each image's
+    ``modality`` and the round's images ``round_idx``; ``serving_key`` maps
+    the other hybrids to one of these for each rating)."""
     if policy == "random":
         return int(rng.choice(eligible))
+    if policy == "balanced":
+        if modality is None or round_idx is None:
+            raise ValueError("balanced needs modality and round_idx")
+        chosen = lagging_modality(eligible, modality, round_idx, counts, rng)
+        eligible = eligible[modality[eligible] == chosen]
+        policy = "informative"
     tier = eligible[counts[eligible] == counts[eligible].min()]
     if policy == "coverage":
         return int(rng.choice(tier))
@@ -162,6 +193,7 @@ def run_policy(
     # Each physician's noise draws are their own stream, the same for every
     # policy: a policy changes which images they see, not how they err.
     rater_rngs = [np.random.default_rng([seed, 40_000 + r]) for r in range(n_raters)]
+    modality = pool.modality.argmax(axis=1)
     pick_rng = np.random.default_rng(seed + 50_000)
     coin_rng = np.random.default_rng(seed + 60_000)
     spread = np.zeros(len(pool.ratings))
@@ -220,7 +252,15 @@ def run_policy(
                 policy, config, float((counts[pool_idx] > 0).mean()), coin_rng
             )
             served_by[key] = served_by.get(key, 0) + 1
-            image = pick_image(key, eligible, counts, informativeness, pick_rng)
+            image = pick_image(
+                key,
+                eligible,
+                counts,
+                informativeness,
+                pick_rng,
+                modality=modality,
+                round_idx=pool_idx,
+            )
             picks.append(
                 {
                     "image": image,
