@@ -18,6 +18,7 @@ from django.db.models import (
     Q,
     QuerySet,
     Subquery,
+    Sum,
 )
 from django.utils import timezone
 
@@ -305,14 +306,53 @@ def _candidate(round: Round, rater: Any, start: int) -> RoundImage | None:
     return None
 
 
-def _informative_candidate(round: Round, rater: Any) -> RoundImage | None:
-    """Uncertainty order: fewest raters so far, then the most informative
-    (``models.informativeness``), ties by shuffle key; one index walk."""
-    return _lockable(
-        _regular_items(round, rater).order_by(
-            "assigned_count", informativeness().desc(), "shuffle_key"
+def modalities_by_lag(round: Round) -> list[str]:
+    """The round's modalities, the one furthest behind its share first.
+
+    A modality's lag is its share of the showings so far (``assigned_count``
+    over the round's regular items) minus its share of those items; ties go
+    in random order.  Most informative first takes images from the first
+    modality that has one for the physician, so the ensemble's most uncertain
+    images cannot all come from one modality: in the noisy-physician
+    experiments that skew cost ratings early in a round (docs/engine.md,
+    "Balanced by modality").
+    """
+    rows = list(
+        RoundImage.objects.filter(
+            round=round, in_agreement_set=False, image__quarantined=False
         )
-    ).first()
+        .values_list("image__modality")
+        .annotate(n=Count("pk"), served=Sum("assigned_count"))
+    )
+    if len(rows) < 2:
+        return [m for m, *_ in rows]
+    items = sum(n for _, n, _ in rows)
+    served = sum(s for *_, s in rows) or 1
+    tiebreak = secrets.SystemRandom()
+    return [
+        m
+        for _, _, m in sorted(
+            (s / served - n / items, tiebreak.random(), m) for m, n, s in rows
+        )
+    ]
+
+
+def _informative_candidate(round: Round, rater: Any) -> RoundImage | None:
+    """Uncertainty order: within the modality furthest behind its share
+    (``modalities_by_lag``, the next one when it has nothing left for this
+    physician), fewest raters so far, then the most informative
+    (``models.informativeness``), ties by shuffle key; one index walk each."""
+    ordered = _regular_items(round, rater).order_by(
+        "assigned_count", informativeness().desc(), "shuffle_key"
+    )
+    modalities = modalities_by_lag(round)
+    if len(modalities) < 2:
+        return _lockable(ordered).first()
+    for modality in modalities:
+        item = _lockable(ordered.filter(image__modality=modality)).first()
+        if item is not None:
+            return item
+    return None
 
 
 def _agreement_candidate(round: Round, rater: Any) -> RoundImage | None:

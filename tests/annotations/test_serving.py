@@ -13,6 +13,7 @@ from annotations.models import (
     Assignment,
     AssignmentPolicy,
     Rating,
+    Round,
     RoundImage,
     ServingPolicy,
 )
@@ -20,6 +21,7 @@ from annotations.selectors import round_progress
 from annotations.services.ratings import (
     assignment_next,
     assignment_skip,
+    modalities_by_lag,
     rating_submit,
     rating_undo,
 )
@@ -318,6 +320,55 @@ def test_uncertainty_serving_takes_fewest_raters_then_model_spread_and_disagreem
     assert set(Assignment.objects.values_list("policy", flat=True)) == {
         AssignmentPolicy.UNCERTAINTY
     }
+
+
+def test_uncertainty_serving_keeps_each_modality_to_its_share_of_the_round(
+    admin_user, physician, make_user
+):
+    """Four CT images the model is unsure of and two fundus images it is
+    sure of: plain spread order would serve all four CTs first; served by
+    modality lag, fundus images come in at their share (a third)."""
+    ct = ImageFactory.create_batch(4, modality="ct")
+    fundus = ImageFactory.create_batch(2, modality="fundus")
+    rnd = round_create(
+        name="two modalities",
+        images=[*ct, *fundus],
+        created_by=admin_user,
+        open_now=True,
+        serving_policy=ServingPolicy.UNCERTAINTY,
+    )
+    spread = {im.pk: 0.5 + 0.1 * k for k, im in enumerate(ct)}
+    spread.update({im.pk: 0.1 + 0.01 * k for k, im in enumerate(fundus)})
+    for item in rnd.items.all():
+        item.uncertainty = spread[item.image_id]
+        item.save(update_fields=["uncertainty"])
+
+    served = [x.round_image.image for x in _rate_all(rnd, physician)]
+
+    kinds = [im.modality for im in served]
+    assert kinds[:2] == ["ct", "fundus"]
+    # After every image, fundus is within one image of its third (ties between
+    # modalities go either way); spread order alone would have 0 of 4.
+    for n in range(1, 7):
+        assert abs(kinds[:n].count("fundus") - n / 3) < 1, kinds
+    # Within a modality, the most uncertain first.
+    for modality in ("ct", "fundus"):
+        mine = [spread[im.pk] for im in served if im.modality == modality]
+        assert mine == sorted(mine, reverse=True)
+    # A modality with nothing left for this physician gives way to the next:
+    # fundus now lags (CT showings counted twice), but this physician has
+    # had both fundus images already.
+    Round.objects.filter(pk=rnd.pk).update(raters_per_image=3)
+    rnd.refresh_from_db()
+    rnd.items.filter(image__modality="ct").update(assigned_count=2)
+    late = make_user()
+    for item in rnd.items.filter(image__modality="fundus"):
+        Assignment.objects.create(
+            round_image=item, round=rnd, rater=late, completed_at=timezone.now()
+        )
+    assert modalities_by_lag(rnd) == ["fundus", "ct"]
+    nxt = assignment_next(round=rnd, rater=late)
+    assert nxt is not None and nxt.round_image.image.modality == "ct"
 
 
 def test_random_serving_records_its_policy(make_round, physician):
