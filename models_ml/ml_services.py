@@ -764,7 +764,7 @@ def round_rescore_maybe(*, round_id: int) -> Job | None:
     from annotations.models import Rating
 
     rnd = (
-        Round.objects.select_for_update()
+        Round.objects.select_for_update(of=("self",))
         .select_related("reward_model_version")
         .filter(pk=round_id)
         .first()
