@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from datetime import timedelta
 from typing import Any
 
@@ -18,6 +19,7 @@ from annotations.models import (
     ServingPolicy,
 )
 from annotations.selectors import round_progress
+from annotations.services import ratings as ratings_services
 from annotations.services.ratings import (
     assignment_next,
     assignment_skip,
@@ -323,7 +325,7 @@ def test_uncertainty_serving_takes_fewest_raters_then_model_spread_and_disagreem
 
 
 def test_uncertainty_serving_keeps_each_modality_to_its_share_of_the_round(
-    admin_user, physician, make_user
+    admin_user, physician, make_user, monkeypatch
 ):
     """Four CT images the model is unsure of and two fundus images it is
     sure of: plain spread order would serve all four CTs first; served by
@@ -366,6 +368,16 @@ def test_uncertainty_serving_keeps_each_modality_to_its_share_of_the_round(
         Assignment.objects.create(
             round_image=item, round=rnd, rater=late, completed_at=timezone.now()
         )
+    # The cached counts followed every showing served; counts changed outside
+    # serving are read from the database once the refresh time has passed.
+    assert ratings_services._modality_shares(rnd) == {"ct": [4, 4], "fundus": [2, 2]}
+    real_time = time.time
+    monkeypatch.setattr(
+        ratings_services.time,
+        "time",
+        lambda: real_time() + ratings_services.MODALITY_SHARES_REFRESH_S + 1,
+    )
+    assert ratings_services._modality_shares(rnd) == {"ct": [4, 8], "fundus": [2, 2]}
     assert modalities_by_lag(rnd) == ["fundus", "ct"]
     nxt = assignment_next(round=rnd, rater=late)
     assert nxt is not None and nxt.round_image.image.modality == "ct"
