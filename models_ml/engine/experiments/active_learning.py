@@ -1007,6 +1007,7 @@ def plot_curves(
         "informative": (200, 40, 40),
         "mixed": (230, 140, 0),
         "warmup": (150, 60, 170),
+        "balanced": (0, 150, 150),
     }
     for row, strategy in enumerate(summary):
         colour = colours.get(strategy, (0, 0, 0))
