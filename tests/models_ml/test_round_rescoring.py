@@ -8,6 +8,7 @@ import logging
 from typing import Any
 
 import pytest
+from django.urls import reverse
 
 from annotations.errors import DomainError
 from annotations.models import Rating, Round, RoundStatus, ServingPolicy
@@ -75,7 +76,7 @@ def _rescore_jobs() -> list[Job]:
 
 
 def test_every_n_ratings_the_round_is_retrained_and_scored_again_one_run_at_a_time(
-    scored_round, physicians, admin_user, django_capture_on_commit_callbacks
+    scored_round, physicians, admin_user, client, django_capture_on_commit_callbacks
 ):
     rnd, first_reward = scored_round
     a, b = physicians
@@ -131,6 +132,10 @@ def test_every_n_ratings_the_round_is_retrained_and_scored_again_one_run_at_a_ti
     assert len(jobs) == 2
     rnd.refresh_from_db()
     assert rnd.settings["rescore"] == {"at": 7, "job_id": jobs[1].pk, "count": 2}
+    client.force_login(admin_user)
+    cell = client.get(reverse("rounds")).content.decode()
+    assert "re-scored every 3 ratings · 2 times so far, last at 7" in cell
+    assert f'href="/models/jobs/{jobs[1].pk}/"' in cell
 
 
 def test_undone_ratings_and_repeats_do_not_count_towards_a_rescoring(
