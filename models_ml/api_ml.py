@@ -739,7 +739,8 @@ class RetrainingDetailApi(APIView):
             .filter(params__chain__id=chain_id)
             .order_by("created_at", "id")
         )
-        if not jobs:
+        # A round's re-scoring shares the chain mechanism but is no retraining run.
+        if not jobs or jobs[0].params["chain"].get("rescore_round_id"):
             raise NotFound("No such retraining run.")
         chain = jobs[0].params["chain"]
         steps = [

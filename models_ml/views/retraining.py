@@ -25,6 +25,8 @@ from .lineage import key_metrics
 TEMPLATE = "models_ml/retraining.html"
 JOB_TEMPLATE = "models_ml/job.html"
 CHAIN_STEPS = (JobKind.TRAIN_REWARD, JobKind.FINETUNE, JobKind.GENERATE_ROUND)
+# A most-informative-first round's re-scoring: reward model, then scoring.
+RESCORE_STEPS = (JobKind.TRAIN_REWARD, JobKind.SCORE)
 
 
 def _page(
@@ -150,7 +152,10 @@ def _chain_context(job: Job) -> dict[str, Any]:
     chain = (job.params or {}).get("chain") or {}
     planned: list[str] = []
     if chain:
-        wanted = list(CHAIN_STEPS if chain.get("round") else CHAIN_STEPS[:2])
+        if chain.get("rescore_round_id"):
+            wanted = list(RESCORE_STEPS)
+        else:
+            wanted = list(CHAIN_STEPS if chain.get("round") else CHAIN_STEPS[:2])
         done_kinds = {j.kind for j in jobs}
         if last.status not in (JobStatus.FAILED, JobStatus.CANCELLED):
             planned = [

@@ -62,8 +62,9 @@ def test_balanced_serves_the_modality_that_lags_its_share_most_informative_first
 
     # Nothing rated: both lag by their share, modality 0 the most.
     assert lagging_modality(round_idx, modality, round_idx, counts, rng) == 0
-    assert (
-        pick_image(
+
+    def balanced() -> int:
+        return pick_image(
             "balanced",
             round_idx,
             counts,
@@ -72,22 +73,11 @@ def test_balanced_serves_the_modality_that_lags_its_share_most_informative_first
             modality=modality,
             round_idx=round_idx,
         )
-        == 3
-    )
+
+    assert balanced() == 3
     # One rating of modality 0: modality 1 (0 of 1 against 1/3) now lags.
     counts[3] = 1
-    assert (
-        pick_image(
-            "balanced",
-            round_idx,
-            counts,
-            info,
-            rng,
-            modality=modality,
-            round_idx=round_idx,
-        )
-        == 4
-    )
+    assert balanced() == 4
     # Plain informative would have taken image 4 first, whatever the modality.
     assert pick_image("informative", round_idx, np.zeros(6, int), info, rng) == 4
     with pytest.raises(ValueError, match="balanced needs"):

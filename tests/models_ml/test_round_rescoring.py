@@ -242,3 +242,23 @@ def test_a_bad_rescoring_interval_is_refused_by_name_and_no_round_is_made(
     with pytest.raises(DomainError, match=message):
         make_round(2, serving_policy=policy, rescore_every=given)
     assert not Round.objects.exists()
+
+
+def test_a_rescoring_shows_its_own_two_steps_and_is_no_retraining_run(
+    scored_round, physicians, admin_user, client, django_capture_on_commit_callbacks
+):
+    rnd, _ = scored_round
+    a, b = physicians
+    with django_capture_on_commit_callbacks(execute=True):
+        for rater in (a, b, a):
+            _rate_one(rnd, rater)
+    (job,) = _rescore_jobs()
+    client.force_login(admin_user)
+
+    page = client.get(f"/models/jobs/{job.pk}/").content.decode()
+    assert JobKind.SCORE.label in page
+    assert JobKind.FINETUNE.label not in page
+    chain_id = job.params["chain"]["id"]
+    answer = client.get(f"/api/retraining/{chain_id}/")
+    assert answer.status_code == 404
+    assert "No such retraining run" in answer.content.decode()
