@@ -728,7 +728,6 @@ def generate_start(
 # --- scoring a round's images -----------------------------------------------------
 
 
-@transaction.atomic
 # --- re-scoring a most-informative-first round as it is rated -----------------
 
 
@@ -829,6 +828,7 @@ def _rescore_score_step(
     )
 
 
+@transaction.atomic
 def round_score_start(
     *,
     round: Round,

@@ -359,7 +359,7 @@ def modalities_by_lag(round: Round) -> list[str]:
     modality that has one for the physician, so the ensemble's most uncertain
     images cannot all come from one modality: in the noisy-physician
     experiments that skew cost ratings early in a round (docs/engine.md,
-    "Balanced by modality").
+    "Scored once or re-scored, and balanced by modality").
     """
     shares = _modality_shares(round)
     if len(shares) < 2:

@@ -26,7 +26,7 @@ from ..models import (
 MAX_REPEAT_SHARE = 0.5
 # Most informative first re-scores the round after this many new ratings
 # unless told otherwise: the interval the serving experiments tested (12 and
-# 24; docs/engine.md, "Re-scored as the round goes").
+# 24; docs/engine.md, "Scored once or re-scored, and balanced by modality").
 DEFAULT_RESCORE_EVERY = 24
 MAX_RESCORE_EVERY = 100_000
 
