@@ -67,6 +67,17 @@ def _rate_one(rnd: Round, rater: Any, score: int = 2) -> Rating:
     return rating
 
 
+def _first_rescoring(rnd: Round, physicians: list[Any], on_commit: Any) -> Job:
+    """Three ratings (the fixture's interval), their commits run: the one
+    re-scoring they start."""
+    a, b = physicians
+    with on_commit(execute=True):
+        for rater in (a, b, a):
+            _rate_one(rnd, rater)
+    (job,) = _rescore_jobs()
+    return job
+
+
 def _rescore_jobs() -> list[Job]:
     return list(
         Job.objects.filter(
@@ -177,11 +188,7 @@ def test_a_round_closed_while_its_reward_model_trains_is_not_scored(
     scored_round, physicians, admin_user, django_capture_on_commit_callbacks
 ):
     rnd, _ = scored_round
-    a, b = physicians
-    with django_capture_on_commit_callbacks(execute=True):
-        for rater in (a, b, a):
-            _rate_one(rnd, rater)
-    (job,) = _rescore_jobs()
+    job = _first_rescoring(rnd, physicians, django_capture_on_commit_callbacks)
     round_close(round=rnd, actor=admin_user)
     job = run(tasks.ml_train_reward, job)
     assert job.status == JobStatus.SUCCEEDED, job.error
@@ -248,11 +255,7 @@ def test_a_rescoring_shows_its_own_two_steps_and_is_no_retraining_run(
     scored_round, physicians, admin_user, client, django_capture_on_commit_callbacks
 ):
     rnd, _ = scored_round
-    a, b = physicians
-    with django_capture_on_commit_callbacks(execute=True):
-        for rater in (a, b, a):
-            _rate_one(rnd, rater)
-    (job,) = _rescore_jobs()
+    job = _first_rescoring(rnd, physicians, django_capture_on_commit_callbacks)
     client.force_login(admin_user)
 
     page = client.get(f"/models/jobs/{job.pk}/").content.decode()
