@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import signal
 import subprocess
@@ -10,9 +11,19 @@ import time
 from typing import Any
 
 from django.conf import settings
-from django.core.management.base import BaseCommand, CommandParser
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 STOP_TIMEOUT_S = 20
+
+
+def is_loopback(host: str) -> bool:
+    """Whether binding ``host`` keeps the server to this machine."""
+    if host.strip("[]").lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a name: it may resolve to anything
 
 
 def _raise_keyboard_interrupt(signum: int, frame: Any) -> None:
@@ -50,6 +61,14 @@ class Command(BaseCommand):
         parser.add_argument("--port", default="8000")
 
     def handle(self, *args: Any, **o: Any) -> None:
+        if settings.DEBUG and not is_loopback(o["host"]):
+            raise CommandError(
+                f"--host {o['host']}: DEBUG is on (the development default), so "
+                "Django's debug pages (URL list, tracebacks, settings) would be "
+                "shown to anyone who reaches the server. Serve beyond this "
+                "machine with MEDRLHF_ENV=production (see README, "
+                "'Configuration'), or keep --host 127.0.0.1."
+            )
         python = sys.executable
         worker = [
             python,
