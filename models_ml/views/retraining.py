@@ -164,12 +164,22 @@ def _chain_context(job: Job) -> dict[str, Any]:
                 if k not in done_kinds
             ]
     finished = last.is_finished and not planned
+    if chain.get("rescore_round_id"):
+        name = (
+            Round.objects.filter(pk=chain["rescore_round_id"])
+            .values_list("name", flat=True)
+            .first()
+        )
+        heading = f"Re-scoring of {name or 'a deleted round'}"
+    else:
+        heading = "Retraining round" if chain else job.title
     return {
+        "heading": heading,
+        "is_rescore": bool(chain.get("rescore_round_id")),
         "job": job,
         "steps": [_step(j) for j in jobs],
         "planned": planned,
         "finished": finished,
-        "is_chain": bool(chain),
     }
 
 

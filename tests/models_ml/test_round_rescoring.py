@@ -261,6 +261,7 @@ def test_a_rescoring_shows_its_own_two_steps_and_is_no_retraining_run(
     page = client.get(f"/models/jobs/{job.pk}/").content.decode()
     assert JobKind.SCORE.label in page
     assert JobKind.FINETUNE.label not in page
+    assert "Re-scoring of round 2" in page and "Retraining round" not in page
     chain_id = job.params["chain"]["id"]
     answer = client.get(f"/api/retraining/{chain_id}/")
     assert answer.status_code == 404
