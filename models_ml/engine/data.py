@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import functools
 import io
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,17 +36,20 @@ class DatasetRow:
     text: str
     modality: str | None
     weight: float = 1.0
+    label: float = 0.0
 
 
 @dataclass
 class TrainingSet:
-    """Decoded images (N, 3, R, R) uint8 with their prompts, modalities, weights."""
+    """Decoded images (N, 3, R, R) uint8 with their prompts, modalities,
+    weights and, for KTO, labels (+1 desirable, -1 undesirable, 0 neutral)."""
 
     source: Path
     pixels: torch.Tensor
     prompts: list[str]
     modalities: list[str | None]
     weights: torch.Tensor
+    labels: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return len(self.prompts)
@@ -56,6 +60,7 @@ class TrainingSet:
             prompts=[self.prompts[i] for i in indices],
             modalities=[self.modalities[i] for i in indices],
             weights=self.weights[indices],
+            labels=None if self.labels is None else self.labels[indices],
         )
 
 
@@ -65,6 +70,7 @@ class TrainingBatch:
     prompts: list[str]
     modalities: list[str | None]
     weights: torch.Tensor
+    labels: torch.Tensor | None = None
 
 
 def conditioning_modality(raw: str | None) -> str | None:
@@ -90,32 +96,60 @@ def _record_starts(text: str) -> dict[int, list[str]]:
     return records
 
 
-def _read_weights(csv_path: Path, lines: list[int]) -> dict[int, float]:
-    """The ``weight`` cell of each given line; the manifest has checked the rest."""
+def _parse_weight(cell: str) -> float:
+    weight = float(cell)
+    if not np.isfinite(weight) or weight < 0:
+        raise ValueError("must be a number >= 0")
+    return weight
+
+
+LABELS = {
+    "desirable": 1.0,
+    "undesirable": -1.0,
+    "neutral": 0.0,
+    "1": 1.0,
+    "+1": 1.0,
+    "-1": -1.0,
+    "0": 0.0,
+}
+
+
+def _parse_label(cell: str) -> float:
+    try:
+        return LABELS[cell.strip().lower()]
+    except KeyError:
+        raise ValueError(
+            "must be desirable, undesirable or neutral (or 1, -1, 0)"
+        ) from None
+
+
+def _read_column(
+    csv_path: Path, lines: list[int], name: str, parse: Callable[[str], float]
+) -> dict[int, float]:
+    """The ``name`` cell of each given line, parsed; the manifest has checked
+    the rest of each row."""
     text = csv_path.read_bytes().decode("utf-8-sig", errors="replace")
     records = _record_starts(text)
     first = min(n for n, cells in records.items() if any(c.strip() for c in cells))
     header = [h.strip().lower() for h in records[first]]
-    if "weight" not in header:
-        raise DatasetError(f"{csv_path}: header lacks column 'weight'")
-    column = header.index("weight")
-    weights = {}
+    if name not in header:
+        raise DatasetError(f"{csv_path}: header lacks column {name!r}")
+    column = header.index(name)
+    values = {}
     for line in lines:
         cell = records[line][column].strip()
         try:
-            weight = float(cell)
+            values[line] = parse(cell)
         except ValueError as exc:
+            message = str(exc) if "must" in str(exc) else "is not a number"
             raise DatasetError(
-                f"{csv_path}, line {line}: field 'weight' {cell!r} is not a number"
+                f"{csv_path}, line {line}: field {name!r} {cell!r} {message}"
             ) from exc
-        if not np.isfinite(weight) or weight < 0:
-            raise DatasetError(f"{csv_path}, line {line}: field 'weight' must be >= 0")
-        weights[line] = weight
-    return weights
+    return values
 
 
 def read_dataset_csv(
-    csv_path: Path | str, *, need_weight: bool = False
+    csv_path: Path | str, *, need_weight: bool = False, need_label: bool = False
 ) -> list[DatasetRow]:
     """Rows of the seeds' ``path,Text[,modality][,weight]`` CSV or the platform's
     ratings export (``image_path,...,prompt,modality``).
@@ -140,11 +174,11 @@ def read_dataset_csv(
             f"{csv_path}: {len(manifest.errors)} bad row(s): {listed}"
             + (f"; and {more} more" if more > 0 else "")
         )
+    lines = [row.line for row in manifest.rows]
     weights = (
-        _read_weights(csv_path, [row.line for row in manifest.rows])
-        if need_weight
-        else {}
+        _read_column(csv_path, lines, "weight", _parse_weight) if need_weight else {}
     )
+    labels = _read_column(csv_path, lines, "label", _parse_label) if need_label else {}
     return [
         DatasetRow(
             line=row.line,
@@ -152,6 +186,7 @@ def read_dataset_csv(
             text=row.text,
             modality=conditioning_modality(row.modality),
             weight=weights.get(row.line, 1.0),
+            label=labels.get(row.line, 0.0),
         )
         for row in manifest.rows
     ]
@@ -179,6 +214,8 @@ def load_training_set(
     *,
     need_weight: bool = False,
     min_weight: float | None = None,
+    need_label: bool = False,
+    equal_weights: bool = False,
 ) -> TrainingSet:
     """Read and decode every row; errors name the CSV line and the image file.
 
@@ -186,10 +223,17 @@ def load_training_set(
     slices, each paired with the row's text.
 
     ``min_weight`` keeps only rows whose weight reaches it (the filtered
-    fine-tuning variant); the rows kept then count equally.
+    fine-tuning variant); the rows kept then count equally. ``need_label``
+    reads the ``label`` column (KTO); ``equal_weights`` reads every row and
+    counts each as 1, whatever its weight says (the no-feedback control).
     """
     csv_path = Path(csv_path)
-    rows = read_dataset_csv(csv_path, need_weight=need_weight)
+    rows = read_dataset_csv(csv_path, need_weight=need_weight, need_label=need_label)
+    if equal_weights:
+        rows = [
+            DatasetRow(line=r.line, path=r.path, text=r.text, modality=r.modality)
+            for r in rows
+        ]
     if min_weight is not None:
         rows = [r for r in rows if r.weight >= min_weight]
         if not rows:
@@ -215,6 +259,9 @@ def load_training_set(
         prompts=[r.text for r in kept],
         modalities=[r.modality for r in kept],
         weights=torch.tensor([r.weight for r in kept], dtype=torch.float32),
+        labels=torch.tensor([r.label for r in kept], dtype=torch.float32)
+        if need_label
+        else None,
     )
 
 

@@ -1,14 +1,19 @@
-"""One training loop for base training and reward-weighted fine-tuning.
+"""One training loop for base training and fine-tuning from feedback.
 
 Base training fits the denoising loss on real image-text pairs. Fine-tuning
-reads synthetic samples with weights (from ratings or reward scores, already
-normalised per prompt by the caller) and minimises
+reads the parent's generated samples with what physicians (or the reward
+model) said of them and minimises
 
-    sum_i w_i * L(synthetic_i) / sum_i w_i  +  beta * L(real)
+    objective(synthetic)  +  beta * L(real)
 
-so real images keep the model anchored. The filtered variant keeps only the
-synthetic samples whose weight reaches a threshold. A drift guard stops the
-run when generated samples lose diversity or wander from real images.
+so real images keep the model anchored. The objective is one of
+``objectives.OBJECTIVES``: ``weighted`` (``sum_i w_i L_i / sum_i w_i``, the
+weights already normalised per prompt by the caller), ``filtered`` (only the
+samples whose weight reaches a threshold), ``kto`` (per-image judgements
+against the frozen parent), ``dpo`` (preference pairs against the frozen
+parent) or ``none`` (the same samples, no feedback: the control). A drift
+guard stops the run when generated samples lose diversity or wander from
+real images.
 
 Every random draw in a step comes from a generator seeded by (seed, step), so
 a run resumed from a checkpoint repeats the uninterrupted run.
@@ -30,13 +35,21 @@ import torch.nn.functional as F
 from .backends.base import DiffusionBackend, GenerationRequest
 from .checkpoint import load_checkpoint, resolve_resume, save_checkpoint
 from .data import (
-    TrainingBatch,
     TrainingSet,
     batch_indices,
     load_training_set,
     weighted_batch_indices,
 )
+from .denoising import denoising_losses, step_generator
 from .errors import DatasetError, EngineError
+from .feedback import (
+    ObjectiveSettings,
+    balance_kto_weights,
+    check_kto_labels,
+    feedback_loss,
+)
+from .objectives import OBJECTIVES, REFERENCE_OBJECTIVES, weighted_objective
+from .pairs import PairSet, load_pair_set
 
 
 class TrainConfigError(EngineError):
@@ -89,17 +102,39 @@ class TrainConfig:
     # in the simulated-rater experiment only sampling raised the share rated
     # 3 (docs/engine.md, "How the weights are applied").
     weighting: str = "sample"
+    # What the fine-tune optimises (objectives.py). "weighted" with a
+    # filter_threshold is the filtered variant, as before objectives existed.
+    objective: str = "weighted"
+    # dpo: chosen/rejected pairs of the parent's images (pairs.py).
+    pairs_csv: str | None = None
+    kto_beta: float = 2000.0
+    kto_desirable_weight: float = 1.0
+    kto_undesirable_weight: float = 1.0
+    kto_balance: bool = True
+    dpo_beta: float = 2000.0
     max_drift: float | None = None
     min_diversity_fraction: float = 0.5
     drift_check_steps: int = 50
     drift_samples: int = 4
     save_precision: str = "fp32"
 
+    @property
+    def is_finetune(self) -> bool:
+        return bool(self.weights_csv or self.pairs_csv)
+
+    @property
+    def resolved_objective(self) -> str:
+        """``filtered`` for the old spelling (weighted + filter_threshold)."""
+        if self.objective == "weighted" and self.filter_threshold is not None:
+            return "filtered"
+        return self.objective
+
     def validate(self) -> None:
-        if not self.data_csv and not self.weights_csv:
+        if not self.data_csv and not self.is_finetune:
             raise TrainConfigError(
-                "give data_csv (training) or weights_csv (fine-tune)"
+                "give data_csv (training), weights_csv or pairs_csv (fine-tune)"
             )
+        self._validate_objective()
         if self.backend not in ("tiny", "sd"):
             raise TrainConfigError(f"backend {self.backend!r} must be 'tiny' or 'sd'")
         if self.backend == "sd" and not self.model_path:
@@ -132,6 +167,45 @@ class TrainConfig:
         if self.weighting not in ("loss", "sample"):
             raise TrainConfigError(f"weighting {self.weighting!r}: use loss or sample")
 
+    def _validate_objective(self) -> None:
+        objective = self.objective
+        if objective not in OBJECTIVES:
+            raise TrainConfigError(
+                f"objective {objective!r}: use one of {', '.join(OBJECTIVES)}"
+            )
+        if objective == "dpo":
+            if not self.pairs_csv:
+                raise TrainConfigError("objective 'dpo' needs pairs_csv")
+            if self.weights_csv:
+                raise TrainConfigError(
+                    "objective 'dpo' reads pairs_csv, not weights_csv"
+                )
+        elif self.pairs_csv:
+            raise TrainConfigError(
+                f"pairs_csv is for objective 'dpo', not {objective!r}"
+            )
+        elif objective != "weighted" and not self.weights_csv:
+            raise TrainConfigError(f"objective {objective!r} needs weights_csv")
+        if objective == "filtered" and self.filter_threshold is None:
+            raise TrainConfigError("objective 'filtered' needs filter_threshold")
+        if self.filter_threshold is not None and objective not in (
+            "weighted",
+            "filtered",
+        ):
+            raise TrainConfigError(
+                f"filter_threshold applies to the filtered objective, not {objective!r}"
+            )
+        for name in ("kto_beta", "dpo_beta"):
+            if not 0 < getattr(self, name) <= 1e7:
+                raise TrainConfigError(f"{name} must be above 0 and at most 1e7")
+        for name in ("kto_desirable_weight", "kto_undesirable_weight"):
+            if not 0 < getattr(self, name) <= 100:
+                raise TrainConfigError(f"{name} must be above 0 and at most 100")
+        if objective in REFERENCE_OBJECTIVES and self.train_text_encoder:
+            raise TrainConfigError(
+                f"objective {objective!r} trains the UNet only; drop train_text_encoder"
+            )
+
 
 @dataclass
 class TrainProgress:
@@ -154,6 +228,11 @@ class TrainResult:
     samples_per_second: float
     drift: list[dict[str, float]] = field(default_factory=list)
     version: str | None = None
+    # The fine-tune's objective, its reference model and, for KTO and DPO,
+    # the means over the last fifth of the steps of the share of rows (pairs)
+    # the implicit reward ranks right and of the reference point.
+    objective: dict[str, Any] = field(default_factory=dict)
+    drift_baseline: dict[str, float] | None = None
 
 
 def normalise_weights_per_prompt(rows: Sequence[tuple[str, float]]) -> list[float]:
@@ -171,65 +250,8 @@ def normalise_weights_per_prompt(rows: Sequence[tuple[str, float]]) -> list[floa
     return [w / means[p] if means[p] > 0 else 0.0 for p, w in rows]
 
 
-def step_generator(seed: int, step: int, part: int = 0) -> torch.Generator:
-    """The generator behind every random draw of one micro-step."""
-    return torch.Generator().manual_seed((seed * 1_000_003 + step) * 7 + part)
-
-
-def denoising_losses(
-    backend: DiffusionBackend,
-    batch: TrainingBatch,
-    *,
-    generator: torch.Generator,
-    unet: Any | None = None,
-    snr_gamma: float | None = None,
-    cond_dropout: float = 0.0,
-    train_text_encoder: bool = False,
-) -> torch.Tensor:
-    """Per-sample denoising loss (B,) for a batch of uint8 images."""
-    unet = unet or backend.unet
-    scheduler = backend.noise_scheduler
-    size = len(batch.prompts)
-    pixels = batch.pixels.to(backend.device).float() / 127.5 - 1
-    with torch.no_grad():
-        latents = backend.images_to_latents(pixels, generator).float()
-    noise = torch.randn(latents.shape, generator=generator).to(latents)
-    timesteps = torch.randint(
-        0, scheduler.config.num_train_timesteps, (size,), generator=generator
-    )
-    drop = (torch.rand(size, generator=generator) < cond_dropout).tolist()
-    prompts = ["" if d else p for d, p in zip(drop, batch.prompts, strict=True)]
-    modalities = [None if d else m for d, m in zip(drop, batch.modalities, strict=True)]
-    context = backend.encode_prompts(
-        prompts, modalities, requires_grad=train_text_encoder
-    )
-    timesteps = timesteps.to(backend.device)
-    noisy = scheduler.add_noise(latents, noise, timesteps)
-    if backend.device.type == "cpu":
-        noisy = noisy.contiguous(memory_format=torch.channels_last)
-    dtype = next(unet.parameters()).dtype
-    pred = unet(noisy.to(dtype), timesteps, encoder_hidden_states=context.to(dtype))
-    prediction_type = scheduler.config.prediction_type
-    if prediction_type == "v_prediction":
-        target = scheduler.get_velocity(latents, noise, timesteps)
-    else:
-        target = noise
-    losses = F.mse_loss(pred.sample.float(), target.float(), reduction="none")
-    losses = losses.mean(dim=tuple(range(1, losses.ndim)))
-    if snr_gamma:
-        from diffusers.training_utils import compute_snr
-
-        snr = compute_snr(scheduler, timesteps)
-        clipped = torch.clamp(snr, max=snr_gamma)
-        denominator = snr + 1 if prediction_type == "v_prediction" else snr
-        losses = losses * clipped / denominator
-    return losses
-
-
-def weighted_mean(losses: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-    """sum(w * L) / sum(w); zero when every weight is zero."""
-    weights = weights.to(losses)
-    return (losses * weights).sum() / weights.sum().clamp_min(1e-12)
+# The name the fine-tune tests and callers have always used.
+weighted_mean = weighted_objective
 
 
 def cheap_features(pixels: torch.Tensor) -> torch.Tensor:
@@ -279,7 +301,10 @@ class _Trainer:
         self.main_set, self.real_set = self._load_data()
         if not cfg.train_text_encoder:
             self._encode_prompts_once()
+        parent_has_lora = bool(getattr(self.backend, "lora_rank", None))
         params = self._trainable_parameters()
+        self.reference = self._build_reference(parent_has_lora)
+        self.objective_log: list[tuple[float | None, float | None]] = []
         self.optimizer = torch.optim.AdamW(
             params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay
         )
@@ -303,6 +328,46 @@ class _Trainer:
         self.trainable = params
         if self.ema is not None:
             self.ema.to(self.accelerator.device)
+
+    def _build_reference(self, parent_has_lora: bool) -> Any:
+        """The frozen parent for KTO and DPO (reference.py), else None."""
+        cfg = self.config
+        if not cfg.is_finetune or cfg.resolved_objective not in REFERENCE_OBJECTIVES:
+            return None
+        from .reference import build_reference
+
+        half = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(cfg.mixed_precision)
+        on_gpu = self.backend.device.type == "cuda"
+        return build_reference(
+            self.backend.unet,
+            unwrap=lambda: self.accelerator.unwrap_model(
+                getattr(self, "unet", self.backend.unet)
+            ),
+            use_lora=cfg.use_lora,
+            parent_has_lora=parent_has_lora,
+            dtype=half if half and on_gpu else None,
+        )
+
+    def _objective_settings(self) -> ObjectiveSettings:
+        cfg = self.config
+        return ObjectiveSettings(
+            objective=cfg.resolved_objective,
+            weighting=cfg.weighting,
+            snr_gamma=cfg.snr_gamma,
+            cond_dropout=cfg.cond_dropout,
+            train_text_encoder=cfg.train_text_encoder,
+            kto_beta=cfg.kto_beta,
+            kto_desirable_weight=cfg.kto_desirable_weight,
+            kto_undesirable_weight=cfg.kto_undesirable_weight,
+            dpo_beta=cfg.dpo_beta,
+        )
+
+    @property
+    def prompt_set(self) -> TrainingSet:
+        """Images with prompts: the training rows, or a pair set's chosen side."""
+        if isinstance(self.main_set, PairSet):
+            return self.main_set.chosen
+        return self.main_set
 
     def _build_backend(self) -> DiffusionBackend:
         cfg = self.config
@@ -346,7 +411,7 @@ class _Trainer:
         from .backends.tiny import CACHE_LIMIT
 
         pairs: set[tuple[str, str | None]] = {("", None)}
-        for data in (self.main_set, self.real_set):
+        for data in (self.prompt_set, self.real_set):
             if data is not None:
                 pairs.update(zip(data.prompts, data.modalities, strict=True))
         if len(pairs) > CACHE_LIMIT:
@@ -356,23 +421,34 @@ class _Trainer:
             chunk = ordered[start : start + 64]
             self.backend.encode_prompts([p for p, _ in chunk], [m for _, m in chunk])
 
-    def _load_data(self) -> tuple[TrainingSet, TrainingSet | None]:
+    def _load_data(self) -> tuple[TrainingSet | PairSet, TrainingSet | None]:
         cfg = self.config
         resolution = self.backend.resolution
-        if cfg.weights_csv:
+        objective = cfg.resolved_objective
+        main: TrainingSet | PairSet
+        if cfg.pairs_csv:
+            main = load_pair_set(cfg.pairs_csv, resolution)
+        elif cfg.weights_csv:
             main = load_training_set(
                 cfg.weights_csv,
                 resolution,
-                need_weight=True,
-                min_weight=cfg.filter_threshold,
+                need_weight=objective != "none",
+                min_weight=cfg.filter_threshold if objective == "filtered" else None,
+                need_label=objective == "kto",
+                equal_weights=objective == "none",
             )
+            if objective == "kto":
+                check_kto_labels(main)
+                if cfg.kto_balance:
+                    assert main.labels is not None
+                    main.weights = balance_kto_weights(main.weights, main.labels)
         else:
             assert cfg.data_csv
             main = load_training_set(cfg.data_csv, resolution)
         real = None
         if cfg.real_csv:
             real = load_training_set(cfg.real_csv, resolution)
-        elif cfg.weights_csv and cfg.data_csv:
+        elif cfg.is_finetune and cfg.data_csv:
             real = load_training_set(cfg.data_csv, resolution)
         if len(main) == 0:
             raise DatasetError(f"{main.source}: dataset is empty")
@@ -471,6 +547,11 @@ class _Trainer:
         rate = samples / max(time.monotonic() - started, 1e-9)
         final_dir = None
         if stopped is None:
+            if cfg.max_drift is not None and not any(
+                d.get("step") == float(step) for d in self.drift_log
+            ):
+                # The reading the version is judged by: its last one.
+                self.drift_log.append({"step": float(step), **self._measure_drift()})
             final_dir = self._save_final()
         from .checkpoint import list_checkpoints
 
@@ -484,6 +565,8 @@ class _Trainer:
             samples_per_second=rate,
             drift=self.drift_log,
             version=self.backend.version if final_dir else None,
+            objective=self._objective_summary(),
+            drift_baseline=self.drift_baseline,
         )
 
     def _train_step(self, step: int) -> float:
@@ -522,21 +605,34 @@ class _Trainer:
             "num_processes": accel.num_processes,
             "process_index": accel.process_index,
         }
-        if cfg.weights_csv and cfg.weighting == "sample":
-            main = self.main_set.batch(
-                weighted_batch_indices(
-                    self.main_set.weights, cfg.batch_size, index, **where
+        if cfg.is_finetune:
+            main = self.main_set
+            if cfg.weighting == "sample":
+                indices = weighted_batch_indices(
+                    main.weights, cfg.batch_size, index, **where
                 )
+            else:
+                indices = batch_indices(len(main), cfg.batch_size, index, **where)
+            result = feedback_loss(
+                backend=self.backend,
+                unet=self.unet,
+                reference=self.reference,
+                data=main,
+                indices=indices,
+                generator=generator,
+                settings=self._objective_settings(),
             )
-            losses = denoising_losses(self.backend, main, generator=generator, **kwargs)
-            loss = losses.mean()
+            loss = result.loss
+            self.objective_log.append((result.accuracy, result.reference_point))
         else:
-            main = self.main_set.batch(
+            assert isinstance(self.main_set, TrainingSet)
+            batch = self.main_set.batch(
                 batch_indices(len(self.main_set), cfg.batch_size, index, **where)
             )
-            losses = denoising_losses(self.backend, main, generator=generator, **kwargs)
-            loss = weighted_mean(losses, main.weights)
-        if self.real_set is not None and cfg.weights_csv and cfg.beta > 0:
+            loss = denoising_losses(
+                self.backend, batch, generator=generator, **kwargs
+            ).mean()
+        if self.real_set is not None and cfg.is_finetune and cfg.beta > 0:
             real = self.real_set.batch(
                 batch_indices(
                     len(self.real_set),
@@ -550,6 +646,21 @@ class _Trainer:
             )
             loss = loss + cfg.beta * real_losses.mean()
         return loss
+
+    def _objective_summary(self) -> dict[str, Any]:
+        cfg = self.config
+        if not cfg.is_finetune:
+            return {}
+        objective = cfg.resolved_objective
+        summary: dict[str, Any] = {"objective": objective}
+        if self.reference is not None:
+            summary["reference"] = self.reference.kind
+        tail = self.objective_log[-max(1, len(self.objective_log) // 5) :]
+        for key, position in (("accuracy", 0), ("reference_point", 1)):
+            values = [v[position] for v in tail if v[position] is not None]
+            if values:
+                summary[key] = sum(values) / len(values)
+        return summary
 
     def _checkpoint(self, step: int, losses: list[float]) -> None:
         if not self.accelerator.is_main_process:
@@ -592,7 +703,7 @@ class _Trainer:
         if not prompts:
             seen: dict[tuple[str, str | None], None] = {}
             for p, m in zip(
-                self.main_set.prompts, self.main_set.modalities, strict=True
+                self.prompt_set.prompts, self.prompt_set.modalities, strict=True
             ):
                 seen.setdefault((p, m), None)
             pairs = list(seen)[: max(1, cfg.drift_samples)]
@@ -609,7 +720,7 @@ class _Trainer:
     def _infer_modality(self, prompt: str) -> str | None:
         """'CT: ...' takes modality CT when the training data knows CT."""
         head = prompt.split(":", 1)[0].strip().lower()
-        for modality in self.main_set.modalities:
+        for modality in self.prompt_set.modalities:
             if modality and modality.lower() == head:
                 return modality
         return None
@@ -642,7 +753,7 @@ class _Trainer:
         with self.accelerator.autocast():
             images = self.backend.generate(requests, steps=10, batch_size=16)
         generated = _pil_to_tensor([g.image for g in images])
-        held_out = self.real_set or self.main_set
+        held_out = self.real_set or self.prompt_set
         real = held_out.pixels[: max(cfg.drift_samples, 8)].float() / 127.5 - 1
         gen_features = cheap_features(generated)
         real_features = cheap_features(real)

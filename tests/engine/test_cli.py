@@ -141,3 +141,69 @@ def test_finetune_passes_how_the_weights_act_to_training(
     assert [c.weighting for c in seen] == [expected]
     with pytest.raises(SystemExit):
         cli.main([*argv[:7], "--weighting", "both"])
+
+
+def test_finetune_passes_the_objective_and_its_settings(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from models_ml.engine.commands import finetune
+
+    seen = []
+    monkeypatch.setattr(
+        finetune, "run_training", lambda config: seen.append(config) or 0
+    )
+    pairs = tmp_path / "pairs.csv"
+    common = ["--model_path", str(tmp_path), "--output_dir", str(tmp_path / "o")]
+
+    cli.main(["finetune", "--objective", "dpo", "--pairs_csv", str(pairs), *common])
+    cli.main(
+        [
+            "finetune",
+            "--objective",
+            "kto",
+            "--weights_csv",
+            "w.csv",
+            "--kto_beta",
+            "500",
+            "--kto_undesirable_weight",
+            "1.5",
+            "--no_kto_balance",
+            *common,
+        ]
+    )
+
+    dpo, kto = seen
+    assert (dpo.objective, dpo.pairs_csv, dpo.weights_csv) == ("dpo", str(pairs), None)
+    assert (kto.objective, kto.kto_beta, kto.kto_undesirable_weight) == (
+        "kto",
+        500.0,
+        1.5,
+    )
+    assert kto.kto_balance is False
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--objective", "dpo", "--weights_csv", "w.csv"], "dpo needs --pairs_csv"),
+        (["--objective", "kto"], "kto needs --weights_csv"),
+    ],
+)
+def test_finetune_refuses_an_objective_without_its_data(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str], message: str
+) -> None:
+    code = cli.main(
+        ["finetune", *argv, "--model_path", str(tmp_path), "--output_dir", "o"]
+    )
+
+    assert code == 2 and message in capsys.readouterr().err
+
+
+def test_finetune_refuses_an_unknown_objective_and_a_nonpositive_beta(
+    tmp_path: Path,
+) -> None:
+    base = ["finetune", "--model_path", str(tmp_path), "--output_dir", "o"]
+    with pytest.raises(SystemExit):
+        cli.main([*base, "--objective", "ppo"])
+    with pytest.raises(SystemExit):
+        cli.main([*base, "--objective", "kto", "--weights_csv", "w", "--kto_beta", "0"])

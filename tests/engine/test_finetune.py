@@ -158,15 +158,15 @@ def test_sampled_weighting_never_trains_on_a_zero_weight_row(
     # loss is their plain mean.
     weights = write_tiny_dataset(tmp_path / "synthetic", weights=[1, 0] * 4)
     seen: list[list[str]] = []
-    import models_ml.engine.train as train_module
+    import models_ml.engine.feedback as feedback_module
 
-    real_losses = train_module.denoising_losses
+    real_inputs = feedback_module.denoising_inputs
 
     def spy(backend, batch, **kwargs):
         seen.append(list(batch.prompts))
-        return real_losses(backend, batch, **kwargs)
+        return real_inputs(backend, batch, **kwargs)
 
-    monkeypatch.setattr(train_module, "denoising_losses", spy)
+    monkeypatch.setattr(feedback_module, "denoising_inputs", spy)
     config = tiny_config(
         tmp_path,
         weights_csv=str(weights),

@@ -146,18 +146,34 @@ class SDBackend(DiffusionBackend):
             return self.text_encoder(ids)[0]
 
     def add_lora(self, rank: int, *, text_encoder: bool = False) -> None:
-        """Attach LoRA adapters; only they train afterwards."""
+        """Attach LoRA adapters; only they train afterwards.
+
+        A model that already carries adapters (a LoRA fine-tune being
+        fine-tuned again) keeps them, at their rank, and trains them further.
+        """
         from peft import LoraConfig
 
         self.unet.requires_grad_(False)
-        self.unet.add_adapter(
-            LoraConfig(
-                r=rank,
-                lora_alpha=rank,
-                init_lora_weights="gaussian",
-                target_modules=UNET_LORA_TARGETS,
+        if self.lora_rank:
+            for name, param in self.unet.named_parameters():
+                param.requires_grad_("lora_" in name)
+            if text_encoder and self.text_lora:
+                for name, param in self.text_encoder.named_parameters():
+                    param.requires_grad_("lora_" in name)
+                self.text_encoder.train()
+                return
+            if not text_encoder:
+                return
+            rank = self.lora_rank
+        else:
+            self.unet.add_adapter(
+                LoraConfig(
+                    r=rank,
+                    lora_alpha=rank,
+                    init_lora_weights="gaussian",
+                    target_modules=UNET_LORA_TARGETS,
+                )
             )
-        )
         if text_encoder:
             self.text_encoder.add_adapter(
                 LoraConfig(
