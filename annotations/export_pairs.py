@@ -17,12 +17,13 @@ ratings of one prompt at a time.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from itertools import combinations
 from pathlib import Path
 from typing import Any
 
 from django.conf import settings
 from django.db.models import QuerySet
+
+from models_ml.engine.feedback_data import preference_pairs
 
 from .audit import audit_record
 from .exports import _FORMULA_CHARS, _ROWS_PER_FETCH, _writer, chunked
@@ -83,12 +84,12 @@ def pairs_from_group(group: list[tuple[Any, ...]]) -> Iterator[tuple[Any, Any]]:
     """(chosen, rejected) rows of one physician's ratings of one prompt.
 
     Every two ratings with different scores give one pair, in id order; two
-    ratings of the same image (which only repeats would give) make none.
+    ratings of the same image (which only repeats would give) make none. The
+    rule is the engine's, which DPO fine-tunes build their pairs with.
     """
-    for first, second in combinations(group, 2):
-        if first[_UID] == second[_UID] or first[_SCORE] == second[_SCORE]:
-            continue
-        yield (first, second) if first[_SCORE] > second[_SCORE] else (second, first)
+    return preference_pairs(
+        group, score=lambda row: row[_SCORE], image=lambda row: row[_UID]
+    )
 
 
 def _grouped(rows: Iterator[tuple[Any, ...]]) -> Iterator[list[tuple[Any, ...]]]:

@@ -1,4 +1,10 @@
-"""Logins and failed logins go to the audit log."""
+"""Logins and failed logins go to the audit log; and what the rating
+platform announces for the learning loop to act on.
+
+``round_closed`` is sent inside the transaction that closes a round (not an
+abandoned one), with ``round``; ``models_ml`` decides a comparison round's
+promotion gate on it. ``annotations`` never calls the loop's code itself.
+"""
 
 from typing import Any
 
@@ -7,9 +13,11 @@ from django.contrib.auth.signals import (
     user_logged_out,
     user_login_failed,
 )
-from django.dispatch import receiver
+from django.dispatch import Signal, receiver
 
 from .audit import audit_record
+
+round_closed = Signal()
 
 
 @receiver(user_logged_in)

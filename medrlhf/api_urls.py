@@ -4,6 +4,7 @@ from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from models_ml import api as jobs_api
+from models_ml import api_gate as gate_api
 from models_ml import api_ml as ml_api
 from models_ml import api_review as review_api
 
@@ -57,6 +58,12 @@ urlpatterns = [
         name="api-round-score",
     ),
     path("retraining/", ml_api.RetrainingStartApi.as_view(), name="api-retraining"),
+    path("comparisons/", gate_api.ComparisonListApi.as_view(), name="api-comparisons"),
+    path(
+        "comparisons/<int:comparison_id>/",
+        gate_api.ComparisonDetailApi.as_view(),
+        name="api-comparison-detail",
+    ),
     path(
         "retraining/<str:chain_id>/",
         ml_api.RetrainingDetailApi.as_view(),

@@ -43,6 +43,8 @@ from models_ml.engine.readers import normalize_modality
 from models_ml.engine.readers.errors import InvalidModalityError
 
 from .api import JobOutputSerializer
+from .api_gate import ComparisonSerializer
+from .chains import chain_steps, retraining_round_start
 from .generate_files import (
     ZIP_INCLUDE,
     generate_zip_response,
@@ -50,19 +52,19 @@ from .generate_files import (
     provenance_row,
 )
 from .ml_services import (
-    FILTER_MODES,
+    GENERATE_MODES,
     finetune_start,
     generate_start,
     model_version_register,
     model_version_train_base_start,
-    retraining_round_start,
     reward_model_train_start,
     round_generate_start,
     round_score_start,
 )
-from .models import Job, JobKind, ModelKind, ModelVersion
+from .models import Comparison, Job, JobKind, ModelKind, ModelVersion
 from .selectors import (
     control_pool,
+    default_diffusion_version,
     latest_reward_version,
     model_version_tree,
     model_versions_list,
@@ -140,6 +142,8 @@ class ModelVersionSerializer(serializers.ModelSerializer):
             "dataset",
             "rating_count",
             "ratings_until",
+            "is_control",
+            "gate",
             "job",
             "created_at",
         ]
@@ -179,6 +183,8 @@ class ModelVersionDetailSerializer(serializers.ModelSerializer):
             "rounds",
             "rating_count",
             "ratings_until",
+            "is_control",
+            "gate",
             "params",
             "metrics",
             "path",
@@ -213,6 +219,11 @@ class LineageNodeSerializer(serializers.Serializer):
     backend = serializers.CharField(source="version.backend")
     dataset = serializers.IntegerField(source="version.dataset_id", allow_null=True)
     rating_count = serializers.IntegerField(source="version.rating_count")
+    is_control = serializers.BooleanField(source="version.is_control")
+    gate = serializers.CharField(
+        source="version.gate",
+        help_text="untested, pending (comparison round open), promoted or failed",
+    )
     created_at = serializers.DateTimeField(source="version.created_at")
 
 
@@ -664,16 +675,35 @@ class RetrainingStartApi(APIView):
     @extend_schema_serializer(component_name="RetrainingInput")
     class InputSerializer(serializers.Serializer):
         diffusion_version = serializers.PrimaryKeyRelatedField(
-            queryset=_diffusion_versions()
+            queryset=_diffusion_versions(),
+            required=False,
+            help_text="Omit for the latest promoted version (before any is "
+            "promoted: the newest base model).",
         )
-        open_next_round = serializers.BooleanField(default=True)
+        open_next_round = serializers.BooleanField(
+            default=True,
+            help_text="Open the comparison round that decides promotion.",
+        )
+        train_control = serializers.BooleanField(
+            default=True,
+            help_text="Train the compute-matched control (objective none: the "
+            "same images, steps and schedule, no feedback) beside the new "
+            "version, and rate it in the comparison round.",
+        )
         reward = _params_field("settings of the reward model step")
-        finetune = _params_field("settings of the fine-tune step")
+        finetune = _params_field(
+            "objective (weighted | filtered | kto | dpo), max_steps, "
+            "learning_rate, beta, filter_threshold, kto_beta, kto_middle "
+            "(neutral | dropped | weighted), kto_unrated_weight, dpo_beta, "
+            "max_drift ..."
+        )
         round = _params_field(
-            "name, prompts ([prompt, modality] pairs), images_per_prompt, "
-            "raters_per_image, control_share, agreement_share, repeat_share, "
-            "serving_policy (uncertainty: scored by the reward model this run "
-            "trains), rescore_every, seed, steps ..."
+            "name, prompts ([prompt, modality] pairs), images_per_prompt (per "
+            "arm), best_of_n (add the parent best-of-N by the new reward "
+            "model), alpha (the gate's level, 0.05), raters_per_image, "
+            "control_share, agreement_share, repeat_share, serving_policy "
+            "(uncertainty: scored by the reward model this run trains), "
+            "rescore_every, seed, steps ..."
         )
 
     @extend_schema(
@@ -685,15 +715,21 @@ class RetrainingStartApi(APIView):
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         p = data.validated_data
+        version = p.get("diffusion_version") or default_diffusion_version()
+        if version is None:
+            raise serializers.ValidationError(
+                {"diffusion_version": ["no diffusion model yet"]}
+            )
         job = retraining_round_start(
             created_by=request.user,
-            diffusion_version=p["diffusion_version"],
+            diffusion_version=version,
             params={
                 "reward": p["reward"],
                 "finetune": p["finetune"],
                 "round": p["round"],
             },
             open_next_round=p["open_next_round"],
+            train_control=p["train_control"],
         )
         chain_id = job.params["chain"]["id"]
         return _queued(
@@ -701,9 +737,6 @@ class RetrainingStartApi(APIView):
             chain=chain_id,
             chain_url=reverse("api-retraining-detail", kwargs={"chain_id": chain_id}),
         )
-
-
-STEPS = (JobKind.TRAIN_REWARD, JobKind.FINETUNE, JobKind.GENERATE_ROUND)
 
 
 @extend_schema_serializer(component_name="RetrainingRun")
@@ -716,6 +749,9 @@ class RetrainingRunSerializer(serializers.Serializer):
         help_text="queued, running, succeeded, failed or cancelled, for the run."
     )
     jobs = JobOutputSerializer(many=True)
+    comparison = ComparisonSerializer(
+        allow_null=True, help_text="The comparison round and its verdict."
+    )
 
 
 def retraining_status(jobs: list[Job], steps: list[str]) -> str:
@@ -743,14 +779,20 @@ class RetrainingDetailApi(APIView):
         if not jobs or jobs[0].params["chain"].get("rescore_round_id"):
             raise NotFound("No such retraining run.")
         chain = jobs[0].params["chain"]
-        steps = [
-            s.value for s in STEPS if s != JobKind.GENERATE_ROUND or chain["round"]
-        ]
+        steps = chain_steps(chain)
+        comparison = Comparison.objects.filter(
+            round__in=[
+                j.params.get("round_id") for j in jobs if j.params.get("round_id")
+            ]
+        ).first()
         data = {
             "chain": chain_id,
             "steps": steps,
             "status": retraining_status(jobs, steps),
             "jobs": jobs,
+            "comparison": None
+            if comparison is None
+            else ComparisonSerializer(comparison).data,
         }
         return Response(RetrainingRunSerializer(data).data)
 
@@ -768,17 +810,19 @@ class GenerateApi(APIView):
         model_version = serializers.PrimaryKeyRelatedField(
             queryset=_diffusion_versions(),
             required=False,
-            help_text="Omit for the newest diffusion version.",
+            help_text="Omit for the latest promoted version (before any is "
+            "promoted: the newest base model).",
         )
         reward_version = serializers.PrimaryKeyRelatedField(
             queryset=_reward_versions(),
             required=False,
-            help_text="Omit for the newest reward model.",
+            help_text="Omit for the newest reward model; with none yet, or with "
+            "mode 'none', the images come unfiltered.",
         )
         prompt = serializers.CharField(max_length=2000)
         modality = serializers.CharField(max_length=64)
         count = serializers.IntegerField(min_value=1, max_value=256, default=4)
-        mode = serializers.ChoiceField(FILTER_MODES, default="best_of_n")
+        mode = serializers.ChoiceField(GENERATE_MODES, default="best_of_n")
         n = serializers.IntegerField(min_value=1, max_value=64, default=4)
         threshold = serializers.FloatField(
             min_value=0, max_value=1, required=False, allow_null=True, default=None
@@ -800,11 +844,12 @@ class GenerateApi(APIView):
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         p = dict(data.validated_data)
-        p.setdefault("model_version", _diffusion_versions().first())
+        p.setdefault("model_version", default_diffusion_version())
         p.setdefault("reward_version", latest_reward_version())
-        for key, what in (("model_version", "diffusion"), ("reward_version", "reward")):
-            if p[key] is None:
-                raise serializers.ValidationError({key: [f"no {what} model yet"]})
+        if p["model_version"] is None:
+            raise serializers.ValidationError(
+                {"model_version": ["no diffusion model yet"]}
+            )
         job = generate_start(created_by=request.user, **p)
         return _queued(
             job, result_url=reverse("api-generate-detail", kwargs={"job_id": job.pk})

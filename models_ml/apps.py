@@ -5,3 +5,12 @@ class ModelsMlConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
     name = "models_ml"
     verbose_name = "ML lifecycle"
+
+    def ready(self) -> None:
+        from annotations.signals import round_closed
+
+        from .receivers import decide_comparison_on_close
+
+        round_closed.connect(
+            decide_comparison_on_close, dispatch_uid="models_ml.decide_comparison"
+        )

@@ -13,10 +13,15 @@ from annotations.models import Dataset
 from models_ml.engine.readers import normalize_modality
 from models_ml.engine.readers.errors import InvalidModalityError
 
-from .ml_services import FILTER_MODES
+from .ml_services import DEFAULT_OBJECTIVE, GENERATE_MODES
 from .models import ModelKind, ModelVersion
 
 MAX_PASTED_PROMPTS = 500
+# What the objectives did in the simulated-physician experiment, for the form.
+OBJECTIVE_HELP = (
+    "How the new version learns from the ratings; see docs/engine.md, "
+    '"Which objective", for how each did against the no-feedback control.'
+)
 
 
 class VersionChoiceField(forms.ModelChoiceField):
@@ -36,7 +41,9 @@ def _clean_modality(raw: str) -> str:
 
 
 class GenerateForm(forms.Form):
-    """Reward-filtered generation; versions default to the newest of each kind."""
+    """Reward-filtered generation. The version defaults to the latest promoted
+    one (``default_diffusion_version``), the reward model to the newest; with
+    no reward model the images come unfiltered."""
 
     prompt = forms.CharField(max_length=1000, widget=forms.Textarea(attrs={"rows": 3}))
     modality = forms.CharField(max_length=64, help_text="e.g. fundus, ct, oct")
@@ -46,6 +53,7 @@ class GenerateForm(forms.Form):
         choices=[
             ("best_of_n", "Best of N: keep the highest reward of N tries"),
             ("threshold", "Threshold: keep images above a reward"),
+            ("none", "None: keep every image"),
         ],
         initial="best_of_n",
         widget=forms.RadioSelect,
@@ -61,25 +69,32 @@ class GenerateForm(forms.Form):
         queryset=_versions(ModelKind.DIFFUSION), empty_label=None
     )
     reward_version = VersionChoiceField(
-        label="Reward model", queryset=_versions(ModelKind.REWARD), empty_label=None
+        label="Reward model",
+        queryset=_versions(ModelKind.REWARD),
+        required=False,
+        empty_label="None: keep every image, unfiltered",
     )
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        from .selectors import default_diffusion_version
+
         # Querysets are evaluated per form, so a version made a second ago shows.
         self.fields["model_version"].queryset = _versions(ModelKind.DIFFUSION)
         self.fields["reward_version"].queryset = _versions(ModelKind.REWARD)
-        for name in ("model_version", "reward_version"):
-            first = self.fields[name].queryset.first()
-            if first is not None:
-                self.fields[name].initial = first.pk
+        default = default_diffusion_version()
+        if default is not None:
+            self.fields["model_version"].initial = default.pk
+        newest_reward = self.fields["reward_version"].queryset.first()
+        if newest_reward is not None:
+            self.fields["reward_version"].initial = newest_reward.pk
 
     def clean_modality(self) -> str:
         return _clean_modality(self.cleaned_data["modality"])
 
     def clean_mode(self) -> str:
         mode = self.cleaned_data["mode"]
-        if mode not in FILTER_MODES:
+        if mode not in GENERATE_MODES:
             raise forms.ValidationError("unknown filter")
         return mode
 
@@ -89,9 +104,22 @@ class GenerateForm(forms.Form):
 # reward is at least 0.75: the experiment's filtered variant.
 FILTERED_THRESHOLD = 0.75
 
+OBJECTIVE_CHOICES = [
+    ("weighted", "Weighted: every image, weighted by its rating (or reward)"),
+    ("filtered", "Filtered: only images rated 3 (unrated: reward at least 0.75)"),
+    ("kto", "KTO: learn from images rated 3 and away from images rated 1"),
+    ("dpo", "DPO: pairs where one physician preferred one image to another"),
+]
+KTO_MIDDLE_CHOICES = [
+    ("neutral", "Neutral: neither pulls nor pushes"),
+    ("dropped", "Dropped: left out"),
+    ("weighted", "Desirable, at half the weight of a 3"),
+]
+
 
 class RetrainingForm(forms.Form):
-    """One retraining round: reward model, fine-tune, and the next round."""
+    """One retraining round: reward model, fine-tune (and its control), and
+    the comparison round that decides whether the new version is promoted."""
 
     diffusion_version = VersionChoiceField(
         label="Fine-tune this version",
@@ -118,49 +146,91 @@ class RetrainingForm(forms.Form):
         required=False,
         help_text="How much each physician's ratings count in the reward model.",
     )
-    finetune_on = forms.ChoiceField(
-        label="Fine-tune on",
-        choices=[
-            ("weighted", "Every generated image, weighted by rating or reward"),
-            ("filtered", "Only images rated 3 (unrated: reward at least 0.75)"),
-        ],
-        initial="weighted",
+    objective = forms.ChoiceField(
+        label="Learn from the ratings by",
+        choices=OBJECTIVE_CHOICES,
         required=False,
-        help_text="In the simulated-rater experiment both raised the share "
-        "rated 3 after one round; only the second beat fine-tuning with equal "
-        "weights (docs/engine.md).",
+        help_text=OBJECTIVE_HELP,
+    )
+    kto_middle = forms.ChoiceField(
+        label="KTO: an image rated 2 is",
+        choices=KTO_MIDDLE_CHOICES,
+        initial="neutral",
+        required=False,
+    )
+    train_control = forms.BooleanField(
+        label="Train a control beside it (the same images and steps, no ratings)",
+        required=False,
+        initial=True,
+        help_text="The comparison round rates it too: the new version is "
+        "promoted only if it beats both its parent and the control.",
     )
     open_next_round = forms.BooleanField(
-        label="Open the next round comparing the new version with its parent",
+        label="Open the comparison round (new version, parent, control)",
         required=False,
         initial=True,
     )
+    best_of_n = forms.IntegerField(
+        label="Also rate the parent best of N by reward (N, 0: no)",
+        min_value=0,
+        max_value=16,
+        initial=0,
+        required=False,
+        help_text="Shows physicians what filtering alone gives, without "
+        "fine-tuning. N must be 2 or more.",
+    )
+    expected_gain = forms.IntegerField(
+        label="Expected gain (points rated 3)",
+        min_value=1,
+        max_value=50,
+        initial=10,
+        required=False,
+        help_text="Sizes the comparison round: the smallest that detects it "
+        "80 % of the time.",
+    )
     images_per_prompt = forms.IntegerField(
-        label="Images per prompt (next round)", min_value=1, max_value=64, initial=4
+        label="Images per prompt and arm",
+        min_value=1,
+        max_value=64,
+        initial=8,
     )
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        from .selectors import default_diffusion_version
+
         self.fields["diffusion_version"].queryset = _versions(ModelKind.DIFFUSION)
-        first = self.fields["diffusion_version"].queryset.first()
-        if first is not None:
-            self.fields["diffusion_version"].initial = first.pk
+        default = default_diffusion_version()
+        if default is not None and not self.initial.get("diffusion_version"):
+            self.fields["diffusion_version"].initial = default.pk
+        self.fields["objective"].initial = DEFAULT_OBJECTIVE
+
+    def clean_best_of_n(self) -> int:
+        value = self.cleaned_data.get("best_of_n") or 0
+        if value == 1:
+            raise forms.ValidationError("best of 1 is the parent itself: use 0 or 2+")
+        return value
 
     def service_params(self) -> dict[str, Any]:
         data = self.cleaned_data
+        objective = data.get("objective") or DEFAULT_OBJECTIVE
         params: dict[str, Any] = {
             "reward": {
                 "epochs": data["reward_epochs"],
                 "ensemble_size": data["ensemble_size"],
             },
-            "finetune": {"max_steps": data["finetune_steps"]},
+            "finetune": {"max_steps": data["finetune_steps"], "objective": objective},
         }
-        if data.get("finetune_on") == "filtered":
+        if objective == "filtered":
             params["finetune"]["filter_threshold"] = FILTERED_THRESHOLD
+        if objective == "kto":
+            params["finetune"]["kto_middle"] = data.get("kto_middle") or "neutral"
         if data.get("rater_weighting") not in (None, "", "none"):
             params["reward"]["rater_weighting"] = data["rater_weighting"]
         if data["open_next_round"]:
             params["round"] = {"images_per_prompt": data["images_per_prompt"]}
+            if data.get("best_of_n"):
+                params["round"]["best_of_n"] = data["best_of_n"]
         return params
 
 

@@ -12,6 +12,7 @@ import json
 import secrets
 import uuid
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,13 +32,19 @@ from annotations.services.generation import (
     round_generated_fill,
     round_generating_create,
 )
-from annotations.services.rounds import controls_needed, serving_check
+from annotations.services.rounds import controls_needed
 from models_ml.engine.readers import normalize_modality
 from models_ml.engine.readers.errors import InvalidModalityError
 
-from .models import FINISHED_STATUSES, Job, JobKind, ModelKind, ModelVersion
+from .models import (
+    FINISHED_STATUSES,
+    Job,
+    JobKind,
+    ModelKind,
+    ModelVersion,
+)
 from .rater_weighting import RATER_WEIGHTINGS
-from .selectors import control_pool, model_version_dataset, real_images_for_training
+from .selectors import real_images_for_training
 from .services import job_create
 
 TRAIN_KEYS = frozenset(
@@ -70,15 +77,29 @@ TRAIN_KEYS = frozenset(
     }
 )
 FINETUNE_KEYS = TRAIN_KEYS | {
+    "objective",
     "beta",
     "filter_threshold",
     "weighting",
+    "kto_beta",
+    "kto_desirable_weight",
+    "kto_undesirable_weight",
+    "kto_middle",
+    "kto_middle_weight",
+    "kto_unrated_weight",
+    "dpo_beta",
     "max_drift",
     "min_diversity_fraction",
     "drift_check_steps",
     "drift_samples",
     "max_samples",
 }
+# What a fine-tune optimises when its parameters name no objective (and no
+# filter_threshold, which still means "filtered"), chosen by the
+# simulated-physician experiment (docs/engine.md, "Which objective").
+DEFAULT_OBJECTIVE = "weighted"
+# Objectives a retraining run's new version may use; "none" is its control.
+FEEDBACK_OBJECTIVES = ("weighted", "filtered", "kto", "dpo")
 REWARD_KEYS = frozenset(
     {
         "name",
@@ -113,11 +134,15 @@ ROUND_KEYS = (
         "raters_per_image",
         "control_share",
         "seed",
+        "best_of_n",
+        "alpha",
     }
 )
 SCHEDULERS = ("ddim", "dpm", "euler", "ddpm")
 MAX_IMAGES_PER_JOB = 20000
 FILTER_MODES = ("best_of_n", "threshold")
+# "none": sampled unfiltered, every image kept (also without a reward model).
+GENERATE_MODES = (*FILTER_MODES, "none")
 
 
 def job_dir(*, job: Job) -> Path:
@@ -270,6 +295,53 @@ def model_version_register(
 # --- rounds that generate ------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class Arm:
+    """One generator of a round: a version, or a version filtered best-of-N
+    by a reward model. Every arm draws the same prompts and seeds."""
+
+    name: str
+    model_version: ModelVersion
+    best_of_n: int | None = None
+    reward_version: ModelVersion | None = None
+
+    def as_params(self) -> dict[str, Any]:
+        return {
+            "arm": self.name,
+            "model_version_id": self.model_version.pk,
+            "best_of_n": self.best_of_n,
+            "reward_version_id": getattr(self.reward_version, "pk", None),
+        }
+
+
+def _round_arms(
+    model_version: ModelVersion, compare_model_version: ModelVersion | None
+) -> list[Arm]:
+    arms = [Arm("main", model_version)]
+    if compare_model_version is not None:
+        arms.append(Arm("compare", compare_model_version))
+    return arms
+
+
+MAX_BEST_OF_N = 16
+
+
+def _check_arms(arms: Sequence[Arm]) -> None:
+    names = [a.name for a in arms]
+    if len(set(names)) != len(names):
+        raise DomainError("every arm of a round needs its own name")
+    plain = [a.model_version.pk for a in arms if a.best_of_n is None]
+    if len(set(plain)) != len(plain):
+        raise DomainError("a round cannot compare a version with itself")
+    for arm in arms:
+        _check_diffusion(arm.model_version, f"{arm.name} arm's model_version")
+        if arm.best_of_n is not None:
+            _positive_int(arm.best_of_n, "best_of_n", maximum=MAX_BEST_OF_N)
+            if arm.best_of_n < 2:
+                raise DomainError("best_of_n must be at least 2")
+            _check_reward(arm.reward_version, "best_of_n's reward_version")
+
+
 @transaction.atomic
 def round_generate_start(
     *,
@@ -292,27 +364,32 @@ def round_generate_start(
     serving_policy: str = ServingPolicy.RANDOM,
     reward_model_version: ModelVersion | None = None,
     rescore_every: int | None = None,
+    arms: Sequence[Arm] | None = None,
 ) -> Job:
     """Create a round in ``generating`` and queue the job that fills it.
 
     With ``compare_model_version`` both versions draw the same prompts and
-    seeds, so the round compares them image for image, blinded.  The serving
-    design is an ordinary round's (``round_create``); a reward model scores
-    the images once the job has generated them (``round_generated_finish``).
-    ``enqueue=False`` leaves the job for a caller that runs it in-process.
+    seeds, so the round compares them image for image, blinded; ``arms``
+    names any number of generators the same way (a retraining run's
+    comparison: new version, parent, control, parent best-of-N). The
+    serving design is an ordinary round's (``round_create``); a reward model
+    scores the images once the job has generated them
+    (``round_generated_finish``). ``enqueue=False`` leaves the job for a
+    caller that runs it in-process.
     """
     _check_diffusion(model_version, "model_version")
     if compare_model_version is not None:
         _check_diffusion(compare_model_version, "compare_model_version")
         if compare_model_version.pk == model_version.pk:
             raise DomainError("a round cannot compare a version with itself")
+    arms = list(arms) if arms else _round_arms(model_version, compare_model_version)
+    _check_arms(arms)
     sampling = dict(sampling or {})
     _check_keys(sampling, SAMPLING_KEYS, "sampling")
     _check_sampling(sampling)
     pairs = _prompt_list(prompts)
     _positive_int(images_per_prompt, "images_per_prompt")
-    versions = 2 if compare_model_version is not None else 1
-    n_images = len(pairs) * images_per_prompt * versions
+    n_images = len(pairs) * images_per_prompt * len(arms)
     if n_images > MAX_IMAGES_PER_JOB:
         raise DomainError(
             f"{n_images} images asked for; one round generates at most "
@@ -347,12 +424,14 @@ def round_generate_start(
             "images_per_prompt": images_per_prompt,
             "seed": seed,
             "sampling": sampling,
+            "arms": [a.name for a in arms],
         },
     )
     params: dict[str, Any] = {
         "round_id": rnd.pk,
         "model_version_id": model_version.pk,
         "compare_model_version_id": getattr(compare_model_version, "pk", None),
+        "arms": [a.as_params() for a in arms],
         "prompts": pairs,
         "images_per_prompt": images_per_prompt,
         "seed": seed,
@@ -454,14 +533,44 @@ def reward_model_train_start(
 # --- reward-weighted fine-tuning ---------------------------------------------
 
 
+def _number(
+    params: dict[str, Any], key: str, low: float, high: float, *, low_open: bool = False
+) -> None:
+    if key not in params:
+        return
+    value = params[key]
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise DomainError(f"{key} must be a number")
+    if not (low < value if low_open else low <= value) or value > high:
+        bracket = "(" if low_open else "["
+        raise DomainError(f"{key} must be in {bracket}{low:g}, {high:g}]")
+
+
+def finetune_objective(params: dict[str, Any]) -> str:
+    """The objective a fine-tune's parameters ask for (see DEFAULT_OBJECTIVE)."""
+    if params.get("objective"):
+        return str(params["objective"])
+    if params.get("filter_threshold") is not None:
+        return "filtered"
+    return DEFAULT_OBJECTIVE
+
+
 def _check_finetune_params(params: dict[str, Any]) -> None:
+    from .engine.objectives import KTO_MIDDLE_MODES, OBJECTIVES
+
     _check_keys(params, FINETUNE_KEYS, "finetune")
     for key in ("max_steps", "max_samples"):
         if key in params:
-            _positive_int(params[key], key)
+            _positive_int(params[key], key, maximum=1_000_000)
+    objective = params.get("objective", DEFAULT_OBJECTIVE)
+    if objective not in OBJECTIVES:
+        raise DomainError(
+            f"objective {objective!r} is not one of {', '.join(OBJECTIVES)}"
+        )
     beta = params.get("beta", 1.0)
-    if not isinstance(beta, (int, float)) or beta < 0:
+    if isinstance(beta, bool) or not isinstance(beta, (int, float)) or beta < 0:
         raise DomainError("beta must be a number >= 0")
+    _number(params, "beta", 0, 1000)
     threshold = params.get("filter_threshold")
     if threshold is not None and (
         isinstance(threshold, bool)
@@ -472,189 +581,65 @@ def _check_finetune_params(params: dict[str, Any]) -> None:
             "filter_threshold must be a number in (0, 1]: the rating mapped to "
             "0-1, (mean - 1) / 2, or the reward; 1 keeps images rated 3"
         )
+    if threshold is not None and objective not in ("weighted", "filtered"):
+        raise DomainError(
+            f"filter_threshold belongs to the filtered objective, not {objective!r}"
+        )
     if params.get("weighting", "sample") not in ("sample", "loss"):
         raise DomainError(
             "weighting must be 'sample' (batches drawn in proportion to the "
             "weights) or 'loss' (every image's loss scaled by its weight)"
         )
+    if params.get("kto_middle", "neutral") not in KTO_MIDDLE_MODES:
+        raise DomainError(
+            f"kto_middle must be one of {', '.join(KTO_MIDDLE_MODES)}: what an "
+            "image rated 2 is to KTO"
+        )
+    _number(params, "kto_beta", 0, 1e7, low_open=True)
+    _number(params, "dpo_beta", 0, 1e7, low_open=True)
+    _number(params, "kto_desirable_weight", 0, 100, low_open=True)
+    _number(params, "kto_undesirable_weight", 0, 100, low_open=True)
+    _number(params, "kto_middle_weight", -1, 1)
+    _number(params, "kto_unrated_weight", 0, 1)
+    _number(params, "learning_rate", 0, 1, low_open=True)
+    _number(params, "max_drift", 1, 1000, low_open=True)
+    _number(params, "min_diversity_fraction", 0, 1)
 
 
 @transaction.atomic
 def finetune_start(
     *,
     diffusion_version: ModelVersion,
-    reward_version: ModelVersion,
+    reward_version: ModelVersion | None,
     created_by: Any,
     params: dict[str, Any],
     chain: dict[str, Any] | None = None,
+    control: bool = False,
 ) -> Job:
-    """Queue a reward-weighted fine-tune of ``diffusion_version``."""
+    """Queue a fine-tune of ``diffusion_version`` from feedback on its images.
+
+    ``params["objective"]`` says how (``weighted``, ``filtered``, ``kto``,
+    ``dpo``, or ``none``: the same images without feedback). The reward
+    model scores images nobody rated; DPO and ``none`` need none.
+    ``control`` makes the version a control (``is_control``), never promoted.
+    """
     _check_diffusion(diffusion_version, "diffusion_version")
-    _check_reward(reward_version)
     _check_finetune_params(params)
+    objective = finetune_objective(params)
+    if reward_version is None and objective not in ("dpo", "none"):
+        raise DomainError(f"objective {objective!r} needs a reward_version")
+    if reward_version is not None:
+        _check_reward(reward_version)
     job_params: dict[str, Any] = {
         "diffusion_version_id": diffusion_version.pk,
-        "reward_version_id": reward_version.pk,
-        "finetune": dict(params),
+        "reward_version_id": getattr(reward_version, "pk", None),
+        "finetune": {**params, "objective": objective},
     }
+    if control:
+        job_params["control"] = True
     if chain is not None:
         job_params["chain"] = chain
     return job_create(kind=JobKind.FINETUNE, created_by=created_by, params=job_params)
-
-
-# --- the retraining chain -------------------------------------------------------
-
-
-def _default_prompts(version: ModelVersion, limit: int = 8) -> list[list[str]]:
-    """The prompts of the last round of this version, else the dataset's texts."""
-    for rnd in Round.objects.filter(model_version=version).order_by("-created_at"):
-        if rnd.settings.get("prompts"):
-            return [list(p) for p in rnd.settings["prompts"]]
-    dataset = model_version_dataset(model_version=version)
-    if dataset is None:
-        raise DomainError(
-            "give round prompts: this version has no dataset to draw them from"
-        )
-    pairs = (
-        real_images_for_training(dataset_ids=[dataset.pk])
-        .values_list("prompt", "modality")
-        .distinct()[:limit]
-    )
-    return [[p, m] for p, m in pairs]
-
-
-def _chain_round_serving(spec: dict[str, Any]) -> dict[str, Any]:
-    """The serving design of a retraining run's round, checked as any round's."""
-    serving = {
-        "agreement_share": spec.get("agreement_share", 0.0),
-        "repeat_share": spec.get("repeat_share", 0.0),
-        "serving_policy": spec.get("serving_policy", ServingPolicy.RANDOM),
-    }
-    for key in ("agreement_share", "repeat_share"):
-        value = serving[key]
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise DomainError(f"round: {key} must be a number")
-    try:
-        serving["rescore_every"] = serving_check(
-            **serving,
-            reward_model_version=None,
-            rescore_every=spec.get("rescore_every"),
-        )
-    except DomainError as exc:
-        raise DomainError(f"round: {exc}") from None
-    return serving
-
-
-@transaction.atomic
-def retraining_round_start(
-    *,
-    created_by: Any,
-    diffusion_version: ModelVersion,
-    params: dict[str, Any],
-    open_next_round: bool,
-) -> Job:
-    """Train the reward model on all ratings, fine-tune ``diffusion_version``
-    with it, and optionally open a round comparing the new version with it.
-
-    ``params`` holds ``reward``, ``finetune`` and ``round`` mappings.  The
-    round may set ``agreement_share``, ``repeat_share``, ``serving_policy``
-    and ``rescore_every``;
-    uncertainty serving takes the reward model this run trains.  Each
-    step is its own job; the next is created when the previous succeeds, and
-    every job of the run carries ``params["chain"]`` with the same id.
-    Returns the first job.
-    """
-    _check_diffusion(diffusion_version, "diffusion_version")
-    _check_keys(params, frozenset({"reward", "finetune", "round"}), "retraining")
-    reward = dict(params.get("reward") or {})
-    finetune = dict(params.get("finetune") or {})
-    _check_reward_params(reward)
-    _check_finetune_params(finetune)
-    round_params: dict[str, Any] | None = None
-    if open_next_round:
-        round_params = dict(params.get("round") or {})
-        _check_keys(round_params, ROUND_KEYS, "round")
-        _check_sampling(round_params)
-        prompts = round_params.get("prompts") or _default_prompts(diffusion_version)
-        round_params["prompts"] = _prompt_list(prompts)
-        round_params.setdefault("images_per_prompt", 4)
-        _positive_int(round_params["images_per_prompt"], "images_per_prompt")
-        round_params["seed"] = _seed(round_params.get("seed"))
-        share = round_params.setdefault("control_share", 0.0)
-        if isinstance(share, bool) or not isinstance(share, (int, float)):
-            raise DomainError("round: control_share must be a number")
-        controls_needed(n_images=1, control_share=float(share))
-        _chain_round_serving(round_params)
-    chain = {
-        "id": uuid.uuid4().hex,
-        "step": JobKind.TRAIN_REWARD.value,
-        "diffusion_version_id": diffusion_version.pk,
-        "finetune": finetune,
-        "round": round_params,
-    }
-    return reward_model_train_start(
-        created_by=created_by, rounds=None, params=reward, chain=chain
-    )
-
-
-def chain_next_after_reward(*, job: Job, reward_version: ModelVersion) -> Job | None:
-    """Queue the fine-tune step of a retraining run, or the scoring of the
-    round a re-scoring run is for (once, however often asked)."""
-    chain = job.params.get("chain")
-    if not chain:
-        return None
-    if chain.get("rescore_round_id"):
-        return _rescore_score_step(job=job, chain=chain, reward_version=reward_version)
-    existing = _chain_step_job(chain, JobKind.FINETUNE)
-    if existing is not None:
-        return existing
-    diffusion_version = ModelVersion.objects.get(pk=chain["diffusion_version_id"])
-    return finetune_start(
-        diffusion_version=diffusion_version,
-        reward_version=reward_version,
-        created_by=job.created_by,
-        params=chain["finetune"],
-        chain={**chain, "step": JobKind.FINETUNE.value},
-    )
-
-
-def chain_next_after_finetune(*, job: Job, new_version: ModelVersion) -> Job | None:
-    """Queue the comparison round of a retraining run, when one was asked for."""
-    chain = job.params.get("chain")
-    if not chain or not chain.get("round"):
-        return None
-    existing = _chain_step_job(chain, JobKind.GENERATE_ROUND)
-    if existing is not None:
-        return existing
-    spec = dict(chain["round"])
-    parent = new_version.parent
-    prompts = [tuple(p) for p in spec["prompts"]]
-    pool = control_pool(model_version=new_version, modalities=[m for _, m in prompts])
-    serving = _chain_round_serving(spec)
-    reward = None
-    if serving["serving_policy"] == ServingPolicy.UNCERTAINTY:
-        reward = ModelVersion.objects.get(pk=job.params["reward_version_id"])
-    return round_generate_start(
-        model_version=new_version,
-        compare_model_version=parent,
-        prompts=prompts,
-        images_per_prompt=spec["images_per_prompt"],
-        created_by=job.created_by,
-        name=spec.get("name") or f"{new_version.name} vs {parent.name}",
-        raters_per_image=spec.get("raters_per_image", 1),
-        control_share=float(spec.get("control_share", 0.0)),
-        control_pool=pool,
-        open_when_done=True,
-        seed=spec["seed"],
-        sampling={k: v for k, v in spec.items() if k in SAMPLING_KEYS},
-        chain={**chain, "step": JobKind.GENERATE_ROUND.value},
-        reward_model_version=reward,
-        **serving,
-    )
-
-
-def _chain_step_job(chain: dict[str, Any], kind: str) -> Job | None:
-    return Job.objects.filter(params__chain__id=chain["id"], kind=kind).first()
 
 
 # --- filtered generation ---------------------------------------------------------
@@ -664,7 +649,7 @@ def _chain_step_job(chain: dict[str, Any], kind: str) -> Job | None:
 def generate_start(
     *,
     model_version: ModelVersion,
-    reward_version: ModelVersion,
+    reward_version: ModelVersion | None,
     prompt: str,
     modality: str,
     count: int,
@@ -680,20 +665,26 @@ def generate_start(
     """Queue reward-filtered generation; kept and rejected images are stored.
 
     Threshold mode without a threshold uses the one calibrated on the reward
-    model's held-out ratings.  ``enqueue=False`` creates the job for a caller
-    that runs it in-process (``manage.py generate``).
+    model's held-out ratings. Without a reward model the images are sampled
+    unfiltered (mode ``none``: every one kept, none scored).
+    ``enqueue=False`` creates the job for a caller that runs it in-process
+    (``manage.py generate``).
     """
     _check_diffusion(model_version, "model_version")
-    _check_reward(reward_version)
+    if reward_version is not None:
+        _check_reward(reward_version)
     if not prompt or not prompt.strip():
         raise DomainError("the prompt is empty")
     modality = _modality(modality, "modality")
     _positive_int(count, "count", maximum=256)
     _positive_int(n, "n", maximum=64)
     _positive_int(max_attempts, "max_attempts", maximum=64)
-    if mode not in FILTER_MODES:
-        raise DomainError(f"mode must be one of {', '.join(FILTER_MODES)}")
+    if mode not in GENERATE_MODES:
+        raise DomainError(f"mode must be one of {', '.join(GENERATE_MODES)}")
+    if reward_version is None or mode == "none":
+        mode, n, threshold, reward_version = "none", 1, None, None
     if threshold is None and mode == "threshold":
+        assert reward_version is not None
         threshold = reward_version.metrics.get("threshold")
         if threshold is None:
             raise DomainError(
@@ -711,7 +702,7 @@ def generate_start(
         created_by=created_by,
         params={
             "model_version_id": model_version.pk,
-            "reward_version_id": reward_version.pk,
+            "reward_version_id": getattr(reward_version, "pk", None),
             "prompt": prompt.strip(),
             "modality": modality,
             "count": count,
@@ -809,23 +800,6 @@ def round_rescore_maybe(*, round_id: int) -> Job | None:
         detail={"job": job.pk, "ratings": rated},
     )
     return job
-
-
-def _rescore_score_step(
-    *, job: Job, chain: dict[str, Any], reward_version: ModelVersion
-) -> Job | None:
-    existing = _chain_step_job(chain, JobKind.SCORE)
-    if existing is not None:
-        return existing
-    rnd = Round.objects.filter(pk=chain["rescore_round_id"]).first()
-    if rnd is None or rnd.status != RoundStatus.RATING:
-        return None  # closed meanwhile: nothing left to serve
-    return round_score_start(
-        round=rnd,
-        created_by=job.created_by,
-        reward_model_version=reward_version,
-        chain={**chain, "step": JobKind.SCORE.value},
-    )
 
 
 @transaction.atomic

@@ -14,6 +14,15 @@ class ModelKind(models.TextChoices):
     REWARD = "reward", "Reward model"
 
 
+class GateStatus(models.TextChoices):
+    """Where a diffusion version stands with the promotion gate."""
+
+    UNTESTED = "untested", "Not compared"
+    PENDING = "pending", "Comparison round open"
+    PROMOTED = "promoted", "Promoted"
+    FAILED = "failed", "Not promoted"
+
+
 class ModelVersion(models.Model):
     """A diffusion checkpoint or reward model, with what it was trained on."""
 
@@ -43,13 +52,88 @@ class ModelVersion(models.Model):
     job = models.ForeignKey(
         "Job", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
+    is_control = models.BooleanField(
+        default=False,
+        db_default=False,
+        help_text="Fine-tuned without feedback, beside a new version, to "
+        "measure what the ratings add; never promoted.",
+    )
+    gate = models.CharField(
+        max_length=16,
+        choices=GateStatus.choices,
+        default=GateStatus.UNTESTED,
+        db_default=GateStatus.UNTESTED,
+        db_index=True,
+    )
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
 
     class Meta:
         ordering = ["-created_at"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(is_control=False) | ~Q(gate="promoted"),
+                name="model_version_control_never_promoted",
+            ),
+        ]
 
     def __str__(self) -> str:
         return f"{self.name} ({self.kind})"
+
+
+class Comparison(models.Model):
+    """A round that rates a new version against its parent, blinded and on
+    the same prompts and seeds, beside the compute-matched control and
+    optionally the parent filtered best-of-N by a reward model.
+
+    The verdict is recorded when the round closes; until then pages show
+    it as provisional.
+    """
+
+    round = models.OneToOneField(
+        "annotations.Round", on_delete=models.CASCADE, related_name="comparison"
+    )
+    candidate = models.ForeignKey(
+        ModelVersion, on_delete=models.PROTECT, related_name="comparisons"
+    )
+    parent = models.ForeignKey(ModelVersion, on_delete=models.PROTECT, related_name="+")
+    control = models.ForeignKey(
+        ModelVersion,
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="+",
+    )
+    best_of_n = models.PositiveSmallIntegerField(
+        null=True, blank=True, help_text="N of the parent's best-of-N arm."
+    )
+    reward_version = models.ForeignKey(
+        ModelVersion,
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="+",
+        help_text="The reward model that filters the best-of-N arm.",
+    )
+    alpha = models.FloatField(default=0.05)
+    verdict = models.JSONField(default=dict, blank=True)
+    decided_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(alpha__gt=0) & Q(alpha__lt=0.5),
+                name="comparison_alpha_in_range",
+            ),
+            models.CheckConstraint(
+                condition=Q(best_of_n__isnull=True) | Q(best_of_n__gte=2),
+                name="comparison_best_of_n_at_least_two",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.candidate} vs {self.parent}"
 
 
 class JobKind(models.TextChoices):
@@ -57,7 +141,7 @@ class JobKind(models.TextChoices):
     TRAIN_BASE = "train_base", "Train base model"
     GENERATE_ROUND = "generate_round", "Generate round"
     TRAIN_REWARD = "train_reward", "Train reward model"
-    FINETUNE = "finetune", "Reward-weighted fine-tune"
+    FINETUNE = "finetune", "Fine-tune from feedback"
     GENERATE = "generate", "Generate images"
     SCORE = "score", "Score images with a reward model"
     EXPORT = "export", "Export"
@@ -121,21 +205,46 @@ class Job(models.Model):
 
     @property
     def title(self) -> str:
-        return job_title(self.kind, (self.params or {}).get("finetune"))
+        params = self.params or {}
+        return job_title(
+            self.kind, params.get("finetune"), control=bool(params.get("control"))
+        )
 
     @property
     def is_finished(self) -> bool:
         return self.status in FINISHED_STATUSES
 
 
-def job_title(kind: str, finetune: dict[str, Any] | None) -> str:
-    """A job kind's name, or what the job does where its fine-tune mapping
-    (a fine-tune job's ``params["finetune"]``, a chain's ``"finetune"``) says
-    more: with ``filter_threshold`` it trains on the kept images only."""
-    threshold = (finetune or {}).get("filter_threshold")
-    if kind == JobKind.FINETUNE and isinstance(threshold, (int, float)):
+OBJECTIVE_TITLES = {
+    "weighted": "Reward-weighted fine-tune",
+    "kto": "KTO fine-tune (per-image judgements)",
+    "dpo": "DPO fine-tune (preference pairs)",
+    "none": "Fine-tune without feedback",
+}
+
+
+def job_title(
+    kind: str, finetune: dict[str, Any] | None, *, control: bool = False
+) -> str:
+    """A job kind's name; for a fine-tune, what it does as its fine-tune
+    mapping (a fine-tune job's ``params["finetune"]``, a chain's
+    ``"finetune"``) says: its objective, and with ``filter_threshold`` that it
+    trains on the kept images only. ``control``: the run's no-feedback
+    control."""
+    if kind != JobKind.FINETUNE:
+        return JobKind(kind).label
+    if control:
+        return "Control fine-tune (same images, no feedback)"
+    finetune = finetune or {}
+    threshold = finetune.get("filter_threshold")
+    objective = finetune.get("objective")
+    if objective in (None, "filtered") and isinstance(threshold, (int, float)):
         return f"Filtered fine-tune (weight ≥ {threshold:g})"
-    return JobKind(kind).label
+    if objective == "filtered":
+        return "Filtered fine-tune (rated 3)"
+    # Fine-tunes started before objectives existed were reward-weighted;
+    # every one started since names its objective.
+    return OBJECTIVE_TITLES.get(objective or "weighted", JobKind(kind).label)
 
 
 class ImageScore(models.Model):

@@ -18,7 +18,14 @@ from annotations.audit import audit_record
 from annotations.errors import DomainError
 from annotations.models import Assignment, Rating, Round, RoundStatus
 
-from .models import FINISHED_STATUSES, Job, JobKind, JobStatus
+from .models import (
+    FINISHED_STATUSES,
+    GateStatus,
+    Job,
+    JobKind,
+    JobStatus,
+    ModelVersion,
+)
 from .services import job_cancel, job_create
 
 MAX_REASON = 500
@@ -83,6 +90,10 @@ def round_abandon(*, round: Round, reason: str, actor: Any) -> Round:
     Assignment.objects.filter(
         round=rnd, completed_at=None, skipped_at=None, expired_at=None
     ).update(expired_at=now)
+    # An abandoned comparison decides nothing: its new version is untested.
+    ModelVersion.objects.filter(
+        comparisons__round=rnd, comparisons__decided_at=None, gate=GateStatus.PENDING
+    ).update(gate=GateStatus.UNTESTED)
     audit_record(
         action="round_abandon",
         actor=actor,

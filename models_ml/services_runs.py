@@ -26,10 +26,10 @@ from annotations.exports import export_rows
 from annotations.models import Dataset, Image, ImageSource, Round, RoundStatus
 from annotations.services.generation import generated_image_create
 
+from .chains import chain_next_after_finetune, chain_next_after_reward
 from .engine.errors import EngineError
 from .ml_services import (
-    chain_next_after_finetune,
-    chain_next_after_reward,
+    finetune_objective,
     job_dir,
     round_generated_finish,
 )
@@ -37,7 +37,6 @@ from .models import Job, ModelKind, ModelVersion
 from .rater_weighting import RatedRow, rater_weighting
 from .selectors import (
     generated_images_for_finetune,
-    mean_ratings,
     model_version_dataset,
     rating_summary,
     ratings_for_reward,
@@ -52,6 +51,18 @@ Progress = Callable[[float, str], None]
 PROGRESS_EVERY_S = 1.0
 DEFAULT_BASE_STEPS = 1000
 DEFAULT_FINETUNE_STEPS = 200
+DEFAULT_FINETUNE_LR = 5e-5
+# The drift guard is on for every fine-tune: it stops one whose samples get
+# three times as far from the real images as its parent's were.
+DEFAULT_MAX_DRIFT = 3.0
+# Fine-tune parameters the platform reads itself; the rest go to TrainConfig.
+PLATFORM_ONLY_FINETUNE_KEYS = (
+    "filter_threshold",
+    "kto_middle",
+    "kto_middle_weight",
+    "kto_unrated_weight",
+    "objective",
+)
 DEFAULT_MAX_SAMPLES = 5000
 DEFAULT_MAX_REAL_IMAGES = 500
 MAX_LOSSES_KEPT = 500
@@ -233,14 +244,20 @@ def train_base_run(job: Job, progress: Progress) -> dict[str, Any]:
 
 
 def _generation_record(generated: Any, *, job: Job) -> dict[str, Any]:
+    """Provenance of an engine picture, a plain sample or a scored one."""
+    provenance = getattr(generated, "provenance", None) or {}
+
+    def field(name: str) -> Any:
+        return getattr(generated, name, provenance.get(name))
+
     return {
         "seed": generated.seed,
-        "steps": generated.steps,
-        "guidance": generated.guidance,
-        "scheduler": generated.scheduler,
+        "steps": field("steps"),
+        "guidance": field("guidance"),
+        "scheduler": field("scheduler"),
         "prompt": generated.prompt,
         "modality": generated.modality,
-        "engine_version": generated.model_version,
+        "engine_version": field("model_version"),
         "job_id": job.pk,
     }
 
@@ -249,23 +266,84 @@ def _sampling_kwargs(sampling: dict[str, Any]) -> dict[str, Any]:
     return {
         "steps": sampling.get("steps"),
         "guidance": sampling.get("guidance"),
-        "scheduler": sampling.get("scheduler", "ddim"),
+        "scheduler": sampling.get("scheduler"),
         "batch_size": int(sampling.get("batch_size", 8)),
     }
 
 
+def _job_arms(p: dict[str, Any]) -> list[dict[str, Any]]:
+    """The round's generators; jobs queued before arms existed name one or
+    two versions."""
+    if p.get("arms"):
+        return list(p["arms"])
+    arms = [{"arm": "main", "model_version_id": p["model_version_id"]}]
+    if p.get("compare_model_version_id"):
+        arms.append(
+            {"arm": "compare", "model_version_id": p["compare_model_version_id"]}
+        )
+    return arms
+
+
+def _arm_images(
+    arm: dict[str, Any],
+    backend: Any,
+    requests: list[Any],
+    sampling: dict[str, Any],
+    reward_models: dict[int, Any],
+) -> list[tuple[Any, Any, dict[str, Any]]]:
+    """(request, picture, extra provenance) per request for one arm: the
+    version's own sample, or the best of N by the arm's reward model."""
+    if not arm.get("best_of_n"):
+        return [
+            (r, g, {})
+            for r, g in zip(
+                requests, backend.generate(requests, **sampling), strict=True
+            )
+        ]
+    from .engine.filtering import filter_generate
+
+    result = filter_generate(
+        backend,
+        reward_models[arm["reward_version_id"]],
+        requests,
+        mode="best_of_n",
+        n=int(arm["best_of_n"]),
+        **sampling,
+    )
+    out = []
+    for kept in sorted(result.kept, key=lambda k: k.request_index):
+        request = requests[kept.request_index]
+        out.append(
+            (
+                request,
+                kept,
+                {
+                    "best_of_n": int(arm["best_of_n"]),
+                    "reward_version_id": arm["reward_version_id"],
+                    "reward": kept.reward,
+                },
+            )
+        )
+    return out
+
+
 def round_generate_run(job: Job, progress: Progress) -> dict[str, Any]:
-    """Generate a round's images (both versions on the same seeds), open it,
-    and queue their scoring when the round has a reward model."""
+    """Generate a round's images (every arm on the same prompts and seeds),
+    open it, and queue their scoring when the round has a reward model."""
     from .engine.backends import load_backend
     from .engine.backends.base import GenerationRequest
+    from .engine.reward import RewardModel
 
     p = job.params
     rnd = Round.objects.get(pk=p["round_id"])
     if rnd.status == RoundStatus.GENERATING:
-        versions = [ModelVersion.objects.get(pk=p["model_version_id"])]
-        if p.get("compare_model_version_id"):
-            versions.append(ModelVersion.objects.get(pk=p["compare_model_version_id"]))
+        arms = _job_arms(p)
+        versions = {
+            v.pk: v
+            for v in ModelVersion.objects.filter(
+                pk__in={a["model_version_id"] for a in arms}
+            )
+        }
         per_prompt = int(p["images_per_prompt"])
         requests = [
             GenerationRequest(
@@ -275,34 +353,50 @@ def round_generate_run(job: Job, progress: Progress) -> dict[str, Any]:
             for k in range(per_prompt)
         ]
         # A retried job keeps what an earlier attempt stored.
-        stored = set(
-            Image.objects.filter(generated_for_round=rnd).values_list(
-                "model_version_id", "generation__seed"
+        stored = {
+            (g.get("arm"), g.get("request_seed", g.get("seed")))
+            for g in Image.objects.filter(generated_for_round=rnd).values_list(
+                "generation", flat=True
             )
-        )
+        }
         sampling = _sampling_kwargs(p.get("sampling") or {})
         device = _device((p.get("sampling") or {}).get("device"))
-        backends = {v.pk: load_backend(v.path, device=device) for v in versions}
+        backends = {
+            pk: load_backend(v.path, device=device) for pk, v in versions.items()
+        }
+        reward_models = {
+            a["reward_version_id"]: RewardModel.load(
+                ModelVersion.objects.get(pk=a["reward_version_id"]).path
+            )
+            for a in arms
+            if a.get("best_of_n")
+        }
         reporter = _Reporter(progress, span=0.95)
-        total = len(requests) * len(versions)
+        total = len(requests) * len(arms)
         made = 0
         chunk = sampling["batch_size"]
         for start in range(0, len(requests), chunk):
-            # Versions alternate chunk by chunk, so a stopped job leaves both
+            # Arms alternate chunk by chunk, so a stopped job leaves them
             # equally far along.
-            for version in versions:
+            for arm in arms:
+                version = versions[arm["model_version_id"]]
                 todo = [
                     r
                     for r in requests[start : start + chunk]
-                    if (version.pk, r.seed) not in stored
+                    if (arm["arm"], r.seed) not in stored
                 ]
-                for generated in backends[version.pk].generate(todo, **sampling):
+                made_now = _arm_images(
+                    arm, backends[version.pk], todo, sampling, reward_models
+                )
+                for request, generated, extra in made_now:
+                    record = _generation_record(generated, job=job)
+                    record.update(extra, arm=arm["arm"], request_seed=request.seed)
                     generated_image_create(
                         picture=generated.image,
-                        prompt=generated.prompt,
-                        modality=generated.modality or "",
+                        prompt=request.prompt,
+                        modality=request.modality or "",
                         model_version=version,
-                        generation=_generation_record(generated, job=job),
+                        generation=record,
                         round=rnd,
                     )
                 made += len(requests[start : start + chunk])
@@ -471,87 +565,28 @@ def _reward_result(job: Job, version: ModelVersion) -> dict[str, Any]:
 # --- reward-weighted fine-tuning ---------------------------------------------
 
 
-def _finetune_weights(
-    *,
-    images: list[Image],
-    reward_version: ModelVersion,
-    reporter: _Reporter,
-    filter_threshold: float | None = None,
-) -> tuple[list[tuple[Image, float]], dict[str, Any]]:
-    """Weight per synthetic image: mean rating mapped to [0, 1] where physicians
-    rated it, else the reward model's score; then normalised per prompt.
-
-    With ``filter_threshold`` (the filtered variant) only the images whose
-    weight reaches it before normalising are kept, and they count equally:
-    1 keeps what physicians rated 3 (and unrated images the reward model is
-    sure of); 0.75 is the simulated-rater experiment's setting.  In that
-    experiment (docs/engine.md, n = 576, two seeds) filtering raised the
-    share rated 3 where the continuous weights did not.
-    """
-    from PIL import Image as PILImage
-
-    from .engine.reward import RewardModel
-    from .engine.train import normalise_weights_per_prompt
-
-    rated = mean_ratings(image_ids=[im.pk for im in images])
-    raw: dict[int, float] = {pk: (mean - 1.0) / 2.0 for pk, (mean, _) in rated.items()}
-    unrated = [im for im in images if im.pk not in rated]
-    if unrated:
-        model = RewardModel.load(reward_version.path)
-        for start in range(0, len(unrated), 64):
-            chunk = unrated[start : start + 64]
-            pictures = []
-            for im in chunk:
-                with PILImage.open(_file_path(im)) as picture:
-                    pictures.append(picture.convert("RGB"))
-            predicted = model.predict(
-                pictures, [im.prompt for im in chunk], [im.modality for im in chunk]
-            )
-            raw.update(
-                (im.pk, float(r)) for im, r in zip(chunk, predicted.reward, strict=True)
-            )
-            reporter(
-                (start + len(chunk)) / len(unrated),
-                f"scored {start + len(chunk)} of {len(unrated)} unrated images",
-            )
-    summary: dict[str, Any] = {
-        "n_samples": len(images),
-        "n_rated": len(rated),
-        "n_scored": len(unrated),
-        "rating_count": sum(n for _, n in rated.values()),
-        "mean_raw_weight": sum(raw.values()) / len(raw),
-    }
-    if filter_threshold is not None:
-        kept = [im for im in images if raw[im.pk] >= filter_threshold]
-        if not kept:
-            best = max(raw.values())
-            raise EngineError(
-                f"filter_threshold {filter_threshold}: none of the {len(images)} "
-                f"generated images reaches it (the best has {best:.3f}); lower "
-                "it or rate more images"
-            )
-        summary.update(filter_threshold=filter_threshold, n_kept=len(kept))
-        return [(im, 1.0) for im in kept], summary
-    weights = normalise_weights_per_prompt([(im.prompt, raw[im.pk]) for im in images])
-    return list(zip(images, weights, strict=True)), summary
-
-
 def finetune_run(job: Job, progress: Progress) -> dict[str, Any]:
-    """Reward-weighted fine-tune of a diffusion version, real images regularising."""
+    """Fine-tune a diffusion version from feedback on its generated images
+    (or, as the control, from the same images without it), real images
+    regularising; the objective is ``params["finetune"]["objective"]``."""
     from annotations.models import Rating
 
     from .engine.train import TrainConfig
+    from .feedback import finetune_rows, write_rows
 
     done = ModelVersion.objects.filter(job=job).first()
     if done is not None:
         return _finetune_result(job, done)
     parent = ModelVersion.objects.get(pk=job.params["diffusion_version_id"])
-    reward_version = ModelVersion.objects.get(pk=job.params["reward_version_id"])
+    reward_id = job.params.get("reward_version_id")
+    reward_version = ModelVersion.objects.get(pk=reward_id) if reward_id else None
     params = dict(job.params.get("finetune") or {})
+    objective = finetune_objective(params)
+    is_control = bool(job.params.get("control"))
     out = job_dir(job=job)
     out.mkdir(parents=True, exist_ok=True)
-    weights_csv, real_csv = out / "weights.csv", out / "real.csv"
-    summary_json = out / "weights_summary.json"
+    real_csv = out / "real.csv"
+    summary_json = out / "inputs_summary.json"
     dataset = model_version_dataset(model_version=parent)
     # Inputs are written once, so a resumed run trains on the same rows.
     if not summary_json.exists():
@@ -564,33 +599,37 @@ def finetune_run(job: Job, progress: Progress) -> dict[str, Any]:
                 f"{parent.name}: no generated images of this version or its "
                 "ancestors to fine-tune on; open a round first"
             )
-        weighted, summary = _finetune_weights(
+        rows, summary, image_ids = finetune_rows(
+            objective=objective,
             images=images,
             reward_version=reward_version,
-            reporter=_Reporter(progress, span=0.1),
-            filter_threshold=params.get("filter_threshold"),
+            params=params,
+            progress=_Reporter(progress, span=0.1),
         )
-        with weights_csv.open("w", newline="", encoding="utf-8") as handle:
-            writer = csv.writer(handle)
-            writer.writerow(["path", "Text", "modality", "weight"])
-            for im, weight in weighted:
-                writer.writerow([_file_path(im), im.prompt, im.modality, weight])
+        summary["data_csv"] = str(write_rows(rows, out))
+        summary["data_kind"] = rows.kind
         if dataset is not None:
             _write_real_csv(
                 real_csv, real_images_for_training(dataset_ids=[dataset.pk])
             )
-        summary["image_ids"] = [im.pk for im, _ in weighted]
+        summary["image_ids"] = image_ids
         summary_json.write_text(json.dumps(summary))
     summary = json.loads(summary_json.read_text())
     kwargs = _train_config_kwargs(params, DEFAULT_FINETUNE_STEPS)
-    # Applied above, to the weights before normalising; weights.csv holds the
-    # kept images only.
-    kwargs.pop("filter_threshold", None)
-    kwargs.setdefault("learning_rate", 5e-5)
+    for key in PLATFORM_ONLY_FINETUNE_KEYS:
+        kwargs.pop(key, None)
+    kwargs.setdefault("learning_rate", DEFAULT_FINETUNE_LR)
     kwargs.setdefault("weighting", "sample")
-    kwargs.update(backend=parent.backend, model_path=parent.path)
+    kwargs.setdefault("max_drift", DEFAULT_MAX_DRIFT)
+    kwargs.setdefault("drift_check_steps", max(1, int(kwargs["max_steps"]) // 4))
+    kwargs.update(backend=parent.backend, model_path=parent.path, objective=objective)
+    if objective == "filtered":
+        # The rows are the kept images already, each with weight 1.
+        kwargs["filter_threshold"] = 1.0
+    data_kind = summary["data_kind"]
     config = TrainConfig(
-        weights_csv=str(weights_csv),
+        weights_csv=summary["data_csv"] if data_kind == "weights" else None,
+        pairs_csv=summary["data_csv"] if data_kind == "pairs" else None,
         real_csv=str(real_csv) if real_csv.exists() else None,
         output_dir=str(out),
         resume="latest",
@@ -599,14 +638,23 @@ def finetune_run(job: Job, progress: Progress) -> dict[str, Any]:
     resumed_from = _checkpoint_step(out)
     result = _train(config, _Reporter(progress, start=0.1, span=0.9, hold_cancel=True))
     used = Rating.objects.filter(
-        image_id__in=summary["image_ids"], retracted_at=None, is_repeat=False
+        image_id__in=[] if is_control else summary["image_ids"],
+        retracted_at=None,
+        is_repeat=False,
     )
     rating_info = rating_summary(ratings=used)
     metrics = _train_metrics(result, resumed_from)
-    metrics.update({k: v for k, v in summary.items() if k != "image_ids"})
+    metrics.update(
+        {k: v for k, v in summary.items() if k not in ("image_ids", "data_csv")}
+    )
+    metrics["objective"] = result.objective
+    metrics["drift_baseline"] = result.drift_baseline
+    name = params.get("name") or f"{parent.name} + {objective} #{job.pk}"
+    if is_control:
+        name = f"{parent.name}: control #{job.pk}"
     with transaction.atomic():
         version = ModelVersion.objects.create(
-            name=params.get("name") or f"{parent.name} + reward #{job.pk}",
+            name=name,
             kind=ModelKind.DIFFUSION,
             backend=parent.backend,
             parent=parent,
@@ -616,16 +664,19 @@ def finetune_run(job: Job, progress: Progress) -> dict[str, Any]:
             path=str(result.final_dir),
             params={
                 **params,
+                "objective": objective,
                 "weighting": kwargs["weighting"],
-                "reward_version_id": reward_version.pk,
-                "reward_version": reward_version.name,
+                "max_drift": kwargs["max_drift"],
+                "reward_version_id": getattr(reward_version, "pk", None),
+                "reward_version": getattr(reward_version, "name", None),
             },
             metrics=metrics,
             job=job,
+            is_control=is_control,
         )
-        rounds = set(rating_info["round_ids"]) | set(
-            reward_version.trained_on_rounds.values_list("pk", flat=True)
-        )
+        rounds = set(rating_info["round_ids"])
+        if reward_version is not None and objective not in ("dpo", "none"):
+            rounds |= set(reward_version.trained_on_rounds.values_list("pk", flat=True))
         version.trained_on_rounds.set(sorted(rounds))
         return _finetune_result(job, version)
 
@@ -659,7 +710,8 @@ class _CountingGenerator:
 
 
 def generate_run(job: Job, progress: Progress) -> dict[str, Any]:
-    """Generate, score with the reward model, store kept and rejected images."""
+    """Generate, score with the reward model, store kept and rejected images;
+    without a reward model (mode ``none``) every image is kept, unscored."""
     from .engine.backends import load_backend
     from .engine.backends.base import GenerationRequest
     from .engine.filtering import filter_generate
@@ -669,18 +721,35 @@ def generate_run(job: Job, progress: Progress) -> dict[str, Any]:
     stored = Image.objects.filter(generation__job_id=job.pk).order_by("id")
     if not stored.exists():
         version = ModelVersion.objects.get(pk=p["model_version_id"])
-        reward_version = ModelVersion.objects.get(pk=p["reward_version_id"])
+        reward_id = p.get("reward_version_id")
+        reward_version = ModelVersion.objects.get(pk=reward_id) if reward_id else None
         sampling = _sampling_kwargs(p.get("sampling") or {})
         backend = load_backend(
             version.path, device=_device((p.get("sampling") or {}).get("device"))
         )
-        reward = RewardModel.load(reward_version.path)
         requests = [
             GenerationRequest(
                 prompt=p["prompt"], modality=p["modality"], seed=p["seed"] + i
             )
             for i in range(int(p["count"]))
         ]
+        if reward_version is None:
+            counting = _CountingGenerator(backend, _Reporter(progress, span=0.9), 1)
+            plain = counting.generate(requests, **sampling)
+            with transaction.atomic():
+                for index, item in enumerate(plain):
+                    record = _generation_record(item, job=job)
+                    record.update(kept=True, request_index=index, attempt=0)
+                    generated_image_create(
+                        picture=item.image,
+                        prompt=item.prompt,
+                        modality=item.modality or "",
+                        model_version=version,
+                        generation=record,
+                    )
+            stats: dict[str, Any] = {"n": 1, "generated": len(plain), "filtered": False}
+            return _generate_result(job, stats)
+        reward = RewardModel.load(reward_version.path)
         calls = 1 if p["mode"] == "best_of_n" else int(p["max_attempts"])
         result = filter_generate(
             _CountingGenerator(backend, _Reporter(progress, span=0.9), calls),
@@ -719,9 +788,13 @@ def generate_run(job: Job, progress: Progress) -> dict[str, Any]:
                         "uncertainty": item.uncertainty,
                     },
                 )
-        stats = result.stats
-    else:
-        stats = dict(job.result.get("stats") or {})
+        return _generate_result(job, result.stats)
+    return _generate_result(job, dict(job.result.get("stats") or {}))
+
+
+def _generate_result(job: Job, stats: dict[str, Any]) -> dict[str, Any]:
+    p = job.params
+    stored = Image.objects.filter(generation__job_id=job.pk).order_by("id")
     rows: dict[str, list[dict[str, Any]]] = {"kept": [], "rejected": []}
     for image in stored:
         g = image.generation

@@ -23,6 +23,11 @@ urlpatterns = [
     path("models/lineage/", lineage.lineage_page, name="ml-lineage"),
     path("models/retraining/", retraining.retraining_page, name="ml-retraining"),
     path(
+        "models/retraining/proposal/",
+        retraining.retraining_proposal,
+        name="ml-retraining-proposal",
+    ),
+    path(
         "models/retraining/start/",
         retraining.retraining_start,
         name="ml-retraining-start",

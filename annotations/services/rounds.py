@@ -21,6 +21,7 @@ from ..models import (
     RoundStatus,
     ServingPolicy,
 )
+from ..signals import round_closed
 
 # A repeat needs room for this many images between the two showings.
 MAX_REPEAT_SHARE = 0.5
@@ -251,6 +252,7 @@ def round_close(*, round: Round, actor: Any) -> Round:
         round=rnd, completed_at=None, skipped_at=None, expired_at=None
     ).update(expired_at=now)
     audit_record(action="round_close", actor=actor, obj=rnd)
+    round_closed.send(sender=Round, round=rnd)
     return rnd
 
 

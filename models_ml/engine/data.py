@@ -103,24 +103,20 @@ def _parse_weight(cell: str) -> float:
     return weight
 
 
-LABELS = {
-    "desirable": 1.0,
-    "undesirable": -1.0,
-    "neutral": 0.0,
-    "1": 1.0,
-    "+1": 1.0,
-    "-1": -1.0,
-    "0": 0.0,
-}
+LABELS = {"desirable": 1.0, "undesirable": -1.0, "neutral": 0.0}
 
 
 def _parse_label(cell: str) -> float:
+    text = cell.strip().lower()
+    if text in LABELS:
+        return LABELS[text]
     try:
-        return LABELS[cell.strip().lower()]
-    except KeyError:
-        raise ValueError(
-            "must be desirable, undesirable or neutral (or 1, -1, 0)"
-        ) from None
+        number = float(text)
+    except ValueError:
+        number = float("nan")
+    if number in (-1.0, 0.0, 1.0):
+        return number
+    raise ValueError("must be desirable, undesirable or neutral (or 1, -1, 0)")
 
 
 def _read_column(

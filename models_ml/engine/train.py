@@ -23,8 +23,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -48,6 +47,7 @@ from .feedback import (
     check_kto_labels,
     feedback_loss,
 )
+from .feedback_data import normalise_weights_per_prompt
 from .objectives import OBJECTIVES, REFERENCE_OBJECTIVES, weighted_objective
 from .pairs import PairSet, load_pair_set
 
@@ -233,21 +233,6 @@ class TrainResult:
     # the implicit reward ranks right and of the reference point.
     objective: dict[str, Any] = field(default_factory=dict)
     drift_baseline: dict[str, float] | None = None
-
-
-def normalise_weights_per_prompt(rows: Sequence[tuple[str, float]]) -> list[float]:
-    """Scale weights so each prompt's weights average 1 (all-zero groups stay 0).
-
-    Comparing samples of the same prompt removes how hard a prompt is from
-    the weight, leaving how good each sample is.
-    """
-    groups: dict[str, list[float]] = defaultdict(list)
-    for prompt, weight in rows:
-        if weight < 0 or not math.isfinite(weight):
-            raise EngineError(f"weight {weight} for prompt {prompt!r} must be >= 0")
-        groups[prompt].append(weight)
-    means = {p: sum(w) / len(w) for p, w in groups.items()}
-    return [w / means[p] if means[p] > 0 else 0.0 for p, w in rows]
 
 
 # The name the fine-tune tests and callers have always used.

@@ -15,7 +15,8 @@ from annotations.models import Image, ImageSource, Rating, Round
 from annotations.roles import is_admin
 from annotations.views.access import role_required
 
-from ..models import Job, ModelKind, ModelVersion
+from ..gate import comparison_verdict
+from ..models import Comparison, Job, ModelKind, ModelVersion
 from .charts import (
     ScoreRow,
     ShareRow,
@@ -28,6 +29,7 @@ from .charts import (
 REAL = "real images"
 MAX_SCATTER = 400
 MAX_ROUND_ROWS = 24
+MAX_GATES = 5
 REWARD_SERIES = (
     ("spearman", "Spearman"),
     ("kappa_quadratic", "κ quadratic"),
@@ -200,5 +202,11 @@ def dashboard_page(request: HttpRequest) -> HttpResponse:
         if points
         else None,
         "jobs": Job.objects.select_related("created_by")[:25],
+        "gates": [
+            (c, comparison_verdict(c))
+            for c in Comparison.objects.select_related(
+                "round", "candidate", "parent", "control"
+            )[:MAX_GATES]
+        ],
     }
     return render(request, "models_ml/dashboard.html", context)

@@ -46,6 +46,16 @@ def key_metrics(version: ModelVersion) -> list[tuple[str, Any]]:
     drift = metrics.get("drift")
     if isinstance(drift, dict) and drift.get("stopped"):
         shown.append(("drift", "stopped early"))
+    baseline = metrics.get("drift_baseline")
+    if isinstance(drift, list) and drift and isinstance(baseline, dict):
+        last = drift[-1]
+        for key, label in (
+            ("distance", "distance to real"),
+            ("diversity", "diversity"),
+        ):
+            if isinstance(last.get(key), (int, float)) and baseline.get(key):
+                ratio = last[key] / baseline[key]
+                shown.append((label, f"×{ratio:.2f} of parent's"))
     return shown
 
 

@@ -15,18 +15,47 @@ from annotations.models import Round
 from annotations.roles import is_admin
 from annotations.views.access import role_required
 
+from ..chains import (
+    DEFAULT_PROMPT_COUNT,
+    chain_steps,
+    default_round_prompts,
+    retraining_round_start,
+    step_title,
+)
 from ..forms import RetrainingForm, RoundGenerateForm
-from ..ml_services import retraining_round_start, round_generate_start
-from ..models import Job, JobKind, JobStatus, ModelVersion, job_title
-from ..selectors import control_pool, job_chain, real_images_for_training
+from ..gate import comparison_verdict
+from ..ml_services import round_generate_start
+from ..models import Comparison, Job, JobKind, JobStatus, ModelVersion
+from ..selectors import (
+    control_pool,
+    default_diffusion_version,
+    job_chain,
+    real_images_for_training,
+)
+from ..sizing import DEFAULT_EXPECTED_GAIN, SizeProposal, comparison_size_proposal
 from .access import STOP_POLLING
 from .lineage import key_metrics
 
 TEMPLATE = "models_ml/retraining.html"
 JOB_TEMPLATE = "models_ml/job.html"
-CHAIN_STEPS = (JobKind.TRAIN_REWARD, JobKind.FINETUNE, JobKind.GENERATE_ROUND)
-# A most-informative-first round's re-scoring: reward model, then scoring.
-RESCORE_STEPS = (JobKind.TRAIN_REWARD, JobKind.SCORE)
+
+
+def size_proposal(
+    version: ModelVersion | None, *, gain_points: int | None, with_control: bool
+) -> SizeProposal | None:
+    """How many images per prompt and arm the comparison round needs."""
+    if version is None:
+        return None
+    try:
+        prompts = len(default_round_prompts(version))
+    except DomainError:
+        prompts = DEFAULT_PROMPT_COUNT
+    return comparison_size_proposal(
+        version=version,
+        prompts=prompts,
+        gain=(gain_points or round(DEFAULT_EXPECTED_GAIN * 100)) / 100,
+        with_control=with_control,
+    )
 
 
 def _page(
@@ -37,16 +66,69 @@ def _page(
     status: int = 200,
 ) -> HttpResponse:
     chosen = request.GET.get("model_version")
-    initial = {"model_version": chosen, "diffusion_version": chosen} if chosen else {}
+    initial: dict[str, Any] = (
+        {"model_version": chosen, "diffusion_version": chosen} if chosen else {}
+    )
+    if retrain_form is None:
+        version = ModelVersion.objects.filter(pk=chosen).first() if chosen else None
+        proposal = size_proposal(
+            version or default_diffusion_version(), gain_points=None, with_control=True
+        )
+        if proposal is not None:
+            initial["images_per_prompt"] = proposal.images_per_prompt
+        retrain_form = RetrainingForm(initial=initial)
+    else:
+        proposal = _form_proposal(retrain_form)
     recent = Job.objects.filter(
         kind__in=[JobKind.TRAIN_REWARD, JobKind.GENERATE_ROUND]
     ).select_related("created_by")[:10]
     context = {
-        "retrain_form": retrain_form or RetrainingForm(initial=initial),
+        "retrain_form": retrain_form,
+        "proposal": proposal,
         "round_form": round_form or RoundGenerateForm(initial=initial, prefix="round"),
         "recent": recent,
     }
     return render(request, TEMPLATE, context, status=status)
+
+
+def _small_int(value: Any, low: int, high: int) -> int | None:
+    """``value`` as an int in [low, high], else None (never an overflow)."""
+    text = str(value or "").strip()
+    if not text.isdigit() or len(text) > 12:
+        return None
+    number = int(text)
+    return number if low <= number <= high else None
+
+
+def _form_proposal(form: RetrainingForm) -> SizeProposal | None:
+    """The proposal for what a (bound, possibly invalid) form says."""
+    data = form.data
+    version_id = _small_int(data.get("diffusion_version"), 1, 2**62)
+    version = ModelVersion.objects.filter(pk=version_id).first() if version_id else None
+    return size_proposal(
+        version,
+        gain_points=_small_int(data.get("expected_gain"), 1, 50),
+        with_control=bool(data.get("train_control")),
+    )
+
+
+@require_GET
+@role_required(is_admin)
+def retraining_proposal(request: HttpRequest) -> HttpResponse:
+    """The comparison round's proposed size for the form's current choices;
+    the page swaps it in (htmx) when the version, the gain or the control
+    changes."""
+    form = RetrainingForm(request.GET)
+    proposal = _form_proposal(form)
+    if proposal is not None:
+        form = RetrainingForm(
+            initial={"images_per_prompt": proposal.images_per_prompt},
+        )
+    return render(
+        request,
+        f"{TEMPLATE}#proposal",
+        {"retrain_form": form, "proposal": proposal},
+    )
 
 
 @require_GET
@@ -67,6 +149,7 @@ def retraining_start(request: HttpRequest) -> HttpResponse:
             diffusion_version=form.cleaned_data["diffusion_version"],
             params=form.service_params(),
             open_next_round=form.cleaned_data["open_next_round"],
+            train_control=form.cleaned_data["train_control"],
         )
     except DomainError as exc:
         form.add_error(None, str(exc))
@@ -134,14 +217,17 @@ def _step(job: Job) -> dict[str, Any]:
     version = None
     if job.status == JobStatus.SUCCEEDED and result.get("model_version_id"):
         version = ModelVersion.objects.filter(pk=result["model_version_id"]).first()
-    rnd = None
+    rnd = comparison = None
     if job.kind == JobKind.GENERATE_ROUND:
         rnd = Round.objects.filter(pk=job.params.get("round_id")).first()
+        comparison = Comparison.objects.filter(round=rnd).first() if rnd else None
     return {
         "job": job,
         "version": version,
         "metrics": key_metrics(version) if version else [],
         "round": rnd,
+        "comparison": comparison,
+        "verdict": comparison_verdict(comparison) if comparison else None,
         "result": result,
     }
 
@@ -152,16 +238,12 @@ def _chain_context(job: Job) -> dict[str, Any]:
     chain = (job.params or {}).get("chain") or {}
     planned: list[str] = []
     if chain:
-        if chain.get("rescore_round_id"):
-            wanted = list(RESCORE_STEPS)
-        else:
-            wanted = list(CHAIN_STEPS if chain.get("round") else CHAIN_STEPS[:2])
-        done_kinds = {j.kind for j in jobs}
+        done = {(j.params.get("chain") or {}).get("step") for j in jobs}
         if last.status not in (JobStatus.FAILED, JobStatus.CANCELLED):
             planned = [
-                job_title(k, chain.get("finetune") if k == JobKind.FINETUNE else None)
-                for k in wanted
-                if k not in done_kinds
+                step_title(step, chain)
+                for step in chain_steps(chain)
+                if step not in done
             ]
     finished = last.is_finished and not planned
     if chain.get("rescore_round_id"):

@@ -18,7 +18,14 @@ from PIL import Image as PILImage
 from annotations.models import Role, Round, RoundStatus
 from annotations.services.generation import generated_image_create
 from annotations.services.ratings import assignment_next, rating_submit
-from models_ml.models import Job, JobKind, JobStatus, ModelKind, ModelVersion
+from models_ml.models import (
+    GateStatus,
+    Job,
+    JobKind,
+    JobStatus,
+    ModelKind,
+    ModelVersion,
+)
 from models_ml.services import job_create
 from tests.factories import DatasetFactory, ImageFactory
 from tests.models_ml import test_ml_jobs
@@ -459,7 +466,8 @@ def test_retraining_queues_reward_training_and_its_run_lists_the_jobs(
     )
     assert sent == [("models_ml.tasks.ml_train_reward", "ml")]
     run = client_as(Role.RESEARCHER).get(body["chain_url"]).json()
-    assert run["steps"] == ["train_reward", "finetune", "generate_round"]
+    assert run["steps"] == ["train_reward", "finetune", "control", "generate_round"]
+    assert run["comparison"] is None
     assert run["status"] == "queued" and [j["id"] for j in run["jobs"]] == [job.pk]
     assert admin.get("/api/retraining/nosuchrun/").status_code == 404
 
@@ -480,7 +488,7 @@ def test_reward_training_of_chosen_rounds_and_a_finetune_queue_their_jobs(
     ).json()
     params = Job.objects.get(pk=tune["job"]).params
     assert params["diffusion_version_id"] == world.child.pk
-    assert params["finetune"] == {"beta": 2.0}
+    assert params["finetune"] == {"beta": 2.0, "objective": "weighted"}
 
 
 def test_finetune_refuses_a_diffusion_version_as_reward_model(client_as, world):
@@ -495,9 +503,13 @@ def test_finetune_refuses_a_diffusion_version_as_reward_model(client_as, world):
 # --- generate ---------------------------------------------------------------------
 
 
-def test_a_physician_generates_with_the_newest_models_by_default(
+def test_a_physician_generates_with_the_latest_promoted_version_by_default(
     client_as, world, sent, django_capture_on_commit_callbacks
 ):
+    # The child is a fine-tune nobody compared yet: the base is the default
+    # until the child passes the promotion gate.
+    world.child.gate = GateStatus.PROMOTED
+    world.child.save()
     client = client_as(Role.PHYSICIAN)
     with django_capture_on_commit_callbacks(execute=True):
         response = client.post(
@@ -525,13 +537,49 @@ def test_generate_names_a_bad_field(client_as, world):
     assert {"mode", "count"} <= set(response.json())
 
 
-def test_generate_without_a_reward_model_says_so(client_as, world):
+def test_generate_defaults_to_the_base_until_a_fine_tune_is_promoted(client_as, world):
+    client = client_as(Role.PHYSICIAN)
+    response = client.post(
+        "/api/generate/", {"prompt": "CT: a", "modality": "CT"}, format="json"
+    )
+    assert Job.objects.get(pk=response.json()["job"]).params["model_version_id"] == (
+        world.base.pk
+    )
+    world.child.gate = GateStatus.FAILED
+    world.child.save()
+    newer_base = ModelVersion.objects.create(
+        name="another base", kind=ModelKind.DIFFUSION, path="/b2"
+    )
+    response = client.post(
+        "/api/generate/", {"prompt": "CT: a", "modality": "CT"}, format="json"
+    )
+    assert Job.objects.get(pk=response.json()["job"]).params["model_version_id"] == (
+        newer_base.pk
+    )
+
+
+def test_generate_without_a_reward_model_samples_unfiltered(client_as, world):
     world.reward.delete()
     response = client_as(Role.ADMIN).post(
         "/api/generate/", {"prompt": "CT: a", "modality": "CT"}, format="json"
     )
-    assert response.status_code == 400
-    assert "no reward model" in response.json()["reward_version"][0]
+    assert response.status_code == 202
+    params = Job.objects.get(pk=response.json()["job"]).params
+    assert (params["mode"], params["reward_version_id"], params["n"]) == (
+        "none",
+        None,
+        1,
+    )
+
+
+def test_generate_can_ask_for_no_filter_beside_a_reward_model(client_as, world):
+    response = client_as(Role.ADMIN).post(
+        "/api/generate/",
+        {"prompt": "CT: a", "modality": "CT", "mode": "none"},
+        format="json",
+    )
+    params = Job.objects.get(pk=response.json()["job"]).params
+    assert (params["mode"], params["reward_version_id"]) == ("none", None)
 
 
 def test_the_creator_sees_kept_and_rejected_images_with_scores_and_provenance(

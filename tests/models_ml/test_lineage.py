@@ -15,15 +15,23 @@ from annotations.models import Image, ImageSource, Rating, Round, RoundStatus
 from annotations.services.generation import generated_image_create as create_image
 from annotations.services.ratings import assignment_next, rating_submit
 from models_ml import services_runs, tasks
+from models_ml.chains import retraining_round_start
 from models_ml.ml_services import (
     finetune_start,
     generate_start,
     job_dir,
-    retraining_round_start,
     reward_model_train_start,
     round_generate_start,
 )
-from models_ml.models import Job, JobKind, JobStatus, ModelKind, ModelVersion
+from models_ml.models import (
+    Comparison,
+    GateStatus,
+    Job,
+    JobKind,
+    JobStatus,
+    ModelKind,
+    ModelVersion,
+)
 from models_ml.selectors import job_chain, model_version_ancestors, model_version_tree
 from tests.models_ml.ml_page_data import diffusion, reward
 from tests.models_ml.test_ml_jobs import (  # noqa: F401 (fixtures)
@@ -364,6 +372,7 @@ def test_retraining_chain_trains_reward_then_finetunes_then_opens_a_comparison(
             "round": {"images_per_prompt": 1, **SAMPLING},
         },
         open_next_round=True,
+        train_control=False,
     )
     assert first.kind == JobKind.TRAIN_REWARD
 
@@ -385,12 +394,81 @@ def test_retraining_chain_trains_reward_then_finetunes_then_opens_a_comparison(
     assert (next_round.model_version, next_round.compare_model_version) == (new, base)
     assert next_round.settings["prompts"] == [list(p) for p in PROMPTS]
     assert next_round.items.count() == 4
+    assert next_round.comparison.candidate == new
+    assert next_round.comparison.control is None
+    new.refresh_from_db()
+    assert new.gate == GateStatus.PENDING
     # Running a finished step's body again creates no second next step.
     again = services_runs.reward_model_train_run(first, lambda *_: None)
     assert again["next_job_id"] == second.pk
     assert Job.objects.filter(kind=JobKind.FINETUNE).count() == 1
     (root,) = model_version_tree(kind=ModelKind.DIFFUSION)
     assert root.version == base and [c.version for c in root.children] == [new]
+
+
+def test_retraining_trains_its_control_and_rates_three_arms_on_the_same_seeds(
+    dataset, admin_user, physicians
+):
+    base = train_base(dataset, admin_user)
+    rnd, _ = open_round(base, dataset, admin_user)
+    rate_everything(rnd, physicians)
+    first = retraining_round_start(
+        created_by=admin_user,
+        diffusion_version=base,
+        params={
+            "reward": REWARD,
+            "finetune": {**FINETUNE, "objective": "kto", "kto_beta": 100.0},
+            "round": {"images_per_prompt": 2, "best_of_n": 2, **SAMPLING},
+        },
+        open_next_round=True,
+    )
+
+    first = run(tasks.ml_train_reward, first)
+    candidate_job = run(
+        tasks.ml_finetune, Job.objects.get(pk=first.result["next_job_id"])
+    )
+    control_job = run(
+        tasks.ml_finetune, Job.objects.get(pk=candidate_job.result["next_job_id"])
+    )
+    round_job = run(
+        tasks.ml_generate_round, Job.objects.get(pk=control_job.result["next_job_id"])
+    )
+
+    assert round_job.status == JobStatus.SUCCEEDED
+    candidate = ModelVersion.objects.get(job=candidate_job)
+    control = ModelVersion.objects.get(job=control_job)
+    assert candidate.params["objective"] == "kto" and not candidate.is_control
+    assert candidate.metrics["objective"]["reference"] == "frozen_copy"
+    assert control.is_control and control.params["objective"] == "none"
+    assert control.parent == base and control.rating_count == 0
+    assert "kto_beta" not in control.params
+    # Same images, steps and schedule: only the feedback differs.
+    assert control.metrics["steps"] == candidate.metrics["steps"]
+    assert control.metrics["n_samples"] == candidate.metrics["n_samples"]
+    assert "drift" in candidate.metrics and candidate.metrics["drift_baseline"]
+    comparison = Comparison.objects.get(round_id=round_job.result["round_id"])
+    assert (comparison.candidate, comparison.parent, comparison.control) == (
+        candidate,
+        base,
+        control,
+    )
+    assert comparison.best_of_n == 2
+    images = Image.objects.filter(generated_for_round=comparison.round)
+    by_arm: dict[str, set] = {}
+    for image in images:
+        arm = image.generation["arm"]
+        by_arm.setdefault(arm, set()).add(
+            (image.prompt, image.generation["request_seed"])
+        )
+    assert set(by_arm) == {"candidate", "parent", "control", "best_of_n"}
+    assert len({frozenset(seeds) for seeds in by_arm.values()}) == 1
+    assert len(by_arm["parent"]) == len(PROMPTS) * 2
+    assert {
+        im.model_version for im in images if im.generation["arm"] == "best_of_n"
+    } == {base}
+    titles = [j.title for j in job_chain(job=round_job)]
+    assert titles[1] == "KTO fine-tune (per-image judgements)"
+    assert titles[2] == "Control fine-tune (same images, no feedback)"
 
 
 def test_a_finetune_whose_worker_died_resumes_on_the_same_samples_and_finishes_once(

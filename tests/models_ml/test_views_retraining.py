@@ -83,7 +83,8 @@ def test_retraining_form_starts_the_chain_and_redirects_to_its_steps(
     assert response["Location"] == reverse("ml-job", args=[job.pk])
     assert job.kind == JobKind.TRAIN_REWARD
     assert job.params["reward"] == {"epochs": 5, "ensemble_size": 2}
-    assert job.params["chain"]["finetune"] == {"max_steps": 7}
+    assert job.params["chain"]["finetune"] == {"max_steps": 7, "objective": "weighted"}
+    assert job.params["chain"]["control"] is False
     assert job.params["chain"]["round"]["images_per_prompt"] == 2
     assert job.params["chain"]["round"]["prompts"] == [["CT: axial head", "ct"]]
 
@@ -95,7 +96,7 @@ def test_retraining_form_can_fine_tune_on_the_images_rated_3_only(
     version = diffusion("base", dataset=DatasetFactory())
     client.force_login(admin_user)
     page = client.get(reverse("ml-retraining")).content.decode()
-    assert 'name="finetune_on"' in page and "Only images rated 3" in page
+    assert 'name="objective"' in page and "only images rated 3" in page
     form = {
         "diffusion_version": version.pk,
         "reward_epochs": 5,
@@ -105,16 +106,20 @@ def test_retraining_form_can_fine_tune_on_the_images_rated_3_only(
     }
     with django_capture_on_commit_callbacks(execute=True):
         filtered = client.post(
-            reverse("ml-retraining-start"), {**form, "finetune_on": "filtered"}
+            reverse("ml-retraining-start"), {**form, "objective": "filtered"}
         )
         weighted = client.post(reverse("ml-retraining-start"), form)
     assert (filtered.status_code, weighted.status_code) == (302, 302)
     first, second = Job.objects.order_by("pk")
     assert first.params["chain"]["finetune"] == {
         "max_steps": 7,
+        "objective": "filtered",
         "filter_threshold": 0.75,
     }
-    assert second.params["chain"]["finetune"] == {"max_steps": 7}
+    assert second.params["chain"]["finetune"] == {
+        "max_steps": 7,
+        "objective": "weighted",
+    }
 
 
 def test_retraining_without_ratings_shows_the_reason(client, admin_user):
@@ -159,7 +164,7 @@ def test_steps_page_lists_done_and_planned_steps_and_keeps_polling(client, admin
     assert 'hx-trigger="every 2s"' in html
     assert "reward one" in html and "Spearman</span> 0.500" in html
     assert "step 3 of 10" in html
-    assert "Generate round" in html and "Starts when the step before" in html
+    assert "3. Comparison round" in html and "Starts when the step before" in html
 
 
 def test_steps_page_names_a_filtered_fine_tune_done_and_planned(client, admin_user):

@@ -474,7 +474,7 @@ def variant_weights(
     ``equal_weights``: 1 for every image (the control: the same fine-tuning
     without the feedback).
     """
-    from ..train import normalise_weights_per_prompt
+    from ..feedback_data import normalise_weights_per_prompt
 
     raw = []
     for s, is_rated in zip(samples, rated, strict=True):

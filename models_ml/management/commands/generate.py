@@ -20,7 +20,7 @@ from models_ml.generate_files import (
     provenance_row,
     write_manifests,
 )
-from models_ml.ml_services import FILTER_MODES, generate_start
+from models_ml.ml_services import GENERATE_MODES, generate_start
 from models_ml.models import Job, JobStatus, ModelKind, ModelVersion
 from models_ml.selectors import latest_reward_version
 
@@ -69,7 +69,13 @@ class Command(BaseCommand):
             help="images to keep",
         )
         add("--output_dir", help="folder for PNGs and manifests")
-        add("--mode", choices=FILTER_MODES, default="best_of_n")
+        add(
+            "--mode",
+            choices=GENERATE_MODES,
+            default="best_of_n",
+            help="best_of_n, threshold, or none: every image unfiltered (also "
+            "what happens while no reward model exists)",
+        )
         add("--n", type=int, default=4, help="candidates per image in best_of_n")
         add(
             "--threshold",
@@ -116,9 +122,8 @@ class Command(BaseCommand):
                 opts["reward_model"], kind=ModelKind.REWARD, option="--reward_model"
             )
         else:
+            # None: no reward model yet, so the images come unfiltered.
             reward = latest_reward_version()
-            if reward is None:
-                raise CommandError("--reward_model: no reward model trained yet")
         modality = opts["modality"] or _prefix(opts["prompt"])
         if not modality:
             raise CommandError(
