@@ -76,6 +76,12 @@ def main() -> None:
     parser.add_argument("--tolerance", type=float, default=0.03)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--quick", action="store_true", help="a smoke run")
+    parser.add_argument(
+        "--configs",
+        nargs="+",
+        metavar="SCHEDULER:STEPS:GUIDANCE",
+        help="only these configurations (default: the built-in list)",
+    )
     args = parser.parse_args()
 
     import numpy as np
@@ -112,7 +118,13 @@ def main() -> None:
         requests += _requests([prompt], per_prompt, args.seed + 100 * k)
     extractor = HandcraftedFeatures()
     rows = []
-    for scheduler, steps, guidance in QUICK if args.quick else CONFIGS:
+    configs = QUICK if args.quick else CONFIGS
+    if args.configs:
+        configs = tuple(
+            (c.split(":")[0], int(c.split(":")[1]), float(c.split(":")[2]))
+            for c in args.configs
+        )
+    for scheduler, steps, guidance in configs:
         began = time.perf_counter()
         generated = backend.generate(
             requests, steps=steps, guidance=guidance, scheduler=scheduler, batch_size=16

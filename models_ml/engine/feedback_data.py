@@ -135,24 +135,25 @@ def objective_rows(
     if objective not in OBJECTIVES:
         raise ValueError(f"objective {objective!r}: use one of {', '.join(OBJECTIVES)}")
     if objective == "dpo":
-        out = FeedbackRows(
-            "pairs", ["chosen_path", "rejected_path", "Text", "modality"]
-        )
+        header = ["chosen_path", "rejected_path", "Text", "modality", "weight"]
+        out = FeedbackRows("pairs", header)
         grouped: dict[tuple[Hashable, Hashable], list[Judgement]] = defaultdict(list)
         for j in judgements:
             grouped[(j.group, j.rater)].append(j)
+        # Physicians who made the same judgement weigh it together.
+        counts: dict[tuple[str, str, str, str], int] = defaultdict(int)
         for group in grouped.values():
             for chosen, rejected in preference_pairs(
                 group, score=lambda j: j.score, image=lambda j: j.image.path
             ):
-                out.rows.append(
-                    (
-                        chosen.image.path,
-                        rejected.image.path,
-                        chosen.image.prompt,
-                        chosen.image.modality,
-                    )
+                key = (
+                    chosen.image.path,
+                    rejected.image.path,
+                    chosen.image.prompt,
+                    chosen.image.modality,
                 )
+                counts[key] += 1
+        out.rows = [(*key, str(n)) for key, n in counts.items()]
         return out
     if objective == "kto":
         out = FeedbackRows("weights", _weights_header(with_label=True))

@@ -6,7 +6,8 @@ pairs export (``chosen_image_path``, ``rejected_image_path``, ``prompt``,
 ``modality``) or the short spellings ``chosen_path``, ``rejected_path``,
 ``Text``; ``weight`` is optional (1 by default). Paths are relative to the
 CSV's folder, or absolute. Every bad row is reported, by line, before
-anything is decoded.
+anything is decoded. The same pair on several rows is several judgements
+(two physicians who agree): each row counts.
 """
 
 from __future__ import annotations
@@ -148,7 +149,6 @@ def read_pairs_csv(csv_path: Path | str) -> list[PairRow]:
     reader = csv.reader(io.StringIO(text, newline=""), skipinitialspace=True)
     rows: list[PairRow] = []
     errors: list[str] = []
-    seen: dict[tuple[Path, Path, str], int] = {}
     header: list[str] | None = None
     columns: dict[str, int | None] = {}
     line = 1
@@ -170,16 +170,9 @@ def read_pairs_csv(csv_path: Path | str) -> list[PairRow]:
                 )
                 continue
             try:
-                pair = _parse_pair(record, columns, csv_path.parent, start)
+                rows.append(_parse_pair(record, columns, csv_path.parent, start))
             except ValueError as exc:
                 errors.append(f"line {start}: {exc}")
-                continue
-            key = (pair.chosen, pair.rejected, pair.text)
-            if key in seen:
-                errors.append(f"line {start}: duplicate of line {seen[key]}")
-                continue
-            seen[key] = start
-            rows.append(pair)
     except csv.Error as exc:
         raise DatasetError(f"{csv_path}: CSV syntax error near line {line}") from exc
     if errors:

@@ -80,14 +80,14 @@ def test_a_bad_row_fails_the_file_naming_its_line(
         read_pairs_csv(path)
 
 
-def test_duplicates_missing_columns_and_empty_files_are_refused(
-    tmp_path: Path,
-) -> None:
+def test_a_repeated_pair_counts_as_two_judgements(tmp_path: Path) -> None:
     header = "chosen_path, rejected_path, Text"
     row = "img1.png, img0.png, t"
-    duplicate = pairs_file(tmp_path / "a", [header, row, row])
-    with pytest.raises(DatasetError, match="line 3: duplicate of line 2"):
-        read_pairs_csv(duplicate)
+    assert len(read_pairs_csv(pairs_file(tmp_path, [header, row, row]))) == 2
+
+
+def test_missing_columns_and_empty_files_are_refused(tmp_path: Path) -> None:
+    header = "chosen_path, rejected_path, Text"
     no_rejected = pairs_file(tmp_path / "b", ["chosen_path, Text", "img1.png, t"])
     with pytest.raises(DatasetError, match="rejected_path or rejected_image_path"):
         read_pairs_csv(no_rejected)

@@ -494,3 +494,67 @@ def test_a_finetune_whose_worker_died_resumes_on_the_same_samples_and_finishes_o
     assert job.result["resumed_from_step"] == 2 and job.result["steps"] == 4
     assert (job_dir(job=job) / "weights.csv").read_text() == weights
     assert ModelVersion.objects.filter(parent=base).count() == 1
+
+
+def test_a_dpo_fine_tune_trains_on_each_physicians_pairs_without_a_reward_model(
+    dataset, admin_user, physicians
+):
+    base, rnd, _ = rated_base(dataset, admin_user, physicians)
+    job = finetune_start(
+        diffusion_version=base,
+        reward_version=None,
+        created_by=admin_user,
+        params={**FINETUNE, "objective": "dpo", "dpo_beta": 50.0},
+    )
+
+    job = run(tasks.ml_finetune, job)
+
+    assert job.status == JobStatus.SUCCEEDED, job.error
+    version = ModelVersion.objects.get(job=job)
+    pairs = (job_dir(job=job) / "pairs.csv").read_text().splitlines()
+    assert pairs[0] == "chosen_path,rejected_path,Text,modality,weight"
+    assert version.metrics["n_pairs"] == len(pairs) - 1 > 0
+    assert version.metrics["objective"]["reference"] == "frozen_copy"
+    assert version.params["objective"] == "dpo"
+    assert version.params["reward_version_id"] is None
+    # Every pair is one physician's two ratings of one prompt in one round.
+    by_path = {im.file.path: im for im in Image.objects.filter(generated_for_round=rnd)}
+    for line in pairs[1:]:
+        chosen, rejected = (by_path[p] for p in line.split(",")[:2])
+        assert chosen.prompt == rejected.prompt
+        shared = set(Rating.objects.filter(image=chosen).values_list("rater", "score"))
+        other = dict(
+            Rating.objects.filter(image=rejected).values_list("rater", "score")
+        )
+        assert any(rater in other and score > other[rater] for rater, score in shared)
+    paired = {by_path[p] for line in pairs[1:] for p in line.split(",")[:2]}
+    assert (
+        version.rating_count
+        == Rating.objects.filter(
+            image__in=paired, retracted_at=None, is_repeat=False
+        ).count()
+    )
+
+
+def test_an_objective_that_has_nothing_to_learn_from_fails_with_the_reason(
+    dataset, admin_user, make_user
+):
+    base = train_base(dataset, admin_user)
+    rnd, _ = open_round(base, dataset, admin_user)
+    rater = make_user()
+    while (assignment := assignment_next(round=rnd, rater=rater)) is not None:
+        rating_submit(
+            round=rnd, rater=rater, image=assignment.round_image.image, score=2
+        )
+    job = run(
+        tasks.ml_finetune,
+        finetune_start(
+            diffusion_version=base,
+            reward_version=None,
+            created_by=admin_user,
+            params={**FINETUNE, "objective": "dpo"},
+        ),
+    )
+    assert job.status == JobStatus.FAILED
+    assert "no physician rated two images of one prompt differently" in job.error
+    assert not ModelVersion.objects.filter(parent=base).exists()

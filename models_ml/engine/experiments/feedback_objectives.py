@@ -699,6 +699,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     add("--kto_middle", choices=("neutral", "dropped", "weighted"))
     add("--dpo_beta", type=float, help="DPO temperature")
     add("--guidance", type=float, help="guidance of every sampling (default 1)")
+    add("--scheduler", choices=("ddpm", "dpm", "euler", "ddim"), help="sampler")
+    add("--sample_steps", type=int, help="sampling steps")
     add("--best_of_objective", choices=OBJECTIVES, help="arm best-of-N filters")
     add("--rated_per_prompt", type=int, help="ratings per prompt (default 80)")
     args = parser.parse_args(argv)
@@ -720,6 +722,12 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         config.arm.kto_middle = args.kto_middle
     if args.guidance is not None:
         config.guidance = args.guidance
+    if args.scheduler:
+        config.scheduler = args.scheduler
+    if args.sample_steps is not None:
+        if not 1 <= args.sample_steps <= 1000:
+            parser.error(f"--sample_steps must be 1-1000, got {args.sample_steps}")
+        config.sample_steps = args.sample_steps
     if args.best_of_objective:
         config.best_of_objective = args.best_of_objective
     if args.rated_per_prompt is not None:
