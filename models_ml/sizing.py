@@ -21,6 +21,8 @@ from .models import ModelVersion
 # Power the proposal aims for, and the sizes it picks from.
 TARGET_POWER = 0.8
 SIZES = (2, 4, 6, 8, 12, 16, 24, 32, 48, 64)
+# The size the sentence compares with: the issue's "with 8 per prompt".
+REFERENCE_SIZE = 8
 DEFAULT_EXPECTED_GAIN = 0.10
 # Correlation (phi) of "rated 3" between a fine-tune and its parent on the
 # same seed, as measured in the simulated-physician experiment
@@ -53,14 +55,14 @@ class SizeProposal:
         """What the proposal means, in the words the form shows."""
         rivals = "its parent and the control" if self.against > 1 else "its parent"
         points = round(self.gain * 100)
-        first, first_power = self.powers[0]
         text = (
             f"With {self.images_per_prompt} per prompt and arm "
             f"({self.prompts * self.images_per_prompt} seeds), a {points}-point "
             f"gain over {rivals} is detected {self.power:.0%} of the time"
         )
-        if first != self.images_per_prompt:
-            text += f" (with {first}: {first_power:.0%})"
+        powers = dict(self.powers)
+        if REFERENCE_SIZE in powers and REFERENCE_SIZE != self.images_per_prompt:
+            text += f" (with {REFERENCE_SIZE}: {powers[REFERENCE_SIZE]:.0%})"
         base = (
             f"the parent's {self.p_base:.0%} rated 3 so far"
             if self.p_base_known

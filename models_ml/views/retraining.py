@@ -74,9 +74,10 @@ def _page(
         proposal = size_proposal(
             version or default_diffusion_version(), gain_points=None, with_control=True
         )
+        sized = dict(initial)
         if proposal is not None:
-            initial["images_per_prompt"] = proposal.images_per_prompt
-        retrain_form = RetrainingForm(initial=initial)
+            sized["images_per_prompt"] = proposal.images_per_prompt
+        retrain_form = RetrainingForm(initial=sized)
     else:
         proposal = _form_proposal(retrain_form)
     recent = Job.objects.filter(

@@ -88,6 +88,21 @@ def wait_job(admin: Client, job_id: int, log: Path) -> dict[str, Any]:
     raise AssertionError(f"job {job_id} unfinished; worker log:\n{log.read_text()}")
 
 
+def wait_all_jobs(admin: Client, log: Path) -> None:
+    """Until no job is queued or running (re-scorings the ratings started)."""
+    deadline = time.monotonic() + JOB_TIMEOUT_S
+    while time.monotonic() < deadline:
+        jobs = admin.get("/api/jobs/?limit=200")
+        rows = jobs["results"] if isinstance(jobs, dict) else jobs
+        if all(j["is_finished"] for j in rows):
+            assert all(j["status"] == "succeeded" for j in rows), log.read_text()[
+                -4000:
+            ]
+            return
+        time.sleep(0.25)
+    raise AssertionError(f"jobs unfinished; worker log:\n{log.read_text()}")
+
+
 def demo_zip(folder: Path) -> bytes:
     """The demo dataset (real images from installed packages), zipped."""
     from models_ml.engine.demo import build_demo_dataset
@@ -206,13 +221,14 @@ def test_the_loop_runs_over_the_api_with_a_real_worker(live_server, tmp_path):
         progress = admin.get(f"/api/rounds/{round_id}/")["progress"]
         assert progress["done"] == progress["needed"] == 10
 
-        # 5. Retraining: reward model -> fine-tune -> comparison round.
+        # 5. Retraining: reward model -> fine-tune (KTO) -> its control ->
+        # comparison round of new version, parent and control.
         queued = admin.post(
             "/api/retraining/",
             json={
                 "diffusion_version": base_id,
                 "reward": REWARD,
-                "finetune": {**FINETUNE, "name": "base + reward"},
+                "finetune": {**FINETUNE, "name": "base + reward", "objective": "kto"},
                 # Served most informative first, re-scored every 2 ratings.
                 "round": {
                     "images_per_prompt": 1,
@@ -225,21 +241,27 @@ def test_the_loop_runs_over_the_api_with_a_real_worker(live_server, tmp_path):
         )
         reward_job = wait_job(admin, queued["job"], log)
         finetune_job = wait_job(admin, reward_job["result"]["next_job_id"], log)
-        compare_job = wait_job(admin, finetune_job["result"]["next_job_id"], log)
+        control_job = wait_job(admin, finetune_job["result"]["next_job_id"], log)
+        compare_job = wait_job(admin, control_job["result"]["next_job_id"], log)
         compare_id = compare_job["result"]["round_id"]
         first_score = admin.get(f"/api/rounds/{compare_id}/")["settings"]
         wait_job(admin, first_score["score_job_id"], log)
         run = researcher.get(queued["chain_url"])
         assert run["status"] == "succeeded"
+        assert run["steps"] == ["train_reward", "finetune", "control", "generate_round"]
         assert [j["kind"] for j in run["jobs"]] == [
             "train_reward",
             "finetune",
+            "finetune",
             "generate_round",
         ]
+        assert run["comparison"]["verdict"]["decided"] is False
         reward_id = reward_job["result"]["model_version_id"]
         new_id = finetune_job["result"]["model_version_id"]
+        control_id = control_job["result"]["model_version_id"]
 
-        # 6. Reward-filtered generation (best of 2) by a physician, downloaded.
+        # 6. Reward-filtered generation (best of 2) by a physician, downloaded;
+        # the new version awaits its verdict, so the base is the default.
         queued = doctors[0].post(
             "/api/generate/",
             json={
@@ -273,15 +295,30 @@ def test_the_loop_runs_over_the_api_with_a_real_worker(live_server, tmp_path):
         rescore_job = wait_job(admin, rescore["job_id"], log)
         wait_job(admin, rescore_job["result"]["next_job_id"], log)
         compare_detail = admin.get(f"/api/rounds/{compare_id}/")
+
+        # 9. The rest of the comparison round is rated; once every job is
+        # done the admin closes it, and the gate records its verdict.
+        rated_later = sum(
+            rate_all(d, compare_id, offset) for offset, d in enumerate(doctors)
+        )
+        wait_all_jobs(admin, log)
+        (comparison,) = researcher.get("/api/comparisons/")
+        provisional = comparison["verdict"]
+        admin.call("POST", f"/api/rounds/{compare_id}/close/", expect=200)
+        decided = researcher.get(f"/api/comparisons/{comparison['id']}/")
+        tree = researcher.get("/api/model-versions/tree/?kind=diffusion")
     elapsed = time.monotonic() - started
 
-    # Every job ran once, in the worker, to the end.
+    # Every job ran once, in the worker, to the end; the re-scorings that the
+    # last ratings started follow in pairs.
     jobs = Job.objects.order_by("pk")
-    assert [j.kind for j in jobs] == [
+    kinds = [j.kind for j in jobs]
+    assert kinds[:11] == [
         JobKind.IMPORT,
         JobKind.TRAIN_BASE,
         JobKind.GENERATE_ROUND,
         JobKind.TRAIN_REWARD,
+        JobKind.FINETUNE,
         JobKind.FINETUNE,
         JobKind.GENERATE_ROUND,
         JobKind.SCORE,
@@ -289,6 +326,7 @@ def test_the_loop_runs_over_the_api_with_a_real_worker(live_server, tmp_path):
         JobKind.TRAIN_REWARD,
         JobKind.SCORE,
     ]
+    assert kinds[11:] == [JobKind.TRAIN_REWARD, JobKind.SCORE] * (len(kinds[11:]) // 2)
     for job in jobs:
         assert job.status == JobStatus.SUCCEEDED and job.progress == 1.0
         assert job.attempts == 1 and job.celery_id and job.finished_at
@@ -309,11 +347,17 @@ def test_the_loop_runs_over_the_api_with_a_real_worker(live_server, tmp_path):
     # 4 images x 2 raters; the real control's 2 ratings only taught the reward.
     assert new.rating_count == 8 and new.metrics["n_rated"] == 4
     assert list(new.trained_on_rounds.values_list("pk", flat=True)) == [round_id]
-    assert [c.pk for c in base.children.all()] == [new.pk]
+    control = ModelVersion.objects.get(pk=control_id)
+    assert control.is_control and control.parent == base
+    assert control.params["objective"] == "none" and control.rating_count == 0
+    assert new.params["objective"] == "kto" and not new.is_control
+    assert new.metrics["objective"]["reference"] == "frozen_copy"
+    assert control.metrics["steps"] == new.metrics["steps"]
+    assert sorted(c.pk for c in base.children.all()) == sorted([new.pk, control.pk])
     assert new_detail["parent"]["id"] == base.pk
     assert [r["id"] for r in new_detail["rounds"]] == [round_id]
     assert any(f["name"].endswith(".safetensors") for f in new_detail["files"])
-    for version in (base, new):
+    for version in (base, new, control):
         assert_version_on_disk(version)
     assert (Path(reward.path) / "reward_model.json").is_file()
 
@@ -333,12 +377,41 @@ def test_the_loop_runs_over_the_api_with_a_real_worker(live_server, tmp_path):
         new.pk,
         base.pk,
     )
-    made_by = Counter(
-        Image.objects.filter(generated_for_round=compare).values_list(
-            "model_version_id", flat=True
-        )
+    arms = Counter(
+        (im.generation["arm"], im.model_version_id)
+        for im in Image.objects.filter(generated_for_round=compare)
     )
-    assert made_by == {new.pk: 2, base.pk: 2}
+    assert arms == {
+        ("candidate", new.pk): 2,
+        ("parent", base.pk): 2,
+        ("control", control.pk): 2,
+    }
+    seeds = {
+        arm: sorted(
+            Image.objects.filter(
+                generated_for_round=compare, generation__arm=arm
+            ).values_list("generation__request_seed", flat=True)
+        )
+        for arm in ("candidate", "parent", "control")
+    }
+    assert seeds["candidate"] == seeds["parent"] == seeds["control"]
+
+    # The gate: provisional while open, recorded at closing, marked in the
+    # lineage; the version it failed is never generation's default.
+    assert rated_later == 4 and provisional["decided"] is False
+    verdict = decided["verdict"]
+    assert verdict["decided"] is True and decided["round"] == compare_id
+    by_arm = {a["arm"]: a for a in verdict["arms"]}
+    assert set(by_arm) == {"candidate", "parent", "control"}
+    assert sum(a["ratings"] for a in by_arm.values()) == 6
+    for name in ("candidate", "control"):
+        assert {"p_value", "points", "pairs"} <= set(by_arm[name]["vs_parent"])
+    assert by_arm["candidate"]["vs_control"]["pairs"] == 2
+    new.refresh_from_db()
+    assert new.gate == ("promoted" if verdict["promoted"] else "failed")
+    assert decided["candidate_gate"] == new.gate
+    nodes = {n["id"]: n for n in tree[0]["children"]}
+    assert nodes[new.pk]["gate"] == new.gate and nodes[control.pk]["is_control"]
 
     # Provenance of every generated image of round 1.
     images = Image.objects.filter(generated_for_round=first)
@@ -357,7 +430,7 @@ def test_the_loop_runs_over_the_api_with_a_real_worker(live_server, tmp_path):
     scored = Image.objects.filter(generation__job_id=generated["job"]["id"])
     assert scored.count() == 4
     assert all(im.reward_score is not None for im in scored)
-    assert {im.model_version_id for im in scored} == {new.pk}
+    assert {im.model_version_id for im in scored} == {base.pk}
     assert {im.generation["reward_version_id"] for im in scored} == {reward.pk}
     with zipfile.ZipFile(io.BytesIO(download.content)) as archive:
         names = archive.namelist()
@@ -369,13 +442,13 @@ def test_the_loop_runs_over_the_api_with_a_real_worker(live_server, tmp_path):
     assert sorted(r["uid"] for r in manifest if r["file_name"].startswith("kept/")) == (
         sorted(kept)
     )
-    assert {r["model_version_id"] for r in manifest} == {str(new.pk)}
+    assert {r["model_version_id"] for r in manifest} == {str(base.pk)}
 
     # The export holds every rating made before it (the first round's), with
-    # its rater and round; the comparison round's 2 came after it.
+    # its rater and round; the comparison round's 6 came after it.
     rows = list(csv.DictReader(io.StringIO(export)))
     before = Rating.objects.filter(round_id=round_id)
-    assert len(rows) == before.count() == Rating.objects.count() - 2 == 10
+    assert len(rows) == before.count() == Rating.objects.count() - 6 == 10
     assert Counter(r["rater"] for r in rows) == Counter(
         before.values_list("rater__username", flat=True)
     )
@@ -390,3 +463,106 @@ def test_the_loop_runs_over_the_api_with_a_real_worker(live_server, tmp_path):
 
 def job_of(rnd: Round) -> Job:
     return Job.objects.get(pk=rnd.settings["job_id"])
+
+
+def test_the_loop_runs_on_a_stable_diffusion_folder_with_lora(
+    live_server, tmp_path, settings
+):
+    """The path of users with real checkpoints: a local Stable Diffusion
+    folder (random and tiny here) registered as the base model, LoRA
+    fine-tunes (DPO against the base without adapters, and the control), a
+    three-arm comparison round and the gate's verdict."""
+    from models_ml.engine.backends.sd_random import write_random_sd_folder
+
+    started = time.monotonic()
+    UserFactory(username="admin1", role=Role.ADMIN)
+    for name in ("dr_a", "dr_b"):
+        UserFactory(username=name, role=Role.PHYSICIAN)
+    log = tmp_path / "worker.log"
+    archive = demo_zip(tmp_path / "demo")
+    # Character-level tokens: long enough for the demo's longest text.
+    sd_folder = write_random_sd_folder(Path(settings.MODELS_DIR) / "sd", max_tokens=160)
+    prompts = [["ct: axial head", "ct"], ["chest x-ray: frontal", "chest_xray"]]
+
+    with celery_worker(log=log):
+        admin = Client(live_server.url, "admin1")
+        doctors = [Client(live_server.url, n) for n in ("dr_a", "dr_b")]
+        queued = admin.post(
+            "/api/datasets/import/",
+            data={"name": "demo"},
+            files={"file": ("demo.zip", archive, "application/zip")},
+        )
+        dataset_id = wait_job(admin, queued["job"], log)["result"]["dataset_id"]
+        base = admin.post(
+            "/api/model-versions/register/",
+            expect=201,
+            json={
+                "name": "sd base",
+                "kind": "diffusion",
+                "path": str(sd_folder),
+                "dataset": dataset_id,
+            },
+        )
+        assert base["backend"] == "sd"
+        queued = admin.post(
+            "/api/rounds/generate/",
+            json={
+                "name": "sd round 1",
+                "model_version": base["id"],
+                "prompts": [{"prompt": p, "modality": m} for p, m in prompts],
+                "images_per_prompt": 3,
+                "seed": 5,
+                "sampling": SAMPLING,
+            },
+        )
+        wait_job(admin, queued["job"], log)
+        assert sum(rate_all(d, queued["round"], k) for k, d in enumerate(doctors)) == 6
+        lora = {
+            "max_steps": 2,
+            "batch_size": 2,
+            "checkpointing_steps": 2,
+            "lr_warmup_steps": 0,
+            "resolution": 16,
+            "device": "cpu",
+            "use_lora": True,
+            "lora_rank": 2,
+        }
+        queued = admin.post(
+            "/api/retraining/",
+            json={
+                "diffusion_version": base["id"],
+                "reward": REWARD,
+                "finetune": {**lora, "objective": "dpo", "dpo_beta": 100.0},
+                "round": {"prompts": prompts, "images_per_prompt": 2, **SAMPLING},
+            },
+        )
+        reward_job = wait_job(admin, queued["job"], log)
+        finetune_job = wait_job(admin, reward_job["result"]["next_job_id"], log)
+        control_job = wait_job(admin, finetune_job["result"]["next_job_id"], log)
+        compare_job = wait_job(admin, control_job["result"]["next_job_id"], log)
+        compare_id = compare_job["result"]["round_id"]
+        assert sum(rate_all(d, compare_id, k) for k, d in enumerate(doctors)) == 12
+        admin.call("POST", f"/api/rounds/{compare_id}/close/", expect=200)
+        (comparison,) = admin.get("/api/comparisons/")
+    elapsed = time.monotonic() - started
+
+    new = ModelVersion.objects.get(pk=finetune_job["result"]["model_version_id"])
+    control = ModelVersion.objects.get(pk=control_job["result"]["model_version_id"])
+    for version in (new, control):
+        assert version.backend == "sd" and version.parent_id == base["id"]
+        files = {p.name for p in Path(version.path).iterdir()}
+        assert "unet_lora.safetensors" in files and "unet.safetensors" not in files
+        assert_version_on_disk(version)
+    assert new.metrics["objective"]["reference"] == "adapters_off"
+    assert new.metrics["n_pairs"] > 0 and new.params["reward_version_id"] is None
+    assert control.is_control and control.params["objective"] == "none"
+    arms = Counter(
+        im.generation["arm"]
+        for im in Image.objects.filter(generated_for_round_id=compare_id)
+    )
+    assert arms == {"candidate": 4, "parent": 4, "control": 4}
+    verdict = comparison["verdict"]
+    assert verdict["decided"] and len(verdict["arms"]) == 3
+    new.refresh_from_db()
+    assert new.gate == ("promoted" if verdict["promoted"] else "failed")
+    print(f"\nloop over HTTP on a Stable Diffusion folder with LoRA: {elapsed:.1f} s")
