@@ -20,6 +20,7 @@ from annotations.models import Dataset, ExpertLevel, Image, Role, Round
 from annotations.services.imports import dataset_import
 from annotations.services.rounds import round_create
 from annotations.services.users import user_create
+from models_ml.engine.backends.base import DEFAULT_STEPS
 
 DEMO_DATASET = "Demo: real images from scikit-image, pydicom and nibabel"
 DEMO_MODEL_NAME = "Demo base model (tiny, 32 px)"
@@ -31,8 +32,8 @@ DEMO_ACCOUNTS = (
     ("dr_okafor", Role.PHYSICIAN, ExpertLevel.TRAINEE),
     ("researcher", Role.RESEARCHER, ExpertLevel.SPECIALIST),
 )
-# The tiny model's own sampler at 25 steps: a few seconds per image on a CPU.
-DEMO_SAMPLING = {"scheduler": "dpm", "steps": 25, "guidance": 3.0, "batch_size": 16}
+# The product's default sampler (ancestral DDPM, 50 steps, unguided).
+DEMO_SAMPLING = {"batch_size": 16}
 
 
 def demo_prompts(dataset: Dataset, per_modality: int) -> list[tuple[str, str]]:
@@ -77,7 +78,7 @@ class Command(BaseCommand):
             help="share of real control images in the generated round",
         )
         parser.add_argument(
-            "--steps", type=int, default=DEMO_SAMPLING["steps"], help="sampler steps"
+            "--steps", type=int, default=DEFAULT_STEPS, help="sampler steps"
         )
         parser.add_argument(
             "--round-size", type=int, default=48, help="images in a real round"

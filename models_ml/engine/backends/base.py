@@ -25,6 +25,13 @@ from ..errors import EngineError, WeightsFormatError
 
 MODEL_JSON = "medrlhf_model.json"
 SCHEDULERS = ("ddim", "dpm", "euler", "ddpm")
+# The sampler every part of medrlhf uses unless told otherwise: rounds, the
+# generate page and command, the engine's CLI and the experiments. Chosen on
+# the shipped demo model by realistic share and local FD per UNet pass
+# (bench/sampler.py; docs/benchmarks.md, "Which sampler"): ancestral DDPM at
+# 50 steps was as good as any and cheaper than the rest; DDIM drew noise.
+DEFAULT_SCHEDULER = "ddpm"
+DEFAULT_STEPS = 50
 UNSAFE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
 
 ProgressFn = Callable[[int, int], None]
@@ -198,8 +205,8 @@ class DiffusionBackend(ABC):
     device: torch.device
     version: str
     parent: str | None
-    default_steps: int = 50
-    default_scheduler: str = "ddim"
+    default_steps: int = DEFAULT_STEPS
+    default_scheduler: str = DEFAULT_SCHEDULER
     default_guidance: float = 5.0
 
     @abstractmethod

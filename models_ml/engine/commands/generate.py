@@ -39,13 +39,13 @@ def add_parser(subparsers: Any) -> None:
     add(
         "--guidance_scale",
         type=float,
-        help="classifier-free guidance (default: tiny 3.0, sd 7.5)",
+        help="classifier-free guidance (default: tiny 1, i.e. none; sd 7.5)",
     )
     add(
         "--scheduler",
         choices=("ddim", "dpm", "euler", "ddpm"),
         default=None,
-        help="sampler (default: the model's own; tiny ddpm, sd ddim)",
+        help="sampler (default ddpm, ancestral: docs/benchmarks.md, 'Which sampler')",
     )
     add("--batch_size", type=int, default=8, help="images sampled together")
     add(

@@ -49,6 +49,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from ..backends.base import DEFAULT_SCHEDULER, DEFAULT_STEPS
 from ..feedback_data import FeedbackImage, FeedbackRows, Judgement, objective_rows
 from ..objectives import OBJECTIVES
 from ..stats import mcnemar_exact, wilson_interval
@@ -108,8 +109,8 @@ class ExperimentConfig:
     images_per_prompt: int = 96
     rated_per_prompt: int = 80
     eval_per_prompt: int = 96
-    scheduler: str = "dpm"
-    sample_steps: int = 20
+    scheduler: str = DEFAULT_SCHEDULER
+    sample_steps: int = DEFAULT_STEPS
     guidance: float = 1.0
     best_of: int = 4
     best_of_objective: str = "filtered"

@@ -37,6 +37,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from ..backends.base import DEFAULT_SCHEDULER, DEFAULT_STEPS
 from ..errors import EngineError
 from .simulated_raters import (
     SimulatedRater,
@@ -54,9 +55,9 @@ class CheckConfig:
     images_per_modality: int = 16
     seed: int = 0
     demo_per_modality: int = 60
-    sample_steps: int = 25
-    guidance: float = 3.0
-    scheduler: str = "dpm"
+    sample_steps: int = DEFAULT_STEPS
+    guidance: float = 1.0
+    scheduler: str = DEFAULT_SCHEDULER
     batch_size: int = 16
     modalities: tuple[str, ...] = field(default_factory=tuple)  # empty: all
 
