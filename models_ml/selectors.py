@@ -10,7 +10,7 @@ from django.db.models import Avg, Count, Exists, Max, OuterRef, Q, QuerySet
 
 from annotations.models import Image, ImageSource, Rating, RoundImage
 
-from .models import GateStatus, Job, ModelKind, ModelVersion
+from .models import GateStatus, Job, JobKind, ModelKind, ModelVersion
 
 
 def model_versions_list(*, kind: str | None = None) -> QuerySet[ModelVersion]:
@@ -161,13 +161,15 @@ def default_diffusion_version() -> ModelVersion | None:
     """The version generation and the next retraining start from by default.
 
     The newest version that passed the promotion gate or is a base model
-    (one without a parent: where a lineage starts). Controls and versions
-    that failed or await the gate are never the default; they stay in the
-    lineage and may be chosen by hand. With neither, the newest version that
-    did not fail.
+    (trained on a dataset, or adopted from a folder: where a lineage of
+    fine-tunes starts). Controls and fine-tunes that failed or await the
+    gate are never the default; they stay in the lineage and may be chosen
+    by hand. With neither, the newest version that did not fail.
     """
     versions = ModelVersion.objects.filter(kind=ModelKind.DIFFUSION, is_control=False)
-    eligible = versions.filter(Q(gate=GateStatus.PROMOTED) | Q(parent=None))
+    eligible = versions.filter(
+        Q(gate=GateStatus.PROMOTED) | Q(parent=None) | Q(job__kind=JobKind.TRAIN_BASE)
+    )
     newest = versions.exclude(gate=GateStatus.FAILED)
     order = ("-created_at", "-id")
     return eligible.order_by(*order).first() or newest.order_by(*order).first()

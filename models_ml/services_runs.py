@@ -225,12 +225,18 @@ def train_base_run(job: Job, progress: Progress) -> dict[str, Any]:
     )
     resumed_from = _checkpoint_step(out)
     result = _train(config, _Reporter(progress, hold_cancel=True))
+    # Trained from a folder that is a version already: that is its parent.
+    parent = None
+    if config.model_path:
+        parent = ModelVersion.objects.filter(
+            kind=ModelKind.DIFFUSION, path=str(Path(config.model_path).resolve())
+        ).first()
     with transaction.atomic():
         version = ModelVersion.objects.create(
             name=params.get("name") or f"{dataset.name} base #{job.pk}",
             kind=ModelKind.DIFFUSION,
             backend=config.backend,
-            parent=None,
+            parent=parent,
             dataset=dataset,
             path=str(result.final_dir),
             params=params,

@@ -32,7 +32,12 @@ from models_ml.models import (
     ModelKind,
     ModelVersion,
 )
-from models_ml.selectors import job_chain, model_version_ancestors, model_version_tree
+from models_ml.selectors import (
+    default_diffusion_version,
+    job_chain,
+    model_version_ancestors,
+    model_version_tree,
+)
 from tests.models_ml.ml_page_data import diffusion, reward
 from tests.models_ml.test_ml_jobs import (  # noqa: F401 (fixtures)
     REAL_PROGRESS,
@@ -558,3 +563,16 @@ def test_an_objective_that_has_nothing_to_learn_from_fails_with_the_reason(
     assert job.status == JobStatus.FAILED
     assert "no physician rated two images of one prompt differently" in job.error
     assert not ModelVersion.objects.filter(parent=base).exists()
+
+
+def test_a_base_trained_from_a_versions_folder_records_that_version_as_parent(
+    dataset, admin_user
+):
+    first = train_base(dataset, admin_user)
+    second = train_base(dataset, admin_user, model_path=first.path, name="continued")
+
+    assert second.parent == first and second.name == "continued"
+    (root,) = model_version_tree(kind=ModelKind.DIFFUSION)
+    assert [c.version for c in root.children] == [second]
+    # A base is where fine-tunes start: the newest one is generation's default.
+    assert default_diffusion_version() == second

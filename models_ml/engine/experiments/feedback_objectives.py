@@ -84,6 +84,9 @@ class ArmSettings:
     kto_unrated_weight: float = 0.5
     dpo_beta: float = 2000.0
     max_drift: float | None = 3.0
+    # More images of the parent per prompt that nobody rates: the reward
+    # model scores them, and every arm (the control too) trains on them.
+    pool_per_prompt: int = 0
 
     def key(self, objective: str) -> str:
         relevant = dataclasses.asdict(self)
@@ -526,6 +529,48 @@ def round_tag(config: ExperimentConfig) -> str:
     )
 
 
+def unrated_pool(
+    out: Path,
+    base: Path,
+    prompts: Sequence[tuple[str, str]],
+    config: ExperimentConfig,
+    seed: int,
+) -> list[RoundSample]:
+    """``pool_per_prompt`` more images of the parent per prompt (seeds apart
+    from the round's and the evaluation's), scored by the round's reward
+    model; cached in ``pool-<n>.csv``."""
+    from ..backends import load_backend
+    from ..reward import RewardModel
+
+    n = config.arm.pool_per_prompt
+    if n < 1:
+        return []
+    cached = out / f"pool-{n}.csv"
+    if cached.is_file():
+        return _read_samples(cached)
+    requests = _requests(prompts, n, seed * 7_919 + 900)
+    generated = _sample(load_backend(base), requests, config)
+    images = [g.image for g in generated]
+    paths = _save_images(images, out / f"pool-{n}")
+    predicted = RewardModel.load(out / "reward_model").predict(
+        images, [r.prompt for r in requests], [r.modality for r in requests]
+    )
+    pool = [
+        RoundSample(
+            path=p,
+            prompt=r.prompt,
+            modality=r.modality,
+            seed=r.seed,
+            rating=0,
+            rated=False,
+            reward=float(v),
+        )
+        for p, r, v in zip(paths, requests, predicted.reward, strict=True)
+    ]
+    _write_samples(cached, pool)
+    return pool
+
+
 def run_seed(config: ExperimentConfig, seed: int, timer: Timer) -> dict[str, Any]:
     from ..images import load_pil
 
@@ -547,6 +592,9 @@ def run_seed(config: ExperimentConfig, seed: int, timer: Timer) -> dict[str, Any
         samples, reward_info = rating_round(
             out, base, prompts, rater, real, config, seed
         )
+    if config.arm.pool_per_prompt:
+        with timer.step(f"seed {seed}: unrated pool"):
+            samples = samples + unrated_pool(out, base, prompts, config, seed)
     eval_requests = _requests(prompts, config.eval_per_prompt, seed * 7_919 + 500)
     real_images = [_at_resolution(load_pil(p), config.resolution) for p, _, _ in real]
     with timer.step(f"seed {seed}: parent"):
@@ -704,6 +752,12 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     add("--sample_steps", type=int, help="sampling steps")
     add("--best_of_objective", choices=OBJECTIVES, help="arm best-of-N filters")
     add("--rated_per_prompt", type=int, help="ratings per prompt (default 80)")
+    add(
+        "--pool_per_prompt",
+        type=int,
+        help="more unrated images of the parent per prompt, scored by the reward "
+        "model, that every arm trains on (default 0)",
+    )
     args = parser.parse_args(argv)
     seeds = tuple(dict.fromkeys(args.seeds))
     config = (
@@ -721,6 +775,12 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             setattr(config.arm, name, value)
     if args.kto_middle:
         config.arm.kto_middle = args.kto_middle
+    if args.pool_per_prompt is not None:
+        if not 0 <= args.pool_per_prompt <= 10_000:
+            parser.error(
+                f"--pool_per_prompt must be 0-10000, got {args.pool_per_prompt}"
+            )
+        config.arm.pool_per_prompt = args.pool_per_prompt
     if args.guidance is not None:
         config.guidance = args.guidance
     if args.scheduler:
