@@ -790,9 +790,7 @@ class RetrainingDetailApi(APIView):
             "steps": steps,
             "status": retraining_status(jobs, steps),
             "jobs": jobs,
-            "comparison": None
-            if comparison is None
-            else ComparisonSerializer(comparison).data,
+            "comparison": comparison,
         }
         return Response(RetrainingRunSerializer(data).data)
 

@@ -584,10 +584,14 @@ def finetune_run(job: Job, progress: Progress) -> dict[str, Any]:
     if done is not None:
         return _finetune_result(job, done)
     parent = ModelVersion.objects.get(pk=job.params["diffusion_version_id"])
-    reward_id = job.params.get("reward_version_id")
-    reward_version = ModelVersion.objects.get(pk=reward_id) if reward_id else None
     params = dict(job.params.get("finetune") or {})
     objective = finetune_objective(params)
+    # DPO and the control never look at the reward model, though a
+    # retraining run hands its new one to every fine-tune.
+    reward_id = job.params.get("reward_version_id")
+    if objective in ("dpo", "none"):
+        reward_id = None
+    reward_version = ModelVersion.objects.get(pk=reward_id) if reward_id else None
     is_control = bool(job.params.get("control"))
     out = job_dir(job=job)
     out.mkdir(parents=True, exist_ok=True)

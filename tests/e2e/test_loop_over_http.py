@@ -81,7 +81,7 @@ def wait_job(admin: Client, job_id: int, log: Path) -> dict[str, Any]:
     while time.monotonic() < deadline:
         job = admin.get(f"/api/jobs/{job_id}/")
         if job["is_finished"]:
-            assert job["status"] == "succeeded", (job, log.read_text()[-4000:])
+            assert job["status"] == "succeeded", (job["error"], log.read_text()[-4000:])
             assert job["progress"] == 1.0 and job["attempts"] == 1
             return job
         time.sleep(0.25)
@@ -116,10 +116,15 @@ def demo_zip(folder: Path) -> bytes:
     return buffer.getvalue()
 
 
-def rate_all(physician: Client, round_id: int, offset: int) -> int:
+def rate_all(
+    physician: Client, round_id: int, offset: int, *, per_prompt: bool = False
+) -> int:
     """Take images with next and score them until none is left; returns how
-    many.  Scores vary with the image so that the reward model sees 1, 2 and 3."""
+    many.  Scores vary with the image so that the reward model sees 1, 2 and 3;
+    ``per_prompt``: 3, 1, 2, ... in turn within each prompt, so every
+    physician's ratings of a prompt differ (DPO's pairs)."""
     rated = 0
+    turn: Counter[str] = Counter()
     while True:
         served = physician.call(
             "GET", f"/api/rounds/{round_id}/next/", expect={200, 204}
@@ -128,13 +133,17 @@ def rate_all(physician: Client, round_id: int, offset: int) -> int:
             return rated
         image = served.json()["image"]
         assert "source" not in image and "model_version" not in image
+        score = 1 + (int(image["uid"].replace("-", ""), 16) + offset) % 3
+        if per_prompt:
+            score = (3, 1, 2)[turn[image["prompt"]] % 3]
+            turn[image["prompt"]] += 1
         physician.post(
             "/api/ratings/",
             expect=201,
             json={
                 "round": round_id,
                 "image": image["uid"],
-                "score": 1 + (int(image["uid"].replace("-", ""), 16) + offset) % 3,
+                "score": score,
                 "time_taken_ms": 1500,
             },
         )
@@ -361,16 +370,17 @@ def test_the_loop_runs_over_the_api_with_a_real_worker(live_server, tmp_path):
         assert_version_on_disk(version)
     assert (Path(reward.path) / "reward_model.json").is_file()
 
-    # Rounds: the first rated in full; the comparison round open, new vs base.
+    # Rounds: the first rated in full; the comparison round, new vs base, was
+    # open until every image was rated, then closed.
     first = Round.objects.get(pk=round_id)
     assert first.model_version_id == base.pk and first.status == RoundStatus.RATING
     compare = Round.objects.get(pk=compare_job["result"]["round_id"])
-    assert compare.status == RoundStatus.RATING
+    assert compare_detail["status"] == RoundStatus.RATING
+    assert compare.status == RoundStatus.CLOSED
     # Re-scored by the worker: its reward model is the one trained on the
     # first round's 10 ratings and its own 2, and every item has its spread.
     rescored = ModelVersion.objects.get(pk=rescore_job["result"]["model_version_id"])
     assert rescored.rating_count == 12
-    assert compare.reward_model_version_id == rescored.pk
     assert compare_detail["reward_model_version"] == rescored.pk
     assert not compare.items.filter(uncertainty=None).exists()
     assert (compare.model_version_id, compare.compare_model_version_id) == (
@@ -511,12 +521,17 @@ def test_the_loop_runs_on_a_stable_diffusion_folder_with_lora(
                 "model_version": base["id"],
                 "prompts": [{"prompt": p, "modality": m} for p, m in prompts],
                 "images_per_prompt": 3,
+                "raters_per_image": 2,
                 "seed": 5,
                 "sampling": SAMPLING,
             },
         )
         wait_job(admin, queued["job"], log)
-        assert sum(rate_all(d, queued["round"], k) for k, d in enumerate(doctors)) == 6
+        rated = [
+            rate_all(d, queued["round"], k, per_prompt=True)
+            for k, d in enumerate(doctors)
+        ]
+        assert sum(rated) == 12
         lora = {
             "max_steps": 2,
             "batch_size": 2,

@@ -751,6 +751,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     add("--scheduler", choices=("ddpm", "dpm", "euler", "ddim"), help="sampler")
     add("--sample_steps", type=int, help="sampling steps")
     add("--best_of_objective", choices=OBJECTIVES, help="arm best-of-N filters")
+    add("--best_of", type=int, help="N of best-of-N (default 4; 1: none)")
     add("--rated_per_prompt", type=int, help="ratings per prompt (default 80)")
     add(
         "--pool_per_prompt",
@@ -791,6 +792,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         config.sample_steps = args.sample_steps
     if args.best_of_objective:
         config.best_of_objective = args.best_of_objective
+    if args.best_of is not None:
+        if not 1 <= args.best_of <= 16:
+            parser.error(f"--best_of must be 1-16, got {args.best_of}")
+        config.best_of = args.best_of
     if args.rated_per_prompt is not None:
         if not 1 <= args.rated_per_prompt <= config.images_per_prompt:
             parser.error(
