@@ -255,16 +255,26 @@ def _write_samples(path: Path, samples: Sequence[RoundSample]) -> None:
     )
 
 
+# The base-step count whose cache folders carry no suffix (the first runs').
+PLAIN_BASE_STEPS = 300
+
+
+def _base_suffix(config: ExperimentConfig) -> str:
+    steps = config.base_steps
+    return "" if steps == PLAIN_BASE_STEPS else f"-{steps}"
+
+
 def base_model(out: Path, real_csv: Path, config: ExperimentConfig, seed: int) -> Path:
     from ..train import TrainConfig, train
 
-    model = out / "base" / "model"
+    folder = out / f"base{_base_suffix(config)}"
+    model = folder / "model"
     if (model / "medrlhf_model.json").is_file():
         return model
     result = train(
         TrainConfig(
             data_csv=str(real_csv),
-            output_dir=str(out / "base"),
+            output_dir=str(folder),
             resolution=config.resolution,
             channels=config.channels,
             max_steps=config.base_steps,
@@ -525,7 +535,7 @@ def round_tag(config: ExperimentConfig) -> str:
     return (
         f"round-{config.scheduler}{config.sample_steps}-g{config.guidance:g}-"
         f"{config.images_per_prompt}x{config.rated_per_prompt}-"
-        f"eval{config.eval_per_prompt}"
+        f"eval{config.eval_per_prompt}{_base_suffix(config).replace('-', '-b')}"
     )
 
 
@@ -753,6 +763,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     add("--best_of_objective", choices=OBJECTIVES, help="arm best-of-N filters")
     add("--best_of", type=int, help="N of best-of-N (default 4; 1: none)")
     add("--rated_per_prompt", type=int, help="ratings per prompt (default 80)")
+    add("--base_steps", type=int, help="steps of the base model (default 300)")
     add(
         "--pool_per_prompt",
         type=int,
@@ -796,6 +807,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         if not 1 <= args.best_of <= 16:
             parser.error(f"--best_of must be 1-16, got {args.best_of}")
         config.best_of = args.best_of
+    if args.base_steps is not None:
+        if not 1 <= args.base_steps <= 100_000:
+            parser.error(f"--base_steps must be 1-100000, got {args.base_steps}")
+        config.base_steps = args.base_steps
     if args.rated_per_prompt is not None:
         if not 1 <= args.rated_per_prompt <= config.images_per_prompt:
             parser.error(
