@@ -484,15 +484,22 @@ def best_of_n(
     return ratings
 
 
-def _fd(images: Sequence[Image.Image], real: Sequence[Image.Image]) -> float:
+def _fd(folder: Path, real: Sequence[Image.Image]) -> float:
+    """Local FD of ``folder/eval``'s images to the real ones (cached)."""
     from ..features import HandcraftedFeatures
     from ..metrics import local_fd_kid
 
-    return float(
-        local_fd_kid(list(images), list(real), HandcraftedFeatures(), kid_subsets=2)[
+    cached = folder / "fd.json"
+    if cached.is_file():
+        return float(json.loads(cached.read_text())["local_fd"])
+    images = [Image.open(p) for p in sorted((folder / "eval").glob("*.png"))]
+    fd = float(
+        local_fd_kid(images, list(real), HandcraftedFeatures(), kid_subsets=2)[
             "local_fd"
         ]
     )
+    cached.write_text(json.dumps({"local_fd": fd}))
+    return fd
 
 
 def _phi(a: Sequence[bool], b: Sequence[bool]) -> float | None:
@@ -609,9 +616,7 @@ def run_seed(config: ExperimentConfig, seed: int, timer: Timer) -> dict[str, Any
     real_images = [_at_resolution(load_pil(p), config.resolution) for p, _, _ in real]
     with timer.step(f"seed {seed}: parent"):
         parent_ratings = evaluate_arm(out, base, eval_requests, rater, config)
-    parent_fd = _fd(
-        [Image.open(p) for p in sorted((out / "eval").glob("*.png"))], real_images
-    )
+    parent_fd = _fd(out, real_images)
     arms: dict[str, Any] = {}
     ratings_of: dict[str, list[int]] = {}
     models: dict[str, Path] = {}
@@ -629,10 +634,7 @@ def run_seed(config: ExperimentConfig, seed: int, timer: Timer) -> dict[str, Any
                 folder, model, eval_requests, rater, config
             )
             models[objective] = model
-            fd = _fd(
-                [Image.open(p) for p in sorted((folder / "eval").glob("*.png"))],
-                real_images,
-            )
+            fd = _fd(folder, real_images)
         arms[objective] = {"finetune": info, "local_fd": fd}
     control = ratings_of.get("none")
     for objective, ratings in ratings_of.items():
