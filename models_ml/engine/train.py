@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -115,7 +115,9 @@ class TrainConfig:
     max_drift: float | None = None
     min_diversity_fraction: float = 0.5
     drift_check_steps: int = 50
-    drift_samples: int = 4
+    # Drift samples are spread over the training data's prompts, sorted by
+    # modality: a fine-tune that breaks one modality shows in the reading.
+    drift_samples: int = 8
     save_precision: str = "fp32"
 
     @property
@@ -237,6 +239,20 @@ class TrainResult:
 
 # The name the fine-tune tests and callers have always used.
 weighted_mean = weighted_objective
+
+
+# Real images the drift guard's distance is measured against, spread over the
+# real data (the first few would be one modality).
+DRIFT_REAL_IMAGES = 256
+
+
+def spread_evenly(items: Sequence[Any], count: int) -> list[Any]:
+    """``count`` items taken at even steps through ``items`` (all, if fewer),
+    so samples sorted by modality cover every modality, not the first few."""
+    if len(items) <= count:
+        return list(items)
+    step = len(items) / count
+    return [items[int(i * step)] for i in range(count)]
 
 
 def cheap_features(pixels: torch.Tensor) -> torch.Tensor:
@@ -691,7 +707,10 @@ class _Trainer:
                 self.prompt_set.prompts, self.prompt_set.modalities, strict=True
             ):
                 seen.setdefault((p, m), None)
-            pairs = list(seen)[: max(1, cfg.drift_samples)]
+            pairs = spread_evenly(
+                sorted(seen, key=lambda pm: (str(pm[1]), pm[0])),
+                max(1, cfg.drift_samples),
+            )
             prompts = [p for p, _ in pairs]
             modalities = [m for _, m in pairs]
         if len(modalities) < len(prompts):
@@ -739,7 +758,8 @@ class _Trainer:
             images = self.backend.generate(requests, steps=10, batch_size=16)
         generated = _pil_to_tensor([g.image for g in images])
         held_out = self.real_set or self.prompt_set
-        real = held_out.pixels[: max(cfg.drift_samples, 8)].float() / 127.5 - 1
+        rows = spread_evenly(range(len(held_out)), DRIFT_REAL_IMAGES)
+        real = held_out.pixels[list(rows)].float() / 127.5 - 1
         gen_features = cheap_features(generated)
         real_features = cheap_features(real)
         distance = float((gen_features.mean(0) - real_features.mean(0)).norm())

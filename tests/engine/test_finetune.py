@@ -195,3 +195,12 @@ def test_weighting_is_checked_before_anything_runs() -> None:
     assert TrainConfig(output_dir="out", weights_csv="w.csv").weighting == "sample"
     with pytest.raises(TrainConfigError, match="use loss or sample"):
         TrainConfig(output_dir="out", weights_csv="w.csv", weighting="both").validate()
+
+
+def test_drift_samples_cover_every_modality_not_the_first_prompts() -> None:
+    from models_ml.engine.train import spread_evenly
+
+    pairs = [(f"p{i}", m) for m in ("CT", "Fundus", "MRI") for i in range(4)]
+    picked = spread_evenly(pairs, 6)
+    assert {m for _, m in picked} == {"CT", "Fundus", "MRI"}
+    assert spread_evenly(pairs[:3], 8) == pairs[:3]
