@@ -424,7 +424,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--resolution", type=int, default=16)
     parser.add_argument("--prompts-per-modality", type=int, default=2)
     parser.add_argument("--images-per-prompt", type=int, default=4)
-    parser.add_argument("--sample-steps", type=int, default=40)
+    parser.add_argument("--sample-steps", type=int, default=50)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
 
@@ -490,7 +490,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         t = lap("train_base", t)
 
         # 2. A round that generates: prompts per modality, real controls.
-        sampling = {"steps": args.sample_steps, "scheduler": "ddpm", "guidance": 3.0}
+        # The product's default sampler (ancestral DDPM, unguided).
+        sampling = {"steps": args.sample_steps}
         queued = admin.post(
             "/api/rounds/generate/",
             {
@@ -577,13 +578,21 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         if not steps or run["status"] != "succeeded":
             sys.exit(f"retraining ended {run['status']}: {run['jobs'][-1]['error']}")
         t = lap("retraining", t)
-        kinds = {j["kind"]: j for j in steps}
+        # By step: the run fine-tunes twice (the new version, then its control).
+        kinds = {j["params"]["chain"]["step"]: j for j in steps}
         reward_id = kinds["train_reward"]["result"]["model_version_id"]
         tuned_id = kinds["finetune"]["result"]["model_version_id"]
+        control_id = kinds["control"]["result"]["model_version_id"]
         round2 = kinds["generate_round"]["result"]["round_id"]
 
         rated2 = rate_round(url, physicians, judge, round2)
         t = lap("rate_round_2", t)
+        # Closing the comparison round records the promotion gate's verdict.
+        admin.post(f"/api/rounds/{round2}/close/", {})
+        (comparison,) = [
+            c for c in admin.get("/api/comparisons/") if c["round"] == round2
+        ]
+        log(f"  gate: {comparison['verdict']['reason']}")
 
         # 5. The generate page: best of 4 by the reward model.
         queued = admin.post(
@@ -644,6 +653,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "rounds": {
                 "round_1": {"id": round1, "ratings_per_physician": rated1},
                 "round_2": {"id": round2, "ratings_per_physician": rated2},
+            },
+            "gate": {
+                "candidate": tuned_id,
+                "control": control_id,
+                "verdict": comparison["verdict"],
             },
             "round_1": {k: share_3(v) for k, v in by_version(rows1).items()},
             "round_2": {k: share_3(v) for k, v in by_version(rows2).items()},
