@@ -46,6 +46,7 @@ from .ml_services import (
     _prompt_list,
     _seed,
     finetune_objective,
+    finetune_recipe,
     finetune_start,
     reward_model_train_start,
     round_generate_start,
@@ -60,8 +61,9 @@ STEP_CONTROL = "control"
 STEP_ROUND = JobKind.GENERATE_ROUND.value
 STEP_SCORE = JobKind.SCORE.value
 DEFAULT_ALPHA = 0.05
-# The control shares these with the new version's fine-tune; the rest
-# (objective, filter, KTO and DPO settings, name) belong to the feedback.
+# The control shares these with the new version's fine-tune (its recipe
+# included: the same steps and learning-rate schedule); the rest (objective,
+# filter, KTO and DPO settings, name) belong to the feedback.
 CONTROL_SHARED_KEYS = FINETUNE_KEYS - {
     "name",
     "objective",
@@ -213,7 +215,7 @@ def retraining_round_start(
             f"from the ratings ({', '.join(FEEDBACK_OBJECTIVES)}); the "
             "no-feedback control is trained beside it with train_control"
         )
-    finetune["objective"] = objective
+    finetune = finetune_recipe(finetune)
     round_params = None
     if open_next_round:
         round_params = _check_round_spec(

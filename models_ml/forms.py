@@ -133,7 +133,11 @@ class RetrainingForm(forms.Form):
         label="Ensemble size", min_value=1, max_value=16, initial=3
     )
     finetune_steps = forms.IntegerField(
-        label="Fine-tune steps", min_value=1, max_value=100_000, initial=200
+        label="Fine-tune steps",
+        min_value=1,
+        max_value=100_000,
+        required=False,
+        help_text="Blank: the objective's own (docs/retraining.md).",
     )
     rater_weighting = forms.ChoiceField(
         label="Weight physicians by",
@@ -219,8 +223,10 @@ class RetrainingForm(forms.Form):
                 "epochs": data["reward_epochs"],
                 "ensemble_size": data["ensemble_size"],
             },
-            "finetune": {"max_steps": data["finetune_steps"], "objective": objective},
+            "finetune": {"objective": objective},
         }
+        if data.get("finetune_steps"):
+            params["finetune"]["max_steps"] = data["finetune_steps"]
         if objective == "filtered":
             params["finetune"]["filter_threshold"] = FILTERED_THRESHOLD
         if objective == "kto":

@@ -488,7 +488,11 @@ def test_reward_training_of_chosen_rounds_and_a_finetune_queue_their_jobs(
     ).json()
     params = Job.objects.get(pk=tune["job"]).params
     assert params["diffusion_version_id"] == world.child.pk
-    assert params["finetune"] == {"beta": 2.0, "objective": "weighted"}
+    assert (params["finetune"]["beta"], params["finetune"]["objective"]) == (
+        2.0,
+        "weighted",
+    )
+    assert params["finetune"]["max_steps"] == 400
 
 
 def test_finetune_refuses_a_diffusion_version_as_reward_model(client_as, world):

@@ -83,7 +83,10 @@ def test_retraining_form_starts_the_chain_and_redirects_to_its_steps(
     assert response["Location"] == reverse("ml-job", args=[job.pk])
     assert job.kind == JobKind.TRAIN_REWARD
     assert job.params["reward"] == {"epochs": 5, "ensemble_size": 2}
-    assert job.params["chain"]["finetune"] == {"max_steps": 7, "objective": "weighted"}
+    finetune = job.params["chain"]["finetune"]
+    assert (finetune["max_steps"], finetune["objective"]) == (7, "weighted")
+    # The objective's recipe fills in what the form left out.
+    assert (finetune["learning_rate"], finetune["lr_scheduler"]) == (3e-4, "constant")
     assert job.params["chain"]["control"] is False
     assert job.params["chain"]["round"]["images_per_prompt"] == 2
     assert job.params["chain"]["round"]["prompts"] == [["CT: axial head", "ct"]]
@@ -111,15 +114,13 @@ def test_retraining_form_can_fine_tune_on_the_images_rated_3_only(
         weighted = client.post(reverse("ml-retraining-start"), form)
     assert (filtered.status_code, weighted.status_code) == (302, 302)
     first, second = Job.objects.order_by("pk")
-    assert first.params["chain"]["finetune"] == {
-        "max_steps": 7,
-        "objective": "filtered",
-        "filter_threshold": 0.75,
-    }
-    assert second.params["chain"]["finetune"] == {
-        "max_steps": 7,
-        "objective": "weighted",
-    }
+    filtered_params = first.params["chain"]["finetune"]
+    weighted_params = second.params["chain"]["finetune"]
+    assert filtered_params["objective"] == "filtered"
+    assert filtered_params["filter_threshold"] == 0.75
+    assert weighted_params["objective"] == "weighted"
+    assert "filter_threshold" not in weighted_params
+    assert filtered_params["max_steps"] == weighted_params["max_steps"] == 7
 
 
 def test_retraining_without_ratings_shows_the_reason(client, admin_user):
