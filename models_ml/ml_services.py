@@ -100,36 +100,14 @@ FINETUNE_KEYS = TRAIN_KEYS | {
 DEFAULT_OBJECTIVE = "weighted"
 # Objectives a retraining run's new version may use; "none" is its control.
 FEEDBACK_OBJECTIVES = ("weighted", "filtered", "kto", "dpo")
-# How each objective fine-tunes unless told otherwise: the settings chosen on
-# the objectives experiment's development seeds (docs/retraining.md, "Which
-# objective"). A constant learning rate after 20 warm-up steps, the real-image
-# term at weight 1, and the drift guard on, for every objective.
-RECIPE_SHARED: dict[str, Any] = {
-    "lr_scheduler": "constant",
-    "lr_warmup_steps": 20,
-    "beta": 1.0,
-    "max_drift": 3.0,
-}
-OBJECTIVE_RECIPES: dict[str, dict[str, Any]] = {
-    "weighted": {"max_steps": 400, "learning_rate": 3e-4},
-    "filtered": {"max_steps": 400, "learning_rate": 3e-4, "filter_threshold": 0.75},
-    "kto": {"max_steps": 200, "learning_rate": 1e-5, "kto_beta": 2000.0},
-    "dpo": {"max_steps": 200, "learning_rate": 1e-5, "dpo_beta": 2000.0},
-    "none": {"max_steps": 400, "learning_rate": 3e-4},
-}
-
-
 def finetune_recipe(params: dict[str, Any]) -> dict[str, Any]:
     """``params`` with the objective's recipe under it: what was given wins,
     and the objective is named, so the job and the version record every
     setting the fine-tune used."""
+    from models_ml.engine.recipes import recipe_for
+
     objective = finetune_objective(params)
-    return {
-        **RECIPE_SHARED,
-        **OBJECTIVE_RECIPES[objective],
-        **params,
-        "objective": objective,
-    }
+    return {**recipe_for(objective), **params, "objective": objective}
 REWARD_KEYS = frozenset(
     {
         "name",

@@ -70,6 +70,28 @@ def test_arm_summary_tests_against_parent_and_control_on_the_same_seeds() -> Non
     assert summary["phi_with_parent"] is not None
 
 
+def test_with_recipes_each_objective_has_a_control_of_its_own_schedule(
+    tmp_path: Path,
+) -> None:
+    from models_ml.engine.experiments.feedback_objectives import (
+        ExperimentConfig,
+        arm_settings,
+        schedule,
+    )
+    from models_ml.engine.recipes import recipe_for
+
+    config = ExperimentConfig(output_dir=tmp_path, recipes=True)
+    kto, filtered = arm_settings(config, "kto"), arm_settings(config, "filtered")
+    assert (kto.steps, kto.learning_rate) == (
+        recipe_for("kto")["max_steps"],
+        recipe_for("kto")["learning_rate"],
+    )
+    assert kto.kto_beta == recipe_for("kto")["kto_beta"]
+    assert schedule(filtered) == schedule(arm_settings(config, "weighted"))
+    plain = ExperimentConfig(output_dir=tmp_path)
+    assert arm_settings(plain, "kto") == plain.arm
+
+
 def test_arm_settings_key_changes_only_with_what_the_arm_uses() -> None:
     base = ArmSettings()
     assert base.key("weighted") == ArmSettings(kto_beta=5.0).key("weighted")
@@ -86,13 +108,14 @@ def test_a_quick_run_reports_every_arm_and_reuses_its_cache(tmp_path: Path) -> N
     )
 
     (seed,) = report["seeds"]
-    assert set(seed["arms"]) == {"weighted", "filtered", "kto", "dpo", "none"}
+    control = "none (4 steps, lr 0.0001)"
+    assert set(seed["arms"]) == {"weighted", "filtered", "kto", "dpo", control}
     for name, arm in seed["arms"].items():
         if "skipped" in arm:
             continue
         assert arm["n"] == 6 * 4
-        assert "vs_parent" in arm and ("vs_control" in arm) == (name != "none")
-        assert arm["finetune"]["objective"] == name
+        assert "vs_parent" in arm and ("vs_control" in arm) == (name != control)
+        assert arm["finetune"]["objective"] == name.split()[0]
         assert arm["fd_vs_parent"] > 0
     markdown = (out / "report.md").read_text()
     assert "| 7 | parent | 24 |" in markdown

@@ -52,6 +52,7 @@ from PIL import Image
 from ..backends.base import DEFAULT_SCHEDULER, DEFAULT_STEPS
 from ..feedback_data import FeedbackImage, FeedbackRows, Judgement, objective_rows
 from ..objectives import OBJECTIVES
+from ..recipes import recipe_for
 from ..stats import mcnemar_exact, wilson_interval
 from .simulated_raters import (
     MODALITIES,
@@ -120,6 +121,9 @@ class ExperimentConfig:
     reward_ensemble: int = 5
     reward_epochs: int = 200
     arm: ArmSettings = field(default_factory=ArmSettings)
+    # Each objective with the product's recipe (engine.recipes) instead of
+    # ``arm``'s settings; each beside a control of its own schedule.
+    recipes: bool = False
 
 
 def quick_config(output_dir: Path, seeds: tuple[int, ...]) -> ExperimentConfig:
@@ -366,10 +370,10 @@ def finetune_arm(
     samples: Sequence[RoundSample],
     config: ExperimentConfig,
     seed: int,
+    arm: ArmSettings,
 ) -> tuple[Path, dict[str, Any]]:
     from ..train import TrainConfig, train
 
-    arm = config.arm
     folder = out / "arms" / arm.key(objective)
     done = folder / "finetune.json"
     if done.is_file():
@@ -537,6 +541,42 @@ def arm_summary(
     return summary
 
 
+def arm_settings(config: ExperimentConfig, objective: str) -> ArmSettings:
+    """The settings an objective fine-tunes with: the product's recipe for it
+    (``engine.recipes``) with ``--recipes``, else the run's common ones."""
+    if not config.recipes:
+        return config.arm
+    recipe = recipe_for(objective)
+    return dataclasses.replace(
+        config.arm,
+        steps=int(recipe["max_steps"]),
+        learning_rate=float(recipe["learning_rate"]),
+        warmup=int(recipe["lr_warmup_steps"]),
+        beta_real=float(recipe["beta"]),
+        max_drift=recipe["max_drift"],
+        kto_beta=float(recipe.get("kto_beta", config.arm.kto_beta)),
+        dpo_beta=float(recipe.get("dpo_beta", config.arm.dpo_beta)),
+    )
+
+
+def schedule(arm: ArmSettings) -> tuple[Any, ...]:
+    """What a control shares with the fine-tune it stands beside."""
+    return (
+        arm.steps,
+        arm.learning_rate,
+        arm.warmup,
+        arm.batch_size,
+        arm.beta_real,
+        arm.weighting,
+        arm.max_drift,
+        arm.pool_per_prompt,
+    )
+
+
+def schedule_label(arm: ArmSettings) -> str:
+    return f"({arm.steps} steps, lr {arm.learning_rate:g})"
+
+
 def round_tag(config: ExperimentConfig) -> str:
     """What the round and every evaluation depend on besides the seed."""
     return (
@@ -620,32 +660,51 @@ def run_seed(config: ExperimentConfig, seed: int, timer: Timer) -> dict[str, Any
     arms: dict[str, Any] = {}
     ratings_of: dict[str, list[int]] = {}
     models: dict[str, Path] = {}
+    settings_of = {o: arm_settings(config, o) for o in config.objectives}
+    # Every objective's compute-matched control: "none" with its schedule.
+    controls = {schedule(arm): dataclasses.replace(arm) for arm in settings_of.values()}
+    if "none" in settings_of:
+        controls[schedule(settings_of["none"])] = settings_of["none"]
+    control_ratings: dict[tuple[Any, ...], list[int]] = {}
+    for key, arm in controls.items():
+        label = f"none {schedule_label(arm)}"
+        with timer.step(f"seed {seed}: {label}"):
+            model, info = finetune_arm(
+                out, "none", base, real_csv, samples, config, seed, arm
+            )
+            control_ratings[key] = evaluate_arm(
+                model.parent, model, eval_requests, rater, config
+            )
+            fd = _fd(model.parent, real_images)
+        entry = {"finetune": info, "local_fd": fd, "fd_vs_parent": fd / parent_fd}
+        entry.update(
+            arm_summary(control_ratings[key], parent=parent_ratings, control=None)
+        )
+        arms[label] = entry
     for objective in config.objectives:
-        if not finetune_data(samples, objective, config.arm).rows:
+        if objective == "none":
+            continue
+        arm = settings_of[objective]
+        if not finetune_data(samples, objective, arm).rows:
             # A filter that keeps nothing, or no two ratings differ.
             arms[objective] = {"skipped": "nothing to train on"}
             continue
         with timer.step(f"seed {seed}: {objective}"):
             model, info = finetune_arm(
-                out, objective, base, real_csv, samples, config, seed
+                out, objective, base, real_csv, samples, config, seed, arm
             )
-            folder = model.parent
             ratings_of[objective] = evaluate_arm(
-                folder, model, eval_requests, rater, config
+                model.parent, model, eval_requests, rater, config
             )
             models[objective] = model
-            fd = _fd(folder, real_images)
-        arms[objective] = {"finetune": info, "local_fd": fd}
-    control = ratings_of.get("none")
-    for objective, ratings in ratings_of.items():
-        arms[objective].update(
-            arm_summary(
-                ratings,
-                parent=parent_ratings,
-                control=control if objective != "none" else None,
-            )
+            fd = _fd(model.parent, real_images)
+        control = control_ratings[schedule(arm)]
+        entry = {"finetune": info, "local_fd": fd, "fd_vs_parent": fd / parent_fd}
+        entry.update(
+            arm_summary(ratings_of[objective], parent=parent_ratings, control=control)
         )
-        arms[objective]["fd_vs_parent"] = arms[objective]["local_fd"] / parent_fd
+        entry["control"] = f"none {schedule_label(arm)}"
+        arms[objective] = entry
     best: dict[str, Any] | None = None
     if config.best_of > 1 and config.best_of_objective in models:
         name = config.best_of_objective
@@ -658,7 +717,11 @@ def run_seed(config: ExperimentConfig, seed: int, timer: Timer) -> dict[str, Any
                 rater,
                 config,
             )
-        best = arm_summary(kept, parent=ratings_of[name], control=control)
+        best = arm_summary(
+            kept,
+            parent=ratings_of[name],
+            control=control_ratings[schedule(settings_of[name])],
+        )
         best["of"] = name
     return {
         "seed": seed,
@@ -753,6 +816,13 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     add("--seeds", type=int, nargs="+", default=[100], help="pipeline seeds")
     add("--objectives", nargs="+", choices=OBJECTIVES, help="arms (default: all)")
     add("--quick", action="store_true", help="test-size run")
+    add(
+        "--recipes",
+        action="store_true",
+        help="each objective with the product's recipe (engine/recipes.py), "
+        "beside a control of its own schedule; the options below then change "
+        "nothing but --pool_per_prompt",
+    )
     add("--steps", type=int, help="fine-tune steps of every arm (default 200)")
     add("--learning_rate", type=float, help="fine-tune learning rate (1e-4)")
     add("--beta_real", type=float, help="weight of the real-image term (1.0)")
@@ -781,6 +851,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     )
     if args.objectives:
         config.objectives = tuple(dict.fromkeys(args.objectives))
+    config.recipes = bool(args.recipes)
     for name in ("steps", "learning_rate", "beta_real", "kto_beta", "dpo_beta"):
         value = getattr(args, name)
         if value is not None:
