@@ -86,7 +86,7 @@ def main() -> None:
             "diffusion_version": version.pk,
             "reward_epochs": 30,
             "ensemble_size": 3,
-            "finetune_steps": 200,
+            "finetune_steps": "",
             "objective": args.objective or "",
             "train_control": "on",
             "open_next_round": "on",

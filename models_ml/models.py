@@ -206,6 +206,10 @@ class Job(models.Model):
     @property
     def title(self) -> str:
         params = self.params or {}
+        if self.kind == JobKind.GENERATE_ROUND and any(
+            arm.get("arm") == "candidate" for arm in params.get("arms") or []
+        ):
+            return "Comparison round"
         return job_title(
             self.kind, params.get("finetune"), control=bool(params.get("control"))
         )

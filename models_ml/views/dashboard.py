@@ -141,6 +141,10 @@ def _verdict(
     )
 
 
+def _last_rated_round() -> int | None:
+    return _live().order_by("-round").values_list("round", flat=True).first()
+
+
 def _describe(name: str, row: ShareRow) -> str:
     lo, hi = row.interval
     return f"{name} {row.share:.0%} rated 3 ({row.k}/{row.n}, 95% CI {lo:.0%}–{hi:.0%})"
@@ -185,6 +189,15 @@ def scatter_points() -> list[tuple[float, float, str]]:
 def dashboard_page(request: HttpRequest) -> HttpResponse:
     scores = score_rows()
     shares, verdict = round_rows()
+    gates = [
+        (c, comparison_verdict(c))
+        for c in Comparison.objects.select_related(
+            "round", "candidate", "parent", "control"
+        )[:MAX_GATES]
+    ]
+    if gates and verdict is not None and gates[0][0].round_id == _last_rated_round():
+        # The gate says more of a comparison round than the intervals do.
+        verdict = None
     labels, series = reward_series()
     points = scatter_points()
     context = {
@@ -202,11 +215,6 @@ def dashboard_page(request: HttpRequest) -> HttpResponse:
         if points
         else None,
         "jobs": Job.objects.select_related("created_by")[:25],
-        "gates": [
-            (c, comparison_verdict(c))
-            for c in Comparison.objects.select_related(
-                "round", "candidate", "parent", "control"
-            )[:MAX_GATES]
-        ],
+        "gates": gates,
     }
     return render(request, "models_ml/dashboard.html", context)

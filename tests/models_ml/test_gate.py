@@ -270,3 +270,5 @@ def test_the_api_and_the_dashboard_show_the_verdict(admin_user, client):
     assert "Provisional (round open)" in html
     assert "Control (same fine-tune, no feedback)" in html
     assert "+50.0 points" in html
+    # The gate replaces the interval banner for a comparison round.
+    assert 'data-testid="verdict"' not in html

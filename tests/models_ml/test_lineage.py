@@ -474,6 +474,7 @@ def test_retraining_trains_its_control_and_rates_three_arms_on_the_same_seeds(
     titles = [j.title for j in job_chain(job=round_job)]
     assert titles[1] == "KTO fine-tune (per-image judgements)"
     assert titles[2] == "Control fine-tune (same images, no feedback)"
+    assert titles[3] == "Comparison round"
 
 
 def test_a_finetune_whose_worker_died_resumes_on_the_same_samples_and_finishes_once(
