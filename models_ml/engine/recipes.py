@@ -22,7 +22,7 @@ RECIPE_SHARED: dict[str, Any] = {
     "max_drift": 3.0,
 }
 OBJECTIVE_RECIPES: dict[str, dict[str, Any]] = {
-    "weighted": {"max_steps": 400, "learning_rate": 3e-4},
+    "weighted": {"max_steps": 200, "learning_rate": 1e-4},
     "filtered": {"max_steps": 400, "learning_rate": 3e-4, "filter_threshold": 0.75},
     "kto": {"max_steps": 200, "learning_rate": 1e-5, "kto_beta": 2000.0},
     "dpo": {"max_steps": 200, "learning_rate": 1e-5, "dpo_beta": 2000.0},
