@@ -381,3 +381,36 @@ def test_objective_names_import_without_torch() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     ).stdout.split()
     assert out == ["False", "weighted,filtered,kto,dpo,none"]
+
+
+@pytest.mark.parametrize("objective", ["weighted", "filtered", "kto", "dpo", "none"])
+def test_every_objective_fine_tunes_the_tiny_backend(
+    tmp_path: Path, objective: str
+) -> None:
+    base = base_model(tmp_path)
+    if objective == "dpo":
+        data = {"pairs_csv": str(write_pairs(tmp_path / "d", chosen="red"))}
+    elif objective == "kto":
+        labels = {RED: "desirable", GREY: "undesirable"}
+        data = {"weights_csv": str(write_labelled(tmp_path / "d", labels))}
+    else:
+        weights = write_tiny_dataset(tmp_path / "d", weights=[1.0, 0.2] * 4)
+        data = {"weights_csv": str(weights)}
+        if objective == "filtered":
+            data["filter_threshold"] = 0.5
+    config = tiny_config(
+        tmp_path, model_path=str(base), objective=objective, max_steps=2, **data
+    )
+
+    result = train(config)
+
+    assert result.final_dir is not None
+    assert load_backend(result.final_dir).parent == load_backend(base).version
+    assert result.objective["objective"] == objective
+    before, after = load_backend(base).unet, load_backend(result.final_dir).unet
+    assert any(
+        not torch.equal(a, b)
+        for a, b in zip(
+            before.state_dict().values(), after.state_dict().values(), strict=True
+        )
+    )
