@@ -282,6 +282,8 @@ def chain_next_after_finetune(*, job: Job, new_version: ModelVersion) -> Job | N
             params={**shared, "objective": "none"},
             chain={**chain, "step": STEP_CONTROL},
             control=True,
+            # The same images: those the new version's fine-tune looked at.
+            pool_from_job=job,
         )
     if not chain.get("round"):
         return None

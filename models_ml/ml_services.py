@@ -100,6 +100,8 @@ FINETUNE_KEYS = TRAIN_KEYS | {
 DEFAULT_OBJECTIVE = "weighted"
 # Objectives a retraining run's new version may use; "none" is its control.
 FEEDBACK_OBJECTIVES = ("weighted", "filtered", "kto", "dpo")
+
+
 def finetune_recipe(params: dict[str, Any]) -> dict[str, Any]:
     """``params`` with the objective's recipe under it: what was given wins,
     and the objective is named, so the job and the version record every
@@ -108,6 +110,8 @@ def finetune_recipe(params: dict[str, Any]) -> dict[str, Any]:
 
     objective = finetune_objective(params)
     return {**recipe_for(objective), **params, "objective": objective}
+
+
 REWARD_KEYS = frozenset(
     {
         "name",
@@ -623,13 +627,15 @@ def finetune_start(
     params: dict[str, Any],
     chain: dict[str, Any] | None = None,
     control: bool = False,
+    pool_from_job: Job | None = None,
 ) -> Job:
     """Queue a fine-tune of ``diffusion_version`` from feedback on its images.
 
     ``params["objective"]`` says how (``weighted``, ``filtered``, ``kto``,
     ``dpo``, or ``none``: the same images without feedback). The reward
     model scores images nobody rated; DPO and ``none`` need none.
-    ``control`` makes the version a control (``is_control``), never promoted.
+    ``control`` makes the version a control (``is_control``), never promoted;
+    ``pool_from_job`` trains on exactly the images that fine-tune looked at.
     """
     _check_diffusion(diffusion_version, "diffusion_version")
     _check_finetune_params(params)
@@ -645,6 +651,8 @@ def finetune_start(
     }
     if control:
         job_params["control"] = True
+    if pool_from_job is not None:
+        job_params["pool_from_job"] = pool_from_job.pk
     if chain is not None:
         job_params["chain"] = chain
     return job_create(kind=JobKind.FINETUNE, created_by=created_by, params=job_params)

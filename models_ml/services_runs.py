@@ -571,6 +571,21 @@ def _reward_result(job: Job, version: ModelVersion) -> dict[str, Any]:
 # --- reward-weighted fine-tuning ---------------------------------------------
 
 
+def _finetune_pool(job: Job, parent: ModelVersion, params: dict[str, Any]) -> list:
+    """The generated images a fine-tune looks at: the newest of the parent's
+    lineage, or, for a control, exactly those its new version looked at."""
+    source = job.params.get("pool_from_job")
+    if source is not None:
+        summary = job_dir(job=Job(pk=source)) / "inputs_summary.json"
+        ids = json.loads(summary.read_text())["pool_image_ids"]
+        found = Image.objects.in_bulk(ids)
+        return [found[pk] for pk in ids if pk in found]
+    return generated_images_for_finetune(
+        diffusion_version=parent,
+        limit=int(params.get("max_samples", DEFAULT_MAX_SAMPLES)),
+    )
+
+
 def finetune_run(job: Job, progress: Progress) -> dict[str, Any]:
     """Fine-tune a diffusion version from feedback on its generated images
     (or, as the control, from the same images without it), real images
@@ -600,10 +615,7 @@ def finetune_run(job: Job, progress: Progress) -> dict[str, Any]:
     dataset = model_version_dataset(model_version=parent)
     # Inputs are written once, so a resumed run trains on the same rows.
     if not summary_json.exists():
-        images = generated_images_for_finetune(
-            diffusion_version=parent,
-            limit=int(params.get("max_samples", DEFAULT_MAX_SAMPLES)),
-        )
+        images = _finetune_pool(job, parent, params)
         if not images:
             raise EngineError(
                 f"{parent.name}: no generated images of this version or its "
@@ -623,6 +635,7 @@ def finetune_run(job: Job, progress: Progress) -> dict[str, Any]:
                 real_csv, real_images_for_training(dataset_ids=[dataset.pk])
             )
         summary["image_ids"] = image_ids
+        summary["pool_image_ids"] = [im.pk for im in images]
         summary_json.write_text(json.dumps(summary))
     summary = json.loads(summary_json.read_text())
     kwargs = _train_config_kwargs(params, DEFAULT_FINETUNE_STEPS)
@@ -655,7 +668,11 @@ def finetune_run(job: Job, progress: Progress) -> dict[str, Any]:
     rating_info = rating_summary(ratings=used)
     metrics = _train_metrics(result, resumed_from)
     metrics.update(
-        {k: v for k, v in summary.items() if k not in ("image_ids", "data_csv")}
+        {
+            k: v
+            for k, v in summary.items()
+            if k not in ("image_ids", "pool_image_ids", "data_csv")
+        }
     )
     metrics["objective"] = result.objective
     metrics["drift_baseline"] = result.drift_baseline

@@ -4,11 +4,13 @@ fine-tune -> comparison round, and what each version records of its lineage."""
 from __future__ import annotations
 
 import csv
+import json
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
 import pytest
+from PIL import Image as PILImage
 
 from annotations.errors import DomainError
 from annotations.models import Image, ImageSource, Rating, Round, RoundStatus
@@ -432,6 +434,15 @@ def test_retraining_trains_its_control_and_rates_three_arms_on_the_same_seeds(
     candidate_job = run(
         tasks.ml_finetune, Job.objects.get(pk=first.result["next_job_id"])
     )
+    # An image of the parent made meanwhile is not in the control's pool:
+    # the control trains on the images the new version's fine-tune saw.
+    later = create_image(
+        picture=PILImage.new("RGB", (16, 16)),
+        prompt=PROMPTS[0][0],
+        modality=PROMPTS[0][1],
+        model_version=base,
+        generation={"seed": 99},
+    )
     control_job = run(
         tasks.ml_finetune, Job.objects.get(pk=candidate_job.result["next_job_id"])
     )
@@ -450,6 +461,12 @@ def test_retraining_trains_its_control_and_rates_three_arms_on_the_same_seeds(
     # Same images, steps and schedule: only the feedback differs.
     assert control.metrics["steps"] == candidate.metrics["steps"]
     assert control.metrics["n_samples"] == candidate.metrics["n_samples"]
+    pools = [
+        json.loads((job_dir(job=j) / "inputs_summary.json").read_text())
+        for j in (candidate_job, control_job)
+    ]
+    assert pools[0]["pool_image_ids"] == pools[1]["pool_image_ids"]
+    assert later.pk not in pools[1]["pool_image_ids"]
     assert "drift" in candidate.metrics and candidate.metrics["drift_baseline"]
     comparison = Comparison.objects.get(round_id=round_job.result["round_id"])
     assert (comparison.candidate, comparison.parent, comparison.control) == (
