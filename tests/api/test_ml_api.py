@@ -18,6 +18,7 @@ from PIL import Image as PILImage
 from annotations.models import Role, Round, RoundStatus
 from annotations.services.generation import generated_image_create
 from annotations.services.ratings import assignment_next, rating_submit
+from models_ml.engine.recipes import recipe_for
 from models_ml.models import (
     GateStatus,
     Job,
@@ -492,7 +493,7 @@ def test_reward_training_of_chosen_rounds_and_a_finetune_queue_their_jobs(
         2.0,
         "weighted",
     )
-    assert params["finetune"]["max_steps"] == 400
+    assert params["finetune"]["max_steps"] == recipe_for("weighted")["max_steps"]
 
 
 def test_finetune_refuses_a_diffusion_version_as_reward_model(client_as, world):

@@ -8,6 +8,7 @@ from django.urls import reverse
 
 from annotations.models import Rating, Role, Round, RoundStatus
 from annotations.services.ratings import assignment_next, rating_submit
+from models_ml.engine.recipes import recipe_for
 from models_ml.ml_services import finetune_start
 from models_ml.models import Job, JobKind, JobStatus
 from tests.factories import DatasetFactory, ImageFactory
@@ -86,7 +87,11 @@ def test_retraining_form_starts_the_chain_and_redirects_to_its_steps(
     finetune = job.params["chain"]["finetune"]
     assert (finetune["max_steps"], finetune["objective"]) == (7, "weighted")
     # The objective's recipe fills in what the form left out.
-    assert (finetune["learning_rate"], finetune["lr_scheduler"]) == (3e-4, "constant")
+    recipe = recipe_for("weighted")
+    assert (finetune["learning_rate"], finetune["lr_scheduler"]) == (
+        recipe["learning_rate"],
+        "constant",
+    )
     assert job.params["chain"]["control"] is False
     assert job.params["chain"]["round"]["images_per_prompt"] == 2
     assert job.params["chain"]["round"]["prompts"] == [["CT: axial head", "ct"]]
