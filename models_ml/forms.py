@@ -19,8 +19,8 @@ from .models import ModelKind, ModelVersion
 MAX_PASTED_PROMPTS = 500
 # What the objectives did in the simulated-physician experiment, for the form.
 OBJECTIVE_HELP = (
-    "How the new version learns from the ratings; see docs/engine.md, "
-    '"Which objective", for how each did against the no-feedback control.'
+    "How the new version learns from the ratings; docs/retraining.md, "
+    '"Which objective", says how each did against the no-feedback control.'
 )
 
 

@@ -96,7 +96,7 @@ FINETUNE_KEYS = TRAIN_KEYS | {
 }
 # What a fine-tune optimises when its parameters name no objective (and no
 # filter_threshold, which still means "filtered"), chosen by the
-# simulated-physician experiment (docs/engine.md, "Which objective").
+# simulated-physician experiment (docs/retraining.md, "Which objective").
 DEFAULT_OBJECTIVE = "weighted"
 # Objectives a retraining run's new version may use; "none" is its control.
 FEEDBACK_OBJECTIVES = ("weighted", "filtered", "kto", "dpo")

@@ -169,6 +169,14 @@ def _finish(
     audit_record(
         action=f"job_{status}", actor=job.created_by, obj=job, detail={"kind": job.kind}
     )
+    if job.kind == JobKind.IMPORT and job.params.get("source"):
+        # However an import ends (done, failed, cancelled, its worker gone),
+        # an uploaded archive's originals go with it: PHI is kept only in
+        # de-identified form.
+        from annotations.services.uploads import upload_discard
+
+        source = job.params["source"]
+        transaction.on_commit(lambda: upload_discard(source))
     return job
 
 

@@ -26,7 +26,7 @@ REFERENCE_SIZE = 8
 DEFAULT_EXPECTED_GAIN = 0.10
 # Correlation (phi) of "rated 3" between a fine-tune and its parent on the
 # same seed, as measured in the simulated-physician experiment
-# (docs/engine.md, "Which objective"); used until the product has measured
+# (docs/retraining.md, "Which objective"); used until the product has measured
 # its own in a comparison round.
 PAIRING_CORRELATION = 0.5
 # The parent's share rated 3 when it has no ratings yet.

@@ -124,19 +124,25 @@ def run_job(
 @shared_task(name="models_ml.tasks.run_import", acks_late=True)
 def run_import(job_id: int) -> None:
     from annotations.services.imports import dataset_import
+    from annotations.services.uploads import upload_discard
 
     def body(job: Job, progress: Callable[[float, str], None]) -> dict[str, Any]:
         p = job.params
-        dataset, report = dataset_import(
-            name=p["name"],
-            source=Path(p["source"]),
-            created_by=job.created_by,
-            on_error=p.get("on_error", "reject"),
-            modality=p.get("modality"),
-            nifti_axis=p.get("nifti_axis", 2),
-            description=p.get("description", ""),
-            progress=progress,
-        )
+        try:
+            dataset, report = dataset_import(
+                name=p["name"],
+                source=Path(p["source"]),
+                created_by=job.created_by,
+                on_error=p.get("on_error", "reject"),
+                modality=p.get("modality"),
+                nifti_axis=p.get("nifti_axis", 2),
+                description=p.get("description", ""),
+                progress=progress,
+            )
+        finally:
+            # An uploaded archive's originals (PHI included) never outlive
+            # the import: only de-identified images are kept.
+            upload_discard(p["source"])
         return {"dataset_id": dataset.pk, "report": report.as_dict()}
 
     run_job(job_id, body, kind=JobKind.IMPORT)

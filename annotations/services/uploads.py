@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import stat
 import uuid
@@ -59,7 +60,7 @@ def _extract_zip(archive: Path, dest: Path, *, max_bytes: int) -> int:
             if stat.S_ISLNK(mode):
                 raise UploadRejected(f"archive entry {member.filename!r} is a symlink")
             if member.is_dir():
-                (dest / rel).mkdir(parents=True, exist_ok=True)
+                (dest / rel).mkdir(parents=True, exist_ok=True, mode=0o700)
                 continue
             if member.compress_size and member.file_size / member.compress_size > (
                 MAX_COMPRESSION_RATIO
@@ -69,8 +70,9 @@ def _extract_zip(archive: Path, dest: Path, *, max_bytes: int) -> int:
                     "(possible zip bomb)"
                 )
             target = dest / rel
-            target.parent.mkdir(parents=True, exist_ok=True)
-            with zf.open(member) as src, open(target, "xb") as out:
+            target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with zf.open(member) as src, os.fdopen(fd, "wb") as out:
                 written = 0
                 while chunk := src.read(CHUNK):
                     written += len(chunk)
@@ -98,11 +100,16 @@ def upload_stage(*, uploaded_file: Any, created_by: Any) -> Path:
     size = getattr(uploaded_file, "size", None)
     if size is not None and size > settings.MAX_UPLOAD_BYTES:
         raise UploadRejected(f"{name}: {size} bytes is over the upload limit")
-    staging = Path(settings.UPLOAD_STAGING_DIR) / uuid.uuid4().hex
-    staging.mkdir(parents=True)
+    root = Path(settings.UPLOAD_STAGING_DIR)
+    root.mkdir(parents=True, exist_ok=True, mode=0o700)
+    staging = root / uuid.uuid4().hex
+    # Originals may carry PHI until the import has de-identified them:
+    # only the server's user may read them, and they go when the job ends.
+    staging.mkdir(mode=0o700)
     archive = staging.with_suffix(".zip")
     try:
-        with open(archive, "xb") as out:
+        fd = os.open(archive, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as out:
             for chunk in uploaded_file.chunks():
                 out.write(chunk)
         _extract_zip(archive, staging, max_bytes=settings.MAX_UPLOAD_BYTES * 4)
@@ -112,3 +119,21 @@ def upload_stage(*, uploaded_file: Any, created_by: Any) -> Path:
     finally:
         archive.unlink(missing_ok=True)
     return staging
+
+
+def is_staged_upload(source: Path | str) -> bool:
+    """Whether ``source`` lies in a folder ``upload_stage`` made."""
+    root = Path(settings.UPLOAD_STAGING_DIR).resolve()
+    path = Path(source).resolve()
+    return path != root and root in path.parents
+
+
+def upload_discard(source: Path | str) -> None:
+    """Delete the staged upload ``source`` belongs to (its original files,
+    PHI included); a source outside the staging folder is left alone."""
+    if not is_staged_upload(source):
+        return
+    root = Path(settings.UPLOAD_STAGING_DIR).resolve()
+    path = Path(source).resolve()
+    staged = root / path.relative_to(root).parts[0]
+    shutil.rmtree(staged, ignore_errors=True)
