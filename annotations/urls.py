@@ -1,6 +1,8 @@
 from django.contrib.auth import views as auth_views
 from django.urls import path
 
+import medrlhf.converters  # noqa: F401  (registers <id:...>)
+
 from .views import agreement, datasets, exports, images, jobs, pages, rating, rounds
 
 urlpatterns = [
@@ -11,28 +13,28 @@ urlpatterns = [
         name="login",
     ),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
-    path("rate/<int:round_id>/", rating.rate, name="rate"),
-    path("rate/<int:round_id>/submit/", rating.rate_submit, name="rate-submit"),
-    path("rate/<int:round_id>/skip/", rating.rate_skip, name="rate-skip"),
-    path("rate/<int:round_id>/undo/", rating.rate_undo, name="rate-undo"),
+    path("rate/<id:round_id>/", rating.rate, name="rate"),
+    path("rate/<id:round_id>/submit/", rating.rate_submit, name="rate-submit"),
+    path("rate/<id:round_id>/skip/", rating.rate_skip, name="rate-skip"),
+    path("rate/<id:round_id>/undo/", rating.rate_undo, name="rate-undo"),
     path("images/<uuid:uid>/preview.png", images.image_preview, name="image-preview"),
     path("images/<uuid:uid>/image.png", images.image_file, name="image-file"),
     path("manage/rounds/", rounds.rounds_list, name="rounds"),
     path("manage/rounds/new/", rounds.rounds_create, name="rounds-create"),
-    path("manage/rounds/<int:round_id>/open/", rounds.rounds_open, name="rounds-open"),
+    path("manage/rounds/<id:round_id>/open/", rounds.rounds_open, name="rounds-open"),
     path(
-        "manage/rounds/<int:round_id>/score/", rounds.rounds_score, name="rounds-score"
+        "manage/rounds/<id:round_id>/score/", rounds.rounds_score, name="rounds-score"
     ),
     path(
-        "manage/rounds/<int:round_id>/close/", rounds.rounds_close, name="rounds-close"
+        "manage/rounds/<id:round_id>/close/", rounds.rounds_close, name="rounds-close"
     ),
     path(
-        "manage/rounds/<int:round_id>/abandon/",
+        "manage/rounds/<id:round_id>/abandon/",
         rounds.rounds_abandon,
         name="rounds-abandon",
     ),
     path(
-        "manage/rounds/<int:round_id>/retry-generation/",
+        "manage/rounds/<id:round_id>/retry-generation/",
         rounds.rounds_retry_generation,
         name="rounds-retry-generation",
     ),
@@ -43,12 +45,12 @@ urlpatterns = [
         datasets.datasets_import_folder,
         name="datasets-import-folder",
     ),
-    path("jobs/<int:job_id>/", jobs.job_detail, name="job"),
-    path("jobs/<int:job_id>/status/", jobs.job_status, name="job-status"),
-    path("jobs/<int:job_id>/cancel/", jobs.job_cancel_view, name="job-cancel"),
+    path("jobs/<id:job_id>/", jobs.job_detail, name="job"),
+    path("jobs/<id:job_id>/status/", jobs.job_status, name="job-status"),
+    path("jobs/<id:job_id>/cancel/", jobs.job_cancel_view, name="job-cancel"),
     path("agreement/", agreement.agreement_index, name="agreement-index"),
     path(
-        "rounds/<int:round_id>/agreement/",
+        "rounds/<id:round_id>/agreement/",
         agreement.round_agreement,
         name="round-agreement",
     ),

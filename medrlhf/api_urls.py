@@ -3,6 +3,7 @@
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
+import medrlhf.converters  # noqa: F401  (registers <id:...>)
 from models_ml import api as jobs_api
 from models_ml import api_gate as gate_api
 from models_ml import api_ml as ml_api
@@ -11,9 +12,9 @@ from models_ml import api_review as review_api
 urlpatterns = [
     path("", include("annotations.api.urls")),
     path("jobs/", jobs_api.JobListApi.as_view(), name="api-job-list"),
-    path("jobs/<int:job_id>/", jobs_api.JobDetailApi.as_view(), name="api-job-detail"),
+    path("jobs/<id:job_id>/", jobs_api.JobDetailApi.as_view(), name="api-job-detail"),
     path(
-        "jobs/<int:job_id>/cancel/",
+        "jobs/<id:job_id>/cancel/",
         jobs_api.JobCancelApi.as_view(),
         name="api-job-cancel",
     ),
@@ -33,17 +34,17 @@ urlpatterns = [
         name="api-model-version-register",
     ),
     path(
-        "model-versions/<int:version_id>/",
+        "model-versions/<id:version_id>/",
         ml_api.ModelVersionDetailApi.as_view(),
         name="api-model-version-detail",
     ),
     path(
-        "model-versions/<int:version_id>/finetune/",
+        "model-versions/<id:version_id>/finetune/",
         ml_api.ModelVersionFinetuneApi.as_view(),
         name="api-model-version-finetune",
     ),
     path(
-        "datasets/<int:dataset_id>/train-base/",
+        "datasets/<id:dataset_id>/train-base/",
         ml_api.DatasetTrainBaseApi.as_view(),
         name="api-dataset-train-base",
     ),
@@ -53,14 +54,14 @@ urlpatterns = [
         name="api-round-generate",
     ),
     path(
-        "rounds/<int:round_id>/score/",
+        "rounds/<id:round_id>/score/",
         ml_api.RoundScoreApi.as_view(),
         name="api-round-score",
     ),
     path("retraining/", ml_api.RetrainingStartApi.as_view(), name="api-retraining"),
     path("comparisons/", gate_api.ComparisonListApi.as_view(), name="api-comparisons"),
     path(
-        "comparisons/<int:comparison_id>/",
+        "comparisons/<id:comparison_id>/",
         gate_api.ComparisonDetailApi.as_view(),
         name="api-comparison-detail",
     ),
@@ -76,17 +77,17 @@ urlpatterns = [
     ),
     path("generate/", ml_api.GenerateApi.as_view(), name="api-generate"),
     path(
-        "generate/<int:job_id>/",
+        "generate/<id:job_id>/",
         ml_api.GenerateDetailApi.as_view(),
         name="api-generate-detail",
     ),
     path(
-        "generate/<int:job_id>/images/<uuid:uid>/",
+        "generate/<id:job_id>/images/<uuid:uid>/",
         ml_api.GenerateImageFileApi.as_view(),
         name="api-generate-image",
     ),
     path(
-        "generate/<int:job_id>/download.zip",
+        "generate/<id:job_id>/download.zip",
         ml_api.GenerateDownloadApi.as_view(),
         name="api-generate-download",
     ),
@@ -101,12 +102,12 @@ urlpatterns = [
         name="api-review-round-create",
     ),
     path(
-        "rounds/<int:round_id>/abandon/",
+        "rounds/<id:round_id>/abandon/",
         review_api.RoundAbandonApi.as_view(),
         name="api-round-abandon",
     ),
     path(
-        "rounds/<int:round_id>/retry-generation/",
+        "rounds/<id:round_id>/retry-generation/",
         review_api.RoundGenerationRetryApi.as_view(),
         name="api-round-retry-generation",
     ),

@@ -1,17 +1,19 @@
 from django.urls import path
 
+import medrlhf.converters  # noqa: F401  (registers <id:...>)
+
 from .views import dashboard, generate, lineage, retraining, review
 
 urlpatterns = [
     path("generate/", generate.generate_page, name="ml-generate"),
-    path("generate/<int:job_id>/", generate.generate_job, name="ml-generate-job"),
+    path("generate/<id:job_id>/", generate.generate_job, name="ml-generate-job"),
     path(
-        "generate/<int:job_id>/status/",
+        "generate/<id:job_id>/status/",
         generate.generate_job_status,
         name="ml-generate-job-status",
     ),
     path(
-        "generate/<int:job_id>/images.zip",
+        "generate/<id:job_id>/images.zip",
         generate.generate_download,
         name="ml-generate-download",
     ),
@@ -35,9 +37,9 @@ urlpatterns = [
     path(
         "models/rounds/generate/", retraining.round_generate, name="ml-round-generate"
     ),
-    path("models/jobs/<int:job_id>/", retraining.ml_job, name="ml-job"),
+    path("models/jobs/<id:job_id>/", retraining.ml_job, name="ml-job"),
     path(
-        "models/jobs/<int:job_id>/status/",
+        "models/jobs/<id:job_id>/status/",
         retraining.ml_job_status,
         name="ml-job-status",
     ),

@@ -12,6 +12,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from medrlhf.fields import IdField
 from models_ml.models import ModelKind, ModelVersion
 
 from ..models import Round
@@ -157,9 +158,8 @@ class RoundIdSerializer(serializers.Serializer):
 
 class _FilterInput(serializers.Serializer):
     modality = serializers.CharField(required=False, allow_blank=True, default="")
-    model_version = serializers.IntegerField(
+    model_version = IdField(
         required=False,
-        min_value=1,
         allow_null=True,
         default=None,
         help_text="A diffusion version with images in the round; real controls stay.",

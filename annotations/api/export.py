@@ -15,6 +15,8 @@ from rest_framework.renderers import JSONRenderer
 from rest_framework.request import Request
 from rest_framework.views import APIView
 
+from medrlhf.fields import IdField
+
 from ..export_kinds import DATASET, PAIRS, RATINGS, ExportKind, export_response
 from ..models import Round
 from ..permissions import IsResearcherOrAdmin
@@ -23,9 +25,7 @@ from .common import CSVRenderer, ErrorOutputSerializer, ZipRenderer
 
 @extend_schema_serializer(component_name="ExportFilter")
 class ExportFilterSerializer(serializers.Serializer):
-    round = serializers.IntegerField(
-        required=False, min_value=1, help_text="Only this round's ratings."
-    )
+    round = IdField(required=False, help_text="Only this round's ratings.")
 
 
 def _export(request: Request, kind: ExportKind) -> StreamingHttpResponse:

@@ -14,6 +14,8 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from medrlhf.fields import IdField
+
 from ..models import Flag, Rating, Round
 from ..permissions import CanSeeRating, IsPhysician
 from ..selectors import ratings_of_user
@@ -84,7 +86,7 @@ class RatingCreateApi(OwnTransactionApiView):
 
     @extend_schema_serializer(component_name="RatingCreateInput")
     class InputSerializer(serializers.Serializer):
-        round = serializers.IntegerField(min_value=1)
+        round = IdField()
         image = serializers.UUIDField()
         score = serializers.IntegerField(min_value=1, max_value=3)
         flags = serializers.ListField(
@@ -146,7 +148,7 @@ class RatingMineApi(APIView):
 
     @extend_schema_serializer(component_name="RatingFilter")
     class FilterSerializer(serializers.Serializer):
-        round = serializers.IntegerField(required=False, min_value=1)
+        round = IdField(required=False)
 
     @extend_schema(
         operation_id="ratings_mine",

@@ -2,6 +2,8 @@
 
 from django.urls import path
 
+import medrlhf.converters  # noqa: F401  (registers <id:...>)
+
 from . import agreement, auth, datasets, export, images, ratings, rounds
 
 urlpatterns = [
@@ -13,7 +15,7 @@ urlpatterns = [
         name="api-dataset-import",
     ),
     path(
-        "datasets/<int:dataset_id>/",
+        "datasets/<id:dataset_id>/",
         datasets.DatasetDetailApi.as_view(),
         name="api-dataset-detail",
     ),
@@ -25,49 +27,49 @@ urlpatterns = [
     ),
     path("rounds/", rounds.RoundsApi.as_view(), name="api-rounds"),
     path(
-        "rounds/<int:round_id>/",
+        "rounds/<id:round_id>/",
         rounds.RoundDetailApi.as_view(),
         name="api-round-detail",
     ),
     path(
-        "rounds/<int:round_id>/open/",
+        "rounds/<id:round_id>/open/",
         rounds.RoundOpenApi.as_view(),
         name="api-round-open",
     ),
     path(
-        "rounds/<int:round_id>/close/",
+        "rounds/<id:round_id>/close/",
         rounds.RoundCloseApi.as_view(),
         name="api-round-close",
     ),
     path(
-        "rounds/<int:round_id>/next/",
+        "rounds/<id:round_id>/next/",
         rounds.RoundNextApi.as_view(),
         name="api-round-next",
     ),
     path(
-        "rounds/<int:round_id>/skip/",
+        "rounds/<id:round_id>/skip/",
         rounds.RoundSkipApi.as_view(),
         name="api-round-skip",
     ),
     path(
-        "rounds/<int:round_id>/undo/",
+        "rounds/<id:round_id>/undo/",
         rounds.RoundUndoApi.as_view(),
         name="api-round-undo",
     ),
     path(
-        "rounds/<int:round_id>/agreement/",
+        "rounds/<id:round_id>/agreement/",
         agreement.RoundAgreementApi.as_view(),
         name="api-round-agreement",
     ),
     path(
-        "rounds/<int:round_id>/agreement/reward/",
+        "rounds/<id:round_id>/agreement/reward/",
         agreement.RoundAgreementRewardApi.as_view(),
         name="api-round-agreement-reward",
     ),
     path("ratings/", ratings.RatingCreateApi.as_view(), name="api-rating-create"),
     path("ratings/mine/", ratings.RatingMineApi.as_view(), name="api-rating-mine"),
     path(
-        "ratings/<int:rating_id>/",
+        "ratings/<id:rating_id>/",
         ratings.RatingDetailApi.as_view(),
         name="api-rating-detail",
     ),

@@ -14,6 +14,7 @@ from annotations.errors import DomainError
 from annotations.models import Round
 from annotations.roles import is_admin
 from annotations.views.access import role_required
+from medrlhf.converters import IdConverter
 
 from ..chains import (
     DEFAULT_PROMPT_COUNT,
@@ -65,7 +66,9 @@ def _page(
     round_form: RoundGenerateForm | None = None,
     status: int = 200,
 ) -> HttpResponse:
-    chosen = request.GET.get("model_version")
+    chosen = request.GET.get("model_version", "")
+    # The link from a version's page; anything but a plain id is ignored.
+    chosen = chosen if IdConverter.regex_match(chosen) else ""
     initial: dict[str, Any] = (
         {"model_version": chosen, "diffusion_version": chosen} if chosen else {}
     )
