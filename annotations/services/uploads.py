@@ -35,6 +35,15 @@ def _safe_member_path(name: str) -> PurePosixPath:
     return path
 
 
+def _make_dirs(path: Path, entry: str) -> None:
+    try:
+        path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    except OSError as exc:  # a file where the entry needs a folder
+        raise UploadRejected(
+            f"archive entry {entry!r} clashes with another entry ({exc.strerror})"
+        ) from exc
+
+
 def _extract_zip(archive: Path, dest: Path, *, max_bytes: int) -> int:
     """Extract with limits on entries, total size and compression ratio."""
     try:
@@ -54,13 +63,20 @@ def _extract_zip(archive: Path, dest: Path, *, max_bytes: int) -> int:
                 f"over the limit of {max_bytes}"
             )
         total = 0
+        seen: set[PurePosixPath] = set()
         for member in members:
             rel = _safe_member_path(member.filename)
+            if rel in seen and not member.is_dir():
+                raise UploadRejected(
+                    f"{archive.name}: entry {member.filename!r} appears more than "
+                    "once; which copy to import is ambiguous"
+                )
+            seen.add(rel)
             mode = member.external_attr >> 16
             if stat.S_ISLNK(mode):
                 raise UploadRejected(f"archive entry {member.filename!r} is a symlink")
             if member.is_dir():
-                (dest / rel).mkdir(parents=True, exist_ok=True, mode=0o700)
+                _make_dirs(dest / rel, member.filename)
                 continue
             if member.compress_size and member.file_size / member.compress_size > (
                 MAX_COMPRESSION_RATIO
@@ -70,8 +86,14 @@ def _extract_zip(archive: Path, dest: Path, *, max_bytes: int) -> int:
                     "(possible zip bomb)"
                 )
             target = dest / rel
-            target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-            fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            _make_dirs(target.parent, member.filename)
+            try:
+                fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            except OSError as exc:  # a folder of that name, or already there
+                raise UploadRejected(
+                    f"archive entry {member.filename!r} clashes with another entry "
+                    f"({exc.strerror})"
+                ) from exc
             with zf.open(member) as src, os.fdopen(fd, "wb") as out:
                 written = 0
                 while chunk := src.read(CHUNK):
