@@ -18,6 +18,7 @@ from django.db.models import F, QuerySet
 from django.http import FileResponse
 
 from annotations.errors import DomainError
+from annotations.exports import csv_safe
 from annotations.models import Image, ImageSource
 
 from .models import Job, JobStatus
@@ -95,11 +96,16 @@ def image_file_name(index: int, image: Image) -> str:
 
 
 def write_manifests(rows: list[dict[str, Any]]) -> tuple[str, str]:
-    """``manifest.csv`` and ``manifest.json`` texts for provenance rows."""
+    """``manifest.csv`` (spreadsheet-safe) and ``manifest.json`` texts for
+    provenance rows."""
     table = io.StringIO()
     writer = csv.DictWriter(table, fieldnames=MANIFEST_FIELDS)
     writer.writeheader()
-    writer.writerows({k: "" if v is None else v for k, v in r.items()} for r in rows)
+    # Prompts are free text: a cell a spreadsheet would run as a formula is
+    # made text, as in the ratings export (the JSON keeps the values as is).
+    writer.writerows(
+        {k: "" if v is None else csv_safe(v) for k, v in r.items()} for r in rows
+    )
     return table.getvalue(), json.dumps(rows, indent=2)
 
 
