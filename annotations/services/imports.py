@@ -163,9 +163,15 @@ def _manifest_for(source: Path, *, modality: str | None, limits: ReadLimits) -> 
     if len(entries) == 1 and entries[0].is_dir() and not entries[0].is_symlink():
         # A zipped folder unpacks to one folder holding everything: step in.
         return _manifest_for(entries[0], modality=modality, limits=limits)
-    csvs = sorted(
-        p for p in source.iterdir() if p.suffix.lower() == ".csv" and p.is_file()
-    )
+    csvs = sorted(p for p in source.iterdir() if p.suffix.lower() == ".csv")
+    linked = [p.name for p in csvs if p.is_symlink()]
+    if linked:
+        # A link could point anywhere on the server, outside the import roots.
+        raise DomainError(
+            f"{source}: {', '.join(linked)} is a symbolic link; "
+            "copy the CSV into the folder instead"
+        )
+    csvs = [p for p in csvs if p.is_file()]
     if len(csvs) == 1:
         return parse_manifest(csvs[0], limits=limits)
     if len(csvs) > 1:
