@@ -7,6 +7,7 @@ SQLite with a Celery broker that needs no server, keeping everything in ``var/``
 
 from __future__ import annotations
 
+import os
 import secrets
 from datetime import timedelta
 from pathlib import Path
@@ -26,8 +27,34 @@ if ENVIRONMENT not in {"development", "production", "test"}:
     )
 PRODUCTION = ENVIRONMENT == "production"
 
+# Everything this process writes (the SQLite file with its API tokens, images,
+# models, the broker's messages, staged uploads) is readable by the server's
+# user only. Static files are served by the process itself (whitenoise), so
+# nothing else needs to read them. MEDRLHF_UMASK loosens it where a shared
+# group must read the files (e.g. "0027").
+
+
+def _umask() -> int:
+    text = env.str("MEDRLHF_UMASK", default="0077")
+    try:
+        value = int(text, 8)
+    except ValueError:
+        value = -1
+    if not 0 <= value <= 0o777 or value & 0o007 != 0o007:
+        raise ImproperlyConfigured(
+            f"MEDRLHF_UMASK must be an octal mask that hides files from other "
+            f"users (ending in 7, e.g. 0077 or 0027), not {text!r}"
+        )
+    return value
+
+
+os.umask(_umask())
 VAR_DIR = Path(env.str("MEDRLHF_VAR_DIR", default=str(BASE_DIR / "var")))
 VAR_DIR.mkdir(parents=True, exist_ok=True)
+# An install from before this rule: close the folder itself, which guards
+# everything under it.
+if VAR_DIR.stat().st_uid == os.getuid():
+    VAR_DIR.chmod(0o700)
 
 
 def _secret_key() -> str:
@@ -203,6 +230,8 @@ UPLOAD_STAGING_DIR = VAR_DIR / "imports" / "uploads"
 MAX_UPLOAD_BYTES = env.int("MAX_UPLOAD_BYTES", default=2 * 1024**3)
 DATA_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024**2
 FILE_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024**2
+FILE_UPLOAD_PERMISSIONS = 0o600
+FILE_UPLOAD_DIRECTORY_PERMISSIONS = 0o700
 MODELS_DIR = Path(env.str("MODELS_DIR", default=str(VAR_DIR / "models")))
 
 REST_FRAMEWORK = {
