@@ -171,3 +171,28 @@ def test_gzip_that_is_not_nifti_is_unsupported(tmp_path: Path) -> None:
 def test_two_file_analyze_pair_is_unsupported() -> None:
     with pytest.raises(UnsupportedFormatError, match="nifti1.hdr"):
         read_image_file(NIBABEL_DATA / "nifti1.hdr")
+
+
+def test_volume_over_max_voxels_is_refused_whatever_its_bytes(tmp_path: Path) -> None:
+    # 8-bit and empty: 64^3 voxels are 256 kB decompressed and gzip to ~1 kB,
+    # under every byte limit; the voxel count still bounds the work.
+    path = _save(tmp_path, "flat.nii.gz", np.zeros((64, 64, 64), np.uint8))
+    with pytest.raises(TooLargeError, match="262144 voxels, more than max_voxels"):
+        read_image_file(path, limits=ReadLimits(max_voxels=64**3 - 1))
+    assert read_image_file(path, limits=ReadLimits(max_voxels=64**3)) == []
+
+
+def test_every_axis_slices_the_fortran_ordered_volume_as_nibabel_does(
+    tmp_path: Path,
+) -> None:
+    volume = np.arange(6 * 7 * 5, dtype=np.int16).reshape(6, 7, 5)
+    path = _save(tmp_path, "ramp.nii", volume)
+    for axis, count in ((0, 6), (1, 7), (2, 5)):
+        images = read_image_file(path, nifti_axis=axis)
+        assert [image.frame_index for image in images] == list(range(count))
+        for image in images:
+            plane = np.take(volume, image.frame_index, axis=axis)
+            shown = plane.T[::-1] if axis == 0 else plane.T[::-1, ::-1]
+            meta = image.metadata
+            values = meta["value_offset"] + image.pixels * meta["value_step"]
+            np.testing.assert_allclose(values, shown, atol=meta["value_step"])

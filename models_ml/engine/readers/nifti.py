@@ -89,7 +89,14 @@ def _volume_geometry(
         raise TooLargeError(
             path, f"NIfTI has {volume[axis]} slices, more than {limits.max_frames}"
         )
-    nbytes = volume[0] * volume[1] * volume[2] * dtype.itemsize
+    voxels = volume[0] * volume[1] * volume[2]
+    if voxels > limits.max_voxels:
+        raise TooLargeError(
+            path,
+            f"NIfTI volume {volume} has {voxels} voxels, "
+            f"more than max_voxels={limits.max_voxels}",
+        )
+    nbytes = voxels * dtype.itemsize
     for limit, what in (
         (limits.max_decoded_bytes, "max_decoded_bytes"),
         (limits.max_decompressed_bytes, "max_decompressed_bytes"),
@@ -141,6 +148,15 @@ def _to_ras(volume: np.ndarray, header: Any) -> np.ndarray:
     return apply_orientation(volume, ornt_transform(current, axcodes2ornt("RAS")))
 
 
+def _plane(volume: np.ndarray, index: int, axis: int) -> np.ndarray:
+    """Slice ``index`` along ``axis`` as a view. (``np.take`` copies the
+    whole of a volume that is not C-contiguous, as a NIfTI's Fortran-ordered
+    voxels are, once per slice.)"""
+    where: list[int | slice] = [slice(None)] * volume.ndim
+    where[axis] = index
+    return volume[tuple(where)]
+
+
 def _display(slice_2d: np.ndarray, axis: int) -> np.ndarray:
     """Rows run superior/anterior to inferior/posterior, patient right on the
     viewer's left, as radiologists expect."""
@@ -184,7 +200,7 @@ def read_nifti(
     images = []
     kept: list[int] = []
     for index in range(shape[axis]):
-        plane = np.take(raw, index, axis=axis)
+        plane = _plane(raw, index, axis)
         if plane.size == 0 or np.nanmin(plane) == np.nanmax(plane):
             continue
         kept.append(index)
@@ -200,7 +216,7 @@ def read_nifti(
         "slice_count": shape[axis],
     }
     for index in kept:
-        plane = np.take(raw, index, axis=axis).astype(np.float64) * slope + inter
+        plane = _plane(raw, index, axis).astype(np.float64) * slope + inter
         plane = np.nan_to_num(plane, nan=low, posinf=high, neginf=low)
         pixels = np.clip(np.rint((plane - low) / step), 0, 65535).astype(np.uint16)
         images.append(
