@@ -291,6 +291,14 @@ class DatasetFolderForm(_ImportFields):
     )
 
 
+class ReleaseForm(forms.Form):
+    note = forms.CharField(
+        max_length=500,
+        label="What you checked",
+        help_text="E.g. “looked at it: no text in the image”. Goes in the audit log.",
+    )
+
+
 class ExportForm(forms.Form):
     round = forms.ModelChoiceField(
         queryset=Round.objects.order_by("-created_at"),

@@ -45,6 +45,16 @@ urlpatterns = [
         datasets.datasets_import_folder,
         name="datasets-import-folder",
     ),
+    path(
+        "manage/datasets/<id:dataset_id>/quarantine/",
+        datasets.dataset_quarantine,
+        name="dataset-quarantine",
+    ),
+    path(
+        "manage/datasets/<id:dataset_id>/quarantine/<id:image_id>/release/",
+        datasets.dataset_quarantine_release,
+        name="dataset-quarantine-release",
+    ),
     path("jobs/<id:job_id>/", jobs.job_detail, name="job"),
     path("jobs/<id:job_id>/status/", jobs.job_status, name="job-status"),
     path("jobs/<id:job_id>/cancel/", jobs.job_cancel_view, name="job-cancel"),

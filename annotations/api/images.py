@@ -22,8 +22,9 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from ..models import Image
-from ..permissions import CanSeeImage
+from ..permissions import CanSeeImage, IsAdmin
 from ..roles import is_admin, is_researcher
+from ..services.quarantine import MAX_NOTE, image_release
 from .common import ErrorOutputSerializer, PNGRenderer
 
 
@@ -148,3 +149,39 @@ class ImageFileApi(APIView):
         # Private data: no shared caches.
         response["Cache-Control"] = "private, max-age=3600"
         return response
+
+
+class ImageReleaseApi(APIView):
+    """Release a quarantined image after looking at it (admins)."""
+
+    permission_classes = [IsAuthenticated, IsAdmin]
+
+    @extend_schema_serializer(component_name="ImageReleaseInput")
+    class InputSerializer(serializers.Serializer):
+        note = serializers.CharField(
+            max_length=MAX_NOTE,
+            help_text="What you checked, e.g. 'no text in the image'; audited.",
+        )
+
+    @extend_schema(
+        operation_id="images_release",
+        request=InputSerializer,
+        responses={
+            200: FullImageSerializer,
+            400: ErrorOutputSerializer,
+            404: ErrorOutputSerializer,
+        },
+        description="Serve a quarantined image from now on. The release, with "
+        "the admin's note and the quarantine reason, goes in the audit log.",
+    )
+    def post(self, request: Request, uid: uuid.UUID) -> Response:
+        data = self.InputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        image = get_object_or_404(Image, uid=uid)
+        image = image_release(
+            image=image,
+            actor=request.user,
+            note=data.validated_data["note"],
+            request=request._request,
+        )
+        return Response(FullImageSerializer(image).data)

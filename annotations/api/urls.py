@@ -25,6 +25,11 @@ urlpatterns = [
     path(
         "images/<uuid:uid>/file/", images.ImageFileApi.as_view(), name="api-image-file"
     ),
+    path(
+        "images/<uuid:uid>/release/",
+        images.ImageReleaseApi.as_view(),
+        name="api-image-release",
+    ),
     path("rounds/", rounds.RoundsApi.as_view(), name="api-rounds"),
     path(
         "rounds/<id:round_id>/",

@@ -319,10 +319,8 @@ def _import_rows(
                 source_format=img.source_format,
                 frame_index=img.frame_index,
                 header=img.metadata,
-                quarantined=img.burned_in_annotation,
-                quarantine_reason="DICOM BurnedInAnnotation=YES"
-                if img.burned_in_annotation
-                else "",
+                quarantined=bool(img.quarantine_reason),
+                quarantine_reason=img.quarantine_reason[:200],
             )
             image.file.save("image.png", ContentFile(full), save=False)
             written.append(image.file.name)
@@ -332,7 +330,7 @@ def _import_rows(
             written.append(image.preview.name)
             pending.append(image)
             report.images += 1
-            report.quarantined += int(img.burned_in_annotation)
+            report.quarantined += int(bool(img.quarantine_reason))
             report.modalities[mod] = report.modalities.get(mod, 0) + 1
         if len(pending) >= BATCH:
             Image.objects.bulk_create(pending)

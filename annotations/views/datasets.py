@@ -7,14 +7,15 @@ from typing import Any
 
 from django.db.models import Count, Q
 from django.http import HttpRequest, HttpResponse
-from django.shortcuts import redirect, render
+from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_POST
 
 from ..errors import DomainError
-from ..forms import DatasetFolderForm, DatasetUploadForm
-from ..models import Dataset
+from ..forms import DatasetFolderForm, DatasetUploadForm, ReleaseForm
+from ..models import Dataset, Image
 from ..roles import is_admin
 from ..services.imports import dataset_import_start
+from ..services.quarantine import image_release
 from .access import role_required
 
 TEMPLATE = "annotations/datasets.html"
@@ -91,3 +92,61 @@ def _start_import(
         form.add_error(None, str(exc))
         return _page(request, status=exc.status_code, **{form_name: form})
     return redirect("job", job_id=job.pk)
+
+
+QUARANTINE_TEMPLATE = "annotations/quarantine.html"
+QUARANTINE_PAGE = 60
+
+
+def _quarantine_page(
+    request: HttpRequest,
+    dataset: Dataset,
+    *,
+    forms: dict[int, ReleaseForm] | None = None,
+    status: int = 200,
+) -> HttpResponse:
+    images = list(
+        dataset.images.filter(quarantined=True).order_by("id")[:QUARANTINE_PAGE]
+    )
+    forms = forms or {}
+    rows = [
+        (image, forms.get(image.pk) or ReleaseForm(prefix=str(image.pk)))
+        for image in images
+    ]
+    context = {
+        "dataset": dataset,
+        "rows": rows,
+        "total": dataset.images.filter(quarantined=True).count(),
+        "shown": len(images),
+    }
+    return render(request, QUARANTINE_TEMPLATE, context, status=status)
+
+
+@require_GET
+@role_required(is_admin)
+def dataset_quarantine(request: HttpRequest, dataset_id: int) -> HttpResponse:
+    """A dataset's quarantined images, each with a release form."""
+    return _quarantine_page(request, get_object_or_404(Dataset, pk=dataset_id))
+
+
+@require_POST
+@role_required(is_admin)
+def dataset_quarantine_release(
+    request: HttpRequest, dataset_id: int, image_id: int
+) -> HttpResponse:
+    dataset = get_object_or_404(Dataset, pk=dataset_id)
+    image = get_object_or_404(Image, pk=image_id, dataset=dataset)
+    form = ReleaseForm(request.POST, prefix=str(image.pk))
+    if form.is_valid():
+        try:
+            image_release(
+                image=image,
+                actor=request.user,
+                note=form.cleaned_data["note"],
+                request=request,
+            )
+        except DomainError as exc:
+            form.add_error(None, str(exc))
+        else:
+            return redirect("dataset-quarantine", dataset_id=dataset.pk)
+    return _quarantine_page(request, dataset, forms={image.pk: form}, status=400)

@@ -341,6 +341,42 @@ def is_burned_in(ds: Dataset) -> bool:
     return str(ds.get("BurnedInAnnotation", "") or "").strip().upper() == "YES"
 
 
+# Modalities whose images commonly carry burned-in text (patient name, dates,
+# institution) in their pixels: ultrasound, secondary capture, angiography,
+# endoscopy, ophthalmic photography, external-camera photography.
+BURNED_IN_PRONE_MODALITIES = frozenset({"US", "SC", "XA", "ES", "OP", "XC"})
+# Secondary Capture Image Storage and its multi-frame variants (.7.1-.7.4).
+SECONDARY_CAPTURE_SOP = "1.2.840.10008.5.1.4.1.1.7"
+
+
+def burned_in_reason(ds: Dataset) -> str:
+    """Why an image must be quarantined for burned-in text, or "".
+
+    ``BurnedInAnnotation`` YES quarantines and NO clears. Absent (or any
+    other value) is unknown, and for the modalities and SOP classes that
+    commonly carry burned-in text unknown quarantines too, until an admin
+    has looked at the image.
+    """
+    declared = str(ds.get("BurnedInAnnotation", "") or "").strip().upper()
+    if declared == "YES":
+        return "DICOM BurnedInAnnotation=YES"
+    if declared == "NO":
+        return ""
+    modality = str(ds.get("Modality", "") or "").strip().upper()
+    sop = str(ds.get("SOPClassUID", "") or "")
+    secondary = sop == SECONDARY_CAPTURE_SOP or sop.startswith(
+        SECONDARY_CAPTURE_SOP + "."
+    )
+    if modality not in BURNED_IN_PRONE_MODALITIES and not secondary:
+        return ""
+    kind = "secondary capture" if secondary else modality
+    said = "absent" if not declared else f"{declared!r}"
+    return (
+        f"DICOM BurnedInAnnotation {said} on a {kind} image, which often "
+        "carries burned-in text: an admin must look at it before it is served"
+    )
+
+
 def first_number(value: Any) -> float | None:
     if value is None or value == "":
         return None

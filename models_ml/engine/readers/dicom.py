@@ -15,7 +15,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from models_ml.engine.readers.deid import first_number, is_burned_in, kept_header
+from models_ml.engine.readers.deid import (
+    burned_in_reason,
+    first_number,
+    is_burned_in,
+    kept_header,
+)
 from models_ml.engine.readers.errors import (
     CorruptFileError,
     ReaderError,
@@ -330,6 +335,7 @@ def decode_dicom(
         "source_format": "dicom",
         "modality_hint": _modality_hint(ds),
         "burned_in_annotation": is_burned_in(ds),
+        "quarantine_reason": burned_in_reason(ds),
     }
     header = kept_header(ds)
     header["frame_count"] = frames

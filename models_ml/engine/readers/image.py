@@ -27,6 +27,9 @@ class DecodedImage:
     modality_hint: str | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
     burned_in_annotation: bool = False
+    # Why the image must be quarantined until an admin has looked (burned-in
+    # text declared, or unknown for a modality that often has it), or "".
+    quarantine_reason: str = ""
 
     def __post_init__(self) -> None:
         arr = self.pixels
