@@ -12,9 +12,10 @@ from .models import AuditEvent
 
 
 def client_ip(request: HttpRequest | None) -> str | None:
-    if request is None:
-        return None
-    return request.META.get("REMOTE_ADDR") or None
+    """The client's address, as the lockout and the throttles see it."""
+    from medrlhf.clientip import client_ip as resolve
+
+    return resolve(request)
 
 
 def audit_record(

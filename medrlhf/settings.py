@@ -189,6 +189,13 @@ SESSION_COOKIE_HTTPONLY = True
 SESSION_COOKIE_SAMESITE = "Lax"
 CSRF_COOKIE_SAMESITE = "Lax"
 
+# How many reverse proxies in front of the server append to X-Forwarded-For
+# (the TLS proxy: 1). The lockout, the throttles and the audit log all take
+# the client's address from it (medrlhf/clientip.py); 0 ignores the header.
+TRUSTED_PROXY_HOPS = env.int("TRUSTED_PROXY_HOPS", default=0)
+if not 0 <= TRUSTED_PROXY_HOPS <= 10:
+    raise ImproperlyConfigured("TRUSTED_PROXY_HOPS must be 0 to 10")
+AXES_CLIENT_IP_CALLABLE = "medrlhf.clientip.client_ip"
 AXES_FAILURE_LIMIT = env.int("AXES_FAILURE_LIMIT", default=5)
 AXES_COOLOFF_TIME = timedelta(minutes=env.int("AXES_COOLOFF_MINUTES", default=30))
 AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
@@ -243,7 +250,7 @@ REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",
     "PAGE_SIZE": 100,
-    "DEFAULT_THROTTLE_CLASSES": ["rest_framework.throttling.AnonRateThrottle"],
+    "DEFAULT_THROTTLE_CLASSES": ["medrlhf.throttling.AnonThrottle"],
     "DEFAULT_THROTTLE_RATES": {"anon": "30/minute", "login": "10/minute"},
     "EXCEPTION_HANDLER": "medrlhf.exceptions.api_exception_handler",
 }

@@ -13,12 +13,14 @@ from rest_framework.response import Response
 from rest_framework.throttling import AnonRateThrottle
 from rest_framework.views import APIView
 
+from medrlhf.throttling import ClientIpMixin
+
 from .common import ErrorOutputSerializer
 
 DEFAULT_LOGIN_RATE = "10/minute"
 
 
-class LoginRateThrottle(AnonRateThrottle):
+class LoginRateThrottle(ClientIpMixin, AnonRateThrottle):
     """Per client address; ``DEFAULT_THROTTLE_RATES["login"]`` overrides the rate."""
 
     scope = "login"
