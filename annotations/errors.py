@@ -11,6 +11,13 @@ class NotAllowed(DomainError):
     status_code = 403
 
 
+class QuotaExceeded(DomainError):
+    """A user has as many ML jobs running, or started today, as their role
+    allows (settings.JOB_QUOTAS)."""
+
+    status_code = 429
+
+
 class RoundNotOpen(DomainError):
     status_code = 409
 

@@ -189,6 +189,35 @@ SESSION_COOKIE_HTTPONLY = True
 SESSION_COOKIE_SAMESITE = "Lax"
 CSRF_COOKIE_SAMESITE = "Lax"
 
+
+def _quota(name: str, default: str) -> tuple[int, int] | None:
+    """``concurrent/daily`` ML jobs a role may have, or ``none``."""
+    text = env.str(name, default=default).strip().lower()
+    if text == "none":
+        return None
+    try:
+        concurrent, daily = (int(part) for part in text.split("/"))
+    except ValueError:
+        concurrent = daily = -1
+    if not (0 <= concurrent <= 1000 and 0 <= daily <= 100_000):
+        raise ImproperlyConfigured(
+            f"{name} must be 'concurrent/daily' (e.g. 2/20) or 'none', not {text!r}"
+        )
+    return concurrent, daily
+
+
+# ML jobs (generation, training) a user may have queued or running at once,
+# and start in 24 hours, by role; a user with several roles gets the most
+# generous. Admins run the loop (retraining chains) and are not limited.
+JOB_QUOTAS = {
+    "physician": _quota("JOB_QUOTA_PHYSICIAN", "2/20"),
+    "researcher": _quota("JOB_QUOTA_RESEARCHER", "4/50"),
+    "admin": _quota("JOB_QUOTA_ADMIN", "none"),
+}
+# The most UNet passes one generate request may ask for (images x tries x
+# steps): 256 images at 8 tries (threshold mode's default attempts), 50 steps.
+GENERATE_MAX_UNET_PASSES = env.int("GENERATE_MAX_UNET_PASSES", default=256 * 8 * 50)
+
 # How many reverse proxies in front of the server append to X-Forwarded-For
 # (the TLS proxy: 1). The lockout, the throttles and the audit log all take
 # the client's address from it (medrlhf/clientip.py); 0 ignores the header.

@@ -190,6 +190,25 @@ def _check_sampling(params: dict[str, Any]) -> None:
         raise DomainError("guidance must be a number")
 
 
+def _check_generate_work(
+    count: int, mode: str, n: int, max_attempts: int, sampling: dict[str, Any]
+) -> None:
+    """At most ``settings.GENERATE_MAX_UNET_PASSES`` per request: images x
+    tries (best of n, or threshold mode's attempts at worst) x steps."""
+    from models_ml.engine.backends.base import DEFAULT_STEPS
+
+    tries = {"best_of_n": n, "threshold": max_attempts}.get(mode, 1)
+    steps = int(sampling.get("steps", DEFAULT_STEPS))
+    work = count * tries * steps
+    limit = settings.GENERATE_MAX_UNET_PASSES
+    if work > limit:
+        raise DomainError(
+            f"{count} images x {tries} tries x {steps} steps is {work:,} UNet "
+            f"passes, more than the {limit:,} one request may ask for: ask for "
+            "fewer images, tries or steps"
+        )
+
+
 def _check_diffusion(version: Any, name: str) -> ModelVersion:
     if not isinstance(version, ModelVersion) or version.kind != ModelKind.DIFFUSION:
         raise DomainError(f"{name} must be a diffusion model version")
@@ -712,6 +731,7 @@ def generate_start(
     sampling = dict(sampling or {})
     _check_keys(sampling, SAMPLING_KEYS, "sampling")
     _check_sampling(sampling)
+    _check_generate_work(count, mode, n, max_attempts, sampling)
     return job_create(
         kind=JobKind.GENERATE,
         enqueue=enqueue,

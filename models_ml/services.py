@@ -55,7 +55,14 @@ def job_create(
     max_attempts: int | None = None,
     enqueue: bool = True,
 ) -> Job:
-    """Create a job row and enqueue its task once the transaction commits."""
+    """Create a job row and enqueue its task once the transaction commits.
+
+    Refused with ``QuotaExceeded`` (429) when ``created_by`` already has as
+    many ML jobs in flight, or started in the last 24 hours, as their role
+    allows (``settings.JOB_QUOTAS``).
+    """
+    if kind not in (JobKind.IMPORT, JobKind.EXPORT):
+        _quota_check(created_by)
     job = Job.objects.create(
         kind=kind,
         params=params,
@@ -68,6 +75,57 @@ def job_create(
     if enqueue:
         job_enqueue(job=job)
     return job
+
+
+def _quota_for(user: Any) -> tuple[int, int] | None:
+    from annotations.roles import is_admin, is_physician, is_researcher
+
+    quotas = settings.JOB_QUOTAS
+    held = [
+        role
+        for role, has in (
+            ("admin", is_admin),
+            ("researcher", is_researcher),
+            ("physician", is_physician),
+        )
+        if has(user)
+    ]
+    if not held or any(quotas.get(role) is None for role in held):
+        return None if held else (0, 0)
+    limits = [quotas[role] for role in held]
+    return max(c for c, _ in limits), max(d for _, d in limits)
+
+
+@transaction.atomic
+def _quota_check(user: Any) -> None:
+    """Refuse a new ML job beyond the user's quota."""
+    from django.contrib.auth import get_user_model
+
+    from annotations.errors import QuotaExceeded
+
+    if not getattr(user, "is_authenticated", False):
+        return  # the system's own jobs (commands, chains started without a user)
+    quota = _quota_for(user)
+    if quota is None:
+        return
+    concurrent, daily = quota
+    # One request at a time per user, so two at once cannot both slip in.
+    get_user_model().objects.select_for_update().filter(pk=user.pk).first()
+    mine = Job.objects.filter(created_by=user).exclude(
+        kind__in=(JobKind.IMPORT, JobKind.EXPORT)
+    )
+    running = mine.exclude(status__in=FINISHED_STATUSES).count()
+    if running >= concurrent:
+        raise QuotaExceeded(
+            f"you have {running} ML jobs queued or running, the most your role "
+            f"allows at once ({concurrent}); wait for one or cancel it"
+        )
+    today = mine.filter(created_at__gte=timezone.now() - timedelta(days=1)).count()
+    if today >= daily:
+        raise QuotaExceeded(
+            f"you started {today} ML jobs in the last 24 hours, the most your "
+            f"role allows ({daily}); try again later"
+        )
 
 
 def job_enqueue(*, job: Job) -> None:

@@ -8,6 +8,11 @@ urlpatterns = [
     path("generate/", generate.generate_page, name="ml-generate"),
     path("generate/<id:job_id>/", generate.generate_job, name="ml-generate-job"),
     path(
+        "generate/<id:job_id>/cancel/",
+        generate.generate_job_cancel,
+        name="ml-generate-job-cancel",
+    ),
+    path(
         "generate/<id:job_id>/status/",
         generate.generate_job_status,
         name="ml-generate-job-status",

@@ -13,7 +13,11 @@ from uuid import UUID
 from django.contrib.auth.decorators import login_required
 from django.http import FileResponse, Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
-from django.views.decorators.http import require_GET, require_http_methods
+from django.views.decorators.http import (
+    require_GET,
+    require_http_methods,
+    require_POST,
+)
 
 from annotations.errors import DomainError
 from annotations.models import Image, ImageSource
@@ -22,6 +26,7 @@ from ..forms import GenerateForm
 from ..generate_files import generate_zip_response
 from ..ml_services import generate_start
 from ..models import Job, JobKind, JobStatus, ModelVersion
+from ..services import job_cancel
 from .access import STOP_POLLING, job_for_viewer
 
 TEMPLATE = "models_ml/generate.html"
@@ -127,6 +132,23 @@ def generate_job_status(request: HttpRequest, job_id: int) -> HttpResponse:
     return render(
         request, "models_ml/generate_job.html#result", _job_context(job), status=status
     )
+
+
+@require_POST
+@login_required
+def generate_job_cancel(request: HttpRequest, job_id: int) -> HttpResponse:
+    """Stop one's own generate job (an admin: anyone's)."""
+    job = job_for_viewer(job_id=job_id, user=request.user, kinds=(JobKind.GENERATE,))
+    job = job_cancel(job=job, actor=request.user)
+    if request.htmx:
+        status = STOP_POLLING if job.is_finished else 200
+        return render(
+            request,
+            "models_ml/generate_job.html#result",
+            _job_context(job),
+            status=status,
+        )
+    return redirect("ml-generate-job", job_id=job.pk)
 
 
 @require_GET

@@ -68,7 +68,15 @@ CASES = [
     ),
     ("get", "/api/jobs/", None, (DENIED_ANON, 403, 200, 200)),
     ("get", "/api/jobs/{w.job.pk}/", None, (DENIED_ANON, 403, 200, 200)),
-    ("post", "/api/jobs/{w.job.pk}/cancel/", None, (DENIED_ANON, 403, 403, 200)),
+    # Users cancel the jobs they started; another's is not theirs to see: 404.
+    ("post", "/api/jobs/{w.job.pk}/cancel/", None, (DENIED_ANON, 404, 404, 200)),
+    # Only admins release a quarantined image (this one is not: 400).
+    (
+        "post",
+        "/api/images/{w.served_image.uid}/release/",
+        {"note": "looked"},
+        (DENIED_ANON, 403, 403, 400),
+    ),
     ("get", "/api/images/{w.served_image.uid}/", None, (DENIED_ANON, 200, 200, 200)),
     ("get", "/api/images/{w.hidden_image.uid}/", None, (DENIED_ANON, 404, 200, 200)),
     (
