@@ -12,6 +12,7 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.admin import UserAdmin
 from django.http import HttpRequest
 
+from .audit import audit_record
 from .models import (
     AuditEvent,
     Dataset,
@@ -25,6 +26,55 @@ from .models import (
 from .services.users import user_create
 
 User = get_user_model()
+
+
+def _changed_fields(message: Any) -> list[str]:
+    """Field names from the admin's change message (a JSON list)."""
+    import json
+
+    try:
+        parts = json.loads(message) if isinstance(message, str) else message
+    except ValueError:
+        return []
+    fields: list[str] = []
+    for part in parts or []:
+        if isinstance(part, dict) and "changed" in part:
+            fields += [str(f) for f in part["changed"].get("fields", [])]
+    return fields
+
+
+class AuditedAdmin(admin.ModelAdmin):
+    """Every add, change and delete made in the Django admin also goes to
+    the product's append-only audit log (Django's own LogEntry can be
+    edited), naming the admin, the object and the fields changed; a
+    password change is its own action, and never records the password."""
+
+    def _audit(
+        self, request: HttpRequest, obj: Any, action: str, **detail: Any
+    ) -> None:
+        detail["model"] = obj._meta.label_lower
+        audit_record(
+            action=action, actor=request.user, obj=obj, detail=detail, request=request
+        )
+
+    def log_addition(self, request: HttpRequest, obj: Any, message: Any) -> Any:
+        self._audit(request, obj, "admin_add")
+        return super().log_addition(request, obj, message)
+
+    def log_change(self, request: HttpRequest, obj: Any, message: Any) -> Any:
+        fields = _changed_fields(message)
+        action = (
+            "admin_password_change"
+            if any("password" in f.lower() for f in fields)
+            else "admin_change"
+        )
+        self._audit(request, obj, action, fields=fields)
+        return super().log_change(request, obj, message)
+
+    def log_deletions(self, request: HttpRequest, queryset: Any) -> Any:
+        for obj in queryset:
+            self._audit(request, obj, "admin_delete", name=str(obj)[:200])
+        return super().log_deletions(request, queryset)
 
 
 class RoleUserCreationForm(forms.ModelForm):
@@ -43,7 +93,7 @@ class RaterProfileInline(admin.StackedInline):
     can_delete = False
 
 
-class MedrlhfUserAdmin(UserAdmin):
+class MedrlhfUserAdmin(AuditedAdmin, UserAdmin):
     add_form = RoleUserCreationForm
     add_fieldsets = ((None, {"fields": ("username", "email", "role", "expert_level")}),)
     inlines = [RaterProfileInline]
@@ -76,8 +126,21 @@ class MedrlhfUserAdmin(UserAdmin):
     def save_related(
         self, request: HttpRequest, form: Any, formsets: Any, change: bool
     ) -> None:
-        if change:
-            super().save_related(request, form, formsets, change)
+        if not change:
+            return
+        user = form.instance
+        before = set(user.groups.values_list("name", flat=True))
+        super().save_related(request, form, formsets, change)
+        after = set(user.groups.values_list("name", flat=True))
+        if before != after:
+            # Roles are groups: who gained or lost which, by whose hand.
+            self._audit(
+                request,
+                user,
+                "admin_role_change",
+                added=sorted(after - before),
+                removed=sorted(before - after),
+            )
 
 
 admin.site.unregister(User)
@@ -85,13 +148,13 @@ admin.site.register(User, MedrlhfUserAdmin)
 
 
 @admin.register(Dataset)
-class DatasetAdmin(admin.ModelAdmin):
+class DatasetAdmin(AuditedAdmin):
     list_display = ("name", "created_at", "created_by")
     readonly_fields = ("import_report", "modalities", "root", "created_by")
 
 
 @admin.register(Image)
-class ImageAdmin(admin.ModelAdmin):
+class ImageAdmin(AuditedAdmin):
     list_display = (
         "uid",
         "modality",
@@ -106,14 +169,14 @@ class ImageAdmin(admin.ModelAdmin):
 
 
 @admin.register(Round)
-class RoundAdmin(admin.ModelAdmin):
+class RoundAdmin(AuditedAdmin):
     list_display = ("name", "status", "raters_per_image", "control_share", "created_at")
     list_filter = ("status",)
     readonly_fields = ("status", "opened_at", "closed_at", "created_by")
 
 
 @admin.register(Rating)
-class RatingAdmin(admin.ModelAdmin):
+class RatingAdmin(AuditedAdmin):
     list_display = ("rater", "round", "score", "created_at", "retracted_at")
     list_filter = ("round", "score")
     readonly_fields = [f.name for f in Rating._meta.fields]
@@ -126,7 +189,7 @@ class RatingAdmin(admin.ModelAdmin):
 
 
 @admin.register(AuditEvent)
-class AuditEventAdmin(admin.ModelAdmin):
+class AuditEventAdmin(AuditedAdmin):
     list_display = (
         "created_at",
         "actor_name",

@@ -41,3 +41,19 @@ def audit_record(
             ip_address=client_ip(request),
         )
     )
+
+
+def image_view_record(*, image: Any, user: Any, what: str, request: Any = None) -> None:
+    """Who saw which patient image (a real one; generated images are not
+    patient data): ``what`` is "file", "preview" or "metadata"."""
+    from .models import ImageSource
+
+    if image.source != ImageSource.REAL:
+        return
+    audit_record(
+        action="image_view",
+        actor=user,
+        obj=image,
+        detail={"what": what, "uid": image.uid.hex},
+        request=request,
+    )

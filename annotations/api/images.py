@@ -21,6 +21,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from ..audit import image_view_record
 from ..models import Image
 from ..permissions import CanSeeImage, IsAdmin
 from ..roles import is_admin, is_researcher
@@ -111,6 +112,9 @@ class ImageDetailApi(APIView):
     )
     def get(self, request: Request, uid: uuid.UUID) -> Response:
         image = image_for(request=request, view=self, uid=uid)
+        image_view_record(
+            image=image, user=request.user, what="metadata", request=request._request
+        )
         return Response(image_output(image=image, user=request.user))
 
 
@@ -143,6 +147,12 @@ class ImageFileApi(APIView):
             handle = field.open("rb")
         except FileNotFoundError as exc:
             raise NotFound("This image's file is missing.") from exc
+        image_view_record(
+            image=image,
+            user=request.user,
+            what="preview" if query.validated_data["preview"] else "file",
+            request=request._request,
+        )
         response = FileResponse(
             handle, content_type="image/png", filename=f"{image.uid.hex}.png"
         )

@@ -13,6 +13,7 @@ from django.http import FileResponse, Http404, HttpRequest
 from django.shortcuts import get_object_or_404
 from django.views.decorators.http import require_GET
 
+from ..audit import image_view_record
 from ..models import Image
 from ..roles import is_admin
 from ..selectors import image_visible_to
@@ -32,6 +33,12 @@ def _serve(request: HttpRequest, uid: UUID, field: str) -> FileResponse:
         handle = stored.open("rb")
     except FileNotFoundError as exc:
         raise Http404 from exc
+    image_view_record(
+        image=image,
+        user=request.user,
+        what="preview" if field == "preview" else "file",
+        request=request,
+    )
     response = FileResponse(handle, content_type="image/png", filename=f"{uid.hex}.png")
     response["Cache-Control"] = "private, max-age=600"
     response["X-Content-Type-Options"] = "nosniff"
