@@ -16,13 +16,14 @@ from rest_framework.views import APIView
 from annotations.api.common import ErrorOutputSerializer, paginated_response
 from annotations.permissions import ReadOnlyForResearcher
 from annotations.roles import is_admin
+from medrlhf.serverpaths import ServerPathsHidden
 
 from .models import Job, JobKind, JobStatus
 from .services import job_cancel
 
 
 @extend_schema_serializer(component_name="Job")
-class JobOutputSerializer(serializers.ModelSerializer):
+class JobOutputSerializer(ServerPathsHidden, serializers.ModelSerializer):
     created_by = serializers.CharField(
         source="created_by.username", default=None, read_only=True
     )
@@ -95,7 +96,8 @@ class JobDetailApi(APIView):
     def get(self, request: Request, job_id: int) -> Response:
         return Response(
             JobOutputSerializer(
-                _job_for(request=request, view=self, job_id=job_id)
+                _job_for(request=request, view=self, job_id=job_id),
+                context={"request": request},
             ).data
         )
 
@@ -118,4 +120,4 @@ class JobCancelApi(APIView):
         if not (is_admin(request.user) or job.created_by_id == request.user.pk):
             raise NotFound("No such job.")
         job = job_cancel(job=job, actor=request.user)
-        return Response(JobOutputSerializer(job).data)
+        return Response(JobOutputSerializer(job, context={"request": request}).data)

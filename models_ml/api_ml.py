@@ -39,6 +39,7 @@ from annotations.errors import DomainError
 from annotations.models import Dataset, Role, Round
 from annotations.permissions import IsAdmin, IsResearcherOrAdmin
 from annotations.roles import has_role, is_admin
+from medrlhf.serverpaths import ServerPathsHidden
 from models_ml.engine.readers import normalize_modality
 from models_ml.engine.readers.errors import InvalidModalityError
 
@@ -162,7 +163,7 @@ class _RoundRefSerializer(serializers.Serializer):
 
 
 @extend_schema_serializer(component_name="ModelVersionDetail")
-class ModelVersionDetailSerializer(serializers.ModelSerializer):
+class ModelVersionDetailSerializer(ServerPathsHidden, serializers.ModelSerializer):
     kind = _kind_field()
     parent = _VersionRefSerializer(allow_null=True)
     children = _VersionRefSerializer(many=True)
@@ -262,7 +263,9 @@ class ModelVersionDetailApi(APIView):
             model_versions_list().prefetch_related("children", "trained_on_rounds"),
             pk=version_id,
         )
-        return Response(ModelVersionDetailSerializer(version).data)
+        return Response(
+            ModelVersionDetailSerializer(version, context={"request": request}).data
+        )
 
 
 class ModelVersionTreeApi(APIView):
@@ -328,7 +331,8 @@ class ModelVersionRegisterApi(APIView):
         data.is_valid(raise_exception=True)
         version = model_version_register(created_by=request.user, **data.validated_data)
         return Response(
-            ModelVersionDetailSerializer(version).data, status=status.HTTP_201_CREATED
+            ModelVersionDetailSerializer(version, context={"request": request}).data,
+            status=status.HTTP_201_CREATED,
         )
 
 
@@ -792,7 +796,9 @@ class RetrainingDetailApi(APIView):
             "jobs": jobs,
             "comparison": comparison,
         }
-        return Response(RetrainingRunSerializer(data).data)
+        return Response(
+            RetrainingRunSerializer(data, context={"request": request}).data
+        )
 
 
 # --- filtered generation --------------------------------------------------------------
@@ -917,7 +923,9 @@ class GenerateDetailApi(APIView):
             **groups,
             "download_url": reverse("api-generate-download", kwargs={"job_id": job.pk}),
         }
-        return Response(GenerateResultSerializer(data).data)
+        return Response(
+            GenerateResultSerializer(data, context={"request": request}).data
+        )
 
 
 class PNGRenderer(BaseRenderer):
