@@ -151,6 +151,8 @@ ROUND_KEYS = (
     }
 )
 SCHEDULERS = ("ddim", "dpm", "euler", "ddpm")
+MAX_GUIDANCE = 30.0
+MAX_SAMPLING_BATCH = 256
 MAX_IMAGES_PER_JOB = 20000
 FILTER_MODES = ("best_of_n", "threshold")
 # "none": sampled unfiltered, every image kept (also without a reward model).
@@ -184,10 +186,14 @@ def _positive_int(value: Any, name: str, *, maximum: int | None = None) -> int:
 def _check_sampling(params: dict[str, Any]) -> None:
     if "steps" in params:
         _positive_int(params["steps"], "steps", maximum=1000)
+    if "batch_size" in params:
+        _positive_int(params["batch_size"], "batch_size", maximum=MAX_SAMPLING_BATCH)
     if "scheduler" in params and params["scheduler"] not in SCHEDULERS:
         raise DomainError(f"scheduler must be one of {', '.join(SCHEDULERS)}")
-    if "guidance" in params and not isinstance(params["guidance"], (int, float)):
-        raise DomainError("guidance must be a number")
+    if "guidance" in params:
+        _number(params, "guidance", 0, MAX_GUIDANCE)
+    if "device" in params and params["device"] not in ("cpu", "cuda"):
+        raise DomainError("device must be cpu or cuda")
 
 
 def _check_generate_work(

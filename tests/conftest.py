@@ -50,9 +50,7 @@ def _audit_log_guard(request: pytest.FixtureRequest) -> Any:
     yield
     if _transactional(request):
         with connection.cursor() as cursor:
-            cursor.execute(
-                f"INSERT INTO {AUDIT_UNLOCK} (reason) VALUES ('test flush')"
-            )
+            cursor.execute(f"INSERT INTO {AUDIT_UNLOCK} (reason) VALUES ('test flush')")
 
 
 @pytest.fixture

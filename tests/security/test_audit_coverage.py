@@ -85,9 +85,7 @@ def test_an_admin_deleting_a_user_is_audited(client, admin_user, make_user):
     admin_user.is_superuser = True  # the admin role itself may not delete users
     admin_user.save()
     client.force_login(admin_user)
-    response = client.post(
-        f"/admin/auth/user/{victim.pk}/delete/", {"post": "yes"}
-    )
+    response = client.post(f"/admin/auth/user/{victim.pk}/delete/", {"post": "yes"})
     assert response.status_code == 302
     event = AuditEvent.objects.get(action="admin_delete")
     assert event.detail["name"] == victim.username

@@ -131,3 +131,30 @@ def test_the_generate_page_cancels_ones_own_job(client, make_user, base):
     client.force_login(stranger)
     other = client.post(reverse("ml-generate-job-cancel", args=[job.pk]))
     assert other.status_code == 404
+
+
+@pytest.mark.parametrize(
+    "sampling, field",
+    [
+        ({"steps": 5000}, "steps"),
+        ({"steps": "many"}, "steps"),
+        ({"guidance": 1e9}, "guidance"),
+        ({"batch_size": 100000}, "batch_size"),
+        ({"scheduler": "evil"}, "scheduler"),
+        ({"device": "cuda:7; rm"}, "device"),
+        ({"model_path": "/etc"}, "model_path"),
+    ],
+)
+def test_every_sampling_setting_has_a_type_and_a_range(client_as, sampling, field):
+    response = _generate(client_as(Role.PHYSICIAN), sampling=sampling)
+    assert response.status_code == 400
+    assert field in response.json()["sampling"]
+    assert not Job.objects.exists()
+
+
+def test_the_schema_documents_the_sampling_settings(client_as):
+    schema = client_as(Role.ADMIN).get("/api/schema/?format=json").json()
+    sampling = schema["components"]["schemas"]["SamplingSettingsRequest"]["properties"]
+    assert sampling["steps"]["maximum"] == 1000
+    assert sampling["guidance"]["maximum"] == 30
+    assert set(sampling) == {"steps", "guidance", "scheduler", "batch_size", "device"}
