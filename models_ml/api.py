@@ -7,7 +7,6 @@ from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import extend_schema, extend_schema_serializer
 from rest_framework import serializers
 from rest_framework.exceptions import NotFound
-from rest_framework.pagination import LimitOffsetPagination
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -16,6 +15,7 @@ from rest_framework.views import APIView
 from annotations.api.common import ErrorOutputSerializer, paginated_response
 from annotations.permissions import ReadOnlyForResearcher
 from annotations.roles import is_admin
+from medrlhf.pagination import LimitOffsetPagination
 from medrlhf.serverpaths import ServerPathsHidden
 
 from .models import Job, JobKind, JobStatus

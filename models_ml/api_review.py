@@ -10,7 +10,6 @@ from django.shortcuts import get_object_or_404
 from django.urls import reverse
 from drf_spectacular.utils import extend_schema, extend_schema_serializer
 from rest_framework import serializers, status
-from rest_framework.pagination import LimitOffsetPagination
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -20,6 +19,7 @@ from annotations.api.common import ErrorOutputSerializer
 from annotations.api.rounds import RoundStaffDetailSerializer, round_detail_data
 from annotations.models import Image, Round
 from annotations.permissions import CanSeeRound, IsAdmin
+from medrlhf.pagination import LimitOffsetPagination
 
 from .api_ml import JobQueuedSerializer, _diffusion_versions, _queued
 from .generate_files import provenance_row

@@ -9,11 +9,12 @@ from django.db import connection, transaction
 from django.db.models import QuerySet
 from drf_spectacular.utils import extend_schema_serializer
 from rest_framework import serializers
-from rest_framework.pagination import LimitOffsetPagination
 from rest_framework.renderers import BaseRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
+
+from medrlhf.pagination import LimitOffsetPagination
 
 
 class OwnTransactionApiView(APIView):

@@ -8,13 +8,13 @@ from django.http import Http404
 from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import extend_schema, extend_schema_serializer
 from rest_framework import serializers, status
-from rest_framework.pagination import LimitOffsetPagination
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from medrlhf.fields import IdField
+from medrlhf.pagination import LimitOffsetPagination
 
 from ..models import Flag, Rating, Round
 from ..permissions import CanSeeRating, IsPhysician

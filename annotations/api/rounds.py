@@ -16,12 +16,12 @@ from drf_spectacular.utils import (
     extend_schema_serializer,
 )
 from rest_framework import serializers, status
-from rest_framework.pagination import LimitOffsetPagination
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from medrlhf.pagination import LimitOffsetPagination
 from models_ml.ml_services import round_score_start
 
 from ..errors import NotServed

@@ -104,3 +104,25 @@ def test_huge_ids_in_queries_are_bad_requests(client_as, role, path):
     client.raise_request_exception = False
     response = client.get(path, {"round": HUGE})
     assert response.status_code == 400, (path, response.content[:300])
+
+
+@pytest.mark.parametrize("query", [{"limit": HUGE}, {"offset": HUGE}])
+@pytest.mark.parametrize("path", ["/api/datasets/", "/api/jobs/", "/api/rounds/"])
+def test_huge_pages_are_clamped_not_server_errors(client_as, path, query):
+    client = client_as(Role.ADMIN)
+    client.raise_request_exception = False
+    response = client.get(path, query)
+    assert response.status_code == 200, response.content[:300]
+    assert response.json()["results"] == []
+
+
+def test_a_page_holds_at_most_a_thousand_and_offsets_fit_the_database(rf):
+    from rest_framework.request import Request
+
+    from medrlhf.converters import MAX_ID
+    from medrlhf.pagination import LimitOffsetPagination
+
+    paginator = LimitOffsetPagination()
+    request = Request(rf.get("/", {"limit": "5000", "offset": HUGE}))
+    assert paginator.get_limit(request) == 1000
+    assert paginator.get_offset(request) == MAX_ID
