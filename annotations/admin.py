@@ -14,6 +14,7 @@ from django.http import HttpRequest
 
 from .audit import audit_record
 from .models import (
+    ApiToken,
     AuditEvent,
     Dataset,
     ExpertLevel,
@@ -23,6 +24,7 @@ from .models import (
     Role,
     Round,
 )
+from .services.tokens import token_revoke
 from .services.users import user_create
 
 User = get_user_model()
@@ -210,3 +212,30 @@ class AuditEventAdmin(AuditedAdmin):
 
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
+
+
+# Tokens live hashed in ApiToken; DRF's own plain-text token admin would make
+# keys that the API does not accept.
+try:
+    from rest_framework.authtoken.models import TokenProxy
+
+    admin.site.unregister(TokenProxy)
+except (ImportError, admin.sites.NotRegistered):
+    pass
+
+
+@admin.register(ApiToken)
+class ApiTokenAdmin(AuditedAdmin):
+    list_display = ("prefix", "user", "created_at", "expires_at", "revoked_at")
+    list_filter = ("revoked_at",)
+    search_fields = ("user__username", "prefix")
+    readonly_fields = [f.name for f in ApiToken._meta.fields]
+    actions = ["revoke"]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False  # issued at login, shown once
+
+    @admin.action(description="Revoke the selected tokens")
+    def revoke(self, request: HttpRequest, queryset: Any) -> None:
+        for token in queryset.filter(revoked_at=None):
+            token_revoke(token=token, actor=request.user, request=request)

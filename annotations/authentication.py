@@ -4,9 +4,11 @@ DRF's own class fetches the token with its user through the ORM, and the
 first role check then asks for the user's groups: two compiled queries on
 every API request.  Here one hand-written statement returns the user row once
 per group (``annotations.leansql``); the roles are filled in from it, so
-``roles.is_physician`` and friends ask nothing more.  Semantics are DRF's: an
-unknown key or an inactive user is "Invalid token." / "User inactive or
-deleted." (401).
+``roles.is_physician`` and friends ask nothing more.
+
+Keys are looked up by their SHA-256 digest (``ApiToken``; the database never
+holds a usable key). An unknown, revoked or expired key is "Invalid token.",
+an inactive user "User inactive or deleted." (401).
 """
 
 from __future__ import annotations
@@ -16,12 +18,14 @@ from typing import Any
 
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
+from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 from rest_framework import authentication, exceptions
-from rest_framework.authtoken.models import Token
 
 from . import leansql
+from .models import ApiToken as Token
 from .roles import roles_preload
+from .services.tokens import token_digest
 
 
 @cache
@@ -45,10 +49,13 @@ class TokenAuthentication(authentication.TokenAuthentication):
             f"ON m.{col(memberships, 'user')} = u.{user_pk} "
             f"LEFT JOIN {leansql.table(Group)} g "
             f"ON g.{group_pk} = m.{col(memberships, 'group')} "
-            f"WHERE t.{col(Token, 'key')} = %s"
+            f"WHERE t.{col(Token, 'digest')} = %s "
+            f"AND t.{col(Token, 'revoked_at')} IS NULL "
+            f"AND t.{col(Token, 'expires_at')} > %s"
         )
+        now = leansql.prep(Token, "expires_at", timezone.now())
         with leansql.connection.cursor() as cur:
-            cur.execute(sql, [key])
+            cur.execute(sql, [token_digest(key), now])
             rows = cur.fetchall()
         if not rows:
             raise exceptions.AuthenticationFailed(_("Invalid token."))

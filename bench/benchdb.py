@@ -213,9 +213,9 @@ def raters_ensure(*, prefix: str, n: int) -> Raters:
     """``n`` physicians with API tokens; no passwords (the bench uses tokens)."""
     from django.contrib.auth import get_user_model
     from django.contrib.auth.models import Group
-    from rest_framework.authtoken.models import Token
 
     from annotations.models import RaterProfile, Role
+    from annotations.services.tokens import token_issue
 
     User = get_user_model()
     group = Group.objects.get(name=Role.PHYSICIAN)
@@ -230,9 +230,10 @@ def raters_ensure(*, prefix: str, n: int) -> Raters:
             RaterProfile.objects.create(
                 user=user, expert_level=("trainee", "specialist", "expert")[i % 3]
             )
-        token, _ = Token.objects.get_or_create(user=user)
+        # A fresh token per run: only a token's digest is stored.
+        key, _ = token_issue(user=user)
         ids.append(user.pk)
-        tokens.append(token.key)
+        tokens.append(key)
     return Raters(ids=ids, tokens=tokens)
 
 

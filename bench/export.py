@@ -59,16 +59,16 @@ def _live_ratings() -> int:
 def _researcher_token() -> str:
     from django.contrib.auth import get_user_model
     from django.contrib.auth.models import Group
-    from rest_framework.authtoken.models import Token
 
     from annotations.models import Role
+    from annotations.services.tokens import token_issue
 
     user, created = get_user_model().objects.get_or_create(username=RESEARCHER)
     if created:
         user.set_unusable_password()
         user.save(update_fields=["password"])
         user.groups.add(Group.objects.get(name=Role.RESEARCHER))
-    return Token.objects.get_or_create(user=user)[0].key
+    return token_issue(user=user)[0]
 
 
 def seed(url: str) -> tuple[int, float]:

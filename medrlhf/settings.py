@@ -218,6 +218,11 @@ JOB_QUOTAS = {
 # steps): 256 images at 8 tries (threshold mode's default attempts), 50 steps.
 GENERATE_MAX_UNET_PASSES = env.int("GENERATE_MAX_UNET_PASSES", default=256 * 8 * 50)
 
+# How long an API token lives; rotate before it ends (POST /api/auth/token/rotate/).
+API_TOKEN_TTL = timedelta(days=env.int("API_TOKEN_TTL_DAYS", default=30))
+if not timedelta(hours=1) <= API_TOKEN_TTL <= timedelta(days=365):
+    raise ImproperlyConfigured("API_TOKEN_TTL_DAYS must be 1 to 365")
+
 # How many reverse proxies in front of the server append to X-Forwarded-For
 # (the TLS proxy: 1). The lockout, the throttles and the audit log all take
 # the client's address from it (medrlhf/clientip.py); 0 ignores the header.

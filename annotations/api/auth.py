@@ -6,8 +6,8 @@ from django.conf import settings
 from django.contrib.auth import authenticate, user_logged_in
 from drf_spectacular.utils import extend_schema, extend_schema_serializer
 from rest_framework import serializers, status
-from rest_framework.authtoken.models import Token
-from rest_framework.permissions import AllowAny
+from rest_framework.exceptions import NotAuthenticated
+from rest_framework.permissions import AllowAny, IsAuthenticated
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.throttling import AnonRateThrottle
@@ -15,6 +15,8 @@ from rest_framework.views import APIView
 
 from medrlhf.throttling import ClientIpMixin
 
+from ..models import ApiToken
+from ..services.tokens import token_issue, token_revoke, token_rotate
 from .common import ErrorOutputSerializer
 
 DEFAULT_LOGIN_RATE = "10/minute"
@@ -30,6 +32,12 @@ class LoginRateThrottle(ClientIpMixin, AnonRateThrottle):
         return rates.get(self.scope, DEFAULT_LOGIN_RATE)
 
 
+@extend_schema_serializer(component_name="Token")
+class TokenOutputSerializer(serializers.Serializer):
+    token = serializers.CharField(help_text="Shown once; only its digest is stored.")
+    expires_at = serializers.DateTimeField()
+
+
 class TokenCreateApi(APIView):
     """Trade a username and password for the user's API token."""
 
@@ -42,9 +50,7 @@ class TokenCreateApi(APIView):
         username = serializers.CharField(max_length=150)
         password = serializers.CharField(max_length=256, trim_whitespace=False)
 
-    @extend_schema_serializer(component_name="Token")
-    class OutputSerializer(serializers.Serializer):
-        token = serializers.CharField()
+    OutputSerializer = TokenOutputSerializer
 
     @extend_schema(
         operation_id="auth_token_create",
@@ -81,5 +87,49 @@ class TokenCreateApi(APIView):
         # Same signal as a session login: axes resets the failure count,
         # last_login is updated and the audit log records "login".
         user_logged_in.send(sender=type(user), request=request, user=user)
-        token, _ = Token.objects.get_or_create(user=user)
-        return Response(self.OutputSerializer({"token": token.key}).data)
+        key, token = token_issue(user=user, request=request._request)
+        return Response(
+            TokenOutputSerializer({"token": key, "expires_at": token.expires_at}).data
+        )
+
+
+def _calling_token(request: Request) -> ApiToken:
+    if not isinstance(request.auth, ApiToken):
+        raise NotAuthenticated("Call this with the API token itself (Token auth).")
+    return request.auth
+
+
+class TokenRotateApi(APIView):
+    """Trade the calling token for a new one; the old stops working at once."""
+
+    permission_classes = [IsAuthenticated]
+
+    @extend_schema(
+        operation_id="auth_token_rotate",
+        request=None,
+        responses={200: TokenOutputSerializer, 401: ErrorOutputSerializer},
+    )
+    def post(self, request: Request) -> Response:
+        key, token = token_rotate(
+            token=_calling_token(request), request=request._request
+        )
+        return Response(
+            TokenOutputSerializer({"token": key, "expires_at": token.expires_at}).data
+        )
+
+
+class TokenRevokeApi(APIView):
+    """Revoke the calling token (log the client out)."""
+
+    permission_classes = [IsAuthenticated]
+
+    @extend_schema(
+        operation_id="auth_token_revoke",
+        request=None,
+        responses={204: None, 401: ErrorOutputSerializer},
+    )
+    def post(self, request: Request) -> Response:
+        token_revoke(
+            token=_calling_token(request), actor=request.user, request=request._request
+        )
+        return Response(status=status.HTTP_204_NO_CONTENT)

@@ -8,6 +8,8 @@ from . import agreement, auth, datasets, export, images, ratings, rounds
 
 urlpatterns = [
     path("auth/token/", auth.TokenCreateApi.as_view(), name="api-token"),
+    path("auth/token/rotate/", auth.TokenRotateApi.as_view(), name="api-token-rotate"),
+    path("auth/token/revoke/", auth.TokenRevokeApi.as_view(), name="api-token-revoke"),
     path("datasets/", datasets.DatasetListApi.as_view(), name="api-dataset-list"),
     path(
         "datasets/import/",

@@ -18,11 +18,11 @@ from typing import Any
 import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
-from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from annotations.models import Assignment, Rating, Role, ServingPolicy
 from annotations.services import ratings as ratings_service
+from annotations.services.tokens import token_issue
 
 pytestmark = pytest.mark.django_db
 
@@ -40,7 +40,7 @@ SUBMIT_MAX = 11
 def rater_client(make_user: Any) -> APIClient:
     user = make_user(Role.PHYSICIAN)
     client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=user)}")
+    client.credentials(HTTP_AUTHORIZATION=f"Token {token_issue(user=user)[0]}")
     client.user = user
     return client
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 from django.contrib.auth.models import Group
-from rest_framework.authtoken.models import Token
 
-from annotations.models import AuditEvent
+from annotations.models import ApiToken, AuditEvent
+from annotations.services.tokens import token_digest, token_issue
 
 pytestmark = pytest.mark.django_db
 
@@ -20,16 +20,20 @@ def test_right_password_gives_a_token_that_authenticates_and_is_audited(api, phy
     )
     assert response.status_code == 200
     key = response.json()["token"]
-    assert Token.objects.get(user=physician).key == key
+    assert ApiToken.objects.get(user=physician).digest == token_digest(key)
     assert AuditEvent.objects.filter(action="login", actor=physician).count() == 1
     api.credentials(HTTP_AUTHORIZATION=f"Token {key}")
     assert api.get("/api/ratings/mine/").status_code == 200
 
 
-def test_asking_twice_returns_the_same_token(api, physician):
+def test_each_login_issues_a_new_token_and_both_work(api, physician):
     body = {"username": physician.username, "password": PASSWORD}
     first = api.post(TOKEN_URL, body).json()["token"]
-    assert api.post(TOKEN_URL, body).json()["token"] == first
+    second = api.post(TOKEN_URL, body).json()["token"]
+    assert first != second
+    for key in (first, second):
+        api.credentials(HTTP_AUTHORIZATION=f"Token {key}")
+        assert api.get("/api/ratings/mine/").status_code == 200
 
 
 def test_wrong_password_is_401_and_audited_as_a_failed_login(api, physician):
@@ -51,7 +55,7 @@ def test_repeated_wrong_passwords_lock_the_account_out_even_for_the_right_one(
     )
     assert response.status_code == 429
     assert response.json()["code"] == "locked_out"
-    assert not Token.objects.filter(user=physician).exists()
+    assert not ApiToken.objects.filter(user=physician).exists()
 
 
 def test_a_bad_token_is_refused(api):
@@ -87,7 +91,7 @@ def test_missing_fields_are_named(api):
 
 
 def _token_client(api, user):
-    api.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=user)}")
+    api.credentials(HTTP_AUTHORIZATION=f"Token {token_issue(user=user)[0]}")
     return api
 
 
@@ -100,10 +104,11 @@ def test_a_token_brings_its_user_and_roles_in_one_query(
 
     user = make_user(Role.PHYSICIAN)
     user.groups.add(Group.objects.get_or_create(name=Role.RESEARCHER)[0])
-    key = Token.objects.create(user=user).key
+    key = token_issue(user=user)[0]
     with django_assert_num_queries(1):
         found, token = TokenAuthentication().authenticate_credentials(key)
-        assert (found.pk, token.key, token.user_id) == (user.pk, key, user.pk)
+        assert (found.pk, token.user_id) == (user.pk, user.pk)
+        assert token.digest == token_digest(key)
         assert is_physician(found) and is_researcher(found) and not is_admin(found)
         assert found.check_password(PASSWORD) is True  # every user field loaded
 
@@ -121,9 +126,7 @@ def test_a_superuser_token_counts_as_admin(api, make_user):
     from annotations.roles import is_admin
 
     user = make_user(role=None, is_superuser=True)
-    found, _ = TokenAuthentication().authenticate_credentials(
-        Token.objects.create(user=user).key
-    )
+    found, _ = TokenAuthentication().authenticate_credentials(token_issue(user=user)[0])
     assert is_admin(found)
 
 

@@ -9,13 +9,13 @@ same objects, so the two cannot drift apart.
 from __future__ import annotations
 
 import pytest
-from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from annotations.api.ratings import RatingOutputSerializer
 from annotations.api.rounds import RoundNextApi, RoundProgressSerializer
 from annotations.models import Assignment, Rating, Role
 from annotations.selectors import round_progress
+from annotations.services.tokens import token_issue
 
 pytestmark = pytest.mark.django_db
 
@@ -24,7 +24,7 @@ pytestmark = pytest.mark.django_db
 def rater(make_user):
     user = make_user(Role.PHYSICIAN)
     client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=user)}")
+    client.credentials(HTTP_AUTHORIZATION=f"Token {token_issue(user=user)[0]}")
     return user, client
 
 

@@ -13,9 +13,9 @@ import pytest
 import schemathesis
 from django.db import transaction
 from hypothesis import HealthCheck, settings
-from rest_framework.authtoken.models import Token
 
 from annotations.models import Role
+from annotations.services.tokens import token_issue
 
 pytestmark = [pytest.mark.django_db, pytest.mark.slow]
 
@@ -36,7 +36,7 @@ schema = schemathesis.openapi.from_dict(_schema())
 def token(request, make_user, make_round) -> str:
     user = make_user(request.param)
     make_round(3)
-    return Token.objects.create(user=user).key
+    return token_issue(user=user)[0]
 
 
 @schema.parametrize()

@@ -1,1 +1,1 @@
-from tests.api.conftest import client_as  # noqa: F401  (the API client fixture)
+from tests.api.conftest import api, client_as  # noqa: F401  (API client fixtures)
