@@ -45,6 +45,13 @@ from models_ml.engine.readers.errors import InvalidModalityError
 
 from .api import JobOutputSerializer
 from .api_gate import ComparisonSerializer
+from .api_settings import (
+    FinetuneSettingsSerializer,
+    RewardSettingsSerializer,
+    RoundSettingsSerializer,
+    TrainSettingsSerializer,
+    settings_field,
+)
 from .chains import chain_steps, retraining_round_start
 from .generate_files import (
     ZIP_INCLUDE,
@@ -110,12 +117,6 @@ def _diffusion_versions() -> QuerySet[ModelVersion]:
 
 def _reward_versions() -> QuerySet[ModelVersion]:
     return ModelVersion.objects.filter(kind=ModelKind.REWARD)
-
-
-def _params_field(allowed: str) -> serializers.DictField:
-    return serializers.DictField(
-        required=False, default=dict, help_text=f"Optional settings: {allowed}."
-    )
 
 
 @extend_schema_serializer(component_name="SamplingSettings")
@@ -378,10 +379,7 @@ class DatasetTrainBaseApi(APIView):
 
     @extend_schema_serializer(component_name="TrainBaseInput")
     class InputSerializer(serializers.Serializer):
-        params = _params_field(
-            "name, backend, model_path, resolution, max_steps, batch_size, "
-            "learning_rate, seed, use_lora, device ..."
-        )
+        params = settings_field(TrainSettingsSerializer)
 
     @extend_schema(
         operation_id="datasets_train_base",
@@ -417,10 +415,7 @@ class RewardModelTrainApi(APIView):
             default=None,
             help_text="Rounds whose ratings to use; omit for all ratings so far.",
         )
-        params = _params_field(
-            "name, ensemble_size, epochs, n_folds, seed, target_precision, "
-            "rater_weighting (none | reliability | expertise) ..."
-        )
+        params = settings_field(RewardSettingsSerializer)
 
     @extend_schema(
         operation_id="reward_models_train",
@@ -442,7 +437,7 @@ class ModelVersionFinetuneApi(APIView):
     @extend_schema_serializer(component_name="FinetuneInput")
     class InputSerializer(serializers.Serializer):
         reward_version = serializers.PrimaryKeyRelatedField(queryset=_reward_versions())
-        params = _params_field("name, max_steps, beta, batch_size, device ...")
+        params = settings_field(FinetuneSettingsSerializer)
 
     @extend_schema(
         operation_id="model_versions_finetune",
@@ -726,21 +721,9 @@ class RetrainingStartApi(APIView):
             "same images, steps and schedule, no feedback) beside the new "
             "version, and rate it in the comparison round.",
         )
-        reward = _params_field("settings of the reward model step")
-        finetune = _params_field(
-            "objective (weighted | filtered | kto | dpo), max_steps, "
-            "learning_rate, beta, filter_threshold, kto_beta, kto_middle "
-            "(neutral | dropped | weighted), kto_unrated_weight, dpo_beta, "
-            "max_drift ..."
-        )
-        round = _params_field(
-            "name, prompts ([prompt, modality] pairs), images_per_prompt (per "
-            "arm), best_of_n (add the parent best-of-N by the new reward "
-            "model), alpha (the gate's level, 0.05), raters_per_image, "
-            "control_share, agreement_share, repeat_share, serving_policy "
-            "(uncertainty: scored by the reward model this run trains), "
-            "rescore_every, seed, steps ..."
-        )
+        reward = settings_field(RewardSettingsSerializer)
+        finetune = settings_field(FinetuneSettingsSerializer)
+        round = settings_field(RoundSettingsSerializer)
 
     @extend_schema(
         operation_id="retraining_start",
