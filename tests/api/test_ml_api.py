@@ -287,7 +287,7 @@ def test_train_base_names_an_unknown_parameter(client_as, world):
     )
     assert response.status_code == 400
     # Named under the field that holds it, as every typed setting is.
-    assert response.json()["params"] == {"max_stepz": ["not a setting here"]}
+    assert response.json()["params"] == {"max_stepz": "not a setting here"}
 
 
 def test_round_generate_parses_pasted_prompts_and_opens_a_generating_round(
