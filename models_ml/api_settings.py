@@ -84,7 +84,13 @@ class TrainSettingsSerializer(StrictSettings):
         help_text="A local model folder under MODELS_DIR or IMPORT_ROOTS.",
     )
     resolution = _int(8, 1024, "pixels")
-    channels = _int(1, 4)
+    channels = serializers.ListField(
+        child=serializers.IntegerField(min_value=1, max_value=2048),
+        min_length=1,
+        max_length=8,
+        required=False,
+        help_text="tiny backend: the UNet's block widths, e.g. [32, 64, 128]",
+    )
     batch_size = _int(1, 256)
     learning_rate = _float(1e-9, 1)
     max_steps = _int(1, 1_000_000)

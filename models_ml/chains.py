@@ -30,6 +30,7 @@ from annotations.models import Round, RoundStatus, ServingPolicy
 from annotations.services.rounds import controls_needed, serving_check
 
 from .ml_services import (
+    DEFAULT_BEST_OF_N,
     FEEDBACK_OBJECTIVES,
     FINETUNE_KEYS,
     MAX_BEST_OF_N,
@@ -169,11 +170,15 @@ def _check_round_spec(
     if isinstance(share, bool) or not isinstance(share, (int, float)):
         raise DomainError("round: control_share must be a number")
     controls_needed(n_images=1, control_share=float(share))
-    best_of = round_params.get("best_of_n")
-    if best_of is not None:
+    # The parent best-of-N by the run's new reward model is rated beside the
+    # new version unless asked not to (0): what filtering alone gives.
+    best_of = round_params.setdefault("best_of_n", DEFAULT_BEST_OF_N)
+    if best_of == 0:
+        round_params.pop("best_of_n")
+    else:
         _positive_int(best_of, "round: best_of_n", maximum=MAX_BEST_OF_N)
         if best_of < 2:
-            raise DomainError("round: best_of_n must be at least 2")
+            raise DomainError("round: best_of_n must be 0 (none) or at least 2")
     _number(round_params, "alpha", 0, 0.5, low_open=True)
     chain_round_serving(round_params)
     return round_params

@@ -13,14 +13,16 @@ from annotations.models import Dataset
 from models_ml.engine.readers import normalize_modality
 from models_ml.engine.readers.errors import InvalidModalityError
 
-from .ml_services import DEFAULT_OBJECTIVE, GENERATE_MODES
+from .ml_services import DEFAULT_BEST_OF_N, DEFAULT_OBJECTIVE, GENERATE_MODES
 from .models import ModelKind, ModelVersion
 
 MAX_PASTED_PROMPTS = 500
 # What the objectives did in the simulated-physician experiment, for the form.
 OBJECTIVE_HELP = (
-    "How the new version learns from the ratings; docs/retraining.md, "
-    '"Which objective", says how each did against the no-feedback control.'
+    "How the new version learns from the ratings. Filtered is the default: in "
+    "the simulated-physician experiment no objective beat its no-feedback "
+    "control at every reported seed (docs/retraining.md, “Which objective”). "
+    "Whichever you choose, the comparison round decides whether it is promoted."
 )
 
 
@@ -178,7 +180,7 @@ class RetrainingForm(forms.Form):
         label="Also rate the parent best of N by reward (N, 0: no)",
         min_value=0,
         max_value=16,
-        initial=0,
+        initial=DEFAULT_BEST_OF_N,
         required=False,
         help_text="Shows physicians what filtering alone gives, without "
         "fine-tuning. N must be 2 or more.",
@@ -235,8 +237,8 @@ class RetrainingForm(forms.Form):
             params["reward"]["rater_weighting"] = data["rater_weighting"]
         if data["open_next_round"]:
             params["round"] = {"images_per_prompt": data["images_per_prompt"]}
-            if data.get("best_of_n"):
-                params["round"]["best_of_n"] = data["best_of_n"]
+            # Sent even when 0 (none): left out, the run rates best-of-N.
+            params["round"]["best_of_n"] = data.get("best_of_n") or 0
         return params
 
 

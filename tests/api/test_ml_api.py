@@ -19,6 +19,7 @@ from annotations.models import Role, Round, RoundStatus
 from annotations.services.generation import generated_image_create
 from annotations.services.ratings import assignment_next, rating_submit
 from models_ml.engine.recipes import recipe_for
+from models_ml.ml_services import DEFAULT_OBJECTIVE
 from models_ml.models import (
     GateStatus,
     Job,
@@ -493,9 +494,9 @@ def test_reward_training_of_chosen_rounds_and_a_finetune_queue_their_jobs(
     assert params["diffusion_version_id"] == world.child.pk
     assert (params["finetune"]["beta"], params["finetune"]["objective"]) == (
         2.0,
-        "weighted",
+        DEFAULT_OBJECTIVE,
     )
-    assert params["finetune"]["max_steps"] == recipe_for("weighted")["max_steps"]
+    assert params["finetune"]["max_steps"] == recipe_for(DEFAULT_OBJECTIVE)["max_steps"]
 
 
 def test_finetune_refuses_a_diffusion_version_as_reward_model(client_as, world):

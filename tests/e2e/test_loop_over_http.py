@@ -239,8 +239,11 @@ def test_the_loop_runs_over_the_api_with_a_real_worker(live_server, tmp_path):
                 "reward": REWARD,
                 "finetune": {**FINETUNE, "name": "base + reward", "objective": "kto"},
                 # Served most informative first, re-scored every 2 ratings.
+                # The three-arm round (no parent best-of-N arm, which runs
+                # by default: test_lineage covers it).
                 "round": {
                     "images_per_prompt": 1,
+                    "best_of_n": 0,
                     "seed": 7,
                     "serving_policy": "uncertainty",
                     "rescore_every": 2,
@@ -548,7 +551,12 @@ def test_the_loop_runs_on_a_stable_diffusion_folder_with_lora(
                 "diffusion_version": base["id"],
                 "reward": REWARD,
                 "finetune": {**lora, "objective": "dpo", "dpo_beta": 100.0},
-                "round": {"prompts": prompts, "images_per_prompt": 2, **SAMPLING},
+                "round": {
+                    "prompts": prompts,
+                    "images_per_prompt": 2,
+                    "best_of_n": 0,
+                    **SAMPLING,
+                },
             },
         )
         reward_job = wait_job(admin, queued["job"], log)

@@ -19,6 +19,7 @@ from annotations.services.ratings import assignment_next, rating_submit
 from models_ml import services_runs, tasks
 from models_ml.chains import retraining_round_start
 from models_ml.ml_services import (
+    DEFAULT_BEST_OF_N,
     finetune_start,
     generate_start,
     job_dir,
@@ -64,6 +65,8 @@ FINETUNE = {
     "lr_warmup_steps": 0,
     "device": "cpu",
 }
+# The tests of the reward-weighted fine-tune name it: the default is filtered.
+WEIGHTED = {**FINETUNE, "objective": "weighted"}
 
 
 def open_round(
@@ -229,7 +232,7 @@ def test_finetune_weights_rated_and_scored_images_and_records_its_lineage(
         diffusion_version=base,
         reward_version=reward,
         created_by=admin_user,
-        params=FINETUNE,
+        params=WEIGHTED,
     )
     job = run(tasks.ml_finetune, job)
     assert job.status == JobStatus.SUCCEEDED, job.error
@@ -375,7 +378,7 @@ def test_retraining_chain_trains_reward_then_finetunes_then_opens_a_comparison(
         diffusion_version=base,
         params={
             "reward": REWARD,
-            "finetune": FINETUNE,
+            "finetune": WEIGHTED,
             "round": {"images_per_prompt": 1, **SAMPLING},
         },
         open_next_round=True,
@@ -400,7 +403,10 @@ def test_retraining_chain_trains_reward_then_finetunes_then_opens_a_comparison(
     assert next_round.status == RoundStatus.RATING
     assert (next_round.model_version, next_round.compare_model_version) == (new, base)
     assert next_round.settings["prompts"] == [list(p) for p in PROMPTS]
-    assert next_round.items.count() == 4
+    # One image per prompt for the new version, its parent and, by default,
+    # the parent best-of-N by the run's reward model.
+    assert next_round.items.count() == 6
+    assert next_round.comparison.best_of_n == DEFAULT_BEST_OF_N
     assert next_round.comparison.candidate == new
     assert next_round.comparison.control is None
     new.refresh_from_db()

@@ -9,7 +9,7 @@ from django.urls import reverse
 from annotations.models import Rating, Role, Round, RoundStatus
 from annotations.services.ratings import assignment_next, rating_submit
 from models_ml.engine.recipes import recipe_for
-from models_ml.ml_services import finetune_start
+from models_ml.ml_services import DEFAULT_OBJECTIVE, finetune_start
 from models_ml.models import Job, JobKind, JobStatus
 from tests.factories import DatasetFactory, ImageFactory
 
@@ -85,9 +85,10 @@ def test_retraining_form_starts_the_chain_and_redirects_to_its_steps(
     assert job.kind == JobKind.TRAIN_REWARD
     assert job.params["reward"] == {"epochs": 5, "ensemble_size": 2}
     finetune = job.params["chain"]["finetune"]
-    assert (finetune["max_steps"], finetune["objective"]) == (7, "weighted")
+    # The default objective (docs/retraining.md: the reported runs' rule).
+    assert (finetune["max_steps"], finetune["objective"]) == (7, DEFAULT_OBJECTIVE)
     # The objective's recipe fills in what the form left out.
-    recipe = recipe_for("weighted")
+    recipe = recipe_for(DEFAULT_OBJECTIVE)
     assert (finetune["learning_rate"], finetune["lr_scheduler"]) == (
         recipe["learning_rate"],
         "constant",
@@ -116,7 +117,9 @@ def test_retraining_form_can_fine_tune_on_the_images_rated_3_only(
         filtered = client.post(
             reverse("ml-retraining-start"), {**form, "objective": "filtered"}
         )
-        weighted = client.post(reverse("ml-retraining-start"), form)
+        weighted = client.post(
+            reverse("ml-retraining-start"), {**form, "objective": "weighted"}
+        )
     assert (filtered.status_code, weighted.status_code) == (302, 302)
     first, second = Job.objects.order_by("pk")
     filtered_params = first.params["chain"]["finetune"]
@@ -202,7 +205,7 @@ def test_steps_page_names_a_filtered_fine_tune_done_and_planned(client, admin_us
         diffusion_version=diffusion("other"),
         reward_version=reward("reward 2"),
         created_by=admin_user,
-        params={},
+        params={"objective": "weighted"},
     )
     page = client.get(reverse("ml-job", args=[done.pk])).content.decode()
     assert "Filtered fine-tune (weight ≥ 0.75)" in page
