@@ -31,7 +31,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--prompts", type=int, default=7)
     parser.add_argument("--images_per_prompt", type=int, default=8)
-    parser.add_argument("--best_of_n", type=int, default=0)
+    parser.add_argument(
+        "--best_of_n", type=int, default=None, help="default: the form's default"
+    )
     parser.add_argument("--objective", help="default: the product's default")
     parser.add_argument("--var_dir", type=Path, help="default: a new temporary one")
     args = parser.parse_args()
@@ -90,7 +92,11 @@ def main() -> None:
             "objective": args.objective or "",
             "train_control": "on",
             "open_next_round": "on",
-            "best_of_n": args.best_of_n,
+            "best_of_n": (
+                RetrainingForm.base_fields["best_of_n"].initial
+                if args.best_of_n is None
+                else args.best_of_n
+            ),
             "expected_gain": 10,
             "images_per_prompt": args.images_per_prompt,
         }
