@@ -210,9 +210,10 @@ class Job(models.Model):
             arm.get("arm") == "candidate" for arm in params.get("arms") or []
         ):
             return "Comparison round"
-        return job_title(
-            self.kind, params.get("finetune"), control=bool(params.get("control"))
-        )
+        # A fine-tune names its settings; a step of a retraining run that
+        # does not (yet) falls back on the run's.
+        finetune = params.get("finetune") or (params.get("chain") or {}).get("finetune")
+        return job_title(self.kind, finetune, control=bool(params.get("control")))
 
     @property
     def is_finished(self) -> bool:
