@@ -49,6 +49,7 @@ from .api_settings import (
     FinetuneSettingsSerializer,
     RewardSettingsSerializer,
     RoundSettingsSerializer,
+    SamplingSettingsSerializer,
     TrainSettingsSerializer,
     settings_field,
 )
@@ -61,9 +62,6 @@ from .generate_files import (
 )
 from .ml_services import (
     GENERATE_MODES,
-    MAX_GUIDANCE,
-    MAX_SAMPLING_BATCH,
-    SCHEDULERS,
     finetune_start,
     generate_start,
     model_version_register,
@@ -117,35 +115,6 @@ def _diffusion_versions() -> QuerySet[ModelVersion]:
 
 def _reward_versions() -> QuerySet[ModelVersion]:
     return ModelVersion.objects.filter(kind=ModelKind.REWARD)
-
-
-@extend_schema_serializer(component_name="SamplingSettings")
-class SamplingSerializer(serializers.Serializer):
-    """How images are sampled; each setting defaults to the product's
-    sampler (ancestral DDPM, 50 steps)."""
-
-    steps = serializers.IntegerField(min_value=1, max_value=1000, required=False)
-    guidance = serializers.FloatField(
-        min_value=0, max_value=MAX_GUIDANCE, required=False
-    )
-    scheduler = serializers.ChoiceField(SCHEDULERS, required=False)
-    batch_size = serializers.IntegerField(
-        min_value=1, max_value=MAX_SAMPLING_BATCH, required=False
-    )
-    device = serializers.ChoiceField(("cpu", "cuda"), required=False)
-
-    def to_internal_value(self, data: Any) -> Any:
-        if isinstance(data, dict):
-            unknown = sorted(set(data) - set(self.fields))
-            if unknown:
-                raise serializers.ValidationError(
-                    {key: "not a sampling setting" for key in unknown}
-                )
-        return super().to_internal_value(data)
-
-
-def _sampling_field() -> SamplingSerializer:
-    return SamplingSerializer(required=False, default=dict)
 
 
 # --- model versions -------------------------------------------------------------
@@ -578,7 +547,7 @@ class RoundGenerateApi(APIView):
         seed = serializers.IntegerField(
             min_value=0, required=False, allow_null=True, default=None
         )
-        sampling = _sampling_field()
+        sampling = settings_field(SamplingSettingsSerializer)
 
         def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
             attrs = super().validate(attrs)
@@ -849,7 +818,7 @@ class GenerateApi(APIView):
         seed = serializers.IntegerField(
             min_value=0, required=False, allow_null=True, default=None
         )
-        sampling = _sampling_field()
+        sampling = settings_field(SamplingSettingsSerializer)
 
         def validate_modality(self, value: str) -> str:
             return _normalized(value)

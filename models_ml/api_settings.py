@@ -173,8 +173,22 @@ class RewardSettingsSerializer(StrictSettings):
         return f"{kind}:{check_under_roots(folder, 'features folder')}"
 
 
+@extend_schema_serializer(component_name="SamplingSettings")
+class SamplingSettingsSerializer(StrictSettings):
+    """How images are sampled; each setting defaults to the product's
+    sampler (ancestral DDPM, 50 steps)."""
+
+    steps = _int(1, 1000)
+    guidance = _float(0, MAX_GUIDANCE)
+    scheduler = _choice(SCHEDULERS)
+    batch_size = _int(1, MAX_SAMPLING_BATCH)
+    device = _choice(("cpu", "cuda"))
+
+
 @extend_schema_serializer(component_name="ComparisonRoundSettings")
-class RoundSettingsSerializer(StrictSettings):
+class RoundSettingsSerializer(SamplingSettingsSerializer):
+    """A comparison round's settings: its sampling, size and serving."""
+
     name = serializers.CharField(max_length=200, required=False)
     prompts = serializers.ListField(
         child=serializers.ListField(
@@ -200,11 +214,6 @@ class RoundSettingsSerializer(StrictSettings):
     repeat_share = _float(0, 0.5)
     serving_policy = _choice(ServingPolicy.choices)
     rescore_every = _int(0, 100_000)
-    steps = _int(1, 1000)
-    guidance = _float(0, MAX_GUIDANCE)
-    scheduler = _choice(SCHEDULERS)
-    batch_size = _int(1, MAX_SAMPLING_BATCH)
-    device = _choice(("cpu", "cuda"))
 
     def validate_best_of_n(self, value: int) -> int:
         if value == 1:
