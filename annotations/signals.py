@@ -18,6 +18,10 @@ from django.dispatch import Signal, receiver
 from .audit import audit_record
 
 round_closed = Signal()
+# Sent after the transaction that saved a physician's first rating of an
+# image in a most-informative-first round with re-scoring on, with
+# ``round_id``; models_ml re-scores the round when enough have come in.
+first_rating_committed = Signal()
 
 
 @receiver(user_logged_in)

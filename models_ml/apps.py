@@ -7,10 +7,13 @@ class ModelsMlConfig(AppConfig):
     verbose_name = "ML lifecycle"
 
     def ready(self) -> None:
-        from annotations.signals import round_closed
+        from annotations.signals import first_rating_committed, round_closed
 
-        from .receivers import decide_comparison_on_close
+        from .receivers import decide_comparison_on_close, rescore_round_when_due
 
         round_closed.connect(
             decide_comparison_on_close, dispatch_uid="models_ml.decide_comparison"
+        )
+        first_rating_committed.connect(
+            rescore_round_when_due, dispatch_uid="models_ml.rescore_round"
         )

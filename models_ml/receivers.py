@@ -15,3 +15,11 @@ def decide_comparison_on_close(sender: Any, round: Round, **kwargs: Any) -> None
     comparison = Comparison.objects.filter(round=round, decided_at=None).first()
     if comparison is not None:
         comparison_decide(comparison=comparison)
+
+
+def rescore_round_when_due(sender: Any, round_id: int, **kwargs: Any) -> None:
+    """A first rating of a most-informative-first round has committed: start
+    its re-scoring if enough ratings have come in (``round_rescore_maybe``)."""
+    from .ml_services import round_rescore_maybe
+
+    round_rescore_maybe(round_id=round_id)

@@ -48,6 +48,7 @@ from ..models import (
 )
 from ..roles import is_physician
 from ..serving_rules import REPEAT_GAP, agreement_target, repeats_owed
+from ..signals import first_rating_committed
 
 logger = logging.getLogger(__name__)
 
@@ -651,16 +652,21 @@ def _live_rating(
     return rating
 
 
-def _rescore_when_due(round_id: int) -> None:
-    """After a first rating of a most-informative-first round commits: start
-    its re-scoring if due.  The rating is saved whatever happens here, so a
+def _announce_first_rating(round_id: int) -> None:
+    """After a first rating of a most-informative-first round commits, say
+    so (``signals.first_rating_committed``): the learning loop re-scores the
+    round when due. The rating is saved whatever a receiver does, so a
     failure is logged, never shown to the physician."""
-    from models_ml.ml_services import round_rescore_maybe
-
-    try:
-        round_rescore_maybe(round_id=round_id)
-    except Exception:
-        logger.exception("round %s: re-scoring could not be started", round_id)
+    for receiver, result in first_rating_committed.send_robust(
+        sender=Round, round_id=round_id
+    ):
+        if isinstance(result, Exception):
+            logger.error(
+                "round %s: re-scoring could not be started (%s)",
+                round_id,
+                getattr(receiver, "__name__", receiver),
+                exc_info=result,
+            )
 
 
 @transaction.atomic
@@ -749,7 +755,7 @@ def rating_submit(
         )
         if rnd.serving_policy == ServingPolicy.UNCERTAINTY and rnd.rescore_every:
             round_id = rnd.pk
-            transaction.on_commit(lambda: _rescore_when_due(round_id))
+            transaction.on_commit(lambda: _announce_first_rating(round_id))
     audit_record(
         action="rating_submit",
         actor=rater,
