@@ -251,3 +251,38 @@ def test_admin_watches_retraining_steps(page, live_server, login, shot, admin_us
     page.select_option("#id_rater_weighting", "reliability")
     shot(page, "ml-retraining-form")
     assert page.js_errors == []
+
+
+def test_physician_cancels_their_own_generation(
+    page, live_server, login, shot, physician, monkeypatch
+):
+    queued: list[int] = []
+    monkeypatch.setattr(
+        "models_ml.services.job_enqueue", lambda *, job: queued.append(job.pk)
+    )
+    _version("retina base")
+    login(page, physician)
+    page.goto(f"{live_server.url}/generate/")
+    page.fill("#id_prompt", PROMPT)
+    page.fill("#id_modality", "fundus")
+    page.get_by_role("button", name="Generate").click()
+    page.wait_for_url(f"{live_server.url}/generate/*/")
+    job = Job.objects.get(pk=queued[0])
+    Job.objects.filter(pk=job.pk).update(
+        status=JobStatus.RUNNING, progress=0.3, message="generating: 6 of 20 steps"
+    )
+    page.get_by_text("generating: 6 of 20 steps").wait_for()
+    # No reward model yet: the images come unfiltered, and the page says so.
+    assert page.get_by_test_id("generate-filter").inner_text() == (
+        "none: every image kept"
+    )
+    shot(page, "ml-generate-cancel-offered")
+    page.get_by_test_id("generate-cancel").click()
+    page.get_by_text("Cancelling…").wait_for()
+    job.refresh_from_db()
+    assert job.cancel_requested and job.status == JobStatus.RUNNING
+    # The worker stops at its next progress report.
+    Job.objects.filter(pk=job.pk).update(status=JobStatus.CANCELLED)
+    page.get_by_test_id("job-status").filter(has_text="Cancelled").wait_for()
+    shot(page, "ml-generate-cancelled")
+    assert page.js_errors == []
