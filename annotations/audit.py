@@ -45,7 +45,8 @@ def audit_record(
 
 def image_view_record(*, image: Any, user: Any, what: str, request: Any = None) -> None:
     """Who saw which patient image (a real one; generated images are not
-    patient data): ``what`` is "file", "preview" or "metadata"."""
+    patient data): ``what`` is "file", "preview", "display" (a round's
+    rendition) or "metadata"."""
     from .models import ImageSource
 
     if image.source != ImageSource.REAL:

@@ -12,12 +12,14 @@ from django.db.models import QuerySet
 from models_ml.models import ModelKind, ModelVersion
 
 from .models import Dataset, Flag, Image, ImageSource, Role, Round, ServingPolicy
+from .presentation import DISPLAY_SIZE_MAX, DISPLAY_SIZE_MIN
 from .services.rounds import (
     DEFAULT_RESCORE_EVERY,
     MAX_REPEAT_SHARE,
     MAX_RESCORE_EVERY,
 )
 from .serving_rules import REPEAT_GAP
+from .viewer_keys import ACTIONS, KeyMapError, key_map_clean
 
 MAX_ROUND_IMAGES = 100_000
 
@@ -197,6 +199,15 @@ class RoundCreateForm(RoundServingForm):
     open_now = forms.BooleanField(
         required=False, initial=True, label="Open for rating now"
     )
+    display_size = forms.IntegerField(
+        label="Display size (px)",
+        min_value=DISPLAY_SIZE_MIN,
+        max_value=DISPLAY_SIZE_MAX,
+        required=False,
+        help_text="Every image of the round is shown at this size. Empty: the "
+        "smallest generator resolution in the round (256 for real images "
+        "only). Larger than a generator's images is refused: they would stand out.",
+    )
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -305,3 +316,37 @@ class ExportForm(forms.Form):
         required=False,
         empty_label="All rounds",
     )
+
+
+class ViewerKeysForm(forms.Form):
+    """A physician's keys for the rating page: one field per action."""
+
+    auto_advance = forms.BooleanField(
+        required=False,
+        label="Auto-advance",
+        help_text="A score key records the rating and shows the next image at "
+        "once. Off: a score key selects the score, and the confirm key records it.",
+    )
+
+    def __init__(self, *args: Any, keys: dict[str, str], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        for action, (label, default) in ACTIONS.items():
+            self.fields[f"key_{action}"] = forms.CharField(
+                label=label,
+                max_length=20,
+                initial=keys.get(action, default),
+                help_text=f"default: {default}",
+            )
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean()
+        chosen = {
+            action: data[f"key_{action}"]
+            for action in ACTIONS
+            if data.get(f"key_{action}") is not None
+        }
+        try:
+            data["key_map"] = key_map_clean(chosen)
+        except KeyMapError as exc:
+            raise forms.ValidationError(str(exc)) from exc
+        return data

@@ -42,6 +42,18 @@ class RaterProfile(TimeStampedModel):
         max_length=16, choices=ExpertLevel.choices, default=ExpertLevel.SPECIALIST
     )
     specialty = models.CharField(max_length=100, blank=True)
+    key_map = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text="The physician's own keys for the rating page's actions "
+        "(annotations.viewer_keys); actions not named keep their default.",
+    )
+    auto_advance = models.BooleanField(
+        default=True,
+        db_default=True,
+        help_text="A score key records the rating and shows the next image at "
+        "once; off: it selects the score and Enter records it.",
+    )
 
     def __str__(self) -> str:
         return f"{self.user} ({self.expert_level})"
@@ -235,6 +247,12 @@ class Round(TimeStampedModel):
         on_delete=models.SET_NULL,
         related_name="created_rounds",
     )
+    display_size = models.PositiveSmallIntegerField(
+        null=True,
+        blank=True,
+        help_text="Side in pixels every image of the round is shown at; empty: "
+        "the smallest generator resolution in the round (256 without one).",
+    )
     opened_at = models.DateTimeField(null=True, blank=True)
     closed_at = models.DateTimeField(null=True, blank=True)
 
@@ -383,6 +401,13 @@ class Assignment(models.Model):
     completed_at = models.DateTimeField(null=True, blank=True)
     skipped_at = models.DateTimeField(null=True, blank=True)
     expired_at = models.DateTimeField(null=True, blank=True)
+    upcoming = models.BooleanField(
+        default=False,
+        db_default=False,
+        help_text="Held for the physician as the next image, so the browser "
+        "can load it while they rate the current one; shown (and timed) only "
+        "when it becomes current.",
+    )
 
     class Meta:
         constraints = [

@@ -52,6 +52,33 @@ def image_visible_to(*, image: Image, user: Any) -> bool:
     return False
 
 
+def image_files_visible_to(*, user: Any) -> bool:
+    """Stored files (full range and preview) are for admins and researchers.
+    A physician sees an image only as its round's display rendition
+    (``presentation``), so nothing about the stored file reaches them."""
+    return is_admin(user) or is_researcher(user)
+
+
+def display_image_for(*, round: Any, uid: Any, user: Any) -> Image | None:
+    """The image of ``round`` with ``uid`` when ``user`` may see its display
+    rendition: a physician only an image served to them in this round, an
+    admin or researcher any image of the round. None otherwise."""
+    images = Image.objects.filter(uid=uid, round_items__round=round)
+    if is_admin(user) or is_researcher(user):
+        return images.first()
+    if not is_physician(user):
+        return None
+    return (
+        images.filter(
+            quarantined=False,
+            round_items__assignments__rater=user,
+            round_items__assignments__round=round,
+        )
+        .distinct()
+        .first()
+    )
+
+
 @dataclass(frozen=True)
 class RoundProgress:
     total_items: int

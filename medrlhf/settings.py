@@ -373,3 +373,8 @@ if PRODUCTION:
     SECURE_CONTENT_TYPE_NOSNIFF = True
     SECURE_REFERRER_POLICY = "same-origin"
     X_FRAME_OPTIONS = "DENY"
+
+# Sample grids: images per prompt made when a diffusion version is created
+# (0: none), and at most this many prompts.
+MODEL_SAMPLE_IMAGES = env.int("MODEL_SAMPLE_IMAGES", default=4)
+MODEL_SAMPLE_PROMPTS = env.int("MODEL_SAMPLE_PROMPTS", default=6)

@@ -238,3 +238,58 @@ def comparison_decide(*, comparison: Comparison) -> Verdict:
         },
     )
     return verdict
+
+
+@dataclass
+class ArmRow:
+    """One prompt of a comparison round: each arm's images on the same seeds."""
+
+    prompt: str
+    modality: str
+    seeds: list[int]
+    arms: list[tuple[str, list[Any]]]
+
+
+def comparison_grid(comparison: Comparison, *, per_prompt: int = 4) -> list[ArmRow]:
+    """The comparison round's images side by side: per prompt, the first
+    ``per_prompt`` seeds every arm has, one column of images per arm (in the
+    verdict's order). Admins see it next to the verdict."""
+    by_arm: dict[str, dict[tuple[str, int], Image]] = defaultdict(dict)
+    images = Image.objects.filter(generated_for_round=comparison.round_id).only(
+        "uid", "prompt", "modality", "generation"
+    )
+    modality_of: dict[str, str] = {}
+    for image in images:
+        generation = image.generation or {}
+        arm = generation.get("arm")
+        seed = generation.get("request_seed", generation.get("seed"))
+        if arm in ARM_LABELS and seed is not None:
+            by_arm[arm][(image.prompt, int(seed))] = image
+            modality_of[image.prompt] = image.modality
+    arms = [arm for arm in ARM_ORDER if by_arm.get(arm)]
+    rows = []
+    for prompt in sorted(modality_of):
+        common = sorted(
+            set.intersection(
+                *({s for p, s in by_arm[arm] if p == prompt} for arm in arms)
+            )
+        )[:per_prompt]
+        if not common:
+            continue
+        rows.append(
+            ArmRow(
+                prompt=prompt,
+                modality=modality_of[prompt],
+                seeds=common,
+                arms=[
+                    (
+                        f"Parent, best of {comparison.best_of_n}"
+                        if arm == "best_of_n"
+                        else ARM_LABELS[arm],
+                        [by_arm[arm][(prompt, seed)] for seed in common],
+                    )
+                    for arm in arms
+                ],
+            )
+        )
+    return rows

@@ -280,3 +280,28 @@ class ImageScore(models.Model):
 
     def __str__(self) -> str:
         return f"{self.image_id} by {self.model_version_id}: {self.reward:.3f}"
+
+
+def _sample_upload_to(instance: VersionSample, filename: str) -> str:
+    return f"samples/{instance.version_id}/{filename}"
+
+
+class VersionSample(models.Model):
+    """One row of a diffusion version's sample grid: a few images of one
+    prompt on fixed seeds, made when the version is created, so versions can
+    be compared by eye on the lineage and version pages."""
+
+    version = models.ForeignKey(
+        ModelVersion, on_delete=models.CASCADE, related_name="samples"
+    )
+    modality = models.CharField(max_length=64)
+    prompt = models.TextField()
+    seeds = models.JSONField(default=list)
+    file = models.FileField(upload_to=_sample_upload_to, max_length=300)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["modality", "prompt", "id"]
+
+    def __str__(self) -> str:
+        return f"{self.version_id}: {self.prompt[:40]}"

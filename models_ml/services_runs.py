@@ -35,6 +35,7 @@ from .ml_services import (
 )
 from .models import Job, ModelKind, ModelVersion
 from .rater_weighting import RatedRow, rater_weighting
+from .samples import version_samples_make
 from .selectors import (
     generated_images_for_finetune,
     model_version_dataset,
@@ -243,6 +244,7 @@ def train_base_run(job: Job, progress: Progress) -> dict[str, Any]:
             metrics=_train_metrics(result, resumed_from),
             job=job,
         )
+    version_samples_make(version, device=_device(params.get("device")))
     return _version_result(version)
 
 
@@ -705,7 +707,8 @@ def finetune_run(job: Job, progress: Progress) -> dict[str, Any]:
         if reward_version is not None and objective not in ("dpo", "none"):
             rounds |= set(reward_version.trained_on_rounds.values_list("pk", flat=True))
         version.trained_on_rounds.set(sorted(rounds))
-        return _finetune_result(job, version)
+    version_samples_make(version, device=_device(params.get("device")))
+    return _finetune_result(job, version)
 
 
 def _finetune_result(job: Job, version: ModelVersion) -> dict[str, Any]:

@@ -179,6 +179,21 @@ ml_generate = _ml_task("ml_generate", "generate_run", JobKind.GENERATE)
 ml_score_round = _ml_task("ml_score_round", "round_score_run", JobKind.SCORE)
 
 
+@shared_task(
+    name="models_ml.tasks.ml_version_samples",
+    acks_late=True,
+    soft_time_limit=ML_SOFT_TIME_LIMIT,
+    time_limit=ML_TIME_LIMIT,
+)
+def ml_version_samples(version_id: int) -> int:
+    """Draw a registered version's sample grid (``samples``), on the ml queue."""
+    from .models import ModelVersion
+    from .samples import version_samples_make
+
+    version = ModelVersion.objects.filter(pk=version_id).first()
+    return 0 if version is None else version_samples_make(version)
+
+
 @shared_task(name="models_ml.tasks.reap_stale_jobs")
 def reap_stale_jobs() -> dict[str, int]:
     from annotations.services.rounds import assignments_expire

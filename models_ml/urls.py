@@ -28,6 +28,12 @@ urlpatterns = [
         name="ml-generated-image",
     ),
     path("models/lineage/", lineage.lineage_page, name="ml-lineage"),
+    path("models/versions/<id:version_id>/", lineage.version_page, name="ml-version"),
+    path(
+        "models/samples/<id:sample_id>.png",
+        lineage.version_sample,
+        name="ml-version-sample",
+    ),
     path("models/retraining/", retraining.retraining_page, name="ml-retraining"),
     path(
         "models/retraining/proposal/",

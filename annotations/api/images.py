@@ -25,6 +25,7 @@ from ..audit import image_view_record
 from ..models import Image
 from ..permissions import CanSeeImage, IsAdmin
 from ..roles import is_admin, is_researcher
+from ..selectors import image_files_visible_to
 from ..services.quarantine import MAX_NOTE, image_release
 from .common import ErrorOutputSerializer, PNGRenderer
 
@@ -39,11 +40,12 @@ def image_for(*, request: Request, view: APIView, uid: uuid.UUID) -> Image:
 
 
 class BlindedImageSerializer(serializers.ModelSerializer):
-    """What a physician may know: nothing about source, model, round or dataset."""
+    """What a physician may know: nothing about source, model, round or
+    dataset, and not the stored size (their round's rendition has its own)."""
 
     class Meta:
         model = Image
-        fields = ["uid", "prompt", "modality", "width", "height"]
+        fields = ["uid", "prompt", "modality"]
 
 
 class FullImageSerializer(serializers.ModelSerializer):
@@ -139,6 +141,9 @@ class ImageFileApi(APIView):
     def get(self, request: Request, uid: uuid.UUID) -> FileResponse:
         query = self.FilterSerializer(data=request.query_params)
         query.is_valid(raise_exception=True)
+        if not image_files_visible_to(user=request.user):
+            # Physicians fetch images as their round shows them.
+            raise NotFound("No such image.")
         image = image_for(request=request, view=self, uid=uid)
         field = image.preview if query.validated_data["preview"] else image.file
         if not field:

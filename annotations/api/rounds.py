@@ -7,9 +7,10 @@ from typing import Any
 
 from django.contrib.auth import get_user_model
 from django.db.models import QuerySet
-from django.http import Http404
+from django.http import Http404, HttpResponse
 from django.shortcuts import get_object_or_404
 from django.urls import reverse
+from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import (
     PolymorphicProxySerializer,
     extend_schema,
@@ -27,6 +28,7 @@ from models_ml.ml_services import round_score_start
 from ..errors import NotServed
 from ..models import Dataset, Image, ImageSource, Role, Round
 from ..permissions import CanRateRound, CanSeeRound, IsAdmin, IsPhysician
+from ..presentation import DISPLAY_SIZE_MAX, DISPLAY_SIZE_MIN, round_presentation
 from ..roles import is_admin, is_researcher
 from ..selectors import round_progress, rounds_visible_to
 from ..services.ratings import (
@@ -36,8 +38,8 @@ from ..services.ratings import (
     round_for_rating,
 )
 from ..services.rounds import round_close, round_create, round_open
+from ..views.images import display_response
 from .common import ErrorOutputSerializer, OwnTransactionApiView, paginated_response
-from .images import BlindedImageSerializer
 from .serving import ServingInputSerializer, serving_settings
 
 
@@ -71,6 +73,7 @@ class RoundStaffSerializer(serializers.ModelSerializer):
             "repeat_share",
             "serving_policy",
             "rescore_every",
+            "display_size",
             "reward_model_version",
             "raters",
             "model_version",
@@ -191,6 +194,16 @@ class RoundsApi(APIView):
             help_text="Physicians who may rate; empty means every physician.",
         )
         open_now = serializers.BooleanField(default=False)
+        display_size = serializers.IntegerField(
+            min_value=DISPLAY_SIZE_MIN,
+            max_value=DISPLAY_SIZE_MAX,
+            required=False,
+            allow_null=True,
+            default=None,
+            help_text="Side in pixels every image of the round is shown at; "
+            "null: the smallest generator resolution in the round (256 for "
+            "real images only). Larger than a generator's images is refused.",
+        )
 
         def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
             attrs = super().validate(attrs)
@@ -258,6 +271,7 @@ class RoundsApi(APIView):
             control_pool=controls,
             raters=params["raters"],
             open_now=params["open_now"],
+            display_size=params["display_size"],
             **serving_settings(params),
         )
         if rnd.reward_model_version is not None:
@@ -347,24 +361,25 @@ class RoundNextApi(OwnTransactionApiView):
     @extend_schema_serializer(component_name="NextImage")
     class OutputSerializer(serializers.Serializer):
         @extend_schema_serializer(component_name="ServedImage")
-        class ImageSerializer(BlindedImageSerializer):
-            file_url = serializers.SerializerMethodField()
-            preview_url = serializers.SerializerMethodField()
-
-            class Meta(BlindedImageSerializer.Meta):
-                fields = [
-                    *BlindedImageSerializer.Meta.fields,
-                    "file_url",
-                    "preview_url",
-                ]
-
-            def get_file_url(self, image: Image) -> str:
-                return reverse("api-image-file", kwargs={"uid": image.uid})
-
-            def get_preview_url(self, image: Image) -> str:
-                return (
-                    reverse("api-image-file", kwargs={"uid": image.uid}) + "?preview=1"
-                )
+        class ImageSerializer(serializers.Serializer):
+            uid = serializers.UUIDField()
+            prompt = serializers.CharField()
+            modality = serializers.CharField()
+            file_url = serializers.CharField(
+                help_text="The image as this round shows every image: "
+                "width x height, PNG, no metadata."
+            )
+            width = serializers.IntegerField(help_text="The round's display size.")
+            height = serializers.IntegerField()
+            channels = serializers.IntegerField(help_text="1 (grayscale) or 3 (RGB)")
+            bit_depth = serializers.IntegerField(help_text="16 grayscale, 8 colour")
+            value_unit = serializers.CharField(
+                help_text='"HU" for CT, "" (relative intensity) otherwise'
+            )
+            value_offset = serializers.FloatField(
+                help_text="value = value_offset + value_step x pixel"
+            )
+            value_step = serializers.FloatField()
 
         round = serializers.IntegerField()
         image = ImageSerializer()
@@ -389,7 +404,9 @@ class RoundNextApi(OwnTransactionApiView):
         # physician sees (bench/hotpath.py); OutputSerializer documents it
         # and tests/api hold the two to the same shape.
         image = assignment.round_image.image
-        file_url = reverse("api-image-file", kwargs={"uid": image.uid})
+        file_url = reverse(
+            "api-round-image", kwargs={"round_id": rnd.pk, "uid": image.uid}
+        )
         return Response(
             {
                 "round": rnd.pk,
@@ -397,15 +414,31 @@ class RoundNextApi(OwnTransactionApiView):
                     "uid": str(image.uid),
                     "prompt": image.prompt,
                     "modality": image.modality,
-                    "width": image.width,
-                    "height": image.height,
                     "file_url": file_url,
-                    "preview_url": file_url + "?preview=1",
+                    **round_presentation(rnd, image.modality).fields(),
                 },
                 "served_at": _DATETIME.to_representation(assignment.served_at),
                 "progress": progress_data(round_progress(round=rnd, user=request.user)),
             }
         )
+
+
+class RoundImageApi(APIView):
+    """An image of the round as the round shows every image (physicians: one
+    served to them)."""
+
+    permission_classes = [IsAuthenticated]
+
+    @extend_schema(
+        operation_id="rounds_image",
+        responses={
+            (200, "image/png"): OpenApiTypes.BINARY,
+            (404, "application/json"): ErrorOutputSerializer,
+        },
+    )
+    def get(self, request: Request, round_id: int, uid: uuid.UUID) -> HttpResponse:
+        rnd = get_object_or_404(Round, pk=round_id)
+        return display_response(request=request._request, round=rnd, uid=uid)
 
 
 class RoundSkipApi(APIView):

@@ -54,6 +54,11 @@ urlpatterns = [
         name="api-round-next",
     ),
     path(
+        "rounds/<id:round_id>/images/<uuid:uid>/",
+        rounds.RoundImageApi.as_view(),
+        name="api-round-image",
+    ),
+    path(
         "rounds/<id:round_id>/skip/",
         rounds.RoundSkipApi.as_view(),
         name="api-round-skip",

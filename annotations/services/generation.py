@@ -1,7 +1,7 @@
 """Generated images as Image rows, and rounds whose images a job generates.
 
-Pictures come from the engine as 8-bit RGB; grayscale modalities arrive with
-three equal channels and are stored as one channel, as imports store them.
+Pictures come from the engine as 8-bit RGB; those of a grayscale modality are
+stored as one channel (their luminance), as imports store them.
 The PNG and the preview go through the readers' encoders, so a generated
 image is stored exactly like an imported one.
 """
@@ -30,6 +30,7 @@ from ..models import (
     RoundStatus,
     ServingPolicy,
 )
+from ..presentation import modality_is_colour
 from .rounds import (
     controls_needed,
     round_items_mark_agreement,
@@ -38,12 +39,14 @@ from .rounds import (
 )
 
 
-def _decoded(picture: Any) -> DecodedImage:
-    pixels = np.asarray(picture.convert("RGB"), dtype=np.uint8)
-    if (pixels[..., 0] == pixels[..., 1]).all() and (
-        pixels[..., 0] == pixels[..., 2]
-    ).all():
-        pixels = np.ascontiguousarray(pixels[..., 0])
+def _decoded(picture: Any, *, colour: bool) -> DecodedImage:
+    if colour:
+        pixels = np.asarray(picture.convert("RGB"), dtype=np.uint8)
+    else:
+        # A grayscale modality is stored as one channel whatever the model
+        # drew: colour speckle from a three-channel model would tell a
+        # physician the image is generated.
+        pixels = np.asarray(picture.convert("L"), dtype=np.uint8)
     return DecodedImage(
         pixels=pixels,
         bit_depth=8,
@@ -68,7 +71,7 @@ def generated_image_create(
     Files are written before the row; a caller that fails afterwards leaves
     only unreferenced files behind, never a row without its file.
     """
-    decoded = _decoded(picture)
+    decoded = _decoded(picture, colour=modality_is_colour(modality))
     full = encode_png(decoded)
     image = Image(
         sha256=hashlib.sha256(full).hexdigest(),

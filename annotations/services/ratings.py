@@ -64,6 +64,7 @@ ROUND_FIELDS_FOR_RATING = (
     "repeat_share",
     "serving_policy",
     "rescore_every",
+    "display_size",
 )
 
 
@@ -205,12 +206,17 @@ def _linked(row: tuple[Any, ...]) -> Assignment:
 
 
 def _current_showing(round: Round, rater: Any) -> Assignment | None:
-    """The physician's open showing served last (a reload shows it again)."""
+    """The physician's open showing served last (a reload shows it again),
+    else the one held as their next (``upcoming`` set), in one query."""
     sql = _showings_sql(
         "a.completed_at IS NULL AND a.skipped_at IS NULL AND a.expired_at IS NULL"
     )
     rows = leansql.fetch(
-        sql + " ORDER BY a.served_at DESC LIMIT 1", [round.pk, rater.pk], _A, _RI, _IMG
+        sql + " ORDER BY a.upcoming, a.served_at DESC LIMIT 1",
+        [round.pk, rater.pk],
+        _A,
+        _RI,
+        _IMG,
     )
     return _linked(rows[0]) if rows else None
 
@@ -473,6 +479,7 @@ def _serve(
         assignment.served_at = timezone.now()
         assignment.expired_at = assignment.skipped_at = assignment.completed_at = None
         assignment.policy = policy
+        assignment.upcoming = False
         assignment.save(
             update_fields=[
                 "served_at",
@@ -480,6 +487,7 @@ def _serve(
                 "skipped_at",
                 "completed_at",
                 "policy",
+                "upcoming",
             ]
         )
         assignment.round_image = item
@@ -585,9 +593,57 @@ def assignment_next(*, round: Round, rater: Any) -> Assignment | None:
     # must not take two images.
     rnd = _lock_round_for_rating(round, rater=rater, lock_rater=True)
     current = _current_showing(rnd, rater)
+    if current is not None and current.upcoming:
+        # The image held as next is shown now: its clock starts here.
+        current.upcoming = False
+        current.served_at = timezone.now()
+        leansql.execute(
+            f"UPDATE {leansql.table(Assignment)} SET upcoming = %s, "  # noqa: S608
+            "served_at = %s WHERE id = %s",
+            [
+                leansql.prep(Assignment, "upcoming", False),
+                leansql.prep(Assignment, "served_at", current.served_at),
+                current.pk,
+            ],
+        )
     if current is not None:
         return current
     return _next_new(rnd, rater)
+
+
+def _upcoming(round: Round, rater: Any) -> Assignment | None:
+    return (
+        _open_assignments(round, rater)
+        .filter(upcoming=True)
+        .select_related("round_image__image")
+        .order_by("served_at", "pk")
+        .first()
+    )
+
+
+@transaction.atomic
+def assignment_upcoming(*, round: Round, rater: Any) -> Assignment | None:
+    """The image held for this physician as their next one, chosen now if
+    none is held, so the browser can load it while the current one is rated.
+
+    It is chosen by the same rules as ``assignment_next`` and takes its place
+    in the round the same way (another physician will not get it); it becomes
+    current, and its time starts, when the current one is rated or skipped.
+    None when nothing is left after the current image.
+    """
+    rnd = _lock_round_for_rating(round, rater=rater, lock_rater=True)
+    held = _upcoming(rnd, rater)
+    if held is not None:
+        return held
+    current = _current_showing(rnd, rater)
+    if current is None or current.upcoming:
+        return None
+    chosen = _next_new(rnd, rater)
+    if chosen is None:
+        return None
+    chosen.upcoming = True
+    Assignment.objects.filter(pk=chosen.pk).update(upcoming=True)
+    return chosen
 
 
 @transaction.atomic

@@ -21,6 +21,7 @@ from ..models import (
     RoundStatus,
     ServingPolicy,
 )
+from ..presentation import display_size_check, round_display_prepare
 from ..signals import round_closed
 
 # A repeat needs room for this many images between the two showings.
@@ -138,6 +139,7 @@ def round_create(
     serving_policy: str = ServingPolicy.RANDOM,
     reward_model_version: Any = None,
     rescore_every: int | None = None,
+    display_size: int | None = None,
 ) -> Round:
     """Create a round over ``images`` plus real controls drawn from ``control_pool``.
 
@@ -190,6 +192,7 @@ def round_create(
         serving_policy=serving_policy,
         reward_model_version=reward_model_version,
         rescore_every=rescore_every,
+        display_size=display_size or None,
     )
     rnd.raters.set(list(raters))
     RoundImage.objects.bulk_create(
@@ -205,6 +208,7 @@ def round_create(
         ],
         batch_size=2000,
     )
+    display_size_check(rnd)
     n_agreement = round_items_mark_agreement(round=rnd)
     audit_record(
         action="round_create",
@@ -231,10 +235,14 @@ def round_open(*, round: Round, actor: Any) -> Round:
         raise DomainError("a closed round cannot be reopened")
     if rnd.status == RoundStatus.RATING:
         return rnd
+    display_size_check(rnd)
     rnd.status = RoundStatus.RATING
     rnd.opened_at = timezone.now()
     rnd.save(update_fields=["status", "opened_at", "updated_at"])
     audit_record(action="round_open", actor=actor, obj=rnd)
+    # Every image is rendered as the round shows it before anyone is served,
+    # so no first request takes longer for one kind of image than another.
+    transaction.on_commit(lambda: round_display_prepare(rnd))
     return rnd
 
 

@@ -11,6 +11,7 @@ from django.db import transaction
 
 from ..audit import audit_record
 from ..models import ExpertLevel, RaterProfile, Role
+from ..viewer_keys import key_map_clean
 
 
 def password_generate() -> str:
@@ -52,3 +53,23 @@ def user_create(
         detail={"username": username, "role": role},
     )
     return user, password
+
+
+@transaction.atomic
+def viewer_keys_update(
+    *, user: Any, key_map: dict[str, str], auto_advance: bool
+) -> RaterProfile:
+    """Store a physician's keys for the rating page (checked by
+    ``viewer_keys.key_map_clean``; raises ``KeyMapError``) and auto-advance."""
+    cleaned = key_map_clean(key_map)
+    profile, _ = RaterProfile.objects.select_for_update().get_or_create(user=user)
+    profile.key_map = cleaned
+    profile.auto_advance = bool(auto_advance)
+    profile.save(update_fields=["key_map", "auto_advance", "updated_at"])
+    audit_record(
+        action="viewer_keys_update",
+        actor=user,
+        obj=profile,
+        detail={"key_map": cleaned, "auto_advance": profile.auto_advance},
+    )
+    return profile

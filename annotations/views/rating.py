@@ -11,20 +11,25 @@ from typing import Any
 from django.contrib import messages
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
-from django.views.decorators.http import require_GET, require_POST
+from django.utils.http import url_has_allowed_host_and_scheme
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from ..errors import DomainError, NotServed
-from ..forms import RatingForm, SkipForm
+from ..forms import RatingForm, SkipForm, ViewerKeysForm
 from ..models import Flag, Image, Round, RoundStatus
+from ..presentation import round_presentation
 from ..roles import is_physician
 from ..selectors import round_progress
 from ..services.ratings import (
     assignment_next,
     assignment_skip,
+    assignment_upcoming,
     rater_may_rate,
     rating_submit,
     rating_undo,
 )
+from ..services.users import viewer_keys_update
+from ..viewer_keys import ACTIONS, keys_for
 from .access import role_required
 
 TEMPLATE = "annotations/rate.html"
@@ -56,17 +61,28 @@ def _render(
     status: int = 200,
 ) -> HttpResponse:
     """Render the rater panel with the physician's current image (or the end)."""
-    assignment = None
+    assignment = upcoming = None
     closed = False
     try:
         assignment = assignment_next(round=rnd, rater=request.user)
+        if assignment is not None:
+            upcoming = assignment_upcoming(round=rnd, rater=request.user)
     except DomainError as exc:
         closed = True
         if not error:
             error, status = str(exc), exc.status_code
+    image = assignment.round_image.image if assignment else None
+    keys, auto_advance = keys_for(request.user)
     context = {
         "round": rnd,
-        "image": assignment.round_image.image if assignment else None,
+        "image": image,
+        "display": round_presentation(rnd, image.modality) if image else None,
+        "upcoming": upcoming.round_image.image if upcoming else None,
+        "upcoming_display": round_presentation(rnd, upcoming.round_image.image.modality)
+        if upcoming
+        else None,
+        "keys": keys,
+        "auto_advance": auto_advance,
         "closed": closed,
         "progress": round_progress(round=rnd, user=request.user),
         "flag_choices": Flag.choices,
@@ -151,4 +167,34 @@ def rate_undo(request: HttpRequest, round_id: int) -> HttpResponse:
         request,
         rnd,
         notice=f"Your rating of {undone.score} was withdrawn. Rate this image again.",
+    )
+
+
+@require_http_methods(["GET", "POST"])
+@role_required(is_physician)
+def rate_keys(request: HttpRequest) -> HttpResponse:
+    """The physician's own keys for the rating page, and auto-advance."""
+    keys, auto_advance = keys_for(request.user)
+    form = ViewerKeysForm(
+        request.POST or None, keys=keys, initial={"auto_advance": auto_advance}
+    )
+    if request.method == "POST" and form.is_valid():
+        viewer_keys_update(
+            user=request.user,
+            key_map=form.cleaned_data["key_map"],
+            auto_advance=form.cleaned_data["auto_advance"],
+        )
+        messages.success(request, "Your keys are saved.")
+        back = request.GET.get("next", "")
+        if back.startswith("/rate/") and url_has_allowed_host_and_scheme(
+            back, allowed_hosts={request.get_host()}, require_https=request.is_secure()
+        ):
+            return redirect(back)
+        return redirect("rate-keys")
+    rows = [(form[f"key_{action}"], label) for action, (label, _) in ACTIONS.items()]
+    return render(
+        request,
+        "annotations/viewer_keys.html",
+        {"form": form, "rows": rows},
+        status=400 if form.is_bound else 200,
     )

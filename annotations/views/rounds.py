@@ -82,6 +82,7 @@ def rounds_create(request: HttpRequest) -> HttpResponse:
                     control_share=data["control_percent"] / 100,
                     raters=data["raters"],
                     open_now=data["open_now"],
+                    display_size=data["display_size"],
                     **form.serving_settings(),
                 )
                 if rnd.reward_model_version is not None:

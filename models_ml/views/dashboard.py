@@ -15,7 +15,7 @@ from annotations.models import Image, ImageSource, Rating, Round
 from annotations.roles import is_admin
 from annotations.views.access import role_required
 
-from ..gate import comparison_verdict
+from ..gate import comparison_grid, comparison_verdict
 from ..models import Comparison, Job, ModelKind, ModelVersion
 from .charts import (
     ScoreRow,
@@ -190,7 +190,7 @@ def dashboard_page(request: HttpRequest) -> HttpResponse:
     scores = score_rows()
     shares, verdict = round_rows()
     gates = [
-        (c, comparison_verdict(c))
+        (c, comparison_verdict(c), comparison_grid(c))
         for c in Comparison.objects.select_related(
             "round", "candidate", "parent", "control"
         )[:MAX_GATES]

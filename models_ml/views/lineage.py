@@ -4,14 +4,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.http import HttpRequest, HttpResponse
-from django.shortcuts import render
+from django.http import FileResponse, Http404, HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, render
 from django.views.decorators.http import require_GET
 
-from annotations.roles import is_admin
+from annotations.roles import is_admin, is_researcher
 from annotations.views.access import role_required
 
-from ..models import ModelKind, ModelVersion
+from ..gate import comparison_grid, comparison_verdict
+from ..models import Comparison, ModelKind, ModelVersion, VersionSample
 from ..selectors import LineageNode, model_version_tree
 
 DIFFUSION_METRICS = (
@@ -65,6 +66,7 @@ def _decorate(nodes: list[LineageNode]) -> list[dict[str, Any]]:
             "version": node.version,
             "metrics": key_metrics(node.version),
             "rounds": list(node.version.trained_on_rounds.all()),
+            "samples": list(node.version.samples.all()),
             "children": _decorate(node.children),
         }
         for node in nodes
@@ -79,3 +81,45 @@ def lineage_page(request: HttpRequest) -> HttpResponse:
         "reward": _decorate(model_version_tree(kind=ModelKind.REWARD)),
     }
     return render(request, "models_ml/lineage.html", context)
+
+
+@require_GET
+@role_required(is_admin)
+def version_page(request: HttpRequest, version_id: int) -> HttpResponse:
+    """One version: its facts, metrics, sample grid and comparison rounds."""
+    version = get_object_or_404(
+        ModelVersion.objects.select_related("parent", "dataset", "job"), pk=version_id
+    )
+    comparisons = [
+        (c, comparison_verdict(c), comparison_grid(c))
+        for c in Comparison.objects.filter(candidate=version).select_related(
+            "round", "candidate", "parent", "control"
+        )
+    ]
+    return render(
+        request,
+        "models_ml/version.html",
+        {
+            "version": version,
+            "metrics": key_metrics(version),
+            "samples": list(version.samples.all()),
+            "children": list(version.children.order_by("created_at")),
+            "rounds": list(version.trained_on_rounds.all()),
+            "comparisons": comparisons,
+        },
+    )
+
+
+@require_GET
+@role_required(lambda user: is_admin(user) or is_researcher(user))
+def version_sample(request: HttpRequest, sample_id: int) -> FileResponse:
+    """A sample grid's PNG (generated images only: no patient data)."""
+    sample = get_object_or_404(VersionSample, pk=sample_id)
+    try:
+        handle = sample.file.open("rb")
+    except FileNotFoundError as exc:
+        raise Http404 from exc
+    response = FileResponse(handle, content_type="image/png")
+    response["Cache-Control"] = "private, max-age=3600"
+    response["X-Content-Type-Options"] = "nosniff"
+    return response

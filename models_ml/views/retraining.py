@@ -24,7 +24,7 @@ from ..chains import (
     step_title,
 )
 from ..forms import RetrainingForm, RoundGenerateForm
-from ..gate import comparison_verdict
+from ..gate import comparison_grid, comparison_verdict
 from ..ml_services import round_generate_start
 from ..models import Comparison, Job, JobKind, JobStatus, ModelVersion
 from ..selectors import (
@@ -232,6 +232,7 @@ def _step(job: Job) -> dict[str, Any]:
         "round": rnd,
         "comparison": comparison,
         "verdict": comparison_verdict(comparison) if comparison else None,
+        "grid": comparison_grid(comparison) if comparison else [],
         "result": result,
     }
 

@@ -15,15 +15,34 @@ def _fast_passwords(settings):
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
 
-def test_physician_fetches_the_image_served_to_them(client, make_round, physician):
+def test_physician_fetches_the_image_served_to_them_as_the_round_shows_it(
+    client, make_round, physician
+):
     rnd = make_round(2)
     image = assignment_next(round=rnd, rater=physician).round_image.image
     client.force_login(physician)
-    response = client.get(reverse("image-preview", args=[image.uid]))
+    response = client.get(reverse("rate-image", args=[rnd.pk, image.uid]))
     assert response.status_code == 200
     assert response["Content-Type"] == "image/png"
-    assert b"".join(response.streaming_content)[:8] == b"\x89PNG\r\n\x1a\n"
+    assert response.content[:8] == b"\x89PNG\r\n\x1a\n"
     assert image.uid.hex in response["Content-Disposition"]
+
+
+def test_physician_never_gets_the_stored_file_or_preview(client, make_round, physician):
+    """The stored file has the source's size and layout; a physician sees
+    images only as their round presents them."""
+    rnd = make_round(2)
+    image = assignment_next(round=rnd, rater=physician).round_image.image
+    client.force_login(physician)
+    assert client.get(reverse("image-preview", args=[image.uid])).status_code == 404
+    assert client.get(reverse("image-file", args=[image.uid])).status_code == 404
+
+
+def test_admin_still_fetches_stored_files(client, make_round, admin_user):
+    image = make_round(1).items.get().image
+    client.force_login(admin_user)
+    response = client.get(reverse("image-file", args=[image.uid]))
+    assert response.status_code == 200
 
 
 def test_physician_cannot_fetch_an_image_not_served_to_them(
@@ -35,6 +54,8 @@ def test_physician_cannot_fetch_an_image_not_served_to_them(
     client.force_login(physician)
     assert client.get(reverse("image-preview", args=[other.uid])).status_code == 404
     assert client.get(reverse("image-file", args=[other.uid])).status_code == 404
+    url = reverse("rate-image", args=[rnd.pk, other.uid])
+    assert client.get(url).status_code == 404
 
 
 def test_unknown_uid_is_404(client, admin_user):

@@ -47,11 +47,17 @@ def test_rating_page_shows_prompt_modality_and_image_by_uid_only(
     image = response.context["image"]
     assert response.status_code == 200
     assert image.prompt in html and image.modality in html
-    assert reverse("image-preview", args=[image.uid]) in html
+    assert reverse("rate-image", args=[rnd.pk, image.uid]) in html
     text = re.sub(r"<[^>]+>", " ", html).lower()
     assert not re.search(r"\b(real|generated|controls?|model)\b", text)
     assert image.dataset.name not in html
-    assert set(re.findall(r"/images/([^/]+)/", html)) == {str(image.uid)}
+    # The image on screen and the one held next, which the page preloads.
+    upcoming = response.context["upcoming"]
+    assert upcoming is not None and upcoming.uid != image.uid
+    assert set(re.findall(r"/images/([0-9a-f-]+)\.png", html)) == {
+        str(image.uid),
+        str(upcoming.uid),
+    }
 
 
 def test_htmx_submit_returns_the_partial_with_the_next_image(

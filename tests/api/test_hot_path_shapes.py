@@ -14,6 +14,7 @@ from rest_framework.test import APIClient
 from annotations.api.ratings import RatingOutputSerializer
 from annotations.api.rounds import RoundNextApi, RoundProgressSerializer
 from annotations.models import Assignment, Rating, Role
+from annotations.presentation import round_presentation
 from annotations.selectors import round_progress
 from annotations.services.tokens import token_issue
 
@@ -35,10 +36,17 @@ def test_next_answers_exactly_what_its_serializer_documents(rater, make_round):
     assignment = Assignment.objects.select_related("round_image__image").get(
         round=rnd, rater=user
     )
+    image = assignment.round_image.image
     documented = RoundNextApi.OutputSerializer(
         {
             "round": rnd.pk,
-            "image": assignment.round_image.image,
+            "image": {
+                "uid": image.uid,
+                "prompt": image.prompt,
+                "modality": image.modality,
+                "file_url": f"/api/rounds/{rnd.pk}/images/{image.uid}/",
+                **round_presentation(rnd, image.modality).fields(),
+            },
             "served_at": assignment.served_at,
             "progress": round_progress(round=rnd, user=user),
         }
@@ -51,7 +59,11 @@ def test_next_answers_exactly_what_its_serializer_documents(rater, make_round):
         "width",
         "height",
         "file_url",
-        "preview_url",
+        "channels",
+        "bit_depth",
+        "value_unit",
+        "value_offset",
+        "value_step",
     }
     assert set(answer["progress"]) == set(RoundProgressSerializer().fields)
 

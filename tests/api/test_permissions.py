@@ -83,7 +83,19 @@ CASES = [
         "get",
         "/api/images/{w.served_image.uid}/file/",
         None,
+        (DENIED_ANON, 404, 200, 200),
+    ),
+    (
+        "get",
+        "/api/rounds/{w.round.pk}/images/{w.served_image.uid}/",
+        None,
         (DENIED_ANON, 200, 200, 200),
+    ),
+    (
+        "get",
+        "/api/rounds/{w.round.pk}/images/{w.hidden_image.uid}/",
+        None,
+        (DENIED_ANON, 404, 404, 404),
     ),
     (
         "get",

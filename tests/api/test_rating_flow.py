@@ -29,11 +29,17 @@ def test_next_serves_an_image_with_its_file_url_and_progress(client_as, make_rou
         "width",
         "height",
         "file_url",
-        "preview_url",
+        "channels",
+        "bit_depth",
+        "value_unit",
+        "value_offset",
+        "value_step",
     }
-    assert image["file_url"] == f"/api/images/{image['uid']}/file/"
+    assert image["file_url"] == f"/api/rounds/{rnd.pk}/images/{image['uid']}/"
     assert body["progress"]["my_remaining"] == 2
-    assert client.get(image["file_url"]).status_code == 200
+    fetched = client.get(image["file_url"])
+    assert fetched.status_code == 200
+    assert fetched["Content-Type"] == "image/png"
     again = client.get(f"/api/rounds/{rnd.pk}/next/").json()
     assert again["image"]["uid"] == image["uid"]
 

@@ -35,6 +35,7 @@ def _images(n: int, prompts: list[str] | None = None) -> list[Any]:
                 dataset=dataset,
                 modality="fundus" if kind == "fundus" else "ct",
                 prompt=(prompts or PROMPTS)[i % len(prompts or PROMPTS)],
+                file=ContentFile(medical_png(kind), name="image.png"),
                 preview=ContentFile(medical_png(kind), name="preview.png"),
             )
         )
@@ -76,7 +77,7 @@ def test_physician_rates_with_the_keyboard_undoes_and_reaches_the_end(
     login(page, physician)
     page.goto(f"{live_server.url}/rate/{rnd.pk}/")
     page.wait_for_function(
-        "() => document.querySelector('[data-image]').naturalWidth > 0"
+        "() => document.querySelector('[data-image]').dataset.shownUid"
     )
     box = page.locator("[data-image]").bounding_box()
     assert box["height"] >= 500, "the image must be shown large"

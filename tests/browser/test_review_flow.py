@@ -85,7 +85,7 @@ def test_admin_filters_by_threshold_sends_a_round_and_a_physician_rates_it(
     login(page, physician)
     page.goto(f"{live_server.url}/rate/{rnd.pk}/")
     page.wait_for_function(
-        "() => document.querySelector('[data-image]').naturalWidth > 0"
+        "() => document.querySelector('[data-image]').dataset.shownUid"
     )
     shot(page, "review-round-rating")
     for key in "3321":

@@ -156,6 +156,10 @@ class Command(BaseCommand):
             params=params,
         )
         self.stdout.write(f"registered base model {version.name!r}")
+        from models_ml.samples import version_samples_make
+
+        rows = version_samples_make(version)
+        self.stdout.write(f"  drew its sample grid: {rows} prompts")
         return version
 
     def _real_round(self, dataset: Dataset, admin: Any, size: int) -> None:

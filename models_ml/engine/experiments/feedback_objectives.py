@@ -845,9 +845,11 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     args = parser.parse_args(argv)
     seeds = tuple(dict.fromkeys(args.seeds))
     config = (
-        quick_config(args.output_dir, seeds)
+        quick_config(args.output_dir.resolve(), seeds)
         if args.quick
-        else ExperimentConfig(output_dir=args.output_dir, seeds=seeds)
+        # Absolute: the CSVs it writes name files that readers resolve
+        # against the CSV's own folder, not the working directory.
+        else ExperimentConfig(output_dir=args.output_dir.resolve(), seeds=seeds)
     )
     if args.objectives:
         config.objectives = tuple(dict.fromkeys(args.objectives))
