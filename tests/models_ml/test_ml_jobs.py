@@ -259,6 +259,8 @@ def test_train_base_job_records_a_root_version_with_its_files_and_metrics(
     assert version.metrics["steps"] == 4 and len(version.metrics["losses"]) == 4
     assert version.metrics["samples_per_second"] > 0
     assert version.metrics["resumed_from_step"] == 0
+    # Its sample grid: one row per prompt of the dataset (six here).
+    assert version.samples.count() == 6
     lines = (job_dir(job=version.job) / "data.csv").read_text().splitlines()
     assert lines[0] == "path,Text,modality" and len(lines) == 7
     assert all(Path(line.split(",")[0]).is_absolute() for line in lines[1:])
