@@ -95,7 +95,8 @@
             if (v < lo) { lo = v; } if (v > hi) { hi = v; }
           }
           img.min = lo; img.max = hi;
-          img.auto = autoWindow(img);
+          // Colour images open with their true colours: the full 8-bit range.
+          img.auto = img.channels === 3 ? { center: offset + step * 127.5, width: step * 255 } : autoWindow(img);
           img.ready = true;
           return img;
         });
@@ -107,9 +108,9 @@
     return decodedBySrc.get(src);
   }
 
-  // Automatic window from the histogram: the 0.5th to 99.5th percentile.
+  // Automatic window from the histogram: the 0.5th to 99.5th percentile
+  // (grayscale images; colour ones open at their full range).
   function autoWindow(img) {
-    if (img.channels === 3) { return { center: (img.min + img.max) / 2, width: Math.max(img.max - img.min, 1e-6) }; }
     var sorted = Float32Array.from(img.samples).sort();
     var lo = sorted[Math.floor(0.005 * (sorted.length - 1))];
     var hi = sorted[Math.ceil(0.995 * (sorted.length - 1))];
