@@ -161,7 +161,8 @@
   }
 
   function syncControls() {
-    var img = current.decoded, span = Math.max(img.max - img.min, 1e-6);
+    // A flat image still gets usable sliders.
+    var img = current.decoded, span = Math.max(img.max - img.min, Math.abs(img.max) * 1e-3, 1e-3);
     document.querySelectorAll("[data-wl]").forEach(function (input) {
       var isWidth = input.dataset.wl === "width";
       input.min = isWidth ? String(span / 1000) : String(img.min - span / 2);
@@ -283,13 +284,18 @@
     if (!promise) { return; }
     promise.then(function (decoded) {
       if (!current || current.uid === form.dataset.nextUid || !form.isConnected) { return; }
-      predicted = { uid: form.dataset.nextUid, at: performance.now() };
+      var prompt = document.querySelector("[data-testid='prompt']");
+      var modality = document.querySelector("[data-testid='modality']");
+      predicted = {
+        uid: form.dataset.nextUid, at: performance.now(), canvas: current.canvas,
+        back: { uid: current.uid, decoded: current.decoded, unit: current.canvas.dataset.unit,
+                prompt: prompt ? prompt.textContent : "", modality: modality ? modality.textContent : "",
+                shownAt: shownAt }
+      };
       current.uid = form.dataset.nextUid;
       current.canvas.dataset.unit = form.dataset.nextUnit || "";
       view = { zoom: 1, x: 0, y: 0 };
       current.canvas.style.transform = "";
-      var prompt = document.querySelector("[data-testid='prompt']");
-      var modality = document.querySelector("[data-testid='modality']");
       if (prompt) { prompt.textContent = form.dataset.nextPrompt || ""; }
       if (modality) { modality.textContent = form.dataset.nextModality || ""; }
       shownAt = predicted.at;
@@ -468,10 +474,24 @@
     if (elt.id === "rate-form" && submitter && submitter.dataset.scoreKey) { showNextNow(); }
   });
 
-  // A request that swapped nothing in (network error) leaves the panel as it was.
+  // A request that swapped nothing in (server or network error) leaves the
+  // panel as it was: an image shown ahead of the answer is taken back.
   document.addEventListener("htmx:afterRequest", function (evt) {
     var canvas = document.querySelector("[data-image]");
-    if (current && canvas === current.canvas && evt.detail.elt.isConnected) { setReady(true); }
+    if (!current || canvas !== current.canvas || !evt.detail.elt.isConnected) { return; }
+    if (predicted && predicted.canvas === canvas) {
+      var back = predicted.back;
+      predicted = null;
+      current.uid = back.uid;
+      canvas.dataset.unit = back.unit || "";
+      var prompt = document.querySelector("[data-testid='prompt']");
+      var modality = document.querySelector("[data-testid='modality']");
+      if (prompt) { prompt.textContent = back.prompt; }
+      if (modality) { modality.textContent = back.modality; }
+      shownAt = back.shownAt;
+      show(canvas, back.decoded);
+    }
+    setReady(true);
   });
 
   // A swap brings a new canvas: restart zoom, pan and the clock for it.

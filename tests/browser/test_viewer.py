@@ -234,3 +234,34 @@ def test_remapped_numpad_keys_and_auto_advance_off(
     page.get_by_text("Your keys are saved.").wait_for()
     assert RaterProfile.objects.get(user=physician).key_map["skip"] == "numpaddecimal"
     assert page.js_errors == []
+
+
+def test_an_image_shown_ahead_is_taken_back_when_the_rating_fails(
+    page, live_server, login, admin_user, physician, tmp_path
+):
+    rnd, _ = _ct_round(tmp_path, admin_user, n=2)
+    login(page, physician)
+    _open(page, live_server, rnd)
+    first = page.evaluate("() => document.documentElement.dataset.shownUid")
+    upcoming = page.evaluate(
+        "() => document.getElementById('rate-form').dataset.nextUid"
+    )
+    page.wait_for_function(
+        "uid => document.documentElement.dataset.nextReady === uid", arg=upcoming
+    )
+    page.route("**/submit/", lambda route: route.abort())
+    page.keyboard.press("3")
+    page.wait_for_function(
+        "uid => document.documentElement.dataset.shownUid === uid", arg=first
+    )
+    page.wait_for_function("() => document.documentElement.dataset.raterReady === '1'")
+    assert page.locator("input[name=image]").input_value() == first
+    assert page.get_by_test_id("prompt").inner_text() == PROMPT
+    assert not Rating.objects.exists()
+    page.unroute("**/submit/")
+    page.keyboard.press("3")
+    page.wait_for_function(
+        "uid => document.querySelector('input[name=image]')?.value === uid",
+        arg=upcoming,
+    )
+    assert str(Rating.objects.get().image.uid) == first
