@@ -157,3 +157,43 @@ def test_the_comparison_grid_puts_each_arms_images_of_a_seed_side_by_side(
     assert f'data-testid="arm-grid-{comparison.pk}"' in html
     first = grid[0].arms[0][1][0]
     assert reverse("image-preview", args=[first.uid]) in html
+
+
+def test_a_version_registered_over_the_api_gets_its_grid_from_the_worker(
+    admin_user, settings, monkeypatch, django_capture_on_commit_callbacks
+):
+    import shutil
+
+    from rest_framework.test import APIClient
+
+    from models_ml import api_ml, tasks
+
+    settings.MODEL_SAMPLE_PROMPTS = 1
+    settings.MODEL_SAMPLE_IMAGES = 1
+    folder = Path(settings.MODELS_DIR) / "registered"
+    shutil.copytree(DEMO_MODEL_DIR, folder)
+    queued: list[int] = []
+    monkeypatch.setattr(
+        api_ml.ml_version_samples, "delay", lambda version_id: queued.append(version_id)
+    )
+    client = APIClient()
+    client.force_authenticate(admin_user)
+    dataset = _dataset()
+    with django_capture_on_commit_callbacks(execute=True):
+        response = client.post(
+            "/api/model-versions/register/",
+            {
+                "name": "adopted",
+                "kind": "diffusion",
+                "path": str(folder),
+                "dataset": dataset.pk,
+            },
+            format="json",
+        )
+    assert response.status_code == 201, response.content
+    version_id = response.json()["id"]
+    # Not drawn in the request: queued for the worker, which draws it.
+    assert queued == [version_id]
+    assert not VersionSample.objects.exists()
+    assert tasks.ml_version_samples(version_id) == 1
+    assert VersionSample.objects.filter(version_id=version_id).count() == 1
