@@ -23,6 +23,7 @@ from ..models import (
 )
 from ..presentation import display_size_check, round_display_prepare
 from ..signals import round_closed
+from ..tasks import round_display_prepare_task
 
 # A repeat needs room for this many images between the two showings.
 MAX_REPEAT_SHARE = 0.5
@@ -228,6 +229,11 @@ def round_create(
     return rnd
 
 
+PREPARE_INLINE_MAX = 2000
+"""Rounds up to this many images get their renditions in the request that
+opens them; larger ones from the worker."""
+
+
 @transaction.atomic
 def round_open(*, round: Round, actor: Any) -> Round:
     rnd = Round.objects.select_for_update().get(pk=round.pk)
@@ -241,8 +247,14 @@ def round_open(*, round: Round, actor: Any) -> Round:
     rnd.save(update_fields=["status", "opened_at", "updated_at"])
     audit_record(action="round_open", actor=actor, obj=rnd)
     # Every image is rendered as the round shows it before anyone is served,
-    # so no first request takes longer for one kind of image than another.
-    transaction.on_commit(lambda: round_display_prepare(rnd))
+    # so no first request takes longer for one kind of image than another:
+    # here for a round of up to PREPARE_INLINE_MAX images (about 6 ms each),
+    # by the worker for a larger one.
+    if RoundImage.objects.filter(round=rnd).count() <= PREPARE_INLINE_MAX:
+        transaction.on_commit(lambda: round_display_prepare(rnd))
+    else:
+        round_id = rnd.pk
+        transaction.on_commit(lambda: round_display_prepare_task.delay(round_id))
     return rnd
 
 

@@ -314,3 +314,35 @@ def test_admins_set_the_display_size_on_the_page_and_the_api(client, admin_user)
     assert tiny.status_code == 400 and "display_size" in tiny.json()
     made_ok = api.post("/api/rounds/", {**body, "display_size": 48}, format="json")
     assert made_ok.status_code == 201 and made_ok.json()["display_size"] == 48
+
+
+def test_a_large_round_is_prepared_by_the_worker(
+    admin_user, monkeypatch, django_capture_on_commit_callbacks
+):
+    from annotations.services import rounds as round_services
+
+    made = _generated(_version("many"), 16, 3, seed=9)
+    queued: list[int] = []
+    monkeypatch.setattr(round_services, "PREPARE_INLINE_MAX", 2)
+    monkeypatch.setattr(
+        round_services.round_display_prepare_task, "delay", queued.append
+    )
+    with django_capture_on_commit_callbacks(execute=True):
+        rnd = round_create(
+            name="many", images=made, created_by=admin_user, open_now=True
+        )
+    assert queued == [rnd.pk]
+    from annotations.tasks import round_display_prepare_task
+
+    assert round_display_prepare_task(rnd.pk) == 3
+
+
+def test_a_small_round_is_prepared_when_it_opens(
+    admin_user, django_capture_on_commit_callbacks
+):
+    made = _generated(_version("few"), 16, 2, seed=10)
+    with django_capture_on_commit_callbacks(execute=True):
+        rnd = round_create(
+            name="few", images=made, created_by=admin_user, open_now=True
+        )
+    assert round_display_prepare(rnd) == 0
