@@ -106,9 +106,9 @@ def test_admin_opens_a_round_starts_retraining_and_reads_the_dashboard(
     assert reward_job.params["reward"]["ensemble_size"] == 2
     chain = reward_job.params["chain"]
     # The steps still to come are listed before they exist (the default
-    # objective: filtered).
-    page.get_by_text("Filtered fine-tune (weight ≥ 0.75)").wait_for()
-    assert chain["finetune"]["objective"] == "filtered"
+    # objective: DPO).
+    page.get_by_text("DPO fine-tune (preference pairs)").wait_for()
+    assert chain["finetune"]["objective"] == "dpo"
     assert chain["round"]["best_of_n"] == 4
     reward = ModelVersion.objects.create(
         name="reward #1 (8 ratings)",

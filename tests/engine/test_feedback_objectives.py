@@ -87,7 +87,10 @@ def test_with_recipes_each_objective_has_a_control_of_its_own_schedule(
         recipe_for("kto")["learning_rate"],
     )
     assert kto.kto_beta == recipe_for("kto")["kto_beta"]
-    assert schedule(filtered) == schedule(arm_settings(config, "none"))
+    # A control on its own takes the default objective's (DPO's) schedule.
+    dpo = arm_settings(config, "dpo")
+    assert schedule(dpo) == schedule(arm_settings(config, "none"))
+    assert schedule(filtered) != schedule(arm_settings(config, "none"))
     assert schedule(filtered) != schedule(arm_settings(config, "weighted"))
     plain = ExperimentConfig(output_dir=tmp_path)
     assert arm_settings(plain, "kto") == plain.arm

@@ -279,7 +279,7 @@ def test_filtered_finetune_trains_on_the_images_that_reach_the_threshold_only(
         diffusion_version=base,
         reward_version=reward,
         created_by=admin_user,
-        params={**FINETUNE, "filter_threshold": threshold},
+        params={**FINETUNE, "objective": "filtered", "filter_threshold": threshold},
     )
     job = run(tasks.ml_finetune, job)
     assert job.status == JobStatus.SUCCEEDED, job.error
@@ -306,7 +306,7 @@ def test_filtered_finetune_with_nothing_above_the_threshold_fails_clearly(
         diffusion_version=base,
         reward_version=reward,
         created_by=admin_user,
-        params={**FINETUNE, "filter_threshold": 1.0},
+        params={**FINETUNE, "objective": "filtered", "filter_threshold": 1.0},
     )
     job = run(tasks.ml_finetune, job)
     assert job.status == JobStatus.FAILED
@@ -508,7 +508,7 @@ def test_a_finetune_whose_worker_died_resumes_on_the_same_samples_and_finishes_o
         diffusion_version=base,
         reward_version=reward,
         created_by=admin_user,
-        params=FINETUNE,
+        params={**FINETUNE, "objective": "filtered"},
     )
     _die_at_step(monkeypatch, 3)
     with pytest.raises(WorkerKilled):

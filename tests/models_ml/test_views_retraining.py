@@ -180,7 +180,7 @@ def test_steps_page_names_a_filtered_fine_tune_done_and_planned(client, admin_us
     chain = {
         "id": "flt",
         "round": None,
-        "finetune": {"filter_threshold": 0.75},
+        "finetune": {"objective": "filtered", "filter_threshold": 0.75},
     }
     first = Job.objects.create(
         kind=JobKind.TRAIN_REWARD,
