@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 from django.conf import settings
-from django.db import transaction
 from django.db.models import QuerySet
 from django.http import FileResponse
 from django.shortcuts import get_object_or_404
@@ -80,7 +79,6 @@ from .selectors import (
     model_versions_list,
     real_images_for_training,
 )
-from .tasks import ml_version_samples
 
 MAX_FILES_LISTED = 200
 
@@ -334,11 +332,6 @@ class ModelVersionRegisterApi(APIView):
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         version = model_version_register(created_by=request.user, **data.validated_data)
-        if version.kind == ModelKind.DIFFUSION:
-            # A Stable Diffusion folder takes minutes to draw on a CPU: the
-            # grid is drawn by the worker, not in this request.
-            version_id = version.pk
-            transaction.on_commit(lambda: ml_version_samples.delay(version_id))
         return Response(
             ModelVersionDetailSerializer(version, context={"request": request}).data,
             status=status.HTTP_201_CREATED,

@@ -332,7 +332,19 @@ def model_version_register(
         params={**(params or {}), "registered": True},
     )
     audit_record(action="model_version_register", actor=created_by, obj=version)
+    if version.kind == ModelKind.DIFFUSION:
+        # Its sample grid (``samples``) is drawn by the ML worker: a Stable
+        # Diffusion folder takes minutes on a CPU, too long for a request.
+        version_id = version.pk
+        transaction.on_commit(lambda: _version_samples_enqueue(version_id))
     return version
+
+
+def _version_samples_enqueue(version_id: int) -> None:
+    """Queued by name on the ML queue, as jobs are (services.job_create)."""
+    from medrlhf.celery import app
+
+    app.send_task("models_ml.tasks.ml_version_samples", args=[version_id], queue="ml")
 
 
 # --- rounds that generate ------------------------------------------------------

@@ -80,7 +80,11 @@ def test_demo_setup_queued_round_is_left_to_the_worker(
     rnd = Round.objects.get()
     assert rnd.status == RoundStatus.GENERATING
     assert Job.objects.get(kind=JobKind.GENERATE_ROUND).status == JobStatus.QUEUED
-    assert sent == [("models_ml.tasks.ml_generate_round", "ml")]
+    # The base model's sample grid and the round, both for the ML worker.
+    assert sorted(sent) == [
+        ("models_ml.tasks.ml_generate_round", "ml"),
+        ("models_ml.tasks.ml_version_samples", "ml"),
+    ]
 
 
 def test_demo_setup_run_twice_adds_nothing_the_second_time(var_dir, sent):

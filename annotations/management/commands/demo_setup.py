@@ -155,11 +155,9 @@ class Command(BaseCommand):
             dataset=dataset,
             params=params,
         )
-        self.stdout.write(f"registered base model {version.name!r}")
-        from models_ml.samples import version_samples_make
-
-        rows = version_samples_make(version)
-        self.stdout.write(f"  drew its sample grid: {rows} prompts")
+        self.stdout.write(
+            f"registered base model {version.name!r} (the worker draws its sample grid)"
+        )
         return version
 
     def _real_round(self, dataset: Dataset, admin: Any, size: int) -> None:
