@@ -53,24 +53,20 @@ def _images(n_real: int, n_generated: int) -> list:
     made = []
     for i in range(n_real + n_generated):
         real = i < n_real
-        if real:
-            pixels = rng.integers(0, 65535, (512, 512), dtype=np.uint16)
-            decoded = DecodedImage(
-                pixels=pixels,
-                bit_depth=16,
-                window_center=20000.0,
-                window_width=8000.0,
-                source_format="dicom",
-            )
-        else:
-            pixels = rng.integers(0, 255, (32, 32), dtype=np.uint8)
-            decoded = DecodedImage(
-                pixels=pixels,
-                bit_depth=8,
-                window_center=127.5,
-                window_width=256.0,
-                source_format="generated",
-            )
+        # A real 512 px 16-bit CT, or a generated 32 px 8-bit image.
+        side, depth, center, width, kind = (
+            (512, 16, 20000.0, 8000.0, "dicom")
+            if real
+            else (32, 8, 127.5, 256.0, "generated")
+        )
+        dtype = np.uint16 if depth == 16 else np.uint8
+        decoded = DecodedImage(
+            pixels=rng.integers(0, np.iinfo(dtype).max, (side, side), dtype=dtype),
+            bit_depth=depth,
+            window_center=center,
+            window_width=width,
+            source_format=kind,
+        )
         full = encode_png(decoded)
         image = Image(
             sha256=hashlib.sha256(full).hexdigest(),

@@ -10,11 +10,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pydicom
 import pytest
 from django.urls import reverse
 from PIL import Image as PILImage
-from pydicom.data import get_testdata_file
 from rest_framework.test import APIClient
 
 from annotations.errors import DomainError
@@ -27,9 +25,9 @@ from annotations.presentation import (
     round_presentation,
 )
 from annotations.services.generation import generated_image_create
-from annotations.services.imports import dataset_import
 from annotations.services.rounds import round_create
 from models_ml.models import ModelKind, ModelVersion
+from tests.dicom_files import ct_small_hu, import_ct_controls
 
 pytestmark = pytest.mark.django_db
 
@@ -37,21 +35,7 @@ PROMPT = "CT: axial chest with a nodule"
 
 
 def _ct_controls(folder: Path, n: int = 3) -> list[Image]:
-    """Real 16-bit CT controls (HU through rescale slope/intercept), imported."""
-    rows = ["path,Text,modality"]
-    for i in range(n):
-        ds = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
-        pixels = ds.pixel_array.astype(np.int16)
-        pixels[: 10 * i] += np.int16(60)
-        ds.PixelData = pixels.tobytes()
-        ds.save_as(folder / f"ct{i}.dcm")
-        rows.append(f"ct{i}.dcm,{PROMPT},CT")
-    (folder / "data.csv").write_text("\n".join(rows) + "\n")
-    dataset, report = dataset_import(
-        name=f"ct {folder.name}", source=folder / "data.csv", on_error="skip"
-    )
-    assert not report.errors, report.errors
-    return list(dataset.images.all())
+    return import_ct_controls(folder, n=n, prompt=PROMPT)
 
 
 def _version(name: str) -> ModelVersion:
@@ -191,11 +175,7 @@ def test_a_ct_rendition_holds_hounsfield_units(tmp_path, admin_user):
     spec = round_presentation(rnd, "ct")
     codes = np.asarray(PILImage.open(io.BytesIO(display_bytes(rnd, control))))
     shown = spec.offset + spec.step * codes.astype(np.float64)
-    ds = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
-    hu = ds.pixel_array.astype(np.float64) * float(ds.RescaleSlope) + float(
-        ds.RescaleIntercept
-    )
-    expected = np.clip(hu, *CT_RANGE_HU)
+    expected = np.clip(ct_small_hu(), *CT_RANGE_HU)
     # Within the import's 16-bit step and the rendition's (both well under 1 HU).
     assert np.abs(shown - expected).max() < 0.5
     assert (spec.unit, spec.bit_depth, spec.channels) == ("HU", 16, 1)

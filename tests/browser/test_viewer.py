@@ -7,12 +7,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pydicom
-from pydicom.data import get_testdata_file
 
 from annotations.models import RaterProfile, Rating
-from annotations.services.imports import dataset_import
 from annotations.services.rounds import round_create
+from tests.dicom_files import ct_small_hu, import_ct_controls
 
 PROMPT = "CT: axial chest at the level of the carina"
 
@@ -20,28 +18,26 @@ PROMPT = "CT: axial chest at the level of the carina"
 def _ct_round(tmp_path: Path, admin_user: Any, n: int = 1) -> tuple[Any, np.ndarray]:
     """A round of real CT controls (CT_small.dcm, 128 px, HU by rescale),
     shown at their own size; returns the round and the first file's HU."""
-    rows = ["path,Text,modality"]
-    for i in range(n):
-        ds = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
-        pixels = ds.pixel_array.astype(np.int16)
-        pixels[: 8 * i] += np.int16(50)
-        ds.PixelData = pixels.tobytes()
-        ds.save_as(tmp_path / f"ct{i}.dcm")
-        rows.append(f"ct{i}.dcm,{PROMPT},CT")
-    (tmp_path / "data.csv").write_text("\n".join(rows) + "\n")
-    dataset, _ = dataset_import(name="ct", source=tmp_path / "data.csv")
     rnd = round_create(
         name="CT controls",
-        images=list(dataset.images.all()),
+        images=import_ct_controls(tmp_path, n=n, prompt=PROMPT),
         created_by=admin_user,
         open_now=True,
         display_size=128,
     )
-    ds = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
-    hu = ds.pixel_array.astype(np.float64) * float(ds.RescaleSlope) + float(
-        ds.RescaleIntercept
+    return rnd, ct_small_hu()
+
+
+def _preloaded(page: Any) -> tuple[str, str]:
+    """(the image on screen, the next one) once the next one is decoded."""
+    first = page.evaluate("() => document.documentElement.dataset.shownUid")
+    upcoming = page.evaluate(
+        "() => document.getElementById('rate-form').dataset.nextUid"
     )
-    return rnd, hu
+    page.wait_for_function(
+        "uid => document.documentElement.dataset.nextReady === uid", arg=upcoming
+    )
+    return first, upcoming
 
 
 def _open(page: Any, live_server: Any, rnd: Any) -> None:
@@ -149,13 +145,7 @@ def test_the_next_image_shows_within_100_ms_of_the_key(
     rnd, _ = _ct_round(tmp_path, admin_user, n=3)
     login(page, physician)
     _open(page, live_server, rnd)
-    first = page.evaluate("() => document.documentElement.dataset.shownUid")
-    upcoming = page.evaluate(
-        "() => document.getElementById('rate-form').dataset.nextUid"
-    )
-    page.wait_for_function(
-        "uid => document.documentElement.dataset.nextReady === uid", arg=upcoming
-    )
+    first, upcoming = _preloaded(page)
     page.evaluate(
         """() => { window.__swapMs = undefined;
         const before = document.documentElement.dataset.shownUid;
@@ -242,13 +232,7 @@ def test_an_image_shown_ahead_is_taken_back_when_the_rating_fails(
     rnd, _ = _ct_round(tmp_path, admin_user, n=2)
     login(page, physician)
     _open(page, live_server, rnd)
-    first = page.evaluate("() => document.documentElement.dataset.shownUid")
-    upcoming = page.evaluate(
-        "() => document.getElementById('rate-form').dataset.nextUid"
-    )
-    page.wait_for_function(
-        "uid => document.documentElement.dataset.nextReady === uid", arg=upcoming
-    )
+    first, upcoming = _preloaded(page)
     page.route("**/submit/", lambda route: route.abort())
     page.keyboard.press("3")
     page.wait_for_function(
