@@ -24,41 +24,6 @@ class Role(models.TextChoices):
     RESEARCHER = "researcher", "Researcher"
 
 
-class ExpertLevel(models.TextChoices):
-    TRAINEE = "trainee", "Trainee / resident"
-    SPECIALIST = "specialist", "Specialist"
-    EXPERT = "expert", "Senior expert"
-
-
-class RaterProfile(TimeStampedModel):
-    """What a rating export needs to know about a physician."""
-
-    user = models.OneToOneField(
-        django_settings.AUTH_USER_MODEL,
-        on_delete=models.CASCADE,
-        related_name="rater_profile",
-    )
-    expert_level = models.CharField(
-        max_length=16, choices=ExpertLevel.choices, default=ExpertLevel.SPECIALIST
-    )
-    specialty = models.CharField(max_length=100, blank=True)
-    key_map = models.JSONField(
-        default=dict,
-        blank=True,
-        help_text="The physician's own keys for the rating page's actions "
-        "(annotations.viewer_keys); actions not named keep their default.",
-    )
-    auto_advance = models.BooleanField(
-        default=True,
-        db_default=True,
-        help_text="A score key records the rating and shows the next image at "
-        "once; off: it selects the score and Enter records it.",
-    )
-
-    def __str__(self) -> str:
-        return f"{self.user} ({self.expert_level})"
-
-
 class Dataset(TimeStampedModel):
     name = models.CharField(max_length=200, unique=True)
     description = models.TextField(blank=True)
@@ -401,13 +366,8 @@ class Assignment(models.Model):
     completed_at = models.DateTimeField(null=True, blank=True)
     skipped_at = models.DateTimeField(null=True, blank=True)
     expired_at = models.DateTimeField(null=True, blank=True)
-    upcoming = models.BooleanField(
-        default=False,
-        db_default=False,
-        help_text="Held for the physician as the next image, so the browser "
-        "can load it while they rate the current one; shown (and timed) only "
-        "when it becomes current.",
-    )
+    # Held as the physician's next image (preloaded, timed once shown).
+    upcoming = models.BooleanField(default=False, db_default=False)
 
     class Meta:
         constraints = [
@@ -534,4 +494,5 @@ class AuditEvent(models.Model):
 
 
 # Kept in their own module; imported here so Django finds them.
+from .models_raters import ExpertLevel, RaterProfile  # noqa: E402, F401
 from .models_tokens import ApiToken  # noqa: E402, F401

@@ -13,7 +13,7 @@ class Migration(migrations.Migration):
         migrations.AddField(
             model_name='assignment',
             name='upcoming',
-            field=models.BooleanField(db_default=False, default=False, help_text='Held for the physician as the next image, so the browser can load it while they rate the current one; shown (and timed) only when it becomes current.'),
+            field=models.BooleanField(db_default=False, default=False),
         ),
         migrations.AddField(
             model_name='raterprofile',
