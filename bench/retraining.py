@@ -10,6 +10,7 @@ process, as the ML worker would. Prints the seconds of each step and the
 total; the target is 10 minutes on 2 cores.
 
     OMP_NUM_THREADS=2 python bench/retraining.py [--prompts 7] [--images_per_prompt 8]
+        [--finetune_steps 300 --dpo_beta 1000]
 """
 
 from __future__ import annotations
@@ -35,6 +36,14 @@ def main() -> None:
         "--best_of_n", type=int, default=None, help="default: the form's default"
     )
     parser.add_argument("--objective", help="default: the product's default")
+    parser.add_argument(
+        "--finetune_steps",
+        type=int,
+        help="steps of the fine-tune and its control (default: the recipe's)",
+    )
+    parser.add_argument(
+        "--dpo_beta", type=float, help="DPO temperature (default: the recipe's)"
+    )
     parser.add_argument("--var_dir", type=Path, help="default: a new temporary one")
     args = parser.parse_args()
 
@@ -88,7 +97,7 @@ def main() -> None:
             "diffusion_version": version.pk,
             "reward_epochs": 30,
             "ensemble_size": 3,
-            "finetune_steps": "",
+            "finetune_steps": args.finetune_steps or "",
             "objective": args.objective or "",
             "train_control": "on",
             "open_next_round": "on",
@@ -103,6 +112,8 @@ def main() -> None:
     )
     assert form.is_valid(), form.errors
     params = form.service_params()
+    if args.dpo_beta is not None:
+        params["finetune"]["dpo_beta"] = args.dpo_beta
     params["round"]["prompts"] = [list(p) for p in rnd.settings["prompts"]][
         : args.prompts
     ]
@@ -143,6 +154,8 @@ def main() -> None:
         "ratings": ratings,
         "rating_seconds": round(rating_seconds, 1),
         "objective": params["finetune"]["objective"],
+        "finetune_steps": args.finetune_steps,
+        "dpo_beta": args.dpo_beta,
         "comparison_images": compare.items.filter(is_control=False).count(),
         "steps": steps,
         "total_seconds": round(total, 1),
