@@ -99,7 +99,8 @@ FINETUNE_KEYS = TRAIN_KEYS | {
 # (docs/retraining.md): the objective that beats its compute-matched control
 # at every reported seed, or, if none does, filtered with best-of-N. In the
 # first cycle none did (seeds 0-2: filtered was the default); in the second,
-# DPO at 600 steps did at seeds 10-12 (+7.8, +5.0, +4.9 points), so: dpo.
+# DPO at 600 steps did at seeds 10-12 (+7.8, +5.0, +4.9 points), so: dpo;
+# the fourth kept it at half the steps (engine/recipes.py).
 # The comparison round still rates the parent best-of-N beside it
 # (DEFAULT_BEST_OF_N).
 DEFAULT_OBJECTIVE = "dpo"

@@ -111,7 +111,7 @@ class TrainConfig:
     kto_desirable_weight: float = 1.0
     kto_undesirable_weight: float = 1.0
     kto_balance: bool = True
-    dpo_beta: float = 2000.0
+    dpo_beta: float = 1500.0
     max_drift: float | None = None
     min_diversity_fraction: float = 0.5
     drift_check_steps: int = 50

@@ -85,7 +85,7 @@ def add_parser(subparsers: Any) -> None:
         help="keep the rows' own weights instead of giving desirable and "
         "undesirable rows the same total weight",
     )
-    add("--dpo_beta", type=_positive, default=2000.0, help="DPO temperature")
+    add("--dpo_beta", type=_positive, default=1500.0, help="DPO temperature")
     add(
         "--max_drift",
         type=float,
