@@ -5,12 +5,18 @@ data): ``demo_setup`` opens the demo round, two simulated physicians (the
 program of ``simulated_raters``) rate all of it, and one retraining run with
 the product's defaults (the Retraining form's: reward model, the default
 objective's fine-tune, its control, and a comparison round of ``--prompts``
-prompts x ``--images_per_prompt`` images per arm) runs job by job in this
-process, as the ML worker would. Prints the seconds of each step and the
-total; the target is 10 minutes on 2 cores.
+prompts x ``--images_per_prompt`` images per arm) runs on a real Celery ML
+worker, as ``run_embedded`` starts it. Prints when each step started and how
+long it took, and the total from queueing the run to the round opening; the
+target is 10 minutes on 2 cores.
 
-    OMP_NUM_THREADS=2 python bench/retraining.py [--prompts 7] [--images_per_prompt 8]
-        [--finetune_steps 300 --dpo_beta 1000]
+``--ml_concurrency 1 2`` runs the same run once per worker concurrency, one
+after the other from the same rated demo (2: the fine-tune and its control
+side by side, the embedded runtime's default on two cores; 1: one after the
+other), and prints their ratio.
+
+    OMP_NUM_THREADS=2 python bench/retraining.py [--ml_concurrency 1 2]
+        [--prompts 7] [--images_per_prompt 8] [--finetune_steps 300 --dpo_beta 1500]
 """
 
 from __future__ import annotations
@@ -18,17 +24,22 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
+import signal
+import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT)]
 OUT = ROOT / "bench" / "out"
+RUN_TIMEOUT_S = 3 * 3600
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--prompts", type=int, default=7)
     parser.add_argument("--images_per_prompt", type=int, default=8)
@@ -44,25 +55,80 @@ def main() -> None:
     parser.add_argument(
         "--dpo_beta", type=float, help="DPO temperature (default: the recipe's)"
     )
+    parser.add_argument(
+        "--ml_concurrency",
+        type=int,
+        nargs="+",
+        help="ML jobs the worker runs at once; several: one run each "
+        "(default: the embedded runtime's)",
+    )
     parser.add_argument("--var_dir", type=Path, help="default: a new temporary one")
-    args = parser.parse_args()
+    parser.add_argument("--run_in", type=Path, help=argparse.SUPPRESS)
+    return parser.parse_args()
 
-    var_dir = args.var_dir or Path(tempfile.mkdtemp(prefix="medrlhf-bench-"))
+
+def django_setup(var_dir: Path) -> None:
     os.environ["MEDRLHF_VAR_DIR"] = str(var_dir)
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "medrlhf.settings")
     import django
 
     django.setup()
+
+
+def main() -> None:
+    args = parse_args()
+    if args.run_in:
+        return run_one(args)
+    var_dir = args.var_dir or Path(tempfile.mkdtemp(prefix="medrlhf-bench-"))
+    django_setup(var_dir)
+    from django.db import connection
+
+    from annotations.management.commands.run_embedded import ml_concurrency
+
+    rated = rate_demo(var_dir)
+    connection.close()  # the copies below take the whole database
+    results = []
+    for concurrency in args.ml_concurrency or [ml_concurrency()]:
+        copy = var_dir.with_name(f"{var_dir.name}-ml{concurrency}")
+        shutil.rmtree(copy, ignore_errors=True)
+        shutil.copytree(var_dir, copy)
+        # The grid's task, still queued: drawn already.
+        for message in (copy / "broker" / "queue").glob("*"):
+            message.unlink()
+        child = [sys.executable, __file__, "--run_in", str(copy)]
+        child += ["--ml_concurrency", str(concurrency)]
+        for flag in ("prompts", "images_per_prompt", "best_of_n", "objective"):
+            if getattr(args, flag) is not None:
+                child += [f"--{flag}", str(getattr(args, flag))]
+        for flag in ("finetune_steps", "dpo_beta"):
+            if getattr(args, flag) is not None:
+                child += [f"--{flag}", str(getattr(args, flag))]
+        print(f"-- ML worker concurrency {concurrency} ({copy})", flush=True)
+        subprocess.run(child, check=True)  # noqa: S603
+        results.append(json.loads((copy / "bench-retraining.json").read_text()))
+    summary = {**rated, "runs": results}
+    if len(results) > 1:
+        base = results[0]["total_seconds"]
+        for run in results[1:]:
+            print(
+                f"concurrency {run['ml_concurrency']} / "
+                f"{results[0]['ml_concurrency']}: "
+                f"{run['total_seconds'] / base:.2f} of the time"
+            )
+    OUT.mkdir(parents=True, exist_ok=True)
+    (OUT / "retraining.json").write_text(json.dumps(summary, indent=2))
+
+
+def rate_demo(var_dir: Path) -> dict[str, Any]:
+    """The demo, its round rated by two simulated physicians."""
+    from django.contrib.auth import get_user_model
     from django.core.management import call_command
 
     from annotations.models import Dataset, Role, Round
     from annotations.services.ratings import assignment_next, rating_submit
-    from models_ml import services_runs, tasks
-    from models_ml.chains import retraining_round_start
     from models_ml.engine.experiments.simulated_raters import fit_simulated_rater
     from models_ml.engine.images import load_pil
-    from models_ml.forms import RetrainingForm
-    from models_ml.models import Job, JobKind, JobStatus, ModelVersion
+    from models_ml.samples import version_samples_make
     from models_ml.selectors import default_diffusion_version
 
     call_command("migrate", verbosity=0)
@@ -76,9 +142,10 @@ def main() -> None:
         (im.file.path, im.prompt, im.modality)
         for im in dataset.images.filter(quarantined=False)
     ]
+    # The base's sample grid, which demo_setup leaves to the worker: drawn
+    # here, so that the runs below time the retraining alone.
+    version_samples_make(version)
     rater = fit_simulated_rater(real, resolution=version_resolution(version), seed=0)
-    from django.contrib.auth import get_user_model
-
     physicians = list(
         get_user_model().objects.filter(groups__name=Role.PHYSICIAN).order_by("pk")
     )[:2]
@@ -90,8 +157,29 @@ def main() -> None:
             (score,) = rater.rate([load_pil(image.file.path)], [image.modality])
             rating_submit(round=rnd, rater=physician, image=image, score=score)
             ratings += 1
-    rating_seconds = time.monotonic() - began
+    return {
+        "var_dir": str(var_dir),
+        "demo_setup_seconds": round(setup_seconds, 1),
+        "ratings": ratings,
+        "rating_seconds": round(time.monotonic() - began, 1),
+    }
 
+
+def run_one(args: argparse.Namespace) -> None:
+    """One retraining run in ``args.run_in`` on a worker of one concurrency."""
+    var_dir = args.run_in
+    django_setup(var_dir)
+    from django.contrib.auth import get_user_model
+
+    from annotations.models import Role, Round
+    from models_ml.chains import retraining_round_start
+    from models_ml.forms import RetrainingForm
+    from models_ml.models import Job, JobStatus, ModelVersion
+    from models_ml.selectors import default_diffusion_version
+
+    (concurrency,) = args.ml_concurrency
+    rnd = Round.objects.get()
+    version = default_diffusion_version()
     form = RetrainingForm(
         data={
             "diffusion_version": version.pk,
@@ -118,41 +206,53 @@ def main() -> None:
         : args.prompts
     ]
     admin = get_user_model().objects.filter(groups__name=Role.ADMIN).first()
-    job = retraining_round_start(
-        created_by=admin,
-        diffusion_version=version,
-        params=params,
-        open_next_round=True,
-        train_control=True,
-    )
-    bodies = {
-        JobKind.TRAIN_REWARD: services_runs.reward_model_train_run,
-        JobKind.FINETUNE: services_runs.finetune_run,
-        JobKind.GENERATE_ROUND: services_runs.round_generate_run,
-        JobKind.SCORE: services_runs.round_score_run,
-    }
+    log = var_dir / "worker.log"
+    with ml_worker(var_dir, concurrency, log):
+        first = retraining_round_start(
+            created_by=admin,
+            diffusion_version=version,
+            params=params,
+            open_next_round=True,
+            train_control=True,
+        )
+        chain_id = first.params["chain"]["id"]
+        deadline = time.monotonic() + RUN_TIMEOUT_S
+        while True:
+            jobs = list(Job.objects.filter(params__chain__id=chain_id).order_by("pk"))
+            failed = [j for j in jobs if j.status in (JobStatus.FAILED, JobStatus.CANCELLED)]
+            if failed:
+                raise SystemExit(f"{failed[0]}: {failed[0].error}\n{log}")
+            last = jobs[-1]
+            if last.params["chain"]["step"] == "generate_round" and last.is_finished:
+                break
+            if time.monotonic() > deadline:
+                raise SystemExit(f"the run did not finish; see {log}")
+            time.sleep(2)
+    queued = jobs[0].created_at
     steps = []
-    while job is not None:
-        began = time.monotonic()
-        tasks.run_job(job.pk, bodies[job.kind])
-        job.refresh_from_db()
-        seconds = time.monotonic() - began
-        name = (job.params.get("chain") or {}).get("step", job.kind)
-        steps.append({"step": name, "title": job.title, "seconds": round(seconds, 1)})
-        print(f"{name:>15}: {seconds:6.1f} s  {job.title}", flush=True)
-        if job.status != JobStatus.SUCCEEDED:
-            raise SystemExit(f"{name} {job.status}: {job.error}")
-        next_id = (job.result or {}).get("next_job_id")
-        job = Job.objects.filter(pk=next_id).first() if next_id else None
-    total = sum(s["seconds"] for s in steps)
+    for job in jobs:
+        step = job.params["chain"]["step"]
+        start = (job.started_at - queued).total_seconds()
+        seconds = (job.finished_at - job.started_at).total_seconds()
+        steps.append(
+            {
+                "step": step,
+                "title": job.title,
+                "started_after": round(start, 1),
+                "seconds": round(seconds, 1),
+            }
+        )
+        print(
+            f"{step:>15}: from {start:6.1f} s, {seconds:6.1f} s  {job.title}",
+            flush=True,
+        )
+    total = (jobs[-1].finished_at - queued).total_seconds()
     compare = Round.objects.exclude(pk=rnd.pk).get()
     result = {
         "var_dir": str(var_dir),
+        "ml_concurrency": concurrency,
         "threads": os.environ.get("OMP_NUM_THREADS"),
         "load_average": os.getloadavg(),
-        "demo_setup_seconds": round(setup_seconds, 1),
-        "ratings": ratings,
-        "rating_seconds": round(rating_seconds, 1),
         "objective": params["finetune"]["objective"],
         "finetune_steps": args.finetune_steps,
         "dpo_beta": args.dpo_beta,
@@ -161,13 +261,64 @@ def main() -> None:
         "total_seconds": round(total, 1),
         "versions": list(ModelVersion.objects.values_list("name", flat=True)),
     }
-    OUT.mkdir(parents=True, exist_ok=True)
-    (OUT / "retraining.json").write_text(json.dumps(result, indent=2))
+    (var_dir / "bench-retraining.json").write_text(json.dumps(result, indent=2))
     print(
         f"retraining run: {total:.0f} s in all ({total / 60:.1f} min; target 10 min) "
-        f"for a comparison round of {result['comparison_images']} images; "
-        f"demo setup {setup_seconds:.0f} s, {ratings} ratings"
+        f"for a comparison round of {result['comparison_images']} images, "
+        f"ML worker concurrency {concurrency}"
     )
+
+
+class ml_worker:  # noqa: N801 (used as a context manager, like open)
+    """The embedded runtime's ML worker (and default queue), started and
+    ready before the run is queued, as it is when an admin starts one."""
+
+    def __init__(self, var_dir: Path, concurrency: int, log: Path) -> None:
+        self.argv = [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "medrlhf",
+            "worker",
+            "-Q",
+            "default,ml",
+            "--concurrency",
+            str(concurrency),
+            "--loglevel",
+            "INFO",
+            "-n",
+            f"bench{os.getpid()}@%h",
+        ]
+        self.env = {**os.environ, "MEDRLHF_VAR_DIR": str(var_dir)}
+        self.log = log
+
+    def __enter__(self) -> subprocess.Popen:
+        self.out = self.log.open("a")
+        self.proc = subprocess.Popen(  # noqa: S603
+            self.argv,
+            cwd=ROOT,
+            env=self.env,
+            stdout=self.out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + 120
+        while "ready." not in self.log.read_text():
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise SystemExit(f"the worker did not start; see {self.log}")
+            time.sleep(0.5)
+        return self.proc
+
+    def __exit__(self, *exc: object) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+        self.out.close()
 
 
 def version_resolution(version: object) -> int:

@@ -336,6 +336,12 @@ CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 # (or failed after JOB_MAX_ATTEMPTS); its worker writes one every third of it.
 JOB_STALE_AFTER = timedelta(seconds=env.int("JOB_STALE_AFTER_SECONDS", default=300))
 JOB_MAX_ATTEMPTS = env.int("JOB_MAX_ATTEMPTS", default=3)
+# CPU threads the ML jobs of one host share (models_ml/threads.py); 0: the
+# OMP_NUM_THREADS of the worker when set, else every core it may use.
+ML_CPU_THREADS = env.int("ML_CPU_THREADS", default=0)
+# ML jobs the embedded runtime's worker runs at once (run_embedded); 0: two
+# on a machine of two cores or more, else one.
+ML_WORKER_CONCURRENCY = env.int("ML_WORKER_CONCURRENCY", default=0)
 # How often beat runs the reaper: a dead worker's job is retried between
 # JOB_STALE_AFTER and JOB_STALE_AFTER + this after its last heartbeat.
 JOB_REAP_EVERY_S = env.float("JOB_REAP_EVERY_SECONDS", default=60.0)

@@ -9,7 +9,12 @@ class ModelsMlConfig(AppConfig):
     def ready(self) -> None:
         from annotations.signals import first_rating_committed, round_closed
 
-        from .receivers import decide_comparison_on_close, rescore_round_when_due
+        from .receivers import (
+            decide_comparison_on_close,
+            rescore_round_when_due,
+            stop_the_rest_of_a_run,
+        )
+        from .signals import job_stopped
 
         round_closed.connect(
             decide_comparison_on_close, dispatch_uid="models_ml.decide_comparison"
@@ -17,3 +22,4 @@ class ModelsMlConfig(AppConfig):
         first_rating_committed.connect(
             rescore_round_when_due, dispatch_uid="models_ml.rescore_round"
         )
+        job_stopped.connect(stop_the_rest_of_a_run, dispatch_uid="models_ml.stop_run")

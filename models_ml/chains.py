@@ -5,13 +5,15 @@ A run is a chain of jobs sharing ``params["chain"]["id"]``:
 1. ``train_reward``: the reward model on every live rating so far;
 2. ``finetune``: the new version, from the parent's images and the ratings,
    with the run's objective;
-3. ``control`` (on by default): the compute-matched control, the same
-   fine-tune with objective ``none`` (the same images, steps, schedule and
-   real-image term, no feedback);
-4. ``generate_round`` (optional): the comparison round, which rates the new
-   version, its parent, the control and optionally the parent best-of-N by
-   the new reward model, blinded and interleaved on the same prompts and
-   seeds. Its verdict (``gate.py``) decides whether the new version is
+3. ``control`` (on by default), queued with the fine-tune: the
+   compute-matched control, the same fine-tune with objective ``none`` (the
+   same images, steps, schedule and real-image term, no feedback). A worker
+   that runs two jobs at once (the embedded runtime's) trains the two side by
+   side;
+4. ``generate_round`` (optional), once both exist: the comparison round,
+   which rates the new version, its parent, the control and optionally the
+   parent best-of-N by the new reward model, blinded and interleaved on the
+   same prompts and seeds. Its verdict (``gate.py``) decides whether the new version is
    promoted.
 
 A re-scoring of a most-informative-first round (``round_rescore_maybe``)
@@ -47,6 +49,7 @@ from .ml_services import (
     _prompt_list,
     _seed,
     finetune_objective,
+    finetune_pool_fix,
     finetune_recipe,
     finetune_start,
     reward_model_train_start,
@@ -55,6 +58,7 @@ from .ml_services import (
 )
 from .models import Comparison, GateStatus, Job, JobKind, ModelVersion, job_title
 from .selectors import control_pool, model_version_dataset, real_images_for_training
+from .services import job_cancel
 
 STEP_REWARD = JobKind.TRAIN_REWARD.value
 STEP_FINETUNE = JobKind.FINETUNE.value
@@ -240,8 +244,9 @@ def retraining_round_start(
 
 
 def chain_next_after_reward(*, job: Job, reward_version: ModelVersion) -> Job | None:
-    """Queue the fine-tune step of a retraining run, or the scoring of the
-    round a re-scoring run is for (once, however often asked)."""
+    """Queue the fine-tune step of a retraining run (and its control beside
+    it), or the scoring of the round a re-scoring run is for (once, however
+    often asked)."""
     chain = job.params.get("chain")
     if not chain:
         return None
@@ -251,13 +256,46 @@ def chain_next_after_reward(*, job: Job, reward_version: ModelVersion) -> Job | 
     if existing is not None:
         return existing
     diffusion_version = ModelVersion.objects.get(pk=chain["diffusion_version_id"])
-    return finetune_start(
-        diffusion_version=diffusion_version,
+    return _training_steps_start(
+        job=job, chain=chain, parent=diffusion_version, reward_version=reward_version
+    )
+
+
+@transaction.atomic
+def _training_steps_start(
+    *,
+    job: Job,
+    chain: dict[str, Any],
+    parent: ModelVersion,
+    reward_version: ModelVersion,
+) -> Job:
+    """Queue the new version's fine-tune and, with ``chain["control"]``, its
+    control: both at once, so that a worker running two jobs trains them side
+    by side (one running one job takes them in turn). The images both look at
+    are fixed here, before either starts. Returns the fine-tune."""
+    finetune = finetune_start(
+        diffusion_version=parent,
         reward_version=reward_version,
         created_by=job.created_by,
         params=chain["finetune"],
         chain={**chain, "step": STEP_FINETUNE},
     )
+    finetune_pool_fix(job=finetune, parent=parent, params=chain["finetune"])
+    if chain.get("control"):
+        shared = {
+            k: v for k, v in chain["finetune"].items() if k in CONTROL_SHARED_KEYS
+        }
+        finetune_start(
+            diffusion_version=parent,
+            reward_version=None,
+            created_by=job.created_by,
+            params={**shared, "objective": "none"},
+            chain={**chain, "step": STEP_CONTROL},
+            control=True,
+            # The same images: those the new version's fine-tune looks at.
+            pool_from_job=finetune,
+        )
+    return finetune
 
 
 def _chain_version(chain: dict[str, Any], step: str) -> ModelVersion | None:
@@ -268,50 +306,59 @@ def _chain_version(chain: dict[str, Any], step: str) -> ModelVersion | None:
 
 
 def chain_next_after_finetune(*, job: Job, new_version: ModelVersion) -> Job | None:
-    """Queue the control after the new version, then the comparison round."""
+    """Queue the comparison round once the new version and its control (when
+    the run trains one) both exist: whichever of the two finishes second
+    opens it."""
     chain = job.params.get("chain")
-    if not chain:
+    if not chain or not chain.get("round"):
         return None
-    step = chain.get("step")
-    if step == STEP_FINETUNE and chain.get("control"):
-        existing = chain_step_job(chain, STEP_CONTROL)
+    if chain.get("step") not in (STEP_FINETUNE, STEP_CONTROL):
+        return None
+    with transaction.atomic():
+        # The two may finish at once. Both lock the run's first job (SQLite's
+        # IMMEDIATE transactions take the write lock anyway), so one of them
+        # goes on at a time and the second sees what the first did.
+        first = chain_step_job(chain, STEP_REWARD)
+        if first is not None:
+            Job.objects.select_for_update().filter(pk=first.pk).first()
+        existing = chain_step_job(chain, STEP_ROUND)
         if existing is not None:
             return existing
-        shared = {
-            k: v for k, v in chain["finetune"].items() if k in CONTROL_SHARED_KEYS
-        }
-        return finetune_start(
-            diffusion_version=new_version.parent,
-            reward_version=None,
-            created_by=job.created_by,
-            params={**shared, "objective": "none"},
-            chain={**chain, "step": STEP_CONTROL},
-            control=True,
-            # The same images: those the new version's fine-tune looked at.
-            pool_from_job=job,
+        candidate = _chain_version(chain, STEP_FINETUNE)
+        control = _chain_version(chain, STEP_CONTROL) if chain.get("control") else None
+        if candidate is None or (chain.get("control") and control is None):
+            return None  # the other one is still training
+        reward_id = job.params.get("reward_version_id")
+        reward = (
+            ModelVersion.objects.filter(pk=reward_id).first()
+            if reward_id
+            else _chain_version(chain, STEP_REWARD)
         )
-    if not chain.get("round"):
+        return comparison_round_start(
+            chain=chain,
+            candidate=candidate,
+            control=control,
+            reward_version=reward,
+            created_by=job.created_by,
+        )
+
+
+def chain_after_stop(*, job: Job) -> Job | None:
+    """A run's fine-tune that failed for good or was cancelled takes its
+    control with it: the control is there only to be compared with it.
+    (A control that stops leaves the new version to finish: it is a version
+    of its own, though without a comparison round.)"""
+    chain = job.params.get("chain") or {}
+    if chain.get("step") != STEP_FINETUNE or not chain.get("control"):
         return None
-    existing = chain_step_job(chain, STEP_ROUND)
-    if existing is not None:
-        return existing
-    candidate = new_version if step == STEP_FINETUNE else None
-    candidate = candidate or _chain_version(chain, STEP_FINETUNE)
-    if candidate is None:
+    control = chain_step_job(chain, STEP_CONTROL)
+    if control is None or control.is_finished:
         return None
-    control = new_version if step == STEP_CONTROL else None
-    reward_id = job.params.get("reward_version_id")
-    reward = (
-        ModelVersion.objects.filter(pk=reward_id).first()
-        if reward_id
-        else _chain_version(chain, STEP_REWARD)
-    )
-    return comparison_round_start(
-        chain=chain,
-        candidate=candidate,
-        control=control,
-        reward_version=reward,
-        created_by=job.created_by,
+    return job_cancel(
+        job=control,
+        actor=None,
+        reason=f"stopped with the new version's fine-tune (job #{job.pk}), "
+        f"which {job.status}",
     )
 
 

@@ -7,7 +7,7 @@ from typing import Any
 from annotations.models import Round
 
 from .gate import comparison_decide
-from .models import Comparison
+from .models import Comparison, Job
 
 
 def decide_comparison_on_close(sender: Any, round: Round, **kwargs: Any) -> None:
@@ -23,3 +23,11 @@ def rescore_round_when_due(sender: Any, round_id: int, **kwargs: Any) -> None:
     from .ml_services import round_rescore_maybe
 
     round_rescore_maybe(round_id=round_id)
+
+
+def stop_the_rest_of_a_run(sender: Any, job: Job, **kwargs: Any) -> None:
+    """A retraining run's step that stopped takes what depended on it along
+    (``chains.chain_after_stop``)."""
+    from .chains import chain_after_stop
+
+    chain_after_stop(job=job)

@@ -21,6 +21,7 @@ from django.utils import timezone
 from annotations.audit import audit_record
 
 from .models import FINISHED_STATUSES, Job, JobKind, JobStatus
+from .signals import job_stopped
 
 logger = logging.getLogger(__name__)
 
@@ -227,6 +228,8 @@ def _finish(
     audit_record(
         action=f"job_{status}", actor=job.created_by, obj=job, detail={"kind": job.kind}
     )
+    if status in (JobStatus.FAILED, JobStatus.CANCELLED):
+        transaction.on_commit(lambda: job_stopped.send(sender=Job, job=job))
     if job.kind == JobKind.IMPORT and job.params.get("source"):
         # However an import ends (done, failed, cancelled, its worker gone),
         # an uploaded archive's originals go with it: PHI is kept only in
@@ -250,21 +253,30 @@ def job_fail(*, job: Job, error: str, result: dict[str, Any] | None = None) -> J
 
 @transaction.atomic
 def job_finish_cancelled(*, job: Job) -> Job:
-    return _finish(job, JobStatus.CANCELLED, error="cancelled by an admin")
+    # The reason job_cancel recorded, if it gave one.
+    reason = Job.objects.filter(pk=job.pk).values_list("error", flat=True).first()
+    return _finish(job, JobStatus.CANCELLED, error=reason or "cancelled by an admin")
 
 
 @transaction.atomic
-def job_cancel(*, job: Job, actor: Any) -> Job:
+def job_cancel(*, job: Job, actor: Any, reason: str = "") -> Job:
     """Ask a job to stop. A queued job is cancelled at once; a running one at
-    its next progress report."""
+    its next progress report. ``reason`` (the system's, when no one asked)
+    is what the job page shows."""
     job = Job.objects.select_for_update().get(pk=job.pk)
     if job.status in FINISHED_STATUSES:
         return job
     job.cancel_requested = True
-    job.save(update_fields=["cancel_requested", "updated_at"])
-    audit_record(action="job_cancel", actor=actor, obj=job)
+    job.error = reason
+    job.save(update_fields=["cancel_requested", "error", "updated_at"])
+    audit_record(
+        action="job_cancel",
+        actor=actor,
+        obj=job,
+        detail={"reason": reason} if reason else None,
+    )
     if job.status == JobStatus.QUEUED:
-        _finish(job, JobStatus.CANCELLED, error="cancelled before it started")
+        _finish(job, JobStatus.CANCELLED, error=reason or "cancelled before it started")
     return job
 
 

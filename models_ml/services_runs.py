@@ -26,9 +26,16 @@ from annotations.exports import export_rows
 from annotations.models import Dataset, Image, ImageSource, Round, RoundStatus
 from annotations.services.generation import generated_image_create
 
-from .chains import chain_next_after_finetune, chain_next_after_reward
+from .chains import (
+    STEP_CONTROL,
+    chain_next_after_finetune,
+    chain_next_after_reward,
+    chain_step_job,
+)
 from .engine.errors import EngineError
 from .ml_services import (
+    DEFAULT_MAX_SAMPLES,
+    POOL_FILE,
     finetune_objective,
     job_dir,
     round_generated_finish,
@@ -64,7 +71,6 @@ PLATFORM_ONLY_FINETUNE_KEYS = (
     "kto_unrated_weight",
     "objective",
 )
-DEFAULT_MAX_SAMPLES = 5000
 DEFAULT_MAX_REAL_IMAGES = 500
 MAX_LOSSES_KEPT = 500
 _FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
@@ -562,11 +568,17 @@ def reward_model_train_run(job: Job, progress: Progress) -> dict[str, Any]:
 
 def _reward_result(job: Job, version: ModelVersion) -> dict[str, Any]:
     next_job = chain_next_after_reward(job=job, reward_version=version)
+    # A retraining run queues the fine-tune and its control together.
+    following = [next_job] if next_job is not None else []
+    if next_job is not None and next_job.params.get("chain"):
+        control = chain_step_job(next_job.params["chain"], STEP_CONTROL)
+        following += [control] if control is not None else []
     return _version_result(
         version,
         rating_count=version.rating_count,
         threshold=version.metrics.get("threshold"),
         next_job_id=getattr(next_job, "pk", None),
+        next_job_ids=[j.pk for j in following],
     )
 
 
@@ -574,18 +586,26 @@ def _reward_result(job: Job, version: ModelVersion) -> dict[str, Any]:
 
 
 def _finetune_pool(job: Job, parent: ModelVersion, params: dict[str, Any]) -> list:
-    """The generated images a fine-tune looks at: the newest of the parent's
-    lineage, or, for a control, exactly those its new version looked at."""
+    """The generated images a fine-tune looks at: those fixed when it was
+    queued (a retraining run's, ``finetune_pool_fix``), those of the fine-tune
+    a control is the control of, else the newest of the parent's lineage."""
     source = job.params.get("pool_from_job")
-    if source is not None:
-        summary = job_dir(job=Job(pk=source)) / "inputs_summary.json"
+    folder = job_dir(job=Job(pk=source)) if source is not None else job_dir(job=job)
+    fixed = folder / POOL_FILE
+    if fixed.exists():
+        ids = json.loads(fixed.read_text())["image_ids"]
+    elif source is not None:
+        # A control queued after its fine-tune had started (before the pool
+        # was fixed at queueing): the images that fine-tune looked at.
+        summary = folder / "inputs_summary.json"
         ids = json.loads(summary.read_text())["pool_image_ids"]
-        found = Image.objects.in_bulk(ids)
-        return [found[pk] for pk in ids if pk in found]
-    return generated_images_for_finetune(
-        diffusion_version=parent,
-        limit=int(params.get("max_samples", DEFAULT_MAX_SAMPLES)),
-    )
+    else:
+        return generated_images_for_finetune(
+            diffusion_version=parent,
+            limit=int(params.get("max_samples", DEFAULT_MAX_SAMPLES)),
+        )
+    found = Image.objects.in_bulk(ids)
+    return [found[pk] for pk in ids if pk in found]
 
 
 def finetune_run(job: Job, progress: Progress) -> dict[str, Any]:

@@ -32,6 +32,7 @@ from .services import (
     job_progress,
     job_succeed,
 )
+from .threads import NON_ML_KINDS, ThreadShare
 
 logger = logging.getLogger(__name__)
 
@@ -88,8 +89,12 @@ def run_job(
         )
         return
 
+    share = None if job.kind in NON_ML_KINDS else ThreadShare()
+
     def progress(fraction: float, message: str = "") -> None:
         job_progress(job=job, progress=fraction, message=message)
+        if share is not None:
+            share()
 
     heartbeat = _Heartbeat(
         job.pk, job.attempts, settings.JOB_STALE_AFTER.total_seconds() / 3

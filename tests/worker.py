@@ -32,11 +32,13 @@ def celery_worker(
     log: Path | None = None,
     env: dict[str, str] | None = None,
     beat_schedule: Path | None = None,
+    concurrency: int = 1,
 ) -> Iterator[subprocess.Popen]:
     """A worker that sees the same database, media folder and broker as the test.
 
     ``env`` adds variables (a shorter job lease, say); with ``beat_schedule``
-    the worker also runs Celery beat (the reaper) keeping its state there.
+    the worker also runs Celery beat (the reaper) keeping its state there;
+    ``concurrency`` jobs run at once (the embedded runtime's ML worker: 2).
     """
     worker_env = {
         **os.environ,
@@ -62,7 +64,7 @@ def celery_worker(
             "-Q",
             queues,
             "--concurrency",
-            "1",
+            str(concurrency),
             "--loglevel",
             "INFO",
             "-n",

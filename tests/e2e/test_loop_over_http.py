@@ -16,6 +16,7 @@ import io
 import time
 import zipfile
 from collections import Counter
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -86,6 +87,21 @@ def wait_job(admin: Client, job_id: int, log: Path) -> dict[str, Any]:
             return job
         time.sleep(0.25)
     raise AssertionError(f"job {job_id} unfinished; worker log:\n{log.read_text()}")
+
+
+def wait_training_steps(
+    admin: Client, reward_job: dict[str, Any], log: Path
+) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """A retraining run's fine-tune and control (queued together after its
+    reward model) and the comparison round the second of them to finish
+    queued."""
+    finetune_id, control_id = reward_job["result"]["next_job_ids"]
+    finetune_job = wait_job(admin, finetune_id, log)
+    control_job = wait_job(admin, control_id, log)
+    (round_id,) = {j["result"]["next_job_id"] for j in (finetune_job, control_job)} - {
+        None
+    }
+    return finetune_job, control_job, wait_job(admin, round_id, log)
 
 
 def wait_all_jobs(admin: Client, log: Path) -> None:
@@ -170,7 +186,7 @@ def test_the_loop_runs_over_the_api_with_a_real_worker(live_server, tmp_path):
     log = tmp_path / "worker.log"
     archive = demo_zip(tmp_path / "demo")
 
-    with celery_worker(log=log):
+    with celery_worker(log=log, concurrency=2):
         admin = Client(live_server.url, "admin1")
         doctors = [Client(live_server.url, n) for n in ("dr_a", "dr_b", "dr_c")]
         researcher = Client(live_server.url, "res1")
@@ -252,9 +268,18 @@ def test_the_loop_runs_over_the_api_with_a_real_worker(live_server, tmp_path):
             },
         )
         reward_job = wait_job(admin, queued["job"], log)
-        finetune_job = wait_job(admin, reward_job["result"]["next_job_id"], log)
-        control_job = wait_job(admin, finetune_job["result"]["next_job_id"], log)
-        compare_job = wait_job(admin, control_job["result"]["next_job_id"], log)
+        finetune_job, control_job, compare_job = wait_training_steps(
+            admin, reward_job, log
+        )
+        # The worker runs two jobs at once, as the embedded one does: the
+        # fine-tune and its control trained side by side.
+        when = {
+            (name, key): datetime.fromisoformat(job[key])
+            for name, job in (("finetune", finetune_job), ("control", control_job))
+            for key in ("started_at", "finished_at")
+        }
+        assert when["control", "started_at"] < when["finetune", "finished_at"]
+        assert when["finetune", "started_at"] < when["control", "finished_at"]
         compare_id = compare_job["result"]["round_id"]
         first_score = admin.get(f"/api/rounds/{compare_id}/")["settings"]
         wait_job(admin, first_score["score_job_id"], log)
@@ -560,9 +585,9 @@ def test_the_loop_runs_on_a_stable_diffusion_folder_with_lora(
             },
         )
         reward_job = wait_job(admin, queued["job"], log)
-        finetune_job = wait_job(admin, reward_job["result"]["next_job_id"], log)
-        control_job = wait_job(admin, finetune_job["result"]["next_job_id"], log)
-        compare_job = wait_job(admin, control_job["result"]["next_job_id"], log)
+        finetune_job, control_job, compare_job = wait_training_steps(
+            admin, reward_job, log
+        )
         compare_id = compare_job["result"]["round_id"]
         assert sum(rate_all(d, compare_id, k) for k, d in enumerate(doctors)) == 12
         admin.call("POST", f"/api/rounds/{compare_id}/close/", expect=200)

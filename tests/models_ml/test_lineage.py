@@ -16,7 +16,7 @@ from annotations.errors import DomainError
 from annotations.models import Image, ImageSource, Rating, Round, RoundStatus
 from annotations.services.generation import generated_image_create as create_image
 from annotations.services.ratings import assignment_next, rating_submit
-from models_ml import services_runs, tasks
+from models_ml import chains, services_runs, tasks
 from models_ml.chains import retraining_round_start
 from models_ml.ml_services import (
     DEFAULT_BEST_OF_N,
@@ -437,11 +437,15 @@ def test_retraining_trains_its_control_and_rates_three_arms_on_the_same_seeds(
     )
 
     first = run(tasks.ml_train_reward, first)
-    candidate_job = run(
-        tasks.ml_finetune, Job.objects.get(pk=first.result["next_job_id"])
-    )
-    # An image of the parent made meanwhile is not in the control's pool:
-    # the control trains on the images the new version's fine-tune saw.
+    # The fine-tune and its control are queued together, so that a worker
+    # running two jobs trains them side by side.
+    candidate_id, control_id = first.result["next_job_ids"]
+    assert first.result["next_job_id"] == candidate_id
+    queued = Job.objects.in_bulk([candidate_id, control_id])
+    assert {j.status for j in queued.values()} == {JobStatus.QUEUED}
+    assert queued[control_id].params["chain"]["step"] == "control"
+    # An image of the parent made meanwhile is in neither pool: both train on
+    # the images fixed when they were queued.
     later = create_image(
         picture=PILImage.new("RGB", (16, 16)),
         prompt=PROMPTS[0][0],
@@ -449,11 +453,22 @@ def test_retraining_trains_its_control_and_rates_three_arms_on_the_same_seeds(
         model_version=base,
         generation={"seed": 99},
     )
-    control_job = run(
-        tasks.ml_finetune, Job.objects.get(pk=candidate_job.result["next_job_id"])
-    )
+    # The control may finish first: the round waits for the new version.
+    control_job = run(tasks.ml_finetune, queued[control_id])
+    assert control_job.status == JobStatus.SUCCEEDED
+    assert control_job.result["next_job_id"] is None
+    assert not Job.objects.filter(params__chain__step="generate_round").exists()
+    candidate_job = run(tasks.ml_finetune, queued[candidate_id])
     round_job = run(
-        tasks.ml_generate_round, Job.objects.get(pk=control_job.result["next_job_id"])
+        tasks.ml_generate_round,
+        Job.objects.get(pk=candidate_job.result["next_job_id"]),
+    )
+    # Asked again (a retried body), either one finds the same round.
+    assert (
+        chains.chain_next_after_finetune(
+            job=control_job, new_version=ModelVersion.objects.get(job=control_job)
+        ).pk
+        == round_job.pk
     )
 
     assert round_job.status == JobStatus.SUCCEEDED
@@ -472,7 +487,7 @@ def test_retraining_trains_its_control_and_rates_three_arms_on_the_same_seeds(
         for j in (candidate_job, control_job)
     ]
     assert pools[0]["pool_image_ids"] == pools[1]["pool_image_ids"]
-    assert later.pk not in pools[1]["pool_image_ids"]
+    assert later.pk not in pools[0]["pool_image_ids"]
     assert "drift" in candidate.metrics and candidate.metrics["drift_baseline"]
     comparison = Comparison.objects.get(round_id=round_job.result["round_id"])
     assert (comparison.candidate, comparison.parent, comparison.control) == (

@@ -26,6 +26,19 @@ def is_loopback(host: str) -> bool:
         return False  # a name: it may resolve to anything
 
 
+def ml_concurrency() -> int:
+    """How many ML jobs the embedded worker runs at once: the setting, else
+    two where there are two cores or more (a retraining run's fine-tune and
+    its control side by side), else one."""
+    if settings.ML_WORKER_CONCURRENCY > 0:
+        return settings.ML_WORKER_CONCURRENCY
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cores = os.cpu_count() or 1
+    return 2 if cores >= 2 else 1
+
+
 def _raise_keyboard_interrupt(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt
 
@@ -85,7 +98,10 @@ class Command(BaseCommand):
         beat_db = str(settings.VAR_DIR / "celerybeat-schedule")
         commands = [
             [*worker, "-Q", "default", "-n", "default@%h", "-B", "--schedule", beat_db],
-            [*worker, "-Q", "ml", "-n", "ml@%h"],
+            # A retraining run's fine-tune and its control train side by
+            # side; each job's torch takes its share of the cores
+            # (models_ml/threads.py).
+            [*worker[:-1], str(ml_concurrency()), "-Q", "ml", "-n", "ml@%h"],
             [
                 python,
                 "-m",

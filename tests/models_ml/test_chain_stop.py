@@ -1,0 +1,97 @@
+"""A retraining run's fine-tune and control are queued together; a fine-tune
+that stops takes its control with it (chains.chain_after_stop)."""
+
+from __future__ import annotations
+
+import pytest
+
+from models_ml.models import Job, JobKind, JobStatus
+from models_ml.services import job_cancel, job_claim, job_fail, job_finish_cancelled
+
+pytestmark = pytest.mark.django_db
+
+
+def run_jobs(*, control: bool = True) -> tuple[Job, Job | None]:
+    chain = {"id": "c0ffee", "control": control, "round": None}
+    finetune = Job.objects.create(
+        kind=JobKind.FINETUNE, params={"chain": {**chain, "step": "finetune"}}
+    )
+    other = (
+        Job.objects.create(
+            kind=JobKind.FINETUNE,
+            params={"chain": {**chain, "step": "control"}, "control": True},
+        )
+        if control
+        else None
+    )
+    return finetune, other
+
+
+def test_a_failed_fine_tune_cancels_its_queued_control_and_says_why(
+    django_capture_on_commit_callbacks,
+):
+    finetune, control = run_jobs()
+    job = job_claim(job_id=finetune.pk)
+    with django_capture_on_commit_callbacks(execute=True):
+        job_fail(job=job, error="drift guard at step 75")
+    control.refresh_from_db()
+    assert control.status == JobStatus.CANCELLED
+    assert control.error == (
+        f"stopped with the new version's fine-tune (job #{finetune.pk}), which failed"
+    )
+
+
+def test_a_running_control_stops_at_its_next_report_with_the_reason(
+    django_capture_on_commit_callbacks, admin_user
+):
+    finetune, control = run_jobs()
+    running = job_claim(job_id=control.pk)
+    with django_capture_on_commit_callbacks(execute=True):
+        job_cancel(job=finetune, actor=admin_user)  # queued: cancelled at once
+    control.refresh_from_db()
+    assert control.status == JobStatus.RUNNING and control.cancel_requested
+    # What the worker does when its progress report finds the request.
+    with django_capture_on_commit_callbacks(execute=True):
+        job_finish_cancelled(job=running)
+    control.refresh_from_db()
+    assert control.status == JobStatus.CANCELLED
+    assert control.error.startswith("stopped with the new version's fine-tune")
+    assert "which cancelled" in control.error
+
+
+def test_a_failed_control_leaves_the_new_version_to_finish(
+    django_capture_on_commit_callbacks,
+):
+    finetune, control = run_jobs()
+    job = job_claim(job_id=control.pk)
+    with django_capture_on_commit_callbacks(execute=True):
+        job_fail(job=job, error="out of memory")
+    finetune.refresh_from_db()
+    assert finetune.status == JobStatus.QUEUED and not finetune.cancel_requested
+
+
+def test_a_finished_control_or_a_run_without_one_is_left_alone(
+    django_capture_on_commit_callbacks,
+):
+    finetune, control = run_jobs()
+    Job.objects.filter(pk=control.pk).update(status=JobStatus.SUCCEEDED)
+    lone, _ = run_jobs(control=False)
+    with django_capture_on_commit_callbacks(execute=True):
+        job_fail(job=job_claim(job_id=finetune.pk), error="x")
+        job_fail(job=job_claim(job_id=lone.pk), error="x")
+    control.refresh_from_db()
+    assert control.status == JobStatus.SUCCEEDED and not control.cancel_requested
+    assert Job.objects.filter(status=JobStatus.CANCELLED).count() == 0
+
+
+def test_an_admin_cancel_without_a_reason_reads_as_before(admin_user):
+    job = Job.objects.create(kind=JobKind.GENERATE)
+    job_cancel(job=job, actor=admin_user)
+    job.refresh_from_db()
+    assert job.error == "cancelled before it started"
+    running = Job.objects.create(kind=JobKind.GENERATE)
+    claimed = job_claim(job_id=running.pk)
+    job_cancel(job=running, actor=admin_user)
+    job_finish_cancelled(job=claimed)
+    running.refresh_from_db()
+    assert running.error == "cancelled by an admin"
