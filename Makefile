@@ -4,18 +4,36 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-fast venv lint bench-load bench-hotpath bench-export bench-engine clean
+.PHONY: run test test-fast venv lock lint bench-load bench-hotpath bench-export bench-engine clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml requirements.lock
 	@test -n "$(PYTHON)" || { echo "need python3.11 on PATH"; exit 1; }
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	# torch first: the CPU build from the local wheel, never the CUDA one.
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e ".[dev]"
+	# The exact versions of requirements.lock (pyproject.toml keeps ranges).
+	$(PY) -m pip install -q -c requirements.lock -e ".[dev]"
 	touch $(STAMP)
 
 venv: $(STAMP)
+
+# Refresh requirements.lock: the newest versions pyproject.toml's ranges
+# allow, resolved in a throwaway environment (torch as above).
+LOCK_VENV := $(VENV)-lock
+lock:
+	@test -n "$(PYTHON)" || { echo "need python3.11 on PATH"; exit 1; }
+	rm -rf $(LOCK_VENV) && $(PYTHON) -m venv $(LOCK_VENV)
+	$(LOCK_VENV)/bin/python -m pip install -q --upgrade pip
+	$(LOCK_VENV)/bin/python -m pip install -q torch==2.13.0
+	$(LOCK_VENV)/bin/python -m pip install -q -e ".[dev]"
+	{ echo "# Exact versions that make venv, make run, make test and CI install, as"; \
+	  echo "# constraints on pyproject.toml's ranges. Refresh with make lock."; \
+	  echo "# torch: installed first from the CPU build (+cpu dropped here, so a"; \
+	  echo "# GPU machine's torch 2.13.0 build satisfies it too)."; \
+	  $(LOCK_VENV)/bin/python -m pip freeze --exclude-editable \
+	    | sed -E 's/^(torch==[^+]*)\+.*$$/\1/'; } > requirements.lock
+	rm -rf $(LOCK_VENV)
 
 run: $(STAMP)
 	$(PY) manage.py migrate --noinput -v0
