@@ -710,9 +710,11 @@ POOL_FILE = "pool.json"
 def finetune_pool_fix(
     *, job: Job, parent: ModelVersion, params: dict[str, Any]
 ) -> list[int]:
-    """Fix the generated images a queued fine-tune will look at (the newest of
-    the parent's lineage) in its job folder, so that a control queued beside
-    it trains on exactly the same ones whenever either starts."""
+    """Fix the generated images a queued fine-tune of a retraining run will
+    look at (the newest of the parent's lineage) in its job folder, so that a
+    control queued beside it trains on exactly the same ones whenever either
+    starts. The file names the run: one left by a queueing that rolled back
+    is not taken for another job's that reuses the id."""
     ids = [
         image.pk
         for image in generated_images_for_finetune(
@@ -722,7 +724,8 @@ def finetune_pool_fix(
     ]
     folder = job_dir(job=job)
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / POOL_FILE).write_text(json.dumps({"image_ids": ids}))
+    chain_id = (job.params.get("chain") or {}).get("id")
+    (folder / POOL_FILE).write_text(json.dumps({"chain": chain_id, "image_ids": ids}))
     return ids
 
 

@@ -592,8 +592,10 @@ def _finetune_pool(job: Job, parent: ModelVersion, params: dict[str, Any]) -> li
     source = job.params.get("pool_from_job")
     folder = job_dir(job=Job(pk=source)) if source is not None else job_dir(job=job)
     fixed = folder / POOL_FILE
-    if fixed.exists():
-        ids = json.loads(fixed.read_text())["image_ids"]
+    chain_id = (job.params.get("chain") or {}).get("id")
+    pool = json.loads(fixed.read_text()) if fixed.exists() else {}
+    if chain_id is not None and pool.get("chain") == chain_id:
+        ids = pool["image_ids"]
     elif source is not None:
         # A control queued after its fine-tune had started (before the pool
         # was fixed at queueing): the images that fine-tune looked at.

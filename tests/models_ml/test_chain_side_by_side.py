@@ -1,12 +1,18 @@
-"""A retraining run's fine-tune and control are queued together; a fine-tune
-that stops takes its control with it (chains.chain_after_stop)."""
+"""A retraining run's fine-tune and control are queued together on a pool of
+images fixed then; a fine-tune that stops takes its control with it
+(chains.chain_after_stop)."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
+from models_ml.ml_services import POOL_FILE, job_dir
 from models_ml.models import Job, JobKind, JobStatus
 from models_ml.services import job_cancel, job_claim, job_fail, job_finish_cancelled
+from models_ml.services_runs import _finetune_pool
+from tests.factories import ImageFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -19,7 +25,11 @@ def run_jobs(*, control: bool = True) -> tuple[Job, Job | None]:
     other = (
         Job.objects.create(
             kind=JobKind.FINETUNE,
-            params={"chain": {**chain, "step": "control"}, "control": True},
+            params={
+                "chain": {**chain, "step": "control"},
+                "control": True,
+                "pool_from_job": finetune.pk,
+            },
         )
         if control
         else None
@@ -95,3 +105,26 @@ def test_an_admin_cancel_without_a_reason_reads_as_before(admin_user):
     job_finish_cancelled(job=claimed)
     running.refresh_from_db()
     assert running.error == "cancelled by an admin"
+
+
+def test_a_pool_file_of_another_run_is_not_taken_for_this_ones(settings, tmp_path):
+    settings.MODELS_DIR = tmp_path
+    fixed, stale, seen = ImageFactory.create_batch(3)
+    finetune, control = run_jobs()
+    folder = job_dir(job=finetune)
+    folder.mkdir(parents=True)
+    # What the fine-tune looked at, for a control queued after it started.
+    (folder / "inputs_summary.json").write_text(
+        json.dumps({"pool_image_ids": [seen.pk]})
+    )
+    # Left by a queueing that rolled back, whose job id this one reuses.
+    (folder / POOL_FILE).write_text(
+        json.dumps({"chain": "other", "image_ids": [stale.pk]})
+    )
+    assert _finetune_pool(control, None, {}) == [seen]
+    (folder / POOL_FILE).write_text(
+        json.dumps({"chain": "c0ffee", "image_ids": [fixed.pk, 10**9]})
+    )
+    # This run's: the images fixed at queueing (an id since deleted skipped).
+    assert _finetune_pool(control, None, {}) == [fixed]
+    assert _finetune_pool(finetune, None, {}) == [fixed]
