@@ -324,8 +324,12 @@ def chain_next_after_finetune(*, job: Job, new_version: ModelVersion) -> Job | N
         existing = chain_step_job(chain, STEP_ROUND)
         if existing is not None:
             return existing
-        candidate = _chain_version(chain, STEP_FINETUNE)
-        control = _chain_version(chain, STEP_CONTROL) if chain.get("control") else None
+        # This job's version, and the other's from its job.
+        mine = {chain["step"]: new_version}
+        candidate = mine.get(STEP_FINETUNE) or _chain_version(chain, STEP_FINETUNE)
+        control = None
+        if chain.get("control"):
+            control = mine.get(STEP_CONTROL) or _chain_version(chain, STEP_CONTROL)
         if candidate is None or (chain.get("control") and control is None):
             return None  # the other one is still training
         reward_id = job.params.get("reward_version_id")
