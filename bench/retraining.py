@@ -25,11 +25,12 @@ import argparse
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -207,7 +208,7 @@ def run_one(args: argparse.Namespace) -> None:
     ]
     admin = get_user_model().objects.filter(groups__name=Role.ADMIN).first()
     log = var_dir / "worker.log"
-    with ml_worker(var_dir, concurrency, log):
+    with ml_worker(concurrency, log):
         first = retraining_round_start(
             created_by=admin,
             diffusion_version=version,
@@ -219,7 +220,8 @@ def run_one(args: argparse.Namespace) -> None:
         deadline = time.monotonic() + RUN_TIMEOUT_S
         while True:
             jobs = list(Job.objects.filter(params__chain__id=chain_id).order_by("pk"))
-            failed = [j for j in jobs if j.status in (JobStatus.FAILED, JobStatus.CANCELLED)]
+            stopped = (JobStatus.FAILED, JobStatus.CANCELLED)
+            failed = [j for j in jobs if j.status in stopped]
             if failed:
                 raise SystemExit(f"{failed[0]}: {failed[0].error}\n{log}")
             last = jobs[-1]
@@ -269,56 +271,22 @@ def run_one(args: argparse.Namespace) -> None:
     )
 
 
-class ml_worker:  # noqa: N801 (used as a context manager, like open)
-    """The embedded runtime's ML worker (and default queue), started and
-    ready before the run is queued, as it is when an admin starts one."""
+@contextmanager
+def ml_worker(concurrency: int, log: Path) -> Iterator[None]:
+    """The embedded runtime's ML worker (and default queue; the tests'
+    launcher), ready before the run is queued, as it is when an admin
+    starts one; it keeps this process's OMP_NUM_THREADS."""
+    from tests.worker import celery_worker
 
-    def __init__(self, var_dir: Path, concurrency: int, log: Path) -> None:
-        self.argv = [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "medrlhf",
-            "worker",
-            "-Q",
-            "default,ml",
-            "--concurrency",
-            str(concurrency),
-            "--loglevel",
-            "INFO",
-            "-n",
-            f"bench{os.getpid()}@%h",
-        ]
-        self.env = {**os.environ, "MEDRLHF_VAR_DIR": str(var_dir)}
-        self.log = log
-
-    def __enter__(self) -> subprocess.Popen:
-        self.out = self.log.open("a")
-        self.proc = subprocess.Popen(  # noqa: S603
-            self.argv,
-            cwd=ROOT,
-            env=self.env,
-            stdout=self.out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+    threads = os.environ.get("OMP_NUM_THREADS") or str(os.cpu_count())
+    env = {"OMP_NUM_THREADS": threads}
+    with celery_worker(log=log, concurrency=concurrency, env=env) as proc:
         deadline = time.monotonic() + 120
-        while "ready." not in self.log.read_text():
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                raise SystemExit(f"the worker did not start; see {self.log}")
+        while "ready." not in log.read_text():
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise SystemExit(f"the worker did not start; see {log}")
             time.sleep(0.5)
-        return self.proc
-
-    def __exit__(self, *exc: object) -> None:
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
-        self.out.close()
+        yield
 
 
 def version_resolution(version: object) -> int:
