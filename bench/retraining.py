@@ -225,7 +225,10 @@ def run_one(args: argparse.Namespace) -> None:
             if failed:
                 raise SystemExit(f"{failed[0]}: {failed[0].error}\n{log}")
             last = jobs[-1]
-            if last.params["chain"]["step"] == "generate_round" and last.is_finished:
+            # The round may open before the other fine-tune has drawn its
+            # version's sample grid: the run ends when every job has.
+            done = all(j.is_finished for j in jobs)
+            if last.params["chain"]["step"] == "generate_round" and done:
                 break
             if time.monotonic() > deadline:
                 raise SystemExit(f"the run did not finish; see {log}")
@@ -248,7 +251,7 @@ def run_one(args: argparse.Namespace) -> None:
             f"{step:>15}: from {start:6.1f} s, {seconds:6.1f} s  {job.title}",
             flush=True,
         )
-    total = (jobs[-1].finished_at - queued).total_seconds()
+    total = (max(j.finished_at for j in jobs) - queued).total_seconds()
     compare = Round.objects.exclude(pk=rnd.pk).get()
     result = {
         "var_dir": str(var_dir),
