@@ -18,6 +18,8 @@ from medrlhf.converters import IdConverter
 
 from ..chains import (
     DEFAULT_PROMPT_COUNT,
+    STEP_CONTROL,
+    STEP_ROUND,
     chain_steps,
     default_round_prompts,
     retraining_round_start,
@@ -237,16 +239,24 @@ def _step(job: Job) -> dict[str, Any]:
     }
 
 
+def _starts_when(step: str, chain: dict[str, Any]) -> str:
+    if step == STEP_CONTROL:
+        return "Starts with the new version's fine-tune, once the reward model has."
+    if step == STEP_ROUND and chain.get("control"):
+        return "Starts when the new version and its control have both succeeded."
+    return "Starts when the step before it succeeds."
+
+
 def _chain_context(job: Job) -> dict[str, Any]:
     jobs = job_chain(job=job)
     last = jobs[-1]
     chain = (job.params or {}).get("chain") or {}
-    planned: list[str] = []
+    planned: list[dict[str, str]] = []
     if chain:
         done = {(j.params.get("chain") or {}).get("step") for j in jobs}
         if last.status not in (JobStatus.FAILED, JobStatus.CANCELLED):
             planned = [
-                step_title(step, chain)
+                {"title": step_title(step, chain), "when": _starts_when(step, chain)}
                 for step in chain_steps(chain)
                 if step not in done
             ]

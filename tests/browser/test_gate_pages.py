@@ -73,7 +73,9 @@ def test_retraining_form_offers_objectives_control_and_a_sized_round(
     planned = page.locator(".step-planned").all_inner_texts()
     assert "KTO fine-tune (per-image judgements)" in planned[0]
     assert "Control fine-tune (same images, no feedback)" in planned[1]
+    assert "Starts with the new version's fine-tune" in planned[1]
     assert "Comparison round" in planned[2]
+    assert "when the new version and its control have both succeeded" in planned[2]
     shot(page, "ml-retraining-planned")
     assert page.js_errors == []
 
