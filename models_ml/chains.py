@@ -31,6 +31,7 @@ from annotations.errors import DomainError
 from annotations.models import Round, RoundStatus, ServingPolicy
 from annotations.services.rounds import controls_needed, serving_check
 
+from .finetune_pool import finetune_pool_fix
 from .ml_services import (
     DEFAULT_BEST_OF_N,
     FEEDBACK_OBJECTIVES,
@@ -49,7 +50,6 @@ from .ml_services import (
     _prompt_list,
     _seed,
     finetune_objective,
-    finetune_pool_fix,
     finetune_recipe,
     finetune_start,
     reward_model_train_start,

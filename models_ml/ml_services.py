@@ -44,7 +44,7 @@ from .models import (
     ModelVersion,
 )
 from .rater_weighting import RATER_WEIGHTINGS
-from .selectors import generated_images_for_finetune, real_images_for_training
+from .selectors import real_images_for_training
 from .services import job_create
 
 TRAIN_KEYS = frozenset(
@@ -700,33 +700,6 @@ def finetune_start(
     if chain is not None:
         job_params["chain"] = chain
     return job_create(kind=JobKind.FINETUNE, created_by=created_by, params=job_params)
-
-
-# The generated images a fine-tune looks at, at most (the newest first).
-DEFAULT_MAX_SAMPLES = 5000
-POOL_FILE = "pool.json"
-
-
-def finetune_pool_fix(
-    *, job: Job, parent: ModelVersion, params: dict[str, Any]
-) -> list[int]:
-    """Fix the generated images a queued fine-tune of a retraining run will
-    look at (the newest of the parent's lineage) in its job folder, so that a
-    control queued beside it trains on exactly the same ones whenever either
-    starts. The file names the run: one left by a queueing that rolled back
-    is not taken for another job's that reuses the id."""
-    ids = [
-        image.pk
-        for image in generated_images_for_finetune(
-            diffusion_version=parent,
-            limit=int(params.get("max_samples", DEFAULT_MAX_SAMPLES)),
-        )
-    ]
-    folder = job_dir(job=job)
-    folder.mkdir(parents=True, exist_ok=True)
-    chain_id = (job.params.get("chain") or {}).get("id")
-    (folder / POOL_FILE).write_text(json.dumps({"chain": chain_id, "image_ids": ids}))
-    return ids
 
 
 # --- filtered generation ---------------------------------------------------------

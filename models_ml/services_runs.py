@@ -33,9 +33,8 @@ from .chains import (
     chain_step_job,
 )
 from .engine.errors import EngineError
+from .finetune_pool import finetune_pool
 from .ml_services import (
-    DEFAULT_MAX_SAMPLES,
-    POOL_FILE,
     finetune_objective,
     job_dir,
     round_generated_finish,
@@ -44,7 +43,6 @@ from .models import Job, ModelKind, ModelVersion
 from .rater_weighting import RatedRow, rater_weighting
 from .samples import version_samples_make
 from .selectors import (
-    generated_images_for_finetune,
     model_version_dataset,
     rating_summary,
     ratings_for_reward,
@@ -585,31 +583,6 @@ def _reward_result(job: Job, version: ModelVersion) -> dict[str, Any]:
 # --- reward-weighted fine-tuning ---------------------------------------------
 
 
-def _finetune_pool(job: Job, parent: ModelVersion, params: dict[str, Any]) -> list:
-    """The generated images a fine-tune looks at: those fixed when it was
-    queued (a retraining run's, ``finetune_pool_fix``), those of the fine-tune
-    a control is the control of, else the newest of the parent's lineage."""
-    source = job.params.get("pool_from_job")
-    folder = job_dir(job=Job(pk=source)) if source is not None else job_dir(job=job)
-    fixed = folder / POOL_FILE
-    chain_id = (job.params.get("chain") or {}).get("id")
-    pool = json.loads(fixed.read_text()) if fixed.exists() else {}
-    if chain_id is not None and pool.get("chain") == chain_id:
-        ids = pool["image_ids"]
-    elif source is not None:
-        # A control queued after its fine-tune had started (before the pool
-        # was fixed at queueing): the images that fine-tune looked at.
-        summary = folder / "inputs_summary.json"
-        ids = json.loads(summary.read_text())["pool_image_ids"]
-    else:
-        return generated_images_for_finetune(
-            diffusion_version=parent,
-            limit=int(params.get("max_samples", DEFAULT_MAX_SAMPLES)),
-        )
-    found = Image.objects.in_bulk(ids)
-    return [found[pk] for pk in ids if pk in found]
-
-
 def finetune_run(job: Job, progress: Progress) -> dict[str, Any]:
     """Fine-tune a diffusion version from feedback on its generated images
     (or, as the control, from the same images without it), real images
@@ -639,7 +612,7 @@ def finetune_run(job: Job, progress: Progress) -> dict[str, Any]:
     dataset = model_version_dataset(model_version=parent)
     # Inputs are written once, so a resumed run trains on the same rows.
     if not summary_json.exists():
-        images = _finetune_pool(job, parent, params)
+        images = finetune_pool(job, parent, params)
         if not images:
             raise EngineError(
                 f"{parent.name}: no generated images of this version or its "

@@ -8,10 +8,10 @@ import json
 
 import pytest
 
-from models_ml.ml_services import POOL_FILE, job_dir
+from models_ml.finetune_pool import POOL_FILE, finetune_pool
+from models_ml.ml_services import job_dir
 from models_ml.models import Job, JobKind, JobStatus
 from models_ml.services import job_cancel, job_claim, job_fail, job_finish_cancelled
-from models_ml.services_runs import _finetune_pool
 from tests.factories import ImageFactory
 
 pytestmark = pytest.mark.django_db
@@ -37,13 +37,18 @@ def run_jobs(*, control: bool = True) -> tuple[Job, Job | None]:
     return finetune, other
 
 
+def fail_for_good(job: Job, error: str, capture) -> None:
+    """A worker claims the job and records its failure; the signal's
+    receivers run once that commits."""
+    with capture(execute=True):
+        job_fail(job=job_claim(job_id=job.pk), error=error)
+
+
 def test_a_failed_fine_tune_cancels_its_queued_control_and_says_why(
     django_capture_on_commit_callbacks,
 ):
     finetune, control = run_jobs()
-    job = job_claim(job_id=finetune.pk)
-    with django_capture_on_commit_callbacks(execute=True):
-        job_fail(job=job, error="drift guard at step 75")
+    fail_for_good(finetune, "drift guard", django_capture_on_commit_callbacks)
     control.refresh_from_db()
     assert control.status == JobStatus.CANCELLED
     assert control.error == (
@@ -73,9 +78,7 @@ def test_a_failed_control_leaves_the_new_version_to_finish(
     django_capture_on_commit_callbacks,
 ):
     finetune, control = run_jobs()
-    job = job_claim(job_id=control.pk)
-    with django_capture_on_commit_callbacks(execute=True):
-        job_fail(job=job, error="out of memory")
+    fail_for_good(control, "out of memory", django_capture_on_commit_callbacks)
     finetune.refresh_from_db()
     assert finetune.status == JobStatus.QUEUED and not finetune.cancel_requested
 
@@ -121,10 +124,10 @@ def test_a_pool_file_of_another_run_is_not_taken_for_this_ones(settings, tmp_pat
     (folder / POOL_FILE).write_text(
         json.dumps({"chain": "other", "image_ids": [stale.pk]})
     )
-    assert _finetune_pool(control, None, {}) == [seen]
+    assert finetune_pool(control, None, {}) == [seen]
     (folder / POOL_FILE).write_text(
         json.dumps({"chain": "c0ffee", "image_ids": [fixed.pk, 10**9]})
     )
     # This run's: the images fixed at queueing (an id since deleted skipped).
-    assert _finetune_pool(control, None, {}) == [fixed]
-    assert _finetune_pool(finetune, None, {}) == [fixed]
+    assert finetune_pool(control, None, {}) == [fixed]
+    assert finetune_pool(finetune, None, {}) == [fixed]
