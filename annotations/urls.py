@@ -3,7 +3,7 @@ from django.urls import path
 
 import medrlhf.converters  # noqa: F401  (registers <id:...>)
 
-from .views import agreement, datasets, exports, images, jobs, pages, rating, rounds
+from .views import agreement, datasets, exports, images, pages, rating, rounds
 
 urlpatterns = [
     path("", pages.home, name="home"),
@@ -61,9 +61,6 @@ urlpatterns = [
         datasets.dataset_quarantine_release,
         name="dataset-quarantine-release",
     ),
-    path("jobs/<id:job_id>/", jobs.job_detail, name="job"),
-    path("jobs/<id:job_id>/status/", jobs.job_status, name="job-status"),
-    path("jobs/<id:job_id>/cancel/", jobs.job_cancel_view, name="job-cancel"),
     path("agreement/", agreement.agreement_index, name="agreement-index"),
     path(
         "rounds/<id:round_id>/agreement/",

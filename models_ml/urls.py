@@ -2,9 +2,13 @@ from django.urls import path
 
 import medrlhf.converters  # noqa: F401  (registers <id:...>)
 
-from .views import dashboard, generate, lineage, retraining, review
+from .views import dashboard, generate, jobs, lineage, retraining, review
 
 urlpatterns = [
+    # Any job's page (an import's too): status polled by htmx, and cancel.
+    path("jobs/<id:job_id>/", jobs.job_detail, name="job"),
+    path("jobs/<id:job_id>/status/", jobs.job_status, name="job-status"),
+    path("jobs/<id:job_id>/cancel/", jobs.job_cancel_view, name="job-cancel"),
     path("generate/", generate.generate_page, name="ml-generate"),
     path("generate/<id:job_id>/", generate.generate_job, name="ml-generate-job"),
     path(

@@ -6,11 +6,11 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_POST
 
-from models_ml.models import Job
-from models_ml.services import job_cancel
+from annotations.roles import is_admin
+from annotations.views.access import role_required
 
-from ..roles import is_admin
-from .access import role_required
+from ..models import Job
+from ..services import job_cancel
 
 TEMPLATE = "jobs/job.html"
 # htmx stops polling when it receives this status.
