@@ -9,7 +9,7 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, render
 from django.views.decorators.http import require_GET
 
-from models_ml.views.charts import ScoreRow, stacked_scores
+from annotations.views.charts import ScoreRow, stacked_scores
 
 from ..models import Round
 from ..rater_forms import AgreementFilterForm

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from django.utils.html import escape
 from django.utils.safestring import SafeString
 
-from models_ml.views.charts import SERIES_COLOURS, WIDTH, _svg, _text
+from annotations.views.charts import SERIES_COLOURS, WIDTH, svg_document, svg_text
 
 from ..stats.agreement import Estimate, KappaMatrix
 from ..stats.drift import Drift
@@ -60,7 +60,7 @@ def kappa_heatmap(matrix: KappaMatrix, *, title: str) -> SafeString:
         )
     for i, row_name in enumerate(names):
         y = top + i * cell
-        body.append(_text(left - 8, y + cell / 2 + 4, row_name, "label", "end"))
+        body.append(svg_text(left - 8, y + cell / 2 + 4, row_name, "label", "end"))
         for j in range(size):
             x = left + j * cell
             kappa, n = matrix.kappa[i][j], matrix.n[i][j]
@@ -80,9 +80,9 @@ def kappa_heatmap(matrix: KappaMatrix, *, title: str) -> SafeString:
             cls = "on-bar" if strong else "label"
             main = "—" if diagonal else fmt(kappa)
             cx = x + (cell - 2) / 2
-            body.append(_text(cx, y + cell / 2 - 2, main, cls, "middle"))
+            body.append(svg_text(cx, y + cell / 2 - 2, main, cls, "middle"))
             small = "on-bar small" if strong else "tick small"
-            body.append(_text(cx, y + cell / 2 + 12, f"n={n}", small, "middle"))
+            body.append(svg_text(cx, y + cell / 2 + 12, f"n={n}", small, "middle"))
     height = top + size * cell + 30
     legend_y = height - 14
     for k, tick in enumerate((0.0, 0.2, 0.4, 0.6, 0.8, 1.0)):
@@ -91,9 +91,9 @@ def kappa_heatmap(matrix: KappaMatrix, *, title: str) -> SafeString:
             f'<rect x="{x}" y="{legend_y - 10}" width="40" height="10" '
             f'fill="{_kappa_fill(tick)}" stroke="#d5dbe1"/>'
         )
-        body.append(_text(x + 20, legend_y + 12, f"{tick:.1f}", "tick", "middle"))
-    body.append(_text(left - 8, legend_y, "κ ≤ 0 … 1", "tick", "end"))
-    return _svg(int(height) + 14, body, title)
+        body.append(svg_text(x + 20, legend_y + 12, f"{tick:.1f}", "tick", "middle"))
+    body.append(svg_text(left - 8, legend_y, "κ ≤ 0 … 1", "tick", "end"))
+    return svg_document(int(height) + 14, body, title)
 
 
 def nice_ceiling(value: float, most: int = 6) -> float:
@@ -159,24 +159,24 @@ def forest(
             f'<line class="grid" x1="{x:.1f}" y1="{top - 4}" x2="{x:.1f}" '
             f'y2="{bottom}"/>'
         )
-        body.append(_text(x, bottom + 14, show(tick), "tick", "middle"))
+        body.append(svg_text(x, bottom + 14, show(tick), "tick", "middle"))
     if reference is not None:
         x = x_of(reference)
         body.append(
             f'<line class="reference" x1="{x:.1f}" y1="{top - 8}" x2="{x:.1f}" '
             f'y2="{bottom}"/>'
         )
-        body.append(_text(x, top - 12, reference_label, "tick", "middle"))
+        body.append(svg_text(x, top - 12, reference_label, "tick", "middle"))
     if multi:
         x = float(right + 10)
         for s, name in enumerate(series):
             colour = SERIES_COLOURS[s % len(SERIES_COLOURS)]
             body.append(f'<circle cx="{x:.1f}" cy="8" r="5" fill="{colour}"/>')
-            body.append(_text(x + 9, 12, name, "legend"))
+            body.append(svg_text(x + 9, 12, name, "legend"))
             x += 24 + 7 * len(name)
     for i, row in enumerate(rows):
         y0 = top + i * row_h
-        body.append(_text(left - 8, y0 + row_h / 2 + 4, row.label, "label", "end"))
+        body.append(svg_text(left - 8, y0 + row_h / 2 + 4, row.label, "label", "end"))
         for entry in row.estimates:
             name, est = entry[0], entry[1]
             n_text = entry[2] if len(entry) > 2 else f"n={est.n}"  # type: ignore[misc]
@@ -200,8 +200,8 @@ def forest(
                     f'fill="{colour}"><title>{escape(row.label)} · {escape(name)}: '
                     f"{escape(text)}</title></circle>"
                 )
-            body.append(_text(right + 10, y + 4, text, "label"))
-    return _svg(bottom + 26, body, title)
+            body.append(svg_text(right + 10, y + 4, text, "label"))
+    return svg_document(bottom + 26, body, title)
 
 
 def trend(
@@ -226,11 +226,11 @@ def trend(
         body.append(
             f'<line class="grid" x1="{left}" y1="{y:.1f}" x2="{right}" y2="{y:.1f}"/>'
         )
-        body.append(_text(left - 6, y + 4, f"{tick:g}", "tick", "end"))
-    body.append(_text(8, 14, f"{y_label} ↑", "axis-name"))
-    body.append(_text(left, bottom + 32, "position in session →", "axis-name"))
+        body.append(svg_text(left - 6, y + 4, f"{tick:g}", "tick", "end"))
+    body.append(svg_text(8, 14, f"{y_label} ↑", "axis-name"))
+    body.append(svg_text(left, bottom + 32, "position in session →", "axis-name"))
     if not fit.bins:
-        return _svg(bottom + 40, body, title)
+        return svg_document(bottom + 40, body, title)
     last = max(b.last for b in fit.bins)
 
     def x_of(pos: float) -> float:
@@ -241,7 +241,7 @@ def trend(
         x = x_of(pos)
         if all(abs(x - seen) > 28 for seen in shown):
             shown.append(x)
-            body.append(_text(x, bottom + 16, f"{pos:g}", "tick", "middle"))
+            body.append(svg_text(x, bottom + 16, f"{pos:g}", "tick", "middle"))
     points = []
     for b in fit.bins:
         mid = (b.first + b.last) / 2
@@ -264,4 +264,4 @@ def trend(
             f'<line class="fit" x1="{x_of(1):.1f}" y1="{y1:.1f}" x2="{x_of(last):.1f}" '
             f'y2="{y2:.1f}"/>'
         )
-    return _svg(bottom + 40, body, title)
+    return svg_document(bottom + 40, body, title)

@@ -14,10 +14,7 @@ from django.views.decorators.http import require_GET
 from annotations.models import Image, ImageSource, Rating, Round
 from annotations.roles import is_admin
 from annotations.views.access import role_required
-
-from ..gate import comparison_grid, comparison_verdict
-from ..models import Comparison, Job, ModelKind, ModelVersion
-from .charts import (
+from annotations.views.charts import (
     ScoreRow,
     ShareRow,
     metric_lines,
@@ -25,6 +22,9 @@ from .charts import (
     share_intervals,
     stacked_scores,
 )
+
+from ..gate import comparison_grid, comparison_verdict
+from ..models import Comparison, Job, ModelKind, ModelVersion
 
 REAL = "real images"
 MAX_SCATTER = 400

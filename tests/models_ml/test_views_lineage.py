@@ -6,8 +6,8 @@ import pytest
 from django.urls import reverse
 
 from annotations.models import Role
+from annotations.views.charts import wilson_interval
 from models_ml.models import Job, JobKind
-from models_ml.views.charts import wilson_interval
 from tests.factories import DatasetFactory
 
 from .ml_page_data import diffusion, reward

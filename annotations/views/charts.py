@@ -30,7 +30,7 @@ def wilson_interval(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
     return (max(0.0, centre - half), min(1.0, centre + half))
 
 
-def _svg(height: int, body: list[str], title: str) -> SafeString:
+def svg_document(height: int, body: list[str], title: str) -> SafeString:
     return mark_safe(  # noqa: S308 - every interpolated label is escaped above
         f'<svg class="chart" viewBox="0 0 {WIDTH} {height}" role="img" '
         f'aria-label="{escape(title)}" xmlns="http://www.w3.org/2000/svg">'
@@ -38,7 +38,7 @@ def _svg(height: int, body: list[str], title: str) -> SafeString:
     )
 
 
-def _text(x: float, y: float, label: str, cls: str = "", anchor: str = "") -> str:
+def svg_text(x: float, y: float, label: str, cls: str = "", anchor: str = "") -> str:
     attrs = f' class="{cls}"' if cls else ""
     attrs += f' text-anchor="{anchor}"' if anchor else ""
     return f'<text x="{x:.1f}" y="{y:.1f}"{attrs}>{escape(label)}</text>'
@@ -99,7 +99,7 @@ def _unit_axis(left: float, right: float, top: float, bottom: float) -> list[str
         out.append(
             f'<line class="grid" x1="{x:.1f}" y1="{top}" x2="{x:.1f}" y2="{bottom}"/>'
         )
-        out.append(_text(x, bottom + 14, f"{tick:.0%}", "tick", "middle"))
+        out.append(svg_text(x, bottom + 14, f"{tick:.0%}", "tick", "middle"))
     return out
 
 
@@ -121,7 +121,7 @@ def stacked_scores(rows: Sequence[ScoreRow], *, title: str) -> SafeString:
     for i, (score, colour) in enumerate(SCORE_COLOURS.items()):
         x = left + i * 80
         body.append(f'<rect x="{x}" y="4" width="12" height="12" fill="{colour}"/>')
-        body.append(_text(x + 16, 14, f"rated {score}", "legend"))
+        body.append(svg_text(x + 16, 14, f"rated {score}", "legend"))
     for i, row in enumerate(rows):
         y = 28 + i * row_h
         body.append(_row_label(left - 8, y + 13, row.label, left - 12))
@@ -137,11 +137,11 @@ def stacked_scores(rows: Sequence[ScoreRow], *, title: str) -> SafeString:
                 )
                 if w > 30:
                     body.append(
-                        _text(x + w / 2, y + 13, f"{share:.0%}", "on-bar", "middle")
+                        svg_text(x + w / 2, y + 13, f"{share:.0%}", "on-bar", "middle")
                     )
             x += w
-        body.append(_text(right + 6, y + 13, f"n={row.total}", "tick"))
-    return _svg(height, body, title)
+        body.append(svg_text(right + 6, y + 13, f"n={row.total}", "tick"))
+    return svg_document(height, body, title)
 
 
 @dataclass(frozen=True)
@@ -180,8 +180,8 @@ def share_intervals(rows: Sequence[ShareRow], *, title: str) -> SafeString:
             f"{escape(row.label)}: {row.k} of {row.n} rated 3 ({row.share:.0%}, "
             f"95% CI {lo:.0%}–{hi:.0%})</title></circle>"
         )
-        body.append(_text(right + 6, y + 4, f"{row.k}/{row.n}", "tick"))
-    return _svg(bottom + 24, body, title)
+        body.append(svg_text(right + 6, y + 4, f"{row.k}/{row.n}", "tick"))
+    return svg_document(bottom + 24, body, title)
 
 
 def metric_lines(
@@ -205,20 +205,20 @@ def metric_lines(
         body.append(
             f'<line class="grid" x1="{left}" y1="{y:.1f}" x2="{right}" y2="{y:.1f}"/>'
         )
-        body.append(_text(left - 6, y + 4, f"{tick:.1f}", "tick", "end"))
+        body.append(svg_text(left - 6, y + 4, f"{tick:.1f}", "tick", "end"))
     step = (right - left) / max(len(x_labels) - 1, 1)
 
     def x_of(i: int) -> float:
         return left + (i * step if len(x_labels) > 1 else (right - left) / 2)
 
     for i, label in enumerate(x_labels):
-        body.append(_text(x_of(i), bottom + 16, label, "tick", "middle"))
+        body.append(svg_text(x_of(i), bottom + 16, label, "tick", "middle"))
     for j, (name, vs) in enumerate(series.items()):
         colour = SERIES_COLOURS[j % len(SERIES_COLOURS)]
         body.append(
             f'<rect x="{left + j * 120}" y="6" width="12" height="12" fill="{colour}"/>'
         )
-        body.append(_text(left + j * 120 + 16, 16, name, "legend"))
+        body.append(svg_text(left + j * 120 + 16, 16, name, "legend"))
         points = [(x_of(i), y_of(v)) for i, v in enumerate(vs) if v is not None]
         run: list[str] = []
         for i, v in enumerate(vs):
@@ -232,7 +232,7 @@ def metric_lines(
                 f'<circle cx="{x:.1f}" cy="{y:.1f}" r="4" fill="{colour}">'
                 f"<title>{escape(name)}: {v:.3f}</title></circle>"
             )
-    return _svg(bottom + 26, body, title)
+    return svg_document(bottom + 26, body, title)
 
 
 def _flush(body: list[str], run: list[str], colour: str) -> list[str]:
@@ -258,12 +258,12 @@ def reward_scatter(
         body.append(
             f'<line class="grid" x1="{left}" y1="{y:.1f}" x2="{right}" y2="{y:.1f}"/>'
         )
-        body.append(_text(left - 6, y + 4, f"{tick:.2f}", "tick", "end"))
+        body.append(svg_text(left - 6, y + 4, f"{tick:.2f}", "tick", "end"))
     for score in (1, 2, 3):
         x = left + (score - 1) / 2 * (right - left - 40) + 20
-        body.append(_text(x, bottom + 16, f"rated {score}", "tick", "middle"))
-    body.append(_text(left, bottom + 32, "mean physician rating →", "axis-name"))
-    body.append(_text(8, 14, "reward ↑", "axis-name"))
+        body.append(svg_text(x, bottom + 16, f"rated {score}", "tick", "middle"))
+    body.append(svg_text(left, bottom + 32, "mean physician rating →", "axis-name"))
+    body.append(svg_text(8, 14, "reward ↑", "axis-name"))
     for i, (mean, reward, label) in enumerate(points):
         jitter = ((i * 37) % 41 - 20) * 1.5
         x = left + (mean - 1) / 2 * (right - left - 40) + 20 + jitter
@@ -274,4 +274,4 @@ def reward_scatter(
             f"<title>{escape(label)}: mean rating {mean:.2f}, reward {reward:.2f}"
             "</title></circle>"
         )
-    return _svg(bottom + 40, body, title)
+    return svg_document(bottom + 40, body, title)

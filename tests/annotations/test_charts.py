@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from models_ml.views.charts import ShareRow, fit_label, share_intervals
+from annotations.views.charts import ShareRow, fit_label, share_intervals
 
 
 def test_a_label_that_fits_is_left_whole() -> None:
