@@ -12,9 +12,9 @@ import pytest
 from django.urls import reverse
 from PIL import Image as PILImage
 
-from annotations.management.commands.demo_setup import DEMO_MODEL_DIR
 from annotations.models import Role
 from models_ml.gate import comparison_grid
+from models_ml.management.commands.demo_setup import DEMO_MODEL_DIR
 from models_ml.models import ModelKind, ModelVersion, VersionSample
 from models_ml.samples import sample_prompts, version_samples_make
 from tests.factories import DatasetFactory, ImageFactory

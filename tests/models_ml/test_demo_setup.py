@@ -10,8 +10,8 @@ import os
 import pytest
 from django.core.management import call_command
 
-from annotations.management.commands.demo_setup import DEMO_MODEL_DIR
 from annotations.models import Dataset, Image, ImageSource, Round, RoundStatus
+from models_ml.management.commands.demo_setup import DEMO_MODEL_DIR
 from models_ml.models import Job, JobKind, JobStatus, ModelKind, ModelVersion
 from tests.models_ml import test_ml_jobs
 
