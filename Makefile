@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-fast venv lock lint bench-load bench-hotpath bench-export bench-engine clean
+.PHONY: run test test-fast test-research venv lock lint bench-load bench-hotpath bench-export bench-engine clean
 
 $(STAMP): pyproject.toml requirements.lock
 	@test -n "$(PYTHON)" || { echo "need python3.11 on PATH"; exit 1; }
@@ -40,11 +40,15 @@ run: $(STAMP)
 	$(PY) manage.py demo_setup
 	$(PY) manage.py run_embedded
 
+# The product's tests; the research experiments' own tests are test-research.
 test: $(STAMP)
-	$(PY) -m pytest -p no:cacheprovider $(PYTEST_ARGS)
+	$(PY) -m pytest -p no:cacheprovider -m "not research" $(PYTEST_ARGS)
 
 test-fast: $(STAMP)
-	$(PY) -m pytest -p no:cacheprovider -m "not browser and not worker and not slow" $(PYTEST_ARGS)
+	$(PY) -m pytest -p no:cacheprovider -m "not browser and not worker and not slow and not research" $(PYTEST_ARGS)
+
+test-research: $(STAMP)
+	$(PY) -m pytest -p no:cacheprovider -m research $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -23,7 +23,7 @@ from typing import Any
 from django.conf import settings
 from django.db.models import QuerySet
 
-from models_ml.engine.feedback_data import preference_pairs
+from models_ml.engine import preference_pairs
 
 from .audit import audit_record
 from .exports import _FORMULA_CHARS, _ROWS_PER_FETCH, _writer, chunked

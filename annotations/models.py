@@ -9,13 +9,10 @@ from django.db import models
 from django.db.models import Case, F, FloatField, Q, Value, When
 from django.db.models.functions import Cast, Coalesce
 
+from .models_base import TimeStampedModel
 
-class TimeStampedModel(models.Model):
-    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
-    updated_at = models.DateTimeField(auto_now=True)
-
-    class Meta:
-        abstract = True
+# Re-exported: callers and Django find every model of the app here.
+from .models_raters import ExpertLevel, RaterProfile  # noqa: F401
 
 
 class Role(models.TextChoices):
@@ -494,5 +491,4 @@ class AuditEvent(models.Model):
 
 
 # Kept in their own module; imported here so Django finds them.
-from .models_raters import ExpertLevel, RaterProfile  # noqa: E402, F401
 from .models_tokens import ApiToken  # noqa: E402, F401

@@ -6,7 +6,7 @@ from __future__ import annotations
 from django.conf import settings as django_settings
 from django.db import models
 
-from .models import TimeStampedModel
+from .models_base import TimeStampedModel
 
 
 class ExpertLevel(models.TextChoices):

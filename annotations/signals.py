@@ -1,9 +1,19 @@
 """Logins and failed logins go to the audit log; and what the rating
 platform announces for the learning loop to act on.
 
-``round_closed`` is sent inside the transaction that closes a round (not an
-abandoned one), with ``round``; ``models_ml`` decides a comparison round's
-promotion gate on it. ``annotations`` never calls the loop's code itself.
+``annotations`` never calls the loop's code itself; it sends these signals,
+and ``models_ml/apps.py`` connects the receivers:
+
+- ``round_created``, inside the transaction that creates a round, with
+  ``round`` and ``created_by``: a round created with a reward model gets its
+  images scored (a receiver's error aborts the creation);
+- ``round_closed``, inside the transaction that closes a round (not an
+  abandoned one), with ``round``: a comparison round's promotion gate is
+  decided;
+- ``job_requested``, inside the transaction that created a ``Job`` row for
+  work of this app (a dataset import), with ``job``: the job is queued once
+  the transaction commits;
+- ``first_rating_committed`` (below).
 """
 
 from typing import Any
@@ -17,7 +27,9 @@ from django.dispatch import Signal, receiver
 
 from .audit import audit_record
 
+round_created = Signal()
 round_closed = Signal()
+job_requested = Signal()
 # Sent after the transaction that saved a physician's first rating of an
 # image in a most-informative-first round with re-scoring on, with
 # ``round_id``; models_ml re-scores the round when enough have come in.

@@ -29,20 +29,7 @@ urlpatterns = [
     path("manage/rounds/new/", rounds.rounds_create, name="rounds-create"),
     path("manage/rounds/<id:round_id>/open/", rounds.rounds_open, name="rounds-open"),
     path(
-        "manage/rounds/<id:round_id>/score/", rounds.rounds_score, name="rounds-score"
-    ),
-    path(
         "manage/rounds/<id:round_id>/close/", rounds.rounds_close, name="rounds-close"
-    ),
-    path(
-        "manage/rounds/<id:round_id>/abandon/",
-        rounds.rounds_abandon,
-        name="rounds-abandon",
-    ),
-    path(
-        "manage/rounds/<id:round_id>/retry-generation/",
-        rounds.rounds_retry_generation,
-        name="rounds-retry-generation",
     ),
     path("manage/datasets/", datasets.datasets_list, name="datasets"),
     path("manage/datasets/upload/", datasets.datasets_upload, name="datasets-upload"),

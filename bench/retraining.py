@@ -127,10 +127,10 @@ def rate_demo(var_dir: Path) -> dict[str, Any]:
 
     from annotations.models import Dataset, Role, Round
     from annotations.services.ratings import assignment_next, rating_submit
-    from models_ml.engine.experiments.simulated_raters import fit_simulated_rater
     from models_ml.engine.images import load_pil
     from models_ml.samples import version_samples_make
     from models_ml.selectors import default_diffusion_version
+    from research.simulated_raters import fit_simulated_rater
 
     call_command("migrate", verbosity=0)
     began = time.monotonic()

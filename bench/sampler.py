@@ -88,17 +88,17 @@ def main() -> None:
 
     from models_ml.engine.backends import load_backend
     from models_ml.engine.demo import build_demo_dataset
-    from models_ml.engine.experiments.modality_check import modality_table
-    from models_ml.engine.experiments.simulated_raters import (
+    from models_ml.engine.features import HandcraftedFeatures
+    from models_ml.engine.images import load_pil
+    from models_ml.engine.metrics import local_fd_kid
+    from models_ml.engine.reward import read_real_csv
+    from research.modality_check import modality_table
+    from research.simulated_raters import (
         _at_resolution,
         _requests,
         choose_prompts,
         fit_simulated_rater,
     )
-    from models_ml.engine.features import HandcraftedFeatures
-    from models_ml.engine.images import load_pil
-    from models_ml.engine.metrics import local_fd_kid
-    from models_ml.engine.reward import read_real_csv
 
     OUT.mkdir(parents=True, exist_ok=True)
     backend = load_backend(args.model_path, device="cpu")

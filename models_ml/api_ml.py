@@ -40,8 +40,7 @@ from annotations.models import Dataset, Role, Round
 from annotations.permissions import IsAdmin, IsResearcherOrAdmin
 from annotations.roles import has_role, is_admin
 from medrlhf.serverpaths import ServerPathsHidden
-from models_ml.engine.readers import normalize_modality
-from models_ml.engine.readers.errors import InvalidModalityError
+from models_ml.engine.readers import InvalidModalityError, normalize_modality
 
 from .api import JobOutputSerializer
 from .api_gate import ComparisonSerializer

@@ -19,7 +19,7 @@ from rest_framework import serializers
 
 from annotations.models import ServingPolicy
 
-from .engine.objectives import KTO_MIDDLE_MODES, OBJECTIVES
+from .engine import KTO_MIDDLE_MODES, OBJECTIVES
 from .ml_services import MAX_GUIDANCE, MAX_SAMPLING_BATCH, SCHEDULERS
 from .rater_weighting import RATER_WEIGHTINGS
 

@@ -7,15 +7,26 @@ class ModelsMlConfig(AppConfig):
     verbose_name = "ML lifecycle"
 
     def ready(self) -> None:
-        from annotations.signals import first_rating_committed, round_closed
+        from annotations.signals import (
+            first_rating_committed,
+            job_requested,
+            round_closed,
+            round_created,
+        )
 
         from .receivers import (
             decide_comparison_on_close,
+            queue_requested_job,
             rescore_round_when_due,
+            score_round_on_create,
             stop_the_rest_of_a_run,
         )
         from .signals import job_stopped
 
+        round_created.connect(
+            score_round_on_create, dispatch_uid="models_ml.score_round_on_create"
+        )
+        job_requested.connect(queue_requested_job, dispatch_uid="models_ml.queue_job")
         round_closed.connect(
             decide_comparison_on_close, dispatch_uid="models_ml.decide_comparison"
         )

@@ -16,10 +16,10 @@ from django.core.files.storage import default_storage
 
 from annotations.models import Image, Rating
 
-from .engine.errors import EngineError
-from .engine.feedback_data import (
+from .engine import (
     DEFAULT_FILTER_THRESHOLD,
     DEFAULT_KTO_UNRATED_WEIGHT,
+    EngineError,
     FeedbackImage,
     FeedbackRows,
     Judgement,
@@ -52,7 +52,7 @@ def feedback_images(
     if unrated and reward_version is not None:
         from PIL import Image as PILImage
 
-        from .engine.reward import RewardModel
+        from .engine import RewardModel
 
         model = RewardModel.load(reward_version.path)
         for start in range(0, len(unrated), SCORE_CHUNK):

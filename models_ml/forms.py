@@ -10,8 +10,7 @@ from django.db.models import QuerySet
 
 from annotations.forms import RoundServingForm
 from annotations.models import Dataset
-from models_ml.engine.readers import normalize_modality
-from models_ml.engine.readers.errors import InvalidModalityError
+from models_ml.engine.readers import InvalidModalityError, normalize_modality
 
 from .ml_services import DEFAULT_BEST_OF_N, DEFAULT_OBJECTIVE, GENERATE_MODES
 from .models import ModelKind, ModelVersion

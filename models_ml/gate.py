@@ -25,7 +25,7 @@ from django.utils import timezone
 
 from annotations.models import Image, Rating
 
-from .engine.stats import PairedTest, paired_sign_flip_test, wilson_interval
+from .engine import PairedTest, paired_sign_flip_test, wilson_interval
 from .models import Comparison, GateStatus, ModelVersion
 
 ARM_ORDER = ("candidate", "parent", "control", "best_of_n")

@@ -33,8 +33,7 @@ from annotations.services.generation import (
     round_generating_create,
 )
 from annotations.services.rounds import controls_needed
-from models_ml.engine.readers import normalize_modality
-from models_ml.engine.readers.errors import InvalidModalityError
+from models_ml.engine.readers import InvalidModalityError, normalize_modality
 
 from .models import (
     FINISHED_STATUSES,
@@ -113,7 +112,7 @@ def finetune_recipe(params: dict[str, Any]) -> dict[str, Any]:
     """``params`` with the objective's recipe under it: what was given wins,
     and the objective is named, so the job and the version record every
     setting the fine-tune used."""
-    from models_ml.engine.recipes import recipe_for
+    from models_ml.engine import recipe_for
 
     objective = finetune_objective(params)
     return {**recipe_for(objective), **params, "objective": objective}
@@ -208,7 +207,7 @@ def _check_generate_work(
 ) -> None:
     """At most ``settings.GENERATE_MAX_UNET_PASSES`` per request: images x
     tries (best of n, or threshold mode's attempts at worst) x steps."""
-    from models_ml.engine.backends.base import DEFAULT_STEPS
+    from models_ml.engine import DEFAULT_STEPS
 
     tries = {"best_of_n": n, "threshold": max_attempts}.get(mode, 1)
     steps = int(sampling.get("steps", DEFAULT_STEPS))
@@ -612,7 +611,7 @@ def finetune_objective(params: dict[str, Any]) -> str:
 
 
 def _check_finetune_params(params: dict[str, Any]) -> None:
-    from .engine.objectives import KTO_MIDDLE_MODES, OBJECTIVES
+    from .engine import KTO_MIDDLE_MODES, OBJECTIVES
 
     _check_keys(params, FINETUNE_KEYS, "finetune")
     for key in ("max_steps", "max_samples"):

@@ -10,6 +10,24 @@ from .gate import comparison_decide
 from .models import Comparison, Job
 
 
+def score_round_on_create(
+    sender: Any, round: Round, created_by: Any, **kwargs: Any
+) -> None:
+    """A round created with a reward model has its images scored
+    (``round_score_start``); an error refuses the round's creation."""
+    if round.reward_model_version_id is not None:
+        from .ml_services import round_score_start
+
+        round_score_start(round=round, created_by=created_by)
+
+
+def queue_requested_job(sender: Any, job: Job, **kwargs: Any) -> None:
+    """A job the rating platform created (a dataset import) is queued."""
+    from . import services
+
+    services.job_enqueue(job=job)
+
+
 def decide_comparison_on_close(sender: Any, round: Round, **kwargs: Any) -> None:
     """A comparison round that closes records its verdict (``gate.py``)."""
     comparison = Comparison.objects.filter(round=round, decided_at=None).first()

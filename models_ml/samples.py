@@ -66,8 +66,7 @@ def version_samples_make(
 ) -> int:
     """Draw the version's sample grid (one row per prompt); returns the
     number of rows stored. Rows already there are kept."""
-    from .engine.backends import load_backend
-    from .engine.backends.base import GenerationRequest
+    from .engine import GenerationRequest, load_backend
 
     per_prompt = settings.MODEL_SAMPLE_IMAGES if per_prompt is None else per_prompt
     if version.kind != ModelKind.DIFFUSION or per_prompt < 1:

@@ -32,7 +32,7 @@ from .chains import (
     chain_next_after_reward,
     chain_step_job,
 )
-from .engine.errors import EngineError
+from .engine import EngineError
 from .finetune_pool import finetune_pool
 from .ml_services import (
     finetune_objective,
@@ -145,7 +145,7 @@ def _thin(values: Sequence[float], limit: int) -> list[float]:
 
 
 def _checkpoint_step(output_dir: Path) -> int:
-    from .engine.checkpoint import latest_checkpoint
+    from .engine import latest_checkpoint
 
     latest = latest_checkpoint(output_dir)
     return int(latest.name.rsplit("-", 1)[1]) if latest else 0
@@ -153,7 +153,7 @@ def _checkpoint_step(output_dir: Path) -> int:
 
 def _train(config: Any, reporter: _Reporter) -> Any:
     """Run the engine's training loop; a cancel stops it after a checkpoint."""
-    from .engine.train import TrainProgress, train
+    from .engine import TrainProgress, finetune
 
     def on_step(p: TrainProgress) -> None:
         reporter(
@@ -162,7 +162,7 @@ def _train(config: Any, reporter: _Reporter) -> Any:
             force=p.step in (1, p.max_steps),
         )
 
-    result = train(config, progress=on_step, should_stop=reporter.should_stop)
+    result = finetune(config, progress=on_step, should_stop=reporter.should_stop)
     if reporter.cancelled:
         raise JobCancelled(f"stopped at step {result.steps}; checkpoints kept")
     if result.final_dir is None:
@@ -209,7 +209,7 @@ def _train_config_kwargs(params: dict[str, Any], default_steps: int) -> dict[str
 
 def train_base_run(job: Job, progress: Progress) -> dict[str, Any]:
     """Train a base diffusion model on a dataset's real images."""
-    from .engine.train import TrainConfig
+    from .engine import TrainConfig
 
     done = ModelVersion.objects.filter(job=job).first()
     if done is not None:
@@ -312,7 +312,7 @@ def _arm_images(
                 requests, backend.generate(requests, **sampling), strict=True
             )
         ]
-    from .engine.filtering import filter_generate
+    from .engine import filter_generate
 
     result = filter_generate(
         backend,
@@ -342,9 +342,7 @@ def _arm_images(
 def round_generate_run(job: Job, progress: Progress) -> dict[str, Any]:
     """Generate a round's images (every arm on the same prompts and seeds),
     open it, and queue their scoring when the round has a reward model."""
-    from .engine.backends import load_backend
-    from .engine.backends.base import GenerationRequest
-    from .engine.reward import RewardModel
+    from .engine import GenerationRequest, RewardModel, load_backend
 
     p = job.params
     rnd = Round.objects.get(pk=p["round_id"])
@@ -473,8 +471,12 @@ def reward_model_train_run(job: Job, progress: Progress) -> dict[str, Any]:
     """Train the reward model on the ratings up to the job's first start."""
     import dataclasses
 
-    from .engine.filtering import calibrate_threshold
-    from .engine.reward import RewardConfig, read_ratings_csv, train_reward_model
+    from .engine import (
+        RewardConfig,
+        calibrate_threshold,
+        read_ratings_csv,
+        train_reward_model,
+    )
 
     done = ModelVersion.objects.filter(job=job).first()
     if done is not None:
@@ -589,7 +591,7 @@ def finetune_run(job: Job, progress: Progress) -> dict[str, Any]:
     regularising; the objective is ``params["finetune"]["objective"]``."""
     from annotations.models import Rating
 
-    from .engine.train import TrainConfig
+    from .engine import TrainConfig
     from .feedback import finetune_rows, write_rows
 
     done = ModelVersion.objects.filter(job=job).first()
@@ -737,10 +739,7 @@ class _CountingGenerator:
 def generate_run(job: Job, progress: Progress) -> dict[str, Any]:
     """Generate, score with the reward model, store kept and rejected images;
     without a reward model (mode ``none``) every image is kept, unscored."""
-    from .engine.backends import load_backend
-    from .engine.backends.base import GenerationRequest
-    from .engine.filtering import filter_generate
-    from .engine.reward import RewardModel
+    from .engine import GenerationRequest, RewardModel, filter_generate, load_backend
 
     p = job.params
     stored = Image.objects.filter(generation__job_id=job.pk).order_by("id")
@@ -850,8 +849,7 @@ def round_score_run(job: Job, progress: Progress) -> dict[str, Any]:
     """
     from annotations.models import RoundImage
 
-    from .engine.images import load_pil
-    from .engine.reward import RewardModel
+    from .engine import RewardModel, load_pil
     from .models import ImageScore
 
     rnd = Round.objects.get(pk=job.params["round_id"])

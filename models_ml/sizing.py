@@ -15,7 +15,7 @@ from fractions import Fraction
 
 from annotations.models import Rating
 
-from .engine.stats import images_per_prompt_for_power
+from .engine import images_per_prompt_for_power
 from .models import ModelVersion
 
 # Power the proposal aims for, and the sizes it picks from.

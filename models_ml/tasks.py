@@ -21,7 +21,7 @@ from django.utils import timezone
 
 from annotations.errors import DomainError, ImportFailed
 
-from .engine.errors import EngineError
+from .engine import EngineError
 from .models import Job, JobKind, JobStatus
 from .services import (
     JobCancelled,

@@ -2,9 +2,23 @@ from django.urls import path
 
 import medrlhf.converters  # noqa: F401  (registers <id:...>)
 
-from .views import dashboard, generate, jobs, lineage, retraining, review
+from .views import dashboard, generate, jobs, lineage, retraining, review, rounds
 
 urlpatterns = [
+    # The loop's actions on a round, from the admin's rounds list.
+    path(
+        "manage/rounds/<id:round_id>/score/", rounds.rounds_score, name="rounds-score"
+    ),
+    path(
+        "manage/rounds/<id:round_id>/abandon/",
+        rounds.rounds_abandon,
+        name="rounds-abandon",
+    ),
+    path(
+        "manage/rounds/<id:round_id>/retry-generation/",
+        rounds.rounds_retry_generation,
+        name="rounds-retry-generation",
+    ),
     # Any job's page (an import's too): status polled by htmx, and cancel.
     path("jobs/<id:job_id>/", jobs.job_detail, name="job"),
     path("jobs/<id:job_id>/status/", jobs.job_status, name="job-status"),

@@ -23,7 +23,6 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from medrlhf.pagination import LimitOffsetPagination
-from models_ml.ml_services import round_score_start
 
 from ..errors import NotServed
 from ..models import Dataset, Image, ImageSource, Role, Round
@@ -274,8 +273,6 @@ class RoundsApi(APIView):
             display_size=params["display_size"],
             **serving_settings(params),
         )
-        if rnd.reward_model_version is not None:
-            round_score_start(round=rnd, created_by=request.user)
         # round_create returns the row as created, before open_now opened it.
         rnd.refresh_from_db()
         return Response(

@@ -17,8 +17,7 @@ import numpy as np
 from django.core.files.base import ContentFile
 from django.db import transaction
 
-from models_ml.engine.readers import encode_png, encode_preview_png
-from models_ml.engine.readers.image import DecodedImage
+from models_ml.engine.readers import DecodedImage, encode_png, encode_preview_png
 
 from ..audit import audit_record
 from ..errors import DomainError

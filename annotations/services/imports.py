@@ -32,10 +32,12 @@ from models_ml.engine.readers import (
     read_image_file,
     scan_label_folder,
 )
+from models_ml.models import Job, JobKind
 
 from ..audit import audit_record
 from ..errors import DomainError, ImportFailed
 from ..models import Dataset, Image, ImageSource
+from ..signals import job_requested
 from .uploads import upload_stage
 
 ON_ERROR_CHOICES = ("reject", "skip")
@@ -122,9 +124,6 @@ def dataset_import_start(
         except BaseException:
             shutil.rmtree(staged, ignore_errors=True)
             raise
-    from models_ml.models import JobKind
-    from models_ml.services import job_create
-
     name = name.strip()
     if not name:
         raise DomainError("the dataset needs a name")
@@ -137,9 +136,13 @@ def dataset_import_start(
     if modality:
         modality = normalize_modality(modality)
     resolved = import_source_check(source) if check_roots else Path(source).resolve()
-    return job_create(
+    # The job is one of the loop's rows, but queuing it is the loop's
+    # business: announce it (``models_ml`` queues it once this commits).
+    job = Job.objects.create(
         kind=JobKind.IMPORT,
-        created_by=created_by,
+        created_by=created_by
+        if getattr(created_by, "is_authenticated", False)
+        else None,
         max_attempts=1,
         params={
             "name": name,
@@ -150,6 +153,11 @@ def dataset_import_start(
             "description": description,
         },
     )
+    audit_record(
+        action="job_create", actor=created_by, obj=job, detail={"kind": JobKind.IMPORT}
+    )
+    job_requested.send(sender=Job, job=job)
+    return job
 
 
 def _manifest_for(source: Path, *, modality: str | None, limits: ReadLimits) -> Any:

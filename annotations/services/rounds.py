@@ -22,7 +22,7 @@ from ..models import (
     ServingPolicy,
 )
 from ..presentation import display_size_check, round_display_prepare
-from ..signals import round_closed
+from ..signals import round_closed, round_created
 from ..tasks import round_display_prepare_task
 
 # A repeat needs room for this many images between the two showings.
@@ -226,6 +226,7 @@ def round_create(
     )
     if open_now:
         rnd = round_open(round=rnd, actor=created_by)
+    round_created.send(sender=Round, round=rnd, created_by=created_by)
     return rnd
 
 

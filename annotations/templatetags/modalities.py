@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django import template
 
-from models_ml.engine.readers.modality import modality_label as _label
+from models_ml.engine.readers import modality_label as _label
 
 register = template.Library()
 

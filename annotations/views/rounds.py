@@ -1,7 +1,13 @@
-"""Admin pages for rounds: list, create, open, close, and abandon or retry a
-round whose generation failed."""
+"""Admin pages for rounds: list, create, open and close.
+
+Scoring a round, abandoning one whose generation failed and retrying that
+generation are the learning loop's actions: their views are in
+``models_ml/views/rounds.py`` and answer through ``round_action_respond``.
+"""
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 from django.contrib import messages
 from django.db.models import Count, IntegerField, OuterRef, Q, QuerySet, Subquery
@@ -11,9 +17,7 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from models_ml.ml_services import round_score_start
 from models_ml.models import Job, ModelKind, ModelVersion
-from models_ml.services_rounds import round_abandon, round_generation_retry
 
 from ..errors import DomainError
 from ..forms import RoundCreateForm
@@ -85,8 +89,6 @@ def rounds_create(request: HttpRequest) -> HttpResponse:
                     display_size=data["display_size"],
                     **form.serving_settings(),
                 )
-                if rnd.reward_model_version is not None:
-                    round_score_start(round=rnd, created_by=request.user)
             except DomainError as exc:
                 form.add_error(None, str(exc))
                 status = exc.status_code
@@ -99,21 +101,16 @@ def rounds_create(request: HttpRequest) -> HttpResponse:
     return render(request, "annotations/round_form.html", {"form": form}, status=status)
 
 
-def _change_status(request: HttpRequest, round_id: int, *, action: str) -> HttpResponse:
+def round_action_respond(
+    request: HttpRequest, round_id: int, action: Callable[[Round], object]
+) -> HttpResponse:
+    """Run ``action`` on the round and answer with its refreshed row (htmx)
+    or a redirect to the list; a ``DomainError`` is shown on the row."""
     rnd = get_object_or_404(Round, pk=round_id)
     error = ""
     status = 200
     try:
-        if action == "open":
-            round_open(round=rnd, actor=request.user)
-        elif action == "close":
-            round_close(round=rnd, actor=request.user)
-        elif action == "abandon":
-            round_abandon(
-                round=rnd, reason=request.POST.get("reason", ""), actor=request.user
-            )
-        else:
-            round_generation_retry(round=rnd, actor=request.user)
+        action(rnd)
     except DomainError as exc:
         error, status = str(exc), exc.status_code
     if request.htmx:
@@ -131,50 +128,15 @@ def _change_status(request: HttpRequest, round_id: int, *, action: str) -> HttpR
 
 @require_POST
 @role_required(is_admin)
-def rounds_score(request: HttpRequest, round_id: int) -> HttpResponse:
-    """Queue scoring of the round's images with the chosen reward model."""
-    rnd = get_object_or_404(Round, pk=round_id)
-    version = None
-    raw = request.POST.get("reward_model_version", "")
-    if raw:
-        version = ModelVersion.objects.filter(
-            pk=int(raw) if raw.isdigit() else 0, kind=ModelKind.REWARD
-        ).first()
-        if version is None:
-            messages.error(request, f"No reward model version {raw!r}.")
-            return redirect("rounds")
-    try:
-        job = round_score_start(
-            round=rnd, created_by=request.user, reward_model_version=version
-        )
-    except DomainError as exc:
-        messages.error(request, f"{rnd.name}: {exc}")
-        return redirect("rounds")
-    messages.success(request, f"Scoring the images of “{rnd.name}”.")
-    return redirect("ml-job", job_id=job.pk)
-
-
-@require_POST
-@role_required(is_admin)
 def rounds_open(request: HttpRequest, round_id: int) -> HttpResponse:
-    return _change_status(request, round_id, action="open")
+    return round_action_respond(
+        request, round_id, lambda rnd: round_open(round=rnd, actor=request.user)
+    )
 
 
 @require_POST
 @role_required(is_admin)
 def rounds_close(request: HttpRequest, round_id: int) -> HttpResponse:
-    return _change_status(request, round_id, action="close")
-
-
-@require_POST
-@role_required(is_admin)
-def rounds_abandon(request: HttpRequest, round_id: int) -> HttpResponse:
-    """Close a round nobody rated, with the reason given in the form."""
-    return _change_status(request, round_id, action="abandon")
-
-
-@require_POST
-@role_required(is_admin)
-def rounds_retry_generation(request: HttpRequest, round_id: int) -> HttpResponse:
-    """Queue a failed or cancelled generation of the round again."""
-    return _change_status(request, round_id, action="retry")
+    return round_action_respond(
+        request, round_id, lambda rnd: round_close(round=rnd, actor=request.user)
+    )

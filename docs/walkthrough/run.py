@@ -90,7 +90,7 @@ def log(message: str) -> None:
 class Judge:
     """The engine's simulated rater plus per-physician noise.
 
-    ``fit_simulated_rater`` (models_ml/engine/experiments/simulated_raters.py)
+    ``fit_simulated_rater`` (research/simulated_raters.py)
     is a logistic regression on handcrafted image features, fitted on 70 % of
     the demo's REAL images (every modality) at the model's resolution.
     It says 3 when it is at least 90 % sure the image shows the prompted
@@ -101,9 +101,9 @@ class Judge:
     """
 
     def __init__(self, demo_csv: Path, resolution: int, seed: int) -> None:
-        from models_ml.engine.experiments.simulated_raters import fit_simulated_rater
         from models_ml.engine.readers import normalize_modality
         from models_ml.engine.reward import read_real_csv
+        from research.simulated_raters import fit_simulated_rater
 
         rows = []
         for path, text, modality in read_real_csv(demo_csv):
@@ -315,7 +315,7 @@ def export_rows(admin: Api, round_id: int) -> list[dict[str, str]]:
 
 
 def share_3(ratings: list[int]) -> dict[str, Any]:
-    from models_ml.engine.experiments.simulated_raters import wilson_interval
+    from research.simulated_raters import wilson_interval
 
     n = len(ratings)
     threes = sum(1 for r in ratings if r == 3)

@@ -1,7 +1,7 @@
 """How each objective fine-tunes unless told otherwise.
 
 One table for the platform's fine-tune jobs and the objectives experiment
-(``experiments.feedback_objectives --recipes``), so what the experiment
+(``research.feedback_objectives --recipes``), so what the experiment
 measured is what the product runs. The settings were chosen on the
 experiment's development seeds (docs/retraining.md, "Which objective").
 Torch-free.

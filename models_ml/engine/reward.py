@@ -104,11 +104,6 @@ class RewardTrainResult:
     negatives: list[RatingRecord] = field(default_factory=list)
 
 
-def _load_image(path: str | Path) -> Image.Image:
-    """The single place reward code reads images: the shared loader."""
-    return load_pil(path)
-
-
 # --- reading ratings -------------------------------------------------------
 
 
@@ -366,7 +361,7 @@ _NORM_ARRAYS = (
 
 
 @dataclass
-class _Normaliser:
+class FeatureNormaliser:
     """Standardise image features and centre prompt embeddings, then project
     each onto its leading principal components (fitted on the training rows).
 
@@ -386,7 +381,7 @@ class _Normaliser:
     @classmethod
     def fit(
         cls, image: np.ndarray, prompt: np.ndarray, *, image_dims: int, prompt_dims: int
-    ) -> _Normaliser:
+    ) -> FeatureNormaliser:
         std = image.std(0)
         std = np.where(std > 1e-6, std, 1.0).astype(np.float32)
         image_mean = image.mean(0)
@@ -435,7 +430,7 @@ class _Normaliser:
     @classmethod
     def from_tensors(
         cls, tensors: dict[str, torch.Tensor], prompt_scale: float
-    ) -> _Normaliser:
+    ) -> FeatureNormaliser:
         arrays = {n: tensors[f"norm.{n}"].numpy() for n in _NORM_ARRAYS}
         return cls(**arrays, prompt_scale=prompt_scale)
 
@@ -448,7 +443,7 @@ def _principal_axes(centred: np.ndarray, dims: int) -> np.ndarray:
     return np.ascontiguousarray(vt[:keep].T, dtype=np.float32)
 
 
-def _fit_ensemble(
+def fit_ensemble(
     image: np.ndarray,
     prompt: np.ndarray,
     modality: np.ndarray,
@@ -456,8 +451,8 @@ def _fit_ensemble(
     weights: np.ndarray,
     config: RewardConfig,
     seed: int,
-) -> tuple[_EnsembleHead, _Normaliser]:
-    norm = _Normaliser.fit(
+) -> tuple[_EnsembleHead, FeatureNormaliser]:
+    norm = FeatureNormaliser.fit(
         image, prompt, image_dims=config.image_dims, prompt_dims=config.prompt_dims
     )
     img, cond = norm.apply(image, prompt, modality)
@@ -494,7 +489,7 @@ def _fit_ensemble(
     return head, norm
 
 
-def _summarise(member_probs: torch.Tensor) -> RewardPrediction:
+def summarise_members(member_probs: torch.Tensor) -> RewardPrediction:
     expected = (member_probs * torch.tensor([1.0, 2.0, 3.0])).sum(-1)
     member_reward = (expected - 1.0) / 2.0
     return RewardPrediction(
@@ -514,7 +509,7 @@ class RewardModel:
         self,
         *,
         head: _EnsembleHead,
-        normaliser: _Normaliser,
+        normaliser: FeatureNormaliser,
         feature_extractor: FeatureExtractor,
         prompt_embedder: PromptEmbedder,
         config: RewardConfig,
@@ -561,7 +556,7 @@ class RewardModel:
             modality_vectors(modalities, self.config.modality_buckets),
         )
         with torch.no_grad():
-            return _summarise(self.head.probs(img, cond))
+            return summarise_members(self.head.probs(img, cond))
 
     def save(self, directory: str | Path) -> Path:
         """Write ``reward_model.safetensors`` and ``reward_model.json``."""
@@ -641,7 +636,9 @@ class RewardModel:
                 members, n_in - n_cond, n_cond, hidden, head_state["p_image"].shape[2]
             )
             head.load_state_dict(head_state)
-            normaliser = _Normaliser.from_tensors(tensors, float(meta["prompt_scale"]))
+            normaliser = FeatureNormaliser.from_tensors(
+                tensors, float(meta["prompt_scale"])
+            )
         except (KeyError, RuntimeError, ValueError) as exc:
             raise WeightsFormatError(
                 f"{weights} does not hold a reward model: {exc}"
@@ -683,7 +680,7 @@ class _FeatureTable:
         for start in range(0, len(todo), 16):
             chunk = todo[start : start + 16]
             feats = as_numpy_features(
-                self.extractor.extract([_load_image(p) for p in chunk])
+                self.extractor.extract([load_pil(p) for p in chunk])
             )
             self.images.update(zip(chunk, feats, strict=True))
             if progress:
@@ -740,7 +737,7 @@ def train_reward_model(
         negatives = _negatives(
             real, config, seed=config.seed + 1000 + k, exclude={r.prompt for r in held}
         )
-        head, norm = _fit_ensemble(
+        head, norm = fit_ensemble(
             *table.arrays(train + negatives, config.modality_buckets),
             config=config,
             seed=config.seed + k,
@@ -750,7 +747,7 @@ def train_reward_model(
         )
         img, cond = norm.apply(image, prompt, modality)
         with torch.no_grad():
-            pred = _summarise(head.probs(img, cond))
+            pred = summarise_members(head.probs(img, cond))
         oof_probs[test_idx], oof_reward[test_idx], oof_unc[test_idx] = (
             pred.probs,
             pred.reward,
@@ -770,7 +767,7 @@ def train_reward_model(
             progress("folds", k + 1, len(folds))
 
     negatives = _negatives(real, config, seed=config.seed + 999, exclude=set())
-    head, norm = _fit_ensemble(
+    head, norm = fit_ensemble(
         *table.arrays(list(records) + negatives, config.modality_buckets),
         config=config,
         seed=config.seed,

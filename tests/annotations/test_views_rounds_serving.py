@@ -1,4 +1,4 @@
-"""The round pages take and show the serving design, and start scoring."""
+"""The round pages take and show the serving design."""
 
 from __future__ import annotations
 
@@ -111,28 +111,3 @@ def test_rounds_list_shows_each_rounds_serving_design(
     assert "repeats 10%" in html
     assert "reward model: reward v1" in html
     assert "re-scored every 24 ratings" in html
-
-
-def test_score_button_queues_scoring_and_opens_the_job(
-    client, admin_user, make_round, reward
-):
-    rnd = make_round(3)
-    client.force_login(admin_user)
-    response = client.post(
-        reverse("rounds-score", args=[rnd.pk]), {"reward_model_version": reward.pk}
-    )
-    job = Job.objects.get(kind=JobKind.SCORE)
-    assert response.status_code == 302
-    assert response["Location"] == reverse("ml-job", args=[job.pk])
-    rnd.refresh_from_db()
-    assert rnd.reward_model_version == reward
-
-
-def test_score_button_is_for_admins_only(client, researcher, make_round, reward):
-    rnd = make_round(3)
-    client.force_login(researcher)
-    response = client.post(
-        reverse("rounds-score", args=[rnd.pk]), {"reward_model_version": reward.pk}
-    )
-    assert response.status_code == 403
-    assert not Job.objects.exists()

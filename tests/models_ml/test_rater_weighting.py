@@ -127,7 +127,7 @@ def rated(db) -> dict[str, Any]:
 @pytest.fixture
 def engine_rows(monkeypatch, tmp_path) -> list[Any]:
     """Stand in for the engine's trainer: keep the rows it is given."""
-    from models_ml.engine import reward as engine_reward
+    from models_ml import engine
 
     seen: list[Any] = []
 
@@ -146,7 +146,7 @@ def engine_rows(monkeypatch, tmp_path) -> list[Any]:
             heldout=None,
         )
 
-    monkeypatch.setattr(engine_reward, "train_reward_model", train)
+    monkeypatch.setattr(engine, "train_reward_model", train)
     return seen
 
 

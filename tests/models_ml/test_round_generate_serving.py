@@ -193,9 +193,9 @@ class _Backend:
 def test_the_generation_job_opens_an_uncertainty_round_and_queues_its_scoring(
     diffusion, reward, admin_user, monkeypatch
 ):
-    from models_ml.engine import backends
+    from models_ml import engine
 
-    monkeypatch.setattr(backends, "load_backend", lambda *a, **k: _Backend())
+    monkeypatch.setattr(engine, "load_backend", lambda *a, **k: _Backend())
     job = _start(
         diffusion,
         admin_user,

@@ -15,7 +15,14 @@ from annotations.models import AssignmentPolicy, ServingPolicy
 from annotations.services.ratings import assignment_next
 from models_ml import tasks
 from models_ml.ml_services import model_version_register, round_score_start
-from models_ml.models import ImageScore, Job, JobKind, JobStatus, ModelKind
+from models_ml.models import (
+    ImageScore,
+    Job,
+    JobKind,
+    JobStatus,
+    ModelKind,
+    ModelVersion,
+)
 
 pytestmark = pytest.mark.django_db
 
@@ -144,3 +151,41 @@ def test_a_diffusion_model_cannot_score_a_round(make_round, admin_user):
         round_score_start(
             round=make_round(2), created_by=admin_user, reward_model_version=diffusion
         )
+
+
+def test_a_round_created_with_a_reward_model_is_scored_whoever_creates_it(
+    make_round, admin_user, sent, django_capture_on_commit_callbacks
+):
+    """The scoring starts from ``round_create`` itself (the ``round_created``
+    signal), so the page, the API and any other caller get it alike."""
+    reward = ModelVersion.objects.create(
+        name="reward", kind=ModelKind.REWARD, path="/nowhere"
+    )
+    with django_capture_on_commit_callbacks(execute=True):
+        rnd = make_round(3, reward_model_version=reward)
+    job = Job.objects.get(kind=JobKind.SCORE)
+    assert job.params["round_id"] == rnd.pk
+    assert job.params["reward_version_id"] == reward.pk
+    rnd.refresh_from_db()
+    assert rnd.settings["score_job_id"] == job.pk
+    assert sent == [("models_ml.tasks.ml_score_round", "ml")]
+    make_round(2, name="plain")
+    assert Job.objects.filter(kind=JobKind.SCORE).count() == 1
+
+
+def test_a_round_whose_scoring_is_refused_is_not_created(
+    make_round, admin_user, settings
+):
+    """A refusal of the receiver (here the admin's job quota) aborts the
+    round's creation: no round is left without the scoring it asked for."""
+    from annotations.errors import QuotaExceeded
+    from annotations.models import Round
+
+    settings.JOB_QUOTAS = {**settings.JOB_QUOTAS, "admin": (0, 0)}
+    reward = ModelVersion.objects.create(
+        name="reward", kind=ModelKind.REWARD, path="/nowhere"
+    )
+    with pytest.raises(QuotaExceeded):
+        make_round(3, name="refused", reward_model_version=reward)
+    assert not Round.objects.filter(name="refused").exists()
+    assert not Job.objects.exists()

@@ -59,8 +59,9 @@ def run(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
+    from ..images import load_pil
     from ..metrics import read_generated
-    from ..reward import RewardModel, _load_image
+    from ..reward import RewardModel
 
     items = read_generated(args.input_dir or args.manifest)
     if not items:
@@ -93,7 +94,7 @@ def _run(args: argparse.Namespace) -> int:
         ):
             batch = items[start : start + args.batch_size]
             pred = model.predict(
-                [_load_image(i["path"]) for i in batch],
+                [load_pil(i["path"]) for i in batch],
                 [i["prompt"] for i in batch],
                 [i["modality"] for i in batch],
             )

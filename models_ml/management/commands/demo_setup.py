@@ -20,7 +20,7 @@ from annotations.models import Dataset, ExpertLevel, Image, Role, Round
 from annotations.services.imports import dataset_import
 from annotations.services.rounds import round_create
 from annotations.services.users import user_create
-from models_ml.engine.backends.base import DEFAULT_STEPS
+from models_ml.engine import DEFAULT_STEPS
 
 DEMO_DATASET = "Demo: real images from scikit-image, pydicom and nibabel"
 DEMO_MODEL_NAME = "Demo base model (tiny, 32 px)"
@@ -96,7 +96,7 @@ class Command(BaseCommand):
         self.stdout.write(self.style.SUCCESS("demo ready"))
 
     def _dataset(self, per_modality: int) -> Dataset:
-        from models_ml.engine.demo import build_demo_dataset
+        from models_ml.engine import build_demo_dataset
 
         dataset = Dataset.objects.filter(name=DEMO_DATASET).first()
         if dataset is not None:

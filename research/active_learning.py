@@ -52,7 +52,7 @@ image on, and rho is measured on those sets' held-out images.
 Image features and prompt embeddings are computed once; each retrain is the
 reward head alone (seconds).
 
-    python -m models_ml.engine.experiments.active_learning \
+    python -m research.active_learning \
         --source_dir DIR_OF_A_SIMULATED_RATERS_RUN_OR_ACTIVE_POOL \
         --output_dir DIR [--quick] [--first_seed 100 --seeds 5] \
         [--warm_sets base_10 base_20 --warm_ratings 120]
@@ -359,7 +359,7 @@ def _fit_and_predict(
     default 1, rated ``train_ratings``, default the pool's ratings; an image
     may repeat); its summary and ``[members, N, 3]`` probabilities on
     ``predict_idx``."""
-    from ..reward import RewardConfig, _fit_ensemble, _summarise
+    from models_ml.engine import RewardConfig, fit_ensemble, summarise_members
 
     image = pool.image[train_idx]
     prompt = pool.prompt[train_idx]
@@ -382,7 +382,7 @@ def _fit_and_predict(
     reward_config = RewardConfig(
         ensemble_size=config.ensemble_size, epochs=config.epochs, seed=seed
     )
-    head, norm = _fit_ensemble(
+    head, norm = fit_ensemble(
         image, prompt, modality, ratings.astype(np.int64), weights, reward_config, seed
     )
     import torch
@@ -392,7 +392,7 @@ def _fit_and_predict(
     )
     with torch.no_grad():
         member_probs = head.probs(img, cond)
-    return _summarise(member_probs), member_probs.numpy().astype(np.float64)
+    return summarise_members(member_probs), member_probs.numpy().astype(np.float64)
 
 
 def head_inputs(
@@ -401,13 +401,13 @@ def head_inputs(
     """The reward head's inputs (normalised image features, prompt and
     modality) for ``idx`` and for the free negatives, with the normaliser
     fitted as training on ``train_idx`` fits it."""
-    from ..reward import RewardConfig, _Normaliser
+    from models_ml.engine import FeatureNormaliser, RewardConfig
 
     parts = [(pool.image[train_idx], pool.prompt[train_idx])]
     if pool.negatives is not None:
         parts.append((pool.negatives[0], pool.negatives[1]))
     defaults = RewardConfig()
-    norm = _Normaliser.fit(
+    norm = FeatureNormaliser.fit(
         np.concatenate([p[0] for p in parts]),
         np.concatenate([p[1] for p in parts]),
         image_dims=defaults.image_dims,
@@ -704,7 +704,7 @@ def run_from_command_line(
     """Read the pool in ``source_dir`` (a folder that is not one is refused
     by name, before anything is written), ``run`` the experiment and print
     its report."""
-    from ..errors import EngineError
+    from models_ml.engine import EngineError
 
     try:
         pool, facts = pool_from_run(source_dir)
@@ -726,9 +726,9 @@ def pool_from_run(
     """
     import csv
 
-    from ..features import HandcraftedFeatures
-    from ..reward import (
-        _load_image,
+    from models_ml.engine import (
+        HandcraftedFeatures,
+        load_pil,
         make_free_negatives,
         modality_vectors,
         prompt_embedder_from_config,
@@ -770,7 +770,7 @@ def pool_from_run(
         group=np.array([int(r["seed"]) for r in rows]),
         sets=np.array([r["set"] for r in rows]),
         negatives=(
-            extractor.extract([_load_image(n.image_path) for n in negatives]),
+            extractor.extract([load_pil(n.image_path) for n in negatives]),
             np.stack([table[n.prompt] for n in negatives]),
             modality_vectors([n.modality for n in negatives], buckets),
             np.ones(len(negatives), dtype=np.int64),
@@ -1081,7 +1081,7 @@ def apply_curve_arguments(
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(
-        prog="python -m models_ml.engine.experiments.active_learning",
+        prog="python -m research.active_learning",
         description=__doc__.split("\n\n")[0] if __doc__ else None,
     )
     parser.add_argument(

@@ -15,7 +15,7 @@ images across generators form one group for the held-out split.
 Writes ``samples.csv`` and ``real.csv`` in the format of a
 ``simulated_raters`` run, so ``active_learning --source_dir`` reads it as is.
 
-    python -m models_ml.engine.experiments.active_pool --output_dir DIR [--quick]
+    python -m research.active_pool --output_dir DIR [--quick]
 """
 
 from __future__ import annotations
@@ -64,8 +64,8 @@ def build_pool(config: PoolConfig) -> dict[str, Any]:
     """Train the generators (reused when already saved), generate, rate, write."""
     import torch
 
-    from ..backends import load_backend
-    from ..train import TrainConfig, train
+    from models_ml.engine import TrainConfig, finetune, load_backend
+
     from .simulated_raters import (
         ExperimentConfig,
         Timer,
@@ -107,7 +107,7 @@ def build_pool(config: PoolConfig) -> dict[str, Any]:
         final = out / name / "model"
         with timer.step(f"train_{name}"):
             if not final.is_dir():
-                result = train(
+                result = finetune(
                     TrainConfig(
                         data_csv=str(real_csv),
                         output_dir=str(out / name),
@@ -156,7 +156,7 @@ def rating_counts(ratings: Sequence[int]) -> dict[str, int]:
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(
-        prog="python -m models_ml.engine.experiments.active_pool",
+        prog="python -m research.active_pool",
         description=__doc__.split("\n\n")[0] if __doc__ else None,
     )
     parser.add_argument("--output_dir", required=True, type=Path, help="pool folder")

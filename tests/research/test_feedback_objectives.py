@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from models_ml.engine.experiments.feedback_objectives import (
+from research.feedback_objectives import (
     ArmSettings,
     RoundSample,
     arm_summary,
@@ -17,6 +17,8 @@ from models_ml.engine.experiments.feedback_objectives import (
     main,
 )
 from tests.engine.helpers import command_line_refusal
+
+pytestmark = pytest.mark.research
 
 
 def sample(
@@ -73,12 +75,12 @@ def test_arm_summary_tests_against_parent_and_control_on_the_same_seeds() -> Non
 def test_with_recipes_each_objective_has_a_control_of_its_own_schedule(
     tmp_path: Path,
 ) -> None:
-    from models_ml.engine.experiments.feedback_objectives import (
+    from models_ml.engine.recipes import recipe_for
+    from research.feedback_objectives import (
         ExperimentConfig,
         arm_settings,
         schedule,
     )
-    from models_ml.engine.recipes import recipe_for
 
     config = ExperimentConfig(output_dir=tmp_path, recipes=True)
     kto, filtered = arm_settings(config, "kto"), arm_settings(config, "filtered")

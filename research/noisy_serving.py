@@ -35,7 +35,7 @@ images by Spearman's rho against the program's own (noise-free) rating. The
 split, the earlier round's ratings and the physicians' noise are those of
 ``active_learning``'s next-round scenario; seeds are paired.
 
-    python -m models_ml.engine.experiments.noisy_serving \\
+    python -m research.noisy_serving \\
         --source_dir runs/active_pool --output_dir runs/noisy \\
         [--first_seed 100 --seeds 5] [--noise 0.1 0.2 0.3] [--budget 240] \\
         [--spread batch|round] [--policies random informative mixed ...]
@@ -369,7 +369,7 @@ def markdown_report(report: dict[str, Any]) -> str:
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(
-        prog="python -m models_ml.engine.experiments.noisy_serving",
+        prog="python -m research.noisy_serving",
         description=__doc__.split("\n\n")[0],
     )
     parser.add_argument("--source_dir", required=True, type=Path, help="a pool")

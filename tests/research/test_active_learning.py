@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from models_ml.engine.experiments.active_learning import (
+from research.active_learning import (
     ActiveConfig,
     Pool,
     label_entropy,
@@ -27,6 +27,8 @@ from models_ml.engine.experiments.active_learning import (
     vote_entropy,
 )
 from tests.engine.helpers import command_line_refusal
+
+pytestmark = pytest.mark.research
 
 
 def _pool(n: int = 90, seed: int = 0) -> Pool:
@@ -258,12 +260,12 @@ def test_disagreement_and_sampled_strategies_rate_new_images_after_the_shared_st
 def test_design_strategy_takes_the_first_picks_of_the_design_order(
     tmp_path: Path,
 ) -> None:
-    from models_ml.engine.experiments.active_learning import (
+    from research.active_learning import (
         head_inputs,
         select_by_design,
         split_heldout,
     )
-    from models_ml.engine.experiments.design import kernel_features, serving_order
+    from research.design import kernel_features, serving_order
 
     pool = _pool()
     config = _config(tmp_path)
@@ -369,7 +371,7 @@ def test_next_round_refuses_warm_sets_it_cannot_use(
 def test_command_line_refuses_a_budget_batch_or_ridge_below_its_floor(
     tmp_path: Path, flag: list[str], capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from models_ml.engine.experiments.active_learning import main
+    from research.active_learning import main
 
     argv = ["--source_dir", str(tmp_path), "--output_dir", str(tmp_path), *flag]
     assert flag[0] in command_line_refusal(main, argv, capsys)
@@ -389,7 +391,7 @@ def test_command_line_refuses_a_budget_batch_or_ridge_below_its_floor(
 def test_command_line_names_a_source_folder_that_is_not_a_pool(
     tmp_path: Path, files: dict[str, str], message: str, capsys
 ) -> None:
-    from models_ml.engine.experiments.active_learning import main
+    from research.active_learning import main
 
     source = tmp_path / "pool"
     source.mkdir()
@@ -404,7 +406,7 @@ def test_command_line_names_a_source_folder_that_is_not_a_pool(
 
 
 def test_importance_draw_mixes_an_even_share_that_bounds_the_weights() -> None:
-    from models_ml.engine.experiments.active_learning import importance_draw
+    from research.active_learning import importance_draw
 
     spread = np.array([0.0, 0.1, 0.3, 0.6])
 
@@ -420,7 +422,7 @@ def test_importance_draw_mixes_an_even_share_that_bounds_the_weights() -> None:
 def test_weighted_strategy_trains_on_inverse_draw_probabilities(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import models_ml.engine.experiments.active_learning as al
+    import research.active_learning as al
 
     seen: list[np.ndarray] = []
     real_fit = al._fit_and_predict

@@ -1,5 +1,6 @@
-"""The rounds page for a generation gone wrong: the job's state in the row,
-Abandon with a reason, Retry generation."""
+"""The loop's actions from the rounds page (models_ml/views/rounds.py):
+Score a round's images; for a generation gone wrong, the job's state in the
+row, Abandon with a reason, Retry generation."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from django.urls import reverse
 
 from annotations.models import Role, RoundStatus
 from annotations.services.ratings import assignment_next, rating_submit
-from models_ml.models import Job, JobStatus
+from models_ml.models import Job, JobKind, JobStatus, ModelKind, ModelVersion
 from tests.models_ml import test_ml_jobs
 from tests.models_ml.review_data import diffusion, generating_round
 
@@ -114,3 +115,35 @@ def test_only_admins_abandon_or_retry(client, make_user, failed, role):
     ).status_code == 403
     rnd.refresh_from_db()
     assert rnd.status == RoundStatus.GENERATING
+
+
+@pytest.fixture
+def reward() -> ModelVersion:
+    return ModelVersion.objects.create(
+        name="reward v1", kind=ModelKind.REWARD, path="/rm"
+    )
+
+
+def test_score_button_queues_scoring_and_opens_the_job(
+    client, admin_user, make_round, reward
+):
+    rnd = make_round(3)
+    client.force_login(admin_user)
+    response = client.post(
+        reverse("rounds-score", args=[rnd.pk]), {"reward_model_version": reward.pk}
+    )
+    job = Job.objects.get(kind=JobKind.SCORE)
+    assert response.status_code == 302
+    assert response["Location"] == reverse("ml-job", args=[job.pk])
+    rnd.refresh_from_db()
+    assert rnd.reward_model_version == reward
+
+
+def test_score_button_is_for_admins_only(client, researcher, make_round, reward):
+    rnd = make_round(3)
+    client.force_login(researcher)
+    response = client.post(
+        reverse("rounds-score", args=[rnd.pk]), {"reward_model_version": reward.pk}
+    )
+    assert response.status_code == 403
+    assert not Job.objects.exists()

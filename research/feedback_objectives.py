@@ -29,7 +29,7 @@ Stages are cached under ``output_dir/seed-<s>/``: a rerun with other arm
 settings reuses the base, the round and the reward model. Arms are cached
 by a hash of their settings.
 
-    python -m models_ml.engine.experiments.feedback_objectives \\
+    python -m research.feedback_objectives \\
         --output_dir runs/objectives --seeds 100 101 [--objectives ...] [--quick]
 """
 
@@ -49,11 +49,19 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from ..backends.base import DEFAULT_SCHEDULER, DEFAULT_STEPS
-from ..feedback_data import FeedbackImage, FeedbackRows, Judgement, objective_rows
-from ..objectives import OBJECTIVES
-from ..recipes import recipe_for
-from ..stats import mcnemar_exact, wilson_interval
+from models_ml.engine import (
+    DEFAULT_SCHEDULER,
+    DEFAULT_STEPS,
+    OBJECTIVES,
+    FeedbackImage,
+    FeedbackRows,
+    Judgement,
+    mcnemar_exact,
+    objective_rows,
+    recipe_for,
+    wilson_interval,
+)
+
 from .simulated_raters import (
     MODALITIES,
     SimulatedRater,
@@ -193,7 +201,7 @@ def finetune_data(
 
 
 def _requests(prompts: Sequence[tuple[str, str]], per_prompt: int, first_seed: int):
-    from ..backends.base import GenerationRequest
+    from models_ml.engine import GenerationRequest
 
     return [
         GenerationRequest(
@@ -269,13 +277,13 @@ def _base_suffix(config: ExperimentConfig) -> str:
 
 
 def base_model(out: Path, real_csv: Path, config: ExperimentConfig, seed: int) -> Path:
-    from ..train import TrainConfig, train
+    from models_ml.engine import TrainConfig, finetune
 
     folder = out / f"base{_base_suffix(config)}"
     model = folder / "model"
     if (model / "medrlhf_model.json").is_file():
         return model
-    result = train(
+    result = finetune(
         TrainConfig(
             data_csv=str(real_csv),
             output_dir=str(folder),
@@ -305,8 +313,12 @@ def rating_round(
 ) -> tuple[list[RoundSample], dict[str, Any]]:
     """The parent's round, rated in part, and the reward model's scores of
     the rest; cached in ``round.csv`` / ``reward.json``."""
-    from ..backends import load_backend
-    from ..reward import RatingRecord, RewardConfig, train_reward_model
+    from models_ml.engine import (
+        RatingRecord,
+        RewardConfig,
+        load_backend,
+        train_reward_model,
+    )
 
     cached, info_path = out / "round.csv", out / "reward.json"
     if cached.is_file() and info_path.is_file():
@@ -372,7 +384,7 @@ def finetune_arm(
     seed: int,
     arm: ArmSettings,
 ) -> tuple[Path, dict[str, Any]]:
-    from ..train import TrainConfig, train
+    from models_ml.engine import TrainConfig, finetune
 
     folder = out / "arms" / arm.key(objective)
     done = folder / "finetune.json"
@@ -388,7 +400,7 @@ def finetune_arm(
     if objective == "filtered":
         extra["filter_threshold"] = 1.0
     began = time.perf_counter()
-    result = train(
+    result = finetune(
         TrainConfig(
             weights_csv=str(data_csv) if kind == "weights" else None,
             pairs_csv=str(data_csv) if kind == "pairs" else None,
@@ -437,7 +449,7 @@ def evaluate_arm(
     config: ExperimentConfig,
 ) -> list[int]:
     """Ratings of the model's evaluation images (cached in ``eval.json``)."""
-    from ..backends import load_backend
+    from models_ml.engine import load_backend
 
     cached = folder / "eval.json"
     if cached.is_file():
@@ -464,9 +476,7 @@ def best_of_n(
     config: ExperimentConfig,
 ) -> list[int]:
     """Ratings of the images best-of-N by reward keeps (cached)."""
-    from ..backends import load_backend
-    from ..filtering import filter_generate
-    from ..reward import RewardModel
+    from models_ml.engine import RewardModel, filter_generate, load_backend
 
     cached = folder / f"best_of_{config.best_of}.json"
     if cached.is_file():
@@ -490,8 +500,7 @@ def best_of_n(
 
 def _fd(folder: Path, real: Sequence[Image.Image]) -> float:
     """Local FD of ``folder/eval``'s images to the real ones (cached)."""
-    from ..features import HandcraftedFeatures
-    from ..metrics import local_fd_kid
+    from models_ml.engine import HandcraftedFeatures, local_fd_kid
 
     cached = folder / "fd.json"
     if cached.is_file():
@@ -596,8 +605,7 @@ def unrated_pool(
     """``pool_per_prompt`` more images of the parent per prompt (seeds apart
     from the round's and the evaluation's), scored by the round's reward
     model; cached in ``pool-<n>.csv``."""
-    from ..backends import load_backend
-    from ..reward import RewardModel
+    from models_ml.engine import RewardModel, load_backend
 
     n = config.arm.pool_per_prompt
     if n < 1:
@@ -629,7 +637,7 @@ def unrated_pool(
 
 
 def run_seed(config: ExperimentConfig, seed: int, timer: Timer) -> dict[str, Any]:
-    from ..images import load_pil
+    from models_ml.engine import load_pil
 
     top = Path(config.output_dir) / f"seed-{seed}"
     out = top / round_tag(config)
@@ -808,7 +816,7 @@ def run_experiment(config: ExperimentConfig) -> dict[str, Any]:
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(
-        prog="python -m models_ml.engine.experiments.feedback_objectives",
+        prog="python -m research.feedback_objectives",
         description=__doc__.split("\n\n")[0] if __doc__ else None,
     )
     add = parser.add_argument

@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from models_ml.engine.experiments.active_learning import ActiveConfig, Pool
-from models_ml.engine.experiments.noisy_serving import (
+from research.active_learning import ActiveConfig, Pool
+from research.noisy_serving import (
     NoisyConfig,
     lagging_modality,
     noisy_score,
@@ -18,6 +18,8 @@ from models_ml.engine.experiments.noisy_serving import (
     serving_key,
 )
 from tests.engine.helpers import command_line_refusal
+
+pytestmark = pytest.mark.research
 
 
 def test_a_noisy_score_moves_one_level_at_most_and_as_often_as_its_noise() -> None:
@@ -214,7 +216,7 @@ def test_hybrid_runs_record_which_plain_policy_served_each_rating(
 def test_command_line_refuses_a_budget_batch_or_noise_out_of_range(
     tmp_path: Path, flag: list[str], capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from models_ml.engine.experiments.noisy_serving import main
+    from research.noisy_serving import main
 
     argv = ["--source_dir", str(tmp_path), "--output_dir", str(tmp_path), *flag]
     assert flag[0] in command_line_refusal(main, argv, capsys)

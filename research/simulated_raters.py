@@ -18,7 +18,7 @@ with Wilson 95 % intervals and exact paired McNemar tests (same seeds),
 together with the reward model's held-out metrics, step times and the load
 average.
 
-    python -m models_ml.engine.experiments.simulated_raters --output_dir DIR \
+    python -m research.simulated_raters --output_dir DIR \
         [--quick] [--seed S] [--base_model DIR] [--images_per_prompt N]
 """
 
@@ -194,7 +194,7 @@ class SimulatedRater:
 
 def _at_resolution(image: Image.Image, resolution: int) -> Image.Image:
     """What a model at ``resolution`` could produce of this image, as RGB."""
-    from ..data import prepare_image
+    from models_ml.engine import prepare_image
 
     return Image.fromarray(prepare_image(image, resolution).transpose(1, 2, 0))
 
@@ -217,8 +217,7 @@ def fit_simulated_rater(
     from sklearn.model_selection import train_test_split
     from sklearn.preprocessing import StandardScaler
 
-    from ..features import HandcraftedFeatures
-    from ..images import load_pil
+    from models_ml.engine import HandcraftedFeatures, load_pil
 
     extractor = HandcraftedFeatures()
     images = [_at_resolution(load_pil(path), resolution) for path, _, _ in real]
@@ -309,8 +308,7 @@ def real_data_and_rater(
 ) -> tuple[Path, list[tuple[str, str, str]], SimulatedRater, dict[str, Any]]:
     """The demo data of ``modalities`` (``out/real.csv``), the program fitted
     to rate against it, and the rater's entry for a report."""
-    from ..demo import build_demo_dataset
-    from ..reward import read_real_csv
+    from models_ml.engine import build_demo_dataset, read_real_csv
 
     with timer.step("demo_data"):
         summary = build_demo_dataset(
@@ -359,7 +357,7 @@ def choose_prompts(
 def _requests(
     prompts: Sequence[tuple[str, str]], per_prompt: int, seed: int
 ) -> list[Any]:
-    from ..backends.base import GenerationRequest
+    from models_ml.engine import GenerationRequest
 
     return [
         GenerationRequest(prompt=text, modality=modality, seed=seed + 1000 * p + k)
@@ -474,7 +472,7 @@ def variant_weights(
     ``equal_weights``: 1 for every image (the control: the same fine-tuning
     without the feedback).
     """
-    from ..feedback_data import normalise_weights_per_prompt
+    from models_ml.engine import normalise_weights_per_prompt
 
     raw = []
     for s, is_rated in zip(samples, rated, strict=True):
@@ -534,10 +532,15 @@ def run_experiment(config: ExperimentConfig) -> dict[str, Any]:
     """Run every step; write report.json, report.md, samples.csv and grid.png."""
     import torch
 
-    from ..backends import load_backend
-    from ..filtering import filter_generate
-    from ..reward import RatingRecord, RewardConfig, train_reward_model
-    from ..train import TrainConfig, train
+    from models_ml.engine import (
+        RatingRecord,
+        RewardConfig,
+        TrainConfig,
+        filter_generate,
+        finetune,
+        load_backend,
+        train_reward_model,
+    )
 
     out = Path(config.output_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -565,7 +568,7 @@ def run_experiment(config: ExperimentConfig) -> dict[str, Any]:
     with timer.step("base_train"):
         base_dir = config.base_model
         if base_dir is None:
-            base = train(
+            base = finetune(
                 TrainConfig(
                     data_csv=str(real_csv),
                     output_dir=str(out / "base"),
@@ -666,7 +669,7 @@ def run_experiment(config: ExperimentConfig) -> dict[str, Any]:
             ],
         )
         with timer.step(f"finetune_{variant}"):
-            tuned = train(
+            tuned = finetune(
                 TrainConfig(
                     weights_csv=str(weights_csv),
                     real_csv=str(real_csv),
@@ -973,7 +976,7 @@ def markdown_report(report: dict[str, Any]) -> str:
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(
-        prog="python -m models_ml.engine.experiments.simulated_raters",
+        prog="python -m research.simulated_raters",
         description=__doc__.split("\n\n")[0] if __doc__ else None,
     )
     parser.add_argument("--output_dir", required=True, type=Path, help="results folder")

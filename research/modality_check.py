@@ -18,7 +18,7 @@ Held-out real images (30 % per modality, never used to fit the program) give
 each modality's ceiling. Several ``--model_path`` are compared side by side;
 a grid per model (rows: modalities) is written beside the report.
 
-    python -m models_ml.engine.experiments.modality_check \\
+    python -m research.modality_check \\
         --model_path models_ml/demo_model [--model_path runs/x/model ...] \\
         --output_dir runs/modality_check [--images_per_modality 16] [--seed 0]
 """
@@ -37,8 +37,8 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from ..backends.base import DEFAULT_SCHEDULER, DEFAULT_STEPS
-from ..errors import EngineError
+from models_ml.engine import DEFAULT_SCHEDULER, DEFAULT_STEPS, EngineError
+
 from .simulated_raters import (
     SimulatedRater,
     _at_resolution,
@@ -92,10 +92,12 @@ def modality_table(
 
 
 def run_check(config: CheckConfig) -> dict[str, Any]:
-    from ..backends import load_backend
-    from ..demo import build_demo_dataset
-    from ..images import load_pil
-    from ..reward import read_real_csv
+    from models_ml.engine import (
+        build_demo_dataset,
+        load_backend,
+        load_pil,
+        read_real_csv,
+    )
 
     # The same folder named twice is checked once.
     config.model_paths = tuple(dict.fromkeys(Path(p) for p in config.model_paths))
@@ -256,7 +258,7 @@ def markdown_report(report: dict[str, Any]) -> str:
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(
-        prog="python -m models_ml.engine.experiments.modality_check",
+        prog="python -m research.modality_check",
         description=__doc__.split("\n\n")[0] if __doc__ else None,
     )
     parser.add_argument(

@@ -5,11 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from models_ml.engine.experiments.design import (
+from research.design import (
     kernel_features,
     posterior_covariance,
     serving_order,
 )
+
+pytestmark = pytest.mark.research
 
 
 def _total_variance(targets: np.ndarray, rated: np.ndarray, ridge: float) -> float:

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from models_ml.engine.experiments import simulated_raters
-from models_ml.engine.experiments.simulated_raters import (
+from research import simulated_raters
+from research.simulated_raters import (
     ExperimentConfig,
     Sample,
     main,
@@ -21,6 +21,8 @@ from models_ml.engine.experiments.simulated_raters import (
     weight_mass,
     wilson_interval,
 )
+
+pytestmark = pytest.mark.research
 
 
 def test_wilson_interval_matches_known_values_and_stays_inside_zero_one() -> None:

@@ -12,12 +12,14 @@ from PIL import Image
 
 from models_ml.engine.backends.tiny import TinyConfig, create_tiny_backend
 from models_ml.engine.errors import EngineError
-from models_ml.engine.experiments.modality_check import (
+from research.modality_check import (
     CheckConfig,
     main,
     modality_table,
     run_check,
 )
+
+pytestmark = pytest.mark.research
 
 
 class _Program:

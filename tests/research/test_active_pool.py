@@ -8,14 +8,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from models_ml.engine.experiments import active_pool
-from models_ml.engine.experiments.active_learning import pool_from_run
-from models_ml.engine.experiments.active_pool import (
+from research import active_pool
+from research.active_learning import pool_from_run
+from research.active_pool import (
     PoolConfig,
     build_pool,
     quick_config,
     rating_counts,
 )
+
+pytestmark = pytest.mark.research
 
 
 def test_command_line_sets_the_generators_and_seeds_per_prompt(
