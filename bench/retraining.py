@@ -173,10 +173,10 @@ def run_one(args: argparse.Namespace) -> None:
     from django.contrib.auth import get_user_model
 
     from annotations.models import Role, Round
-    from models_ml.chains import retraining_round_start
     from models_ml.forms import RetrainingForm
     from models_ml.models import Job, JobStatus, ModelVersion
     from models_ml.selectors import default_diffusion_version
+    from models_ml.services.chains import retraining_round_start
 
     (concurrency,) = args.ml_concurrency
     rnd = Round.objects.get()

@@ -1,4 +1,4 @@
-"""Forms of the ML pages: they validate input; ``ml_services`` does the work."""
+"""Forms of the ML pages: they validate input; ``models_ml/services/`` does the work."""
 
 from __future__ import annotations
 
@@ -8,14 +8,15 @@ from typing import Any
 from django import forms
 from django.db.models import QuerySet
 
+from annotations.errors import DomainError
 from annotations.forms import RoundServingForm
 from annotations.models import Dataset
 from models_ml.engine.readers import InvalidModalityError, normalize_modality
 
-from .ml_services import DEFAULT_BEST_OF_N, DEFAULT_OBJECTIVE, GENERATE_MODES
 from .models import ModelKind, ModelVersion
+from .services.params import DEFAULT_BEST_OF_N, DEFAULT_OBJECTIVE, GENERATE_MODES
+from .services.prompts import prompts_parse
 
-MAX_PASTED_PROMPTS = 500
 # What the objectives did in the simulated-physician experiment, for the form.
 OBJECTIVE_HELP = (
     "How the new version learns from the ratings. DPO is the default: in the "
@@ -258,17 +259,25 @@ class RoundGenerateForm(RoundServingForm):
     )
     prompts = forms.CharField(
         required=False,
+        max_length=200_000,
         widget=forms.Textarea(attrs={"rows": 5}),
-        help_text="One per line as “modality: prompt”, e.g. “fundus: optic disc”.",
+        help_text="One per line, whole, as the dataset writes them; the text "
+        "before the colon names the modality (“Fundus: optic disc”).",
     )
     dataset = forms.ModelChoiceField(
         label="Or sample from",
         queryset=Dataset.objects.order_by("name"),
         required=False,
     )
-    sample_modality = forms.CharField(label="Modality", max_length=64, required=False)
+    sample_modality = forms.CharField(
+        label="Modality",
+        max_length=64,
+        required=False,
+        help_text="Of pasted lines that do not start with one; or the one to "
+        "sample (empty: every modality of the dataset).",
+    )
     sample_count = forms.IntegerField(
-        label="How many", min_value=1, max_value=500, initial=8
+        label="How many per modality", min_value=1, max_value=1000, initial=4
     )
     images_per_prompt = forms.IntegerField(
         label="Images / prompt", min_value=1, max_value=64, initial=4
@@ -292,23 +301,18 @@ class RoundGenerateForm(RoundServingForm):
         raw = self.cleaned_data["sample_modality"].strip()
         return _clean_modality(raw) if raw else ""
 
-    def clean_prompts(self) -> list[tuple[str, str]]:
-        pairs = []
-        lines = [ln.strip() for ln in self.cleaned_data["prompts"].splitlines()]
-        for number, line in enumerate((ln for ln in lines if ln), start=1):
-            modality, sep, text = line.partition(":")
-            if not sep or not text.strip():
-                raise forms.ValidationError(
-                    f"line {number}: write “modality: prompt”, e.g. “ct: axial head”"
-                )
-            pairs.append((text.strip(), _clean_modality(modality)))
-        if len(pairs) > MAX_PASTED_PROMPTS:
-            raise forms.ValidationError(f"at most {MAX_PASTED_PROMPTS} prompts")
-        return pairs
-
     def clean(self) -> dict[str, Any]:
         data = super().clean()
-        if not data.get("prompts") and not data.get("dataset"):
+        text = data.get("prompts") or ""
+        data["prompts"] = []
+        if text.strip():
+            try:
+                data["prompts"] = prompts_parse(
+                    text, modality=data.get("sample_modality", "")
+                )
+            except DomainError as exc:
+                self.add_error("prompts", str(exc))
+        elif not data.get("dataset"):
             self.add_error(
                 "prompts", "type prompts, or choose a dataset to sample them from"
             )

@@ -16,16 +16,16 @@ def score_round_on_create(
     """A round created with a reward model has its images scored
     (``round_score_start``); an error refuses the round's creation."""
     if round.reward_model_version_id is not None:
-        from .ml_services import round_score_start
+        from .services.round_scoring import round_score_start
 
         round_score_start(round=round, created_by=created_by)
 
 
 def queue_requested_job(sender: Any, job: Job, **kwargs: Any) -> None:
     """A job the rating platform created (a dataset import) is queued."""
-    from . import services
+    from .services import jobs
 
-    services.job_enqueue(job=job)
+    jobs.job_enqueue(job=job)
 
 
 def decide_comparison_on_close(sender: Any, round: Round, **kwargs: Any) -> None:
@@ -38,7 +38,7 @@ def decide_comparison_on_close(sender: Any, round: Round, **kwargs: Any) -> None
 def rescore_round_when_due(sender: Any, round_id: int, **kwargs: Any) -> None:
     """A first rating of a most-informative-first round has committed: start
     its re-scoring if enough ratings have come in (``round_rescore_maybe``)."""
-    from .ml_services import round_rescore_maybe
+    from .services.round_scoring import round_rescore_maybe
 
     round_rescore_maybe(round_id=round_id)
 
@@ -46,6 +46,6 @@ def rescore_round_when_due(sender: Any, round_id: int, **kwargs: Any) -> None:
 def stop_the_rest_of_a_run(sender: Any, job: Job, **kwargs: Any) -> None:
     """A retraining run's step that stopped takes what depended on it along
     (``chains.chain_after_stop``)."""
-    from .chains import chain_after_stop
+    from .services.chains import chain_after_stop
 
     chain_after_stop(job=job)

@@ -1,7 +1,9 @@
-"""Celery tasks. Each takes a job id, claims the row, and delegates.
+"""Celery tasks: one per kind of job. Each takes a job id, and ``run_job``
+claims the row and runs the step's ``*_run`` function from
+``models_ml/services/`` with a progress callback.
 
-Engine code (torch) is imported inside task bodies only, so the web process
-never loads it.
+Engine code (torch) is imported inside the run functions only, so the web
+process never loads it.
 """
 
 from __future__ import annotations
@@ -23,7 +25,10 @@ from annotations.errors import DomainError, ImportFailed
 
 from .engine import EngineError
 from .models import Job, JobKind, JobStatus
-from .services import (
+from .services.base_training import train_base_run
+from .services.finetune import finetune_run
+from .services.generation import generate_run
+from .services.jobs import (
     JobCancelled,
     JobLeaseLost,
     job_claim,
@@ -32,6 +37,9 @@ from .services import (
     job_progress,
     job_succeed,
 )
+from .services.reward import reward_model_train_run
+from .services.round_generation import round_generate_run
+from .services.round_scoring import round_score_run
 from .threads import NON_ML_KINDS, ThreadShare
 
 logger = logging.getLogger(__name__)
@@ -153,35 +161,50 @@ def run_import(job_id: int) -> None:
     run_job(job_id, body, kind=JobKind.IMPORT)
 
 
-def _ml_task(name: str, body_name: str, kind: str) -> Any:
-    """A task on the ``ml`` queue (routed by its ``ml_`` name) running a body
-    from ``services_runs``, imported when the task runs."""
-
-    def task(job_id: int) -> None:
-        from . import services_runs
-
-        run_job(job_id, getattr(services_runs, body_name), kind=kind)
-
-    task.__name__ = task.__qualname__ = name
-    task.__doc__ = f"Run ``services_runs.{body_name}`` for a job."
+def _ml_task(name: str) -> Callable[[Callable[[int], None]], Any]:
+    """A task on the ``ml`` queue (routed there by its ``ml_`` name)."""
     return shared_task(
         name=f"models_ml.tasks.{name}",
         acks_late=True,
         soft_time_limit=ML_SOFT_TIME_LIMIT,
         time_limit=ML_TIME_LIMIT,
-    )(task)
+    )
 
 
-ml_train_base = _ml_task("ml_train_base", "train_base_run", JobKind.TRAIN_BASE)
-ml_generate_round = _ml_task(
-    "ml_generate_round", "round_generate_run", JobKind.GENERATE_ROUND
-)
-ml_train_reward = _ml_task(
-    "ml_train_reward", "reward_model_train_run", JobKind.TRAIN_REWARD
-)
-ml_finetune = _ml_task("ml_finetune", "finetune_run", JobKind.FINETUNE)
-ml_generate = _ml_task("ml_generate", "generate_run", JobKind.GENERATE)
-ml_score_round = _ml_task("ml_score_round", "round_score_run", JobKind.SCORE)
+@_ml_task("ml_train_base")
+def ml_train_base(job_id: int) -> None:
+    """Train a base diffusion model on a dataset's real images."""
+    run_job(job_id, train_base_run, kind=JobKind.TRAIN_BASE)
+
+
+@_ml_task("ml_generate_round")
+def ml_generate_round(job_id: int) -> None:
+    """Draw a generating round's images and open it."""
+    run_job(job_id, round_generate_run, kind=JobKind.GENERATE_ROUND)
+
+
+@_ml_task("ml_train_reward")
+def ml_train_reward(job_id: int) -> None:
+    """Train the reward model on every live rating so far."""
+    run_job(job_id, reward_model_train_run, kind=JobKind.TRAIN_REWARD)
+
+
+@_ml_task("ml_finetune")
+def ml_finetune(job_id: int) -> None:
+    """Fine-tune a version from the physicians' judgements, or its control."""
+    run_job(job_id, finetune_run, kind=JobKind.FINETUNE)
+
+
+@_ml_task("ml_generate")
+def ml_generate(job_id: int) -> None:
+    """Generate images filtered by the reward model."""
+    run_job(job_id, generate_run, kind=JobKind.GENERATE)
+
+
+@_ml_task("ml_score_round")
+def ml_score_round(job_id: int) -> None:
+    """Score a round's images with a reward model."""
+    run_job(job_id, round_score_run, kind=JobKind.SCORE)
 
 
 @shared_task(
@@ -203,7 +226,7 @@ def ml_version_samples(version_id: int) -> int:
 def reap_stale_jobs() -> dict[str, int]:
     from annotations.services.rounds import assignments_expire
 
-    from .services import jobs_reap_stale
+    from .services.jobs import jobs_reap_stale
 
     reaped = jobs_reap_stale()
     expired = assignments_expire(older_than=timezone.now() - settings.ASSIGNMENT_LEASE)

@@ -24,9 +24,9 @@ from annotations.models import Image, ImageSource
 
 from ..forms import GenerateForm
 from ..generate_files import generate_zip_response
-from ..ml_services import generate_start
 from ..models import Job, JobKind, JobStatus, ModelVersion
-from ..services import job_cancel
+from ..services.generation import generate_start
+from ..services.jobs import job_cancel
 from .access import STOP_POLLING, job_for_viewer
 
 TEMPLATE = "models_ml/generate.html"

@@ -10,7 +10,7 @@ from annotations.roles import is_admin
 from annotations.views.access import role_required
 
 from ..models import Job
-from ..services import job_cancel
+from ..services.jobs import job_cancel
 
 TEMPLATE = "jobs/job.html"
 # htmx stops polling when it receives this status.

@@ -16,7 +16,15 @@ from annotations.roles import is_admin
 from annotations.views.access import role_required
 from medrlhf.converters import IdConverter
 
-from ..chains import (
+from ..forms import RetrainingForm, RoundGenerateForm
+from ..gate import comparison_grid, comparison_verdict
+from ..models import Comparison, Job, JobKind, JobStatus, ModelVersion
+from ..selectors import (
+    control_pool,
+    default_diffusion_version,
+    job_chain,
+)
+from ..services.chains import (
     DEFAULT_PROMPT_COUNT,
     STEP_CONTROL,
     STEP_ROUND,
@@ -25,16 +33,8 @@ from ..chains import (
     retraining_round_start,
     step_title,
 )
-from ..forms import RetrainingForm, RoundGenerateForm
-from ..gate import comparison_grid, comparison_verdict
-from ..ml_services import round_generate_start
-from ..models import Comparison, Job, JobKind, JobStatus, ModelVersion
-from ..selectors import (
-    control_pool,
-    default_diffusion_version,
-    job_chain,
-    real_images_for_training,
-)
+from ..services.prompts import prompts_sample
+from ..services.round_generation import round_generate_start
 from ..sizing import DEFAULT_EXPECTED_GAIN, SizeProposal, comparison_size_proposal
 from .access import STOP_POLLING
 from .lineage import key_metrics
@@ -164,20 +164,6 @@ def retraining_start(request: HttpRequest) -> HttpResponse:
     return redirect("ml-job", job_id=job.pk)
 
 
-def _sampled_prompts(
-    *, dataset: Any, modality: str, count: int
-) -> list[tuple[str, str]]:
-    """Distinct prompts of a dataset's real images, spread evenly over it."""
-    images = real_images_for_training(dataset_ids=[dataset.pk])
-    if modality:
-        images = images.filter(modality=modality)
-    pairs = list(dict.fromkeys(images.values_list("prompt", "modality")))
-    if len(pairs) <= count:
-        return pairs
-    stride = len(pairs) / count
-    return [pairs[int(i * stride)] for i in range(count)]
-
-
 @require_POST
 @role_required(is_admin)
 def round_generate(request: HttpRequest) -> HttpResponse:
@@ -185,20 +171,19 @@ def round_generate(request: HttpRequest) -> HttpResponse:
     if not form.is_valid():
         return _page(request, round_form=form, status=400)
     data = form.cleaned_data
-    prompts = data["prompts"] or _sampled_prompts(
-        dataset=data["dataset"],
-        modality=data["sample_modality"],
-        count=data["sample_count"],
-    )
     version: ModelVersion = data["model_version"]
-    pool = control_pool(
-        model_version=version,
-        dataset=data["dataset"],
-        modalities=[m for _, m in prompts],
-    )
     try:
-        if not prompts:
-            raise DomainError("the dataset has no prompts for that modality")
+        prompts = data["prompts"] or prompts_sample(
+            dataset=data["dataset"],
+            per_modality=data["sample_count"],
+            modalities=[data["sample_modality"]] if data["sample_modality"] else [],
+            seed=None,
+        )
+        pool = control_pool(
+            model_version=version,
+            dataset=data["dataset"],
+            modalities=[m for _, m in prompts],
+        )
         job = round_generate_start(
             model_version=version,
             compare_model_version=data["compare_model_version"],

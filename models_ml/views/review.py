@@ -30,7 +30,7 @@ from ..selectors import (
     review_shown_count,
     review_versions,
 )
-from ..services_review import review_round_create
+from ..services.review import review_round_create
 
 TEMPLATE = "models_ml/review.html"
 PER_PAGE = 48

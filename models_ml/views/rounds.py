@@ -15,9 +15,9 @@ from annotations.roles import is_admin
 from annotations.views.access import role_required
 from annotations.views.rounds import round_action_respond
 
-from ..ml_services import round_score_start
 from ..models import ModelKind, ModelVersion
-from ..services_rounds import round_abandon, round_generation_retry
+from ..services.round_scoring import round_score_start
+from ..services.rounds import round_abandon, round_generation_retry
 
 
 @require_POST

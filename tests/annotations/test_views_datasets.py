@@ -34,7 +34,7 @@ def enqueued(monkeypatch):
     """Jobs that would have gone to the broker."""
     sent: list[int] = []
     monkeypatch.setattr(
-        "models_ml.services.job_enqueue", lambda *, job: sent.append(job.pk)
+        "models_ml.services.jobs.job_enqueue", lambda *, job: sent.append(job.pk)
     )
     return sent
 

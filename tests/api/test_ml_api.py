@@ -19,7 +19,6 @@ from annotations.models import Role, Round, RoundStatus
 from annotations.services.generation import generated_image_create
 from annotations.services.ratings import assignment_next, rating_submit
 from models_ml.engine.recipes import recipe_for
-from models_ml.ml_services import DEFAULT_OBJECTIVE
 from models_ml.models import (
     GateStatus,
     Job,
@@ -28,7 +27,8 @@ from models_ml.models import (
     ModelKind,
     ModelVersion,
 )
-from models_ml.services import job_create
+from models_ml.services.jobs import job_create
+from models_ml.services.params import DEFAULT_OBJECTIVE
 from tests.factories import DatasetFactory, ImageFactory
 from tests.models_ml import test_ml_jobs
 
@@ -673,7 +673,7 @@ def tiny_models(world, admin_user, tmp_path):
 
     from models_ml.engine.features import HandcraftedFeatures
     from models_ml.engine.reward import RatingRecord, RewardConfig, train_reward_model
-    from models_ml.ml_services import model_version_register
+    from models_ml.services.base_training import model_version_register
     from tests.models_ml.test_ml_jobs import train_base
 
     os.environ.setdefault("OMP_NUM_THREADS", "1")

@@ -52,7 +52,7 @@ def test_admin_opens_a_round_starts_retraining_and_reads_the_dashboard(
 ):
     queued: list[int] = []
     monkeypatch.setattr(
-        "models_ml.services.job_enqueue", lambda *, job: queued.append(job.pk)
+        "models_ml.services.jobs.job_enqueue", lambda *, job: queued.append(job.pk)
     )
     made = _setup(admin_user, physician)
     login(page, admin_user)

@@ -150,7 +150,7 @@ def test_physician_generates_and_watches_the_gallery_fill(
 ):
     queued: list[int] = []
     monkeypatch.setattr(
-        "models_ml.services.job_enqueue", lambda *, job: queued.append(job.pk)
+        "models_ml.services.jobs.job_enqueue", lambda *, job: queued.append(job.pk)
     )
     base = _version("retina base")
     _version("reward #1", ModelKind.REWARD, metrics={"threshold": 0.5})
@@ -258,7 +258,7 @@ def test_physician_cancels_their_own_generation(
 ):
     queued: list[int] = []
     monkeypatch.setattr(
-        "models_ml.services.job_enqueue", lambda *, job: queued.append(job.pk)
+        "models_ml.services.jobs.job_enqueue", lambda *, job: queued.append(job.pk)
     )
     _version("retina base")
     login(page, physician)

@@ -249,7 +249,7 @@ def test_admin_uploads_a_dataset_and_watches_the_job_finish(
     settings.UPLOAD_STAGING_DIR = tmp_path / "uploads"
     queued: list[int] = []
     monkeypatch.setattr(
-        "models_ml.services.job_enqueue", lambda *, job: queued.append(job.pk)
+        "models_ml.services.jobs.job_enqueue", lambda *, job: queued.append(job.pk)
     )
     archive = tmp_path / "fundus.zip"
     with zipfile.ZipFile(archive, "w") as zf:

@@ -16,8 +16,9 @@ import time
 import pytest
 
 from models_ml.engine.checkpoint import latest_checkpoint, list_checkpoints
-from models_ml.ml_services import job_dir, model_version_train_base_start
 from models_ml.models import Job, JobStatus, ModelVersion
+from models_ml.services.base_training import model_version_train_base_start
+from models_ml.services.jobs import job_dir
 from tests.factories import DatasetFactory, ImageFactory
 from tests.worker import celery_worker, kill_worker, wait_for
 

@@ -8,10 +8,15 @@ import json
 
 import pytest
 
-from models_ml.finetune_pool import POOL_FILE, finetune_pool
-from models_ml.ml_services import job_dir
 from models_ml.models import Job, JobKind, JobStatus
-from models_ml.services import job_cancel, job_claim, job_fail, job_finish_cancelled
+from models_ml.services.finetune import POOL_FILE, finetune_pool
+from models_ml.services.jobs import (
+    job_cancel,
+    job_claim,
+    job_dir,
+    job_fail,
+    job_finish_cancelled,
+)
 from tests.factories import ImageFactory
 
 pytestmark = pytest.mark.django_db

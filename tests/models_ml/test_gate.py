@@ -11,7 +11,7 @@ from annotations.services.rounds import round_close
 from models_ml.gate import comparison_verdict
 from models_ml.models import Comparison, GateStatus, ModelKind, ModelVersion
 from models_ml.selectors import default_diffusion_version
-from models_ml.services_rounds import round_abandon
+from models_ml.services.rounds import round_abandon
 from tests.factories import ImageFactory, UserFactory
 
 from .ml_page_data import diffusion

@@ -8,7 +8,7 @@ from django.utils import timezone
 
 from annotations.models import AuditEvent
 from models_ml.models import Job, JobKind, JobStatus
-from models_ml.services import (
+from models_ml.services.jobs import (
     JobCancelled,
     JobLeaseLost,
     job_cancel,

@@ -16,16 +16,7 @@ from annotations.errors import DomainError
 from annotations.models import Image, ImageSource, Rating, Round, RoundStatus
 from annotations.services.generation import generated_image_create as create_image
 from annotations.services.ratings import assignment_next, rating_submit
-from models_ml import chains, services_runs, tasks
-from models_ml.chains import retraining_round_start
-from models_ml.ml_services import (
-    DEFAULT_BEST_OF_N,
-    finetune_start,
-    generate_start,
-    job_dir,
-    reward_model_train_start,
-    round_generate_start,
-)
+from models_ml import tasks
 from models_ml.models import (
     Comparison,
     GateStatus,
@@ -41,6 +32,14 @@ from models_ml.selectors import (
     model_version_ancestors,
     model_version_tree,
 )
+from models_ml.services import chains, round_generation
+from models_ml.services.chains import retraining_round_start
+from models_ml.services.finetune import finetune_start
+from models_ml.services.generation import generate_start
+from models_ml.services.jobs import job_dir
+from models_ml.services.params import DEFAULT_BEST_OF_N
+from models_ml.services.reward import reward_model_train_run, reward_model_train_start
+from models_ml.services.round_generation import round_generate_start
 from tests.models_ml.ml_page_data import diffusion, reward
 from tests.models_ml.test_ml_jobs import (  # noqa: F401 (fixtures)
     REAL_PROGRESS,
@@ -168,10 +167,10 @@ def test_a_round_job_retried_after_its_worker_died_keeps_the_images_it_stored(
         stored.append(create_image(**kwargs))
         return stored[-1]
 
-    monkeypatch.setattr(services_runs, "generated_image_create", dies_after_two)
+    monkeypatch.setattr(round_generation, "generated_image_create", dies_after_two)
     with pytest.raises(WorkerKilled):
         tasks.ml_generate_round(job.pk)
-    monkeypatch.setattr(services_runs, "generated_image_create", create_image)
+    monkeypatch.setattr(round_generation, "generated_image_create", create_image)
     Job.objects.filter(pk=job.pk).update(status=JobStatus.QUEUED)
 
     job = run(tasks.ml_generate_round, job)
@@ -412,7 +411,7 @@ def test_retraining_chain_trains_reward_then_finetunes_then_opens_a_comparison(
     new.refresh_from_db()
     assert new.gate == GateStatus.PENDING
     # Running a finished step's body again creates no second next step.
-    again = services_runs.reward_model_train_run(first, lambda *_: None)
+    again = reward_model_train_run(first, lambda *_: None)
     assert again["next_job_id"] == second.pk
     assert Job.objects.filter(kind=JobKind.FINETUNE).count() == 1
     (root,) = model_version_tree(kind=ModelKind.DIFFUSION)

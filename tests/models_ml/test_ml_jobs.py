@@ -20,17 +20,17 @@ from django.utils import timezone
 
 from annotations.errors import DomainError
 from annotations.models import Dataset, Image, Round, RoundStatus
-from models_ml import services_runs, tasks
-from models_ml.ml_services import (
-    generate_start,
-    job_dir,
+from models_ml import tasks
+from models_ml.models import Job, JobKind, JobStatus, ModelKind, ModelVersion
+from models_ml.services import worker
+from models_ml.services.base_training import (
     model_version_register,
     model_version_train_base_start,
-    reward_model_train_start,
-    round_generate_start,
 )
-from models_ml.models import Job, JobKind, JobStatus, ModelKind, ModelVersion
-from models_ml.services import job_cancel, job_create, jobs_reap_stale
+from models_ml.services.generation import generate_start
+from models_ml.services.jobs import job_cancel, job_create, job_dir, jobs_reap_stale
+from models_ml.services.reward import reward_model_train_start
+from models_ml.services.round_generation import round_generate_start
 from tests.factories import DatasetFactory, ImageFactory
 
 pytestmark = pytest.mark.django_db
@@ -60,7 +60,7 @@ def _one_thread_and_every_step_reported(monkeypatch: pytest.MonkeyPatch) -> None
     import torch
 
     torch.set_num_threads(1)
-    monkeypatch.setattr(services_runs, "PROGRESS_EVERY_S", 0.0)
+    monkeypatch.setattr(worker, "PROGRESS_EVERY_S", 0.0)
 
 
 @pytest.fixture(name="dataset")
@@ -229,8 +229,13 @@ def test_threshold_generation_takes_the_reward_models_calibrated_threshold(
 def test_web_side_ml_modules_do_not_import_torch():
     code = (
         "import django, sys; django.setup();"
-        "import models_ml.ml_services, models_ml.selectors, models_ml.tasks,"
-        " models_ml.services_runs, annotations.services.generation;"
+        "import models_ml.selectors, models_ml.tasks, annotations.services.generation;"
+        "import models_ml.services.base_training, models_ml.services.chains,"
+        " models_ml.services.finetune, models_ml.services.generation,"
+        " models_ml.services.jobs, models_ml.services.params,"
+        " models_ml.services.review, models_ml.services.reward,"
+        " models_ml.services.round_generation, models_ml.services.round_scoring,"
+        " models_ml.services.rounds, models_ml.services.worker;"
         "print('torch' in sys.modules)"
     )
     out = subprocess.run(

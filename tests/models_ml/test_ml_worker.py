@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from models_ml.ml_services import model_version_train_base_start
 from models_ml.models import Job, JobStatus, ModelKind, ModelVersion
+from models_ml.services.base_training import model_version_train_base_start
 from tests.factories import DatasetFactory, ImageFactory
 from tests.worker import celery_worker, wait_for
 

@@ -11,9 +11,14 @@ import pytest
 from django.urls import reverse
 
 from annotations.errors import DomainError
-from annotations.models import RaterProfile, Rating, Role, Round, RoundStatus
-from models_ml import services_runs
-from models_ml.ml_services import reward_model_train_start
+from annotations.models import (
+    Image,
+    RaterProfile,
+    Rating,
+    Role,
+    Round,
+    RoundStatus,
+)
 from models_ml.models import Job, ModelKind, ModelVersion
 from models_ml.rater_weighting import (
     EXPERTISE_WEIGHTS,
@@ -21,6 +26,7 @@ from models_ml.rater_weighting import (
     RatedRow,
     rater_weighting,
 )
+from models_ml.services.reward import reward_model_train_run, reward_model_train_start
 from tests.factories import ImageFactory, UserFactory
 
 from .ml_page_data import diffusion
@@ -152,7 +158,7 @@ def engine_rows(monkeypatch, tmp_path) -> list[Any]:
 
 def _train(admin_user: Any, **params: Any) -> ModelVersion:
     job = reward_model_train_start(created_by=admin_user, params=params)
-    services_runs.reward_model_train_run(job, lambda *a, **k: None)
+    reward_model_train_run(job, lambda *a, **k: None)
     return ModelVersion.objects.get(job=job)
 
 
@@ -234,3 +240,37 @@ def test_retraining_form_passes_the_weighting_to_the_reward_job(
     )
     assert response.status_code == 302
     assert Job.objects.get().params["reward"]["rater_weighting"] == "expertise"
+
+
+@pytest.mark.django_db
+def test_ratings_reach_the_engine_from_the_database_and_the_csv_is_an_artifact(
+    rated, engine_rows, admin_user
+):
+    """The trainer gets each rating's own prompt (a leading ``=`` included,
+    which the export escapes for spreadsheets); the researchers' CSV is
+    written beside the model for the record, with the escape."""
+    image = rated["images"][0]
+    Image.objects.filter(pk=image.pk).update(prompt="=CT: a nodule")
+    version = _train(admin_user)
+    prompts = [r.prompt for r in engine_rows]
+    assert prompts.count("=CT: a nodule") == 2
+    assert not any(p.startswith("'") for p in prompts)
+    assert all(Path(r.image_path).is_file() for r in engine_rows)
+    artifact = (Path(version.path).parent / "ratings.csv").read_text()
+    assert artifact.count("'=CT: a nodule") == 2
+    assert len(artifact.strip().splitlines()) == 1 + 8
+
+
+@pytest.mark.django_db
+def test_a_rated_image_whose_file_is_gone_fails_the_job_naming_it(
+    rated, engine_rows, admin_user
+):
+    image = rated["images"][2]
+    Path(image.file.path).unlink()
+    job = reward_model_train_start(created_by=admin_user, params={})
+    with pytest.raises(
+        DomainError, match=f"image {image.uid.hex}: image file not found"
+    ):
+        reward_model_train_run(job, lambda *a, **k: None)
+    assert not ModelVersion.objects.filter(job=job).exists()
+    assert engine_rows == []

@@ -20,10 +20,13 @@ from annotations.models import (
 )
 from annotations.services.ratings import assignment_next
 from models_ml import tasks
-from models_ml.chains import chain_next_after_finetune, retraining_round_start
-from models_ml.ml_services import round_generate_start, round_generated_finish
 from models_ml.models import Job, JobKind, JobStatus, ModelKind, ModelVersion
-from models_ml.services_rounds import round_abandon
+from models_ml.services.chains import chain_next_after_finetune, retraining_round_start
+from models_ml.services.round_generation import (
+    round_generate_start,
+    round_generated_finish,
+)
+from models_ml.services.rounds import round_abandon
 from tests.factories import DatasetFactory, ImageFactory
 from tests.models_ml import test_ml_jobs
 

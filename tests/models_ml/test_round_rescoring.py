@@ -15,8 +15,8 @@ from annotations.models import Rating, Round, RoundStatus, ServingPolicy
 from annotations.services.ratings import assignment_next, rating_submit, rating_undo
 from annotations.services.rounds import DEFAULT_RESCORE_EVERY, round_close
 from models_ml import tasks
-from models_ml.ml_services import round_rescore_maybe
 from models_ml.models import ImageScore, Job, JobKind, JobStatus, ModelVersion
+from models_ml.services.round_scoring import round_rescore_maybe
 from tests.models_ml.test_lineage import open_round, rate_everything, train_reward
 from tests.models_ml.test_ml_jobs import (  # noqa: F401 (fixtures)
     _one_thread_and_every_step_reported,
@@ -207,7 +207,7 @@ def test_a_rescoring_that_cannot_start_never_costs_the_physician_their_rating(
     def broken(**kwargs: Any) -> None:
         raise RuntimeError("broker down")
 
-    monkeypatch.setattr("models_ml.ml_services.round_rescore_maybe", broken)
+    monkeypatch.setattr("models_ml.services.round_scoring.round_rescore_maybe", broken)
     with caplog.at_level(logging.ERROR):
         with django_capture_on_commit_callbacks(execute=True):
             for rater in (a, b, a):

@@ -14,7 +14,6 @@ from annotations.errors import DomainError
 from annotations.models import AssignmentPolicy, ServingPolicy
 from annotations.services.ratings import assignment_next
 from models_ml import tasks
-from models_ml.ml_services import model_version_register, round_score_start
 from models_ml.models import (
     ImageScore,
     Job,
@@ -23,6 +22,8 @@ from models_ml.models import (
     ModelKind,
     ModelVersion,
 )
+from models_ml.services.base_training import model_version_register
+from models_ml.services.round_scoring import round_score_start
 
 pytestmark = pytest.mark.django_db
 

@@ -166,14 +166,15 @@ def test_a_version_registered_over_the_api_gets_its_grid_from_the_worker(
 
     from rest_framework.test import APIClient
 
-    from models_ml import ml_services, tasks
+    from models_ml import tasks
+    from models_ml.services import base_training
 
     settings.MODEL_SAMPLE_PROMPTS = 1
     settings.MODEL_SAMPLE_IMAGES = 1
     folder = Path(settings.MODELS_DIR) / "registered"
     shutil.copytree(DEMO_MODEL_DIR, folder)
     queued: list[int] = []
-    monkeypatch.setattr(ml_services, "_version_samples_enqueue", queued.append)
+    monkeypatch.setattr(base_training, "_version_samples_enqueue", queued.append)
     client = APIClient()
     client.force_authenticate(admin_user)
     dataset = _dataset()

@@ -15,7 +15,7 @@ from models_ml.selectors import (
     review_default_threshold,
     review_images,
 )
-from models_ml.services_review import review_round_create
+from models_ml.services.review import review_round_create
 from tests.factories import DatasetFactory, ImageFactory
 
 from .review_data import diffusion, reward, scored

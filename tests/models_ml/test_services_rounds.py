@@ -10,7 +10,7 @@ from annotations.models import Assignment, AuditEvent, Image, Rating, RoundStatu
 from annotations.services.generation import round_generated_fill
 from annotations.services.ratings import assignment_next, rating_submit
 from models_ml.models import Job, JobKind, JobStatus
-from models_ml.services_rounds import (
+from models_ml.services.rounds import (
     RoundConflict,
     round_abandon,
     round_generation_retry,

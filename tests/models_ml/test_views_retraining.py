@@ -9,8 +9,9 @@ from django.urls import reverse
 from annotations.models import Rating, Role, Round, RoundStatus
 from annotations.services.ratings import assignment_next, rating_submit
 from models_ml.engine.recipes import recipe_for
-from models_ml.ml_services import DEFAULT_OBJECTIVE, finetune_start
 from models_ml.models import Job, JobKind, JobStatus
+from models_ml.services.finetune import finetune_start
+from models_ml.services.params import DEFAULT_OBJECTIVE
 from tests.factories import DatasetFactory, ImageFactory
 
 from .ml_page_data import diffusion, reward
@@ -252,7 +253,11 @@ def test_pasted_prompts_open_a_generating_round_comparing_two_versions(
     rnd = Round.objects.get()
     assert response.status_code == 302
     assert job.kind == JobKind.GENERATE_ROUND
-    assert job.params["prompts"] == [["optic disc", "fundus"], ["axial head", "ct"]]
+    # Kept whole, as the dataset writes its prompts (services/prompts.py).
+    assert job.params["prompts"] == [
+        ["fundus: optic disc", "fundus"],
+        ["CT: axial head", "ct"],
+    ]
     assert job.params["compare_model_version_id"] == old.pk
     assert len(job.params["control_pool_ids"]) == 3
     assert rnd.status == RoundStatus.GENERATING

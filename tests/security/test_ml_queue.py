@@ -24,7 +24,7 @@ SMALL = {"prompt": "CT: a slice", "modality": "CT", "count": 2}
 
 @pytest.fixture(autouse=True)
 def base(tmp_path, monkeypatch, settings):
-    monkeypatch.setattr("models_ml.services.job_enqueue", lambda *, job: None)
+    monkeypatch.setattr("models_ml.services.jobs.job_enqueue", lambda *, job: None)
     settings.JOB_QUOTAS = {
         "physician": (2, 20),
         "researcher": (4, 50),

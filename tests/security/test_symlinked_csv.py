@@ -28,7 +28,7 @@ def folder(settings, tmp_path, monkeypatch):
     folder = tmp_path / "imports" / "set"
     folder.mkdir(parents=True)
     (folder / "data.csv").symlink_to(outside)
-    monkeypatch.setattr("models_ml.services.job_enqueue", lambda *, job: None)
+    monkeypatch.setattr("models_ml.services.jobs.job_enqueue", lambda *, job: None)
     return folder
 
 

@@ -8,14 +8,14 @@ from __future__ import annotations
 import pytest
 
 from annotations.models import Role
-from models_ml import ml_services
-from models_ml.api_settings import (
+from models_ml.api.job_settings import (
     FinetuneSettingsSerializer,
     RewardSettingsSerializer,
     RoundSettingsSerializer,
     TrainSettingsSerializer,
 )
 from models_ml.models import Job, ModelKind, ModelVersion
+from models_ml.services import params
 
 pytestmark = pytest.mark.django_db
 
@@ -23,10 +23,10 @@ pytestmark = pytest.mark.django_db
 @pytest.mark.parametrize(
     "serializer, keys",
     [
-        (TrainSettingsSerializer, ml_services.TRAIN_KEYS),
-        (FinetuneSettingsSerializer, ml_services.FINETUNE_KEYS),
-        (RewardSettingsSerializer, ml_services.REWARD_KEYS),
-        (RoundSettingsSerializer, ml_services.ROUND_KEYS),
+        (TrainSettingsSerializer, params.TRAIN_KEYS),
+        (FinetuneSettingsSerializer, params.FINETUNE_KEYS),
+        (RewardSettingsSerializer, params.REWARD_KEYS),
+        (RoundSettingsSerializer, params.ROUND_KEYS),
     ],
 )
 def test_the_api_types_exactly_the_settings_the_services_take(serializer, keys):
@@ -35,7 +35,7 @@ def test_the_api_types_exactly_the_settings_the_services_take(serializer, keys):
 
 @pytest.fixture
 def base(tmp_path, monkeypatch):
-    monkeypatch.setattr("models_ml.services.job_enqueue", lambda *, job: None)
+    monkeypatch.setattr("models_ml.services.jobs.job_enqueue", lambda *, job: None)
     return ModelVersion.objects.create(
         name="base", kind=ModelKind.DIFFUSION, path=str(tmp_path / "b")
     )
@@ -70,7 +70,7 @@ def test_a_retraining_run_refuses_bad_settings_naming_them(
 def test_a_model_folder_under_the_models_root_is_accepted(client_as, base, settings):
     folder = settings.MODELS_DIR / "sd-local"
     folder.mkdir()
-    from models_ml.api_settings import check_under_roots
+    from models_ml.api.job_settings import check_under_roots
 
     assert check_under_roots(str(folder), "model_path") == str(folder.resolve())
 

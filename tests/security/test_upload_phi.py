@@ -20,7 +20,7 @@ from pydicom.data import get_testdata_file
 from annotations.models import Dataset, Role
 from annotations.services.uploads import upload_discard, upload_stage
 from models_ml.models import Job, JobStatus
-from models_ml.services import job_cancel
+from models_ml.services.jobs import job_cancel
 from models_ml.tasks import run_import
 
 pytestmark = pytest.mark.django_db
@@ -52,7 +52,7 @@ def staging(settings, tmp_path, monkeypatch) -> Path:
     settings.IMPORT_ROOTS = [tmp_path / "imports"]
     settings.MEDIA_ROOT = tmp_path / "media"
     (tmp_path / "imports").mkdir()
-    monkeypatch.setattr("models_ml.services.job_enqueue", lambda *, job: None)
+    monkeypatch.setattr("models_ml.services.jobs.job_enqueue", lambda *, job: None)
     return settings.UPLOAD_STAGING_DIR
 
 

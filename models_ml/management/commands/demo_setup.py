@@ -133,8 +133,9 @@ class Command(BaseCommand):
         """Register the base model shipped in the repository, once."""
         import json
 
-        from models_ml.ml_services import model_version_register
         from models_ml.models import ModelKind, ModelVersion
+
+        from ...services.base_training import model_version_register
 
         folder = DEMO_MODEL_DIR.resolve()
         existing = ModelVersion.objects.filter(
@@ -178,9 +179,10 @@ class Command(BaseCommand):
     def _generated_round(
         self, dataset: Dataset, admin: Any, version: Any, o: dict[str, Any]
     ) -> None:
-        from models_ml import services_runs, tasks
-        from models_ml.ml_services import round_generate_start
+        from models_ml import tasks
         from models_ml.models import JobStatus
+
+        from ...services.round_generation import round_generate_start
 
         now = o["round"] == "generated"
         prompts = demo_prompts(dataset, o["prompts_per_modality"])
@@ -203,7 +205,7 @@ class Command(BaseCommand):
             return
         self.stdout.write(f"generating {total} images with the base model ...")
         started = time.monotonic()
-        tasks.run_job(job.pk, services_runs.round_generate_run)
+        tasks.ml_generate_round(job.pk)  # the task itself, in this process
         job.refresh_from_db()
         if job.status != JobStatus.SUCCEEDED:
             self.stdout.write(self.style.ERROR(f"generation failed: {job.error}"))

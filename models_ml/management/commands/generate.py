@@ -20,9 +20,11 @@ from models_ml.generate_files import (
     provenance_row,
     write_manifests,
 )
-from models_ml.ml_services import GENERATE_MODES, generate_start
 from models_ml.models import Job, JobStatus, ModelKind, ModelVersion
 from models_ml.selectors import latest_reward_version
+
+from ...services.generation import generate_start
+from ...services.params import GENERATE_MODES
 
 
 def resolve_version(value: str, *, kind: str, option: str) -> ModelVersion:
@@ -100,9 +102,9 @@ class Command(BaseCommand):
         if opts["queue"]:
             self.stdout.write(f"queued generate job {job.pk}")
             return
-        from models_ml import services_runs, tasks
+        from models_ml import tasks
 
-        tasks.run_job(job.pk, services_runs.generate_run)
+        tasks.ml_generate(job.pk)  # the task itself, in this process
         job.refresh_from_db()
         if job.status != JobStatus.SUCCEEDED:
             raise CommandError(f"generate job {job.pk} {job.status}: {job.error}")

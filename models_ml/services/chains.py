@@ -28,37 +28,51 @@ from typing import Any
 from django.db import transaction
 
 from annotations.errors import DomainError
-from annotations.models import Round, RoundStatus, ServingPolicy
+from annotations.models import (
+    Round,
+    RoundStatus,
+    ServingPolicy,
+)
 from annotations.services.rounds import controls_needed, serving_check
 
-from .finetune_pool import finetune_pool_fix
-from .ml_services import (
+from ..models import (
+    Comparison,
+    GateStatus,
+    Job,
+    JobKind,
+    ModelVersion,
+    job_title,
+)
+from ..selectors import (
+    control_pool,
+    model_version_dataset,
+    real_images_for_training,
+)
+from .finetune import (
+    check_finetune_params,
+    finetune_objective,
+    finetune_pool_fix,
+    finetune_recipe,
+    finetune_start,
+)
+from .jobs import job_cancel
+from .params import (
     DEFAULT_BEST_OF_N,
     FEEDBACK_OBJECTIVES,
     FINETUNE_KEYS,
-    MAX_BEST_OF_N,
     ROUND_KEYS,
     SAMPLING_KEYS,
-    Arm,
-    _check_diffusion,
-    _check_finetune_params,
-    _check_keys,
-    _check_reward_params,
-    _check_sampling,
-    _number,
-    _positive_int,
-    _prompt_list,
-    _seed,
-    finetune_objective,
-    finetune_recipe,
-    finetune_start,
-    reward_model_train_start,
-    round_generate_start,
-    round_score_start,
+    check_diffusion,
+    check_keys,
+    check_sampling,
+    number_in_range,
+    positive_int,
+    prompt_list,
+    seed_or_random,
 )
-from .models import Comparison, GateStatus, Job, JobKind, ModelVersion, job_title
-from .selectors import control_pool, model_version_dataset, real_images_for_training
-from .services import job_cancel
+from .reward import check_reward_params, reward_model_train_start
+from .round_generation import MAX_BEST_OF_N, Arm, round_generate_start
+from .round_scoring import round_score_start
 
 STEP_REWARD = JobKind.TRAIN_REWARD.value
 STEP_FINETUNE = JobKind.FINETUNE.value
@@ -163,13 +177,13 @@ def chain_round_serving(spec: dict[str, Any]) -> dict[str, Any]:
 def _check_round_spec(
     round_params: dict[str, Any], diffusion_version: ModelVersion
 ) -> dict[str, Any]:
-    _check_keys(round_params, ROUND_KEYS, "round")
-    _check_sampling(round_params)
+    check_keys(round_params, ROUND_KEYS, "round")
+    check_sampling(round_params)
     prompts = round_params.get("prompts") or default_round_prompts(diffusion_version)
-    round_params["prompts"] = _prompt_list(prompts)
+    round_params["prompts"] = prompt_list(prompts)
     round_params.setdefault("images_per_prompt", 4)
-    _positive_int(round_params["images_per_prompt"], "images_per_prompt")
-    round_params["seed"] = _seed(round_params.get("seed"))
+    positive_int(round_params["images_per_prompt"], "images_per_prompt")
+    round_params["seed"] = seed_or_random(round_params.get("seed"))
     share = round_params.setdefault("control_share", 0.0)
     if isinstance(share, bool) or not isinstance(share, (int, float)):
         raise DomainError("round: control_share must be a number")
@@ -180,10 +194,10 @@ def _check_round_spec(
     if best_of == 0:
         round_params.pop("best_of_n")
     else:
-        _positive_int(best_of, "round: best_of_n", maximum=MAX_BEST_OF_N)
+        positive_int(best_of, "round: best_of_n", maximum=MAX_BEST_OF_N)
         if best_of < 2:
             raise DomainError("round: best_of_n must be 0 (none) or at least 2")
-    _number(round_params, "alpha", 0, 0.5, low_open=True)
+    number_in_range(round_params, "alpha", 0, 0.5, low_open=True)
     chain_round_serving(round_params)
     return round_params
 
@@ -207,16 +221,16 @@ def retraining_round_start(
     ``repeat_share``, ``serving_policy``, ``rescore_every``; uncertainty
     serving takes the reward model this run trains) and sampling settings.
     """
-    _check_diffusion(diffusion_version, "diffusion_version")
+    check_diffusion(diffusion_version, "diffusion_version")
     if diffusion_version.is_control:
         raise DomainError(
             f"{diffusion_version.name} is a control; fine-tune its parent instead"
         )
-    _check_keys(params, frozenset({"reward", "finetune", "round"}), "retraining")
+    check_keys(params, frozenset({"reward", "finetune", "round"}), "retraining")
     reward = dict(params.get("reward") or {})
     finetune = dict(params.get("finetune") or {})
-    _check_reward_params(reward)
-    _check_finetune_params(finetune)
+    check_reward_params(reward)
+    check_finetune_params(finetune)
     objective = finetune_objective(finetune)
     if objective not in FEEDBACK_OBJECTIVES:
         raise DomainError(

@@ -14,14 +14,20 @@ from pathlib import Path
 from typing import Any
 
 from django.conf import settings
-from drf_spectacular.utils import extend_schema_serializer
+from drf_spectacular.utils import (
+    extend_schema_serializer,
+)
 from rest_framework import serializers
 
 from annotations.models import ServingPolicy
 
-from .engine import KTO_MIDDLE_MODES, OBJECTIVES
-from .ml_services import MAX_GUIDANCE, MAX_SAMPLING_BATCH, SCHEDULERS
-from .rater_weighting import RATER_WEIGHTINGS
+from ..engine import KTO_MIDDLE_MODES, OBJECTIVES
+from ..rater_weighting import RATER_WEIGHTINGS
+from ..services.params import (
+    MAX_GUIDANCE,
+    MAX_SAMPLING_BATCH,
+    SCHEDULERS,
+)
 
 MAX_SEED = 2**32 - 1
 

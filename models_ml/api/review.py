@@ -8,7 +8,10 @@ from typing import Any
 
 from django.shortcuts import get_object_or_404
 from django.urls import reverse
-from drf_spectacular.utils import extend_schema, extend_schema_serializer
+from drf_spectacular.utils import (
+    extend_schema,
+    extend_schema_serializer,
+)
 from rest_framework import serializers, status
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.request import Request
@@ -18,12 +21,16 @@ from rest_framework.views import APIView
 from annotations.api.common import ErrorOutputSerializer
 from annotations.api.rounds import RoundStaffDetailSerializer, round_detail_data
 from annotations.models import Image, Round
-from annotations.permissions import CanSeeRound, IsAdmin
+from annotations.permissions import (
+    CanSeeRound,
+    IsAdmin,
+)
 from medrlhf.pagination import LimitOffsetPagination
 
-from .api_ml import JobQueuedSerializer, _diffusion_versions, _queued
-from .generate_files import provenance_row
-from .selectors import (
+from ..generate_files import (
+    provenance_row,
+)
+from ..selectors import (
     REVIEW_SHOW,
     ReviewFilter,
     review_counts,
@@ -31,12 +38,13 @@ from .selectors import (
     review_images,
     review_page_images,
 )
-from .services_review import review_round_create
-from .services_rounds import round_abandon, round_generation_retry
+from ..services.review import review_round_create
+from ..services.rounds import round_abandon, round_generation_retry
+from .common import JobQueuedSerializer, diffusion_versions, queued
 
 
 class _ReviewFilterSerializer(serializers.Serializer):
-    model_version = serializers.PrimaryKeyRelatedField(queryset=_diffusion_versions())
+    model_version = serializers.PrimaryKeyRelatedField(queryset=diffusion_versions())
     threshold = serializers.FloatField(
         min_value=0,
         max_value=1,
@@ -273,4 +281,4 @@ class RoundGenerationRetryApi(APIView):
     def post(self, request: Request, round_id: int) -> Response:
         rnd = _admin_round(request=request, view=self, round_id=round_id)
         job = round_generation_retry(round=rnd, actor=request.user)
-        return _queued(job, round=rnd.pk)
+        return queued(job, round=rnd.pk)

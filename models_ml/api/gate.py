@@ -23,10 +23,12 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from annotations.api.common import ErrorOutputSerializer
-from annotations.permissions import IsResearcherOrAdmin
+from annotations.permissions import (
+    IsResearcherOrAdmin,
+)
 
-from .gate import Verdict, comparison_verdict
-from .models import Comparison
+from ..gate import Verdict, comparison_verdict
+from ..models import Comparison
 
 
 class _PairedTestSerializer(serializers.Serializer):

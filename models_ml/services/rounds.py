@@ -16,9 +16,14 @@ from django.utils import timezone
 
 from annotations.audit import audit_record
 from annotations.errors import DomainError
-from annotations.models import Assignment, Rating, Round, RoundStatus
+from annotations.models import (
+    Assignment,
+    Rating,
+    Round,
+    RoundStatus,
+)
 
-from .models import (
+from ..models import (
     FINISHED_STATUSES,
     GateStatus,
     Job,
@@ -26,7 +31,7 @@ from .models import (
     JobStatus,
     ModelVersion,
 )
-from .services import job_cancel, job_create
+from .jobs import job_cancel, job_create
 
 MAX_REASON = 500
 RETRYABLE = (JobStatus.FAILED, JobStatus.CANCELLED)

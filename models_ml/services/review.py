@@ -16,11 +16,18 @@ from django.db import transaction
 
 from annotations.audit import audit_record
 from annotations.errors import DomainError
-from annotations.models import Image, ImageSource, Round
+from annotations.models import (
+    Image,
+    ImageSource,
+    Round,
+)
 from annotations.services.rounds import round_create
 
-from .models import ModelKind, ModelVersion
-from .selectors import (
+from ..models import (
+    ModelKind,
+    ModelVersion,
+)
+from ..selectors import (
     ReviewFilter,
     model_version_dataset,
     review_images,

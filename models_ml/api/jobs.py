@@ -4,7 +4,10 @@ cancels the jobs they started."""
 from __future__ import annotations
 
 from django.shortcuts import get_object_or_404
-from drf_spectacular.utils import extend_schema, extend_schema_serializer
+from drf_spectacular.utils import (
+    extend_schema,
+    extend_schema_serializer,
+)
 from rest_framework import serializers
 from rest_framework.exceptions import NotFound
 from rest_framework.permissions import IsAuthenticated
@@ -13,13 +16,15 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from annotations.api.common import ErrorOutputSerializer, paginated_response
-from annotations.permissions import ReadOnlyForResearcher
+from annotations.permissions import (
+    ReadOnlyForResearcher,
+)
 from annotations.roles import is_admin
 from medrlhf.pagination import LimitOffsetPagination
 from medrlhf.serverpaths import ServerPathsHidden
 
-from .models import Job, JobKind, JobStatus
-from .services import job_cancel
+from ..models import Job, JobKind, JobStatus
+from ..services.jobs import job_cancel
 
 
 @extend_schema_serializer(component_name="Job")

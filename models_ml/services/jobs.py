@@ -11,6 +11,7 @@ import logging
 import socket
 from dataclasses import dataclass
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 from django.conf import settings
@@ -20,8 +21,13 @@ from django.utils import timezone
 
 from annotations.audit import audit_record
 
-from .models import FINISHED_STATUSES, Job, JobKind, JobStatus
-from .signals import job_stopped
+from ..models import (
+    FINISHED_STATUSES,
+    Job,
+    JobKind,
+    JobStatus,
+)
+from ..signals import job_stopped
 
 logger = logging.getLogger(__name__)
 
@@ -320,3 +326,8 @@ def jobs_reap_stale(*, stale_after: timedelta | None = None) -> ReapResult:
     if requeued or failed:
         logger.warning("reaper: %d jobs requeued, %d failed", requeued, failed)
     return ReapResult(requeued=requeued, failed=failed)
+
+
+def job_dir(*, job: Job) -> Path:
+    """Where a job keeps its checkpoints and outputs: MODELS_DIR/<job id>."""
+    return Path(settings.MODELS_DIR) / str(job.pk)
