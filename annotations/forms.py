@@ -13,6 +13,7 @@ from models_ml.models import ModelKind, ModelVersion
 
 from .models import Dataset, Flag, Image, ImageSource, Role, Round, ServingPolicy
 from .presentation import DISPLAY_SIZE_MAX, DISPLAY_SIZE_MIN
+from .selectors import control_pool
 from .services.rounds import (
     DEFAULT_RESCORE_EVERY,
     MAX_REPEAT_SHARE,
@@ -250,10 +251,11 @@ class RoundCreateForm(RoundServingForm):
         return list(Image.objects.filter(pk__in=self.cleaned_data["image_ids"]))
 
     def control_pool(self) -> QuerySet[Image]:
-        qs = Image.objects.filter(source=ImageSource.REAL, quarantined=False)
-        if self.cleaned_data.get("modalities"):
-            qs = qs.filter(modality__in=self.cleaned_data["modalities"])
-        return qs
+        """Real controls of the chosen images' modalities (``control_pool``)."""
+        modalities = Image.objects.filter(
+            pk__in=self.cleaned_data["image_ids"]
+        ).values_list("modality", flat=True)
+        return control_pool(modalities=set(modalities))
 
 
 class _ImportFields(forms.Form):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,6 +16,7 @@ from .models import (
     AssignmentPolicy,
     Dataset,
     Image,
+    ImageSource,
     Rating,
     Round,
     RoundImage,
@@ -22,6 +24,21 @@ from .models import (
 )
 from .roles import is_admin, is_physician, is_researcher
 from .serving_rules import repeats_owed
+
+
+def control_pool(
+    *, modalities: Iterable[str], dataset: Dataset | None = None
+) -> QuerySet[Image]:
+    """Real images that may stand, blinded, beside a round's images: real,
+    not quarantined, of the round's own modalities (a control of another
+    modality would be the odd one out at a glance), and from ``dataset`` when
+    one is given. The one definition for plain rounds, generating rounds and
+    rounds from a review; ``round_create`` leaves out the round's own images.
+    """
+    pool = Image.objects.filter(
+        source=ImageSource.REAL, quarantined=False, modality__in=set(modalities)
+    )
+    return pool.filter(dataset=dataset) if dataset is not None else pool
 
 
 def rounds_visible_to(user: Any) -> QuerySet[Round]:

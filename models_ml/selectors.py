@@ -9,6 +9,7 @@ from typing import Any
 from django.db.models import Avg, Count, Exists, Max, OuterRef, Q, QuerySet
 
 from annotations.models import Image, ImageSource, Rating, RoundImage
+from annotations.selectors import control_pool as rounds_control_pool
 
 from .models import GateStatus, Job, JobKind, ModelKind, ModelVersion
 
@@ -73,17 +74,13 @@ def real_images_for_training(*, dataset_ids: list[int]) -> QuerySet[Image]:
 def control_pool(
     *, model_version: ModelVersion, dataset: Any = None, modalities: Iterable[str]
 ) -> QuerySet[Image]:
-    """Real images that may stand beside generated ones of ``modalities``.
-
-    From ``dataset``, else the version's own (nearest in its lineage); from any
-    dataset when neither names one. A control of another modality would tell
-    the physician at once that it is the odd one out.
-    """
-    dataset = dataset or model_version_dataset(model_version=model_version)
-    pool = Image.objects.filter(
-        source=ImageSource.REAL, quarantined=False, modality__in=set(modalities)
+    """The real controls beside a version's images (``annotations.selectors.
+    control_pool``): from ``dataset``, else the version's own (nearest in its
+    lineage); from any dataset when neither names one."""
+    return rounds_control_pool(
+        modalities=modalities,
+        dataset=dataset or model_version_dataset(model_version=model_version),
     )
-    return pool.filter(dataset=dataset) if dataset is not None else pool
 
 
 def ratings_for_reward(*, round_ids: list[int] | None, until: Any) -> QuerySet[Rating]:

@@ -25,11 +25,11 @@ from rest_framework.views import APIView
 from medrlhf.pagination import LimitOffsetPagination
 
 from ..errors import NotServed
-from ..models import Dataset, Image, ImageSource, Role, Round
+from ..models import Dataset, Image, Role, Round
 from ..permissions import CanRateRound, CanSeeRound, IsAdmin, IsPhysician
 from ..presentation import DISPLAY_SIZE_MAX, DISPLAY_SIZE_MIN, round_presentation
 from ..roles import is_admin, is_researcher
-from ..selectors import round_progress, rounds_visible_to
+from ..selectors import control_pool, round_progress, rounds_visible_to
 from ..services.ratings import (
     assignment_next,
     assignment_skip,
@@ -255,11 +255,9 @@ class RoundsApi(APIView):
         )
         controls: Any = ()
         if params["control_share"] > 0:
-            controls = Image.objects.filter(
-                source=ImageSource.REAL, quarantined=False
-            ).exclude(pk__in=images.values("pk"))
-            if params["modality"]:
-                controls = controls.filter(modality=params["modality"])
+            controls = control_pool(
+                modalities=set(images.values_list("modality", flat=True))
+            )
         rnd = round_create(
             name=params["name"],
             description=params["description"],

@@ -18,7 +18,6 @@ from annotations.audit import audit_record
 from annotations.errors import DomainError
 from annotations.models import (
     Image,
-    ImageSource,
     Round,
 )
 from annotations.services.rounds import round_create
@@ -29,7 +28,7 @@ from ..models import (
 )
 from ..selectors import (
     ReviewFilter,
-    model_version_dataset,
+    control_pool,
     review_images,
     review_scored_images,
 )
@@ -72,14 +71,6 @@ def _chosen_images(
     return sorted(images, key=lambda im: (-(im.reward_score or 0.0), -im.pk))
 
 
-def _control_pool(*, version: ModelVersion, modalities: set[str]) -> Any:
-    pool = Image.objects.filter(
-        source=ImageSource.REAL, quarantined=False, modality__in=modalities
-    )
-    dataset = model_version_dataset(model_version=version)
-    return pool.filter(dataset=dataset) if dataset is not None else pool
-
-
 @transaction.atomic
 def review_round_create(
     *,
@@ -118,7 +109,7 @@ def review_round_create(
         "rejected": len(images) - kept,
     }
     pool = (
-        _control_pool(version=version, modalities={im.modality for im in images})
+        control_pool(model_version=version, modalities={im.modality for im in images})
         if control_share > 0
         else ()
     )
