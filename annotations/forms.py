@@ -11,14 +11,15 @@ from django.db.models import QuerySet
 
 from models_ml.models import ModelKind, ModelVersion
 
-from .models import Dataset, Flag, Image, ImageSource, Role, Round, ServingPolicy
-from .presentation import DISPLAY_SIZE_MAX, DISPLAY_SIZE_MIN
-from .selectors import control_pool
-from .services.rounds import (
+from .design import (
     DEFAULT_RESCORE_EVERY,
     MAX_REPEAT_SHARE,
     MAX_RESCORE_EVERY,
+    ServingDesign,
 )
+from .models import Dataset, Flag, Image, ImageSource, Role, Round, ServingPolicy
+from .presentation import DISPLAY_SIZE_MAX, DISPLAY_SIZE_MIN
+from .selectors import control_pool
 from .serving_rules import REPEAT_GAP
 from .viewer_keys import ACTIONS, KeyMapError, key_map_clean
 
@@ -60,7 +61,7 @@ class PhysicianChoiceField(forms.ModelMultipleChoiceField):
 class RoundServingForm(forms.Form):
     """The serving design of a new round, chosen or generated; shares in percent.
 
-    The services check the shares again (``serving_check``); here a page gets
+    The services check the design again (``ServingDesign.checked``); here a page gets
     its errors beside the field.
     """
 
@@ -144,17 +145,16 @@ class RoundServingForm(forms.Form):
             )
         return data
 
-    def serving_settings(self) -> dict[str, Any]:
-        """The cleaned serving fields as ``round_create`` and
-        ``round_generate_start`` take them."""
+    def serving_design(self) -> ServingDesign:
+        """The cleaned serving fields as one ``ServingDesign``."""
         data = self.cleaned_data
-        return {
-            "agreement_share": data["agreement_percent"] / 100,
-            "repeat_share": data["repeat_percent"] / 100,
-            "serving_policy": data["serving_policy"],
-            "rescore_every": data.get("rescore_every"),
-            "reward_model_version": data.get("reward_model_version"),
-        }
+        return ServingDesign(
+            agreement_share=data["agreement_percent"] / 100,
+            repeat_share=data["repeat_percent"] / 100,
+            serving_policy=data["serving_policy"],
+            rescore_every=data.get("rescore_every"),
+            reward_model_version=data.get("reward_model_version"),
+        )
 
 
 class RoundCreateForm(RoundServingForm):

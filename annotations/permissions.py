@@ -12,10 +12,11 @@ from rest_framework.exceptions import NotFound
 from rest_framework.permissions import SAFE_METHODS, BasePermission
 from rest_framework.request import Request
 
+from annotations.rating.access import rater_may_rate
+
 from .models import Image, Rating, Round
 from .roles import is_admin, is_physician, is_researcher
 from .selectors import image_visible_to, rounds_visible_to
-from .services.ratings import rater_may_rate
 
 
 class IsAdmin(BasePermission):

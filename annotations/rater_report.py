@@ -38,17 +38,9 @@ from .rater_selectors import (
     repeat_matrices,
     reward_models_for,
 )
-from .stats.agreement import (
-    DEFAULT_N_BOOT,
-    Estimate,
-    KappaMatrix,
-    Retest,
-    alpha_estimate,
-    kappa_estimate,
-    pairwise_kappa,
-    retest_agreement,
-)
+from .stats.agreement import DEFAULT_N_BOOT, Estimate, alpha_estimate, kappa_estimate
 from .stats.drift import MAX_SECONDS_PER_ITEM, Drift, drift, session_positions
+from .stats.raters import KappaMatrix, Retest, pairwise_kappa, retest_agreement
 from .stats.turing import TuringResult, turing_by_group
 
 SCOPE_AGREEMENT_SET = "agreement set"
@@ -372,6 +364,34 @@ def _model_score(expected: float) -> int:
     return int(min(3, max(1, math.floor(expected + 0.5))))
 
 
+def _ceiling_note(reward_model: Any, *, n_items: int, n_scored: int) -> str:
+    if reward_model is None:
+        return "No reward model has scored this round yet. " + SCORE_JOB_HINT
+    if n_scored < n_items:
+        return (
+            f"{n_items - n_scored} of {n_items} images in scope have no "
+            f"score from {reward_model.name}; they are left out. " + SCORE_JOB_HINT
+        )
+    return ""
+
+
+def _pairwise_spearman(
+    scored: dict[Any, dict[Any, int]],
+) -> dict[tuple[int, int], Estimate]:
+    """Spearman's rho of every two physicians on the items both rated, by
+    their positions in ``scored``."""
+    raters = list(scored)
+    rhos: dict[tuple[int, int], Estimate] = {}
+    for a in range(len(raters)):
+        for b in range(a + 1, len(raters)):
+            first, second = scored[raters[a]], scored[raters[b]]
+            shared = [i for i in first if i in second]
+            rhos[a, b] = rhos[b, a] = spearman_estimate(
+                [float(first[i]) for i in shared], [float(second[i]) for i in shared]
+            )
+    return rhos
+
+
 def reward_ceiling_report(
     *,
     round: Round,
@@ -392,10 +412,9 @@ def reward_ceiling_report(
     caller already read them with the same filters.
     """
     available = reward_models_for(round=round)
-    if reward_model is None:
-        reward_model = round.reward_model_version or (
-            available[0] if available else None
-        )
+    reward_model = (
+        reward_model or round.reward_model_version or next(iter(available), None)
+    )
     if records is None:
         records = rating_records(
             round=round, modality=modality, model_version=model_version
@@ -407,14 +426,7 @@ def reward_ceiling_report(
         if reward_model
         else {}
     )
-    note = ""
-    if reward_model is None:
-        note = "No reward model has scored this round yet. " + SCORE_JOB_HINT
-    elif len(scores) < len(items):
-        note = (
-            f"{len(items) - len(scores)} of {len(items)} images in scope have no "
-            f"score from {reward_model.name}; they are left out. " + SCORE_JOB_HINT
-        )
+    note = _ceiling_note(reward_model, n_items=len(items), n_scored=len(scores))
     rows: list[CeilingRow] = []
     human_pairs: list[tuple[float | None, int]] = []
     model_pairs: list[tuple[float | None, int]] = []
@@ -424,14 +436,7 @@ def reward_ceiling_report(
     }
     raters = list(scored)
     kappas = pairwise_kappa(scored)
-    rhos: dict[tuple[int, int], Estimate] = {}
-    for a in range(len(raters)):
-        for b in range(a + 1, len(raters)):
-            first, second = scored[raters[a]], scored[raters[b]]
-            shared = [i for i in first if i in second]
-            rhos[a, b] = rhos[b, a] = spearman_estimate(
-                [float(first[i]) for i in shared], [float(second[i]) for i in shared]
-            )
+    rhos = _pairwise_spearman(scored)
     for a, rater in enumerate(raters):
         mine = scored[rater]
         model = {i: _model_score(scores[i][0]) for i in mine}

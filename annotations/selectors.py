@@ -10,7 +10,6 @@ from django.core.cache import cache
 from django.db.models import Count, Exists, OuterRef, Q, QuerySet, Sum, Value
 from django.db.models.functions import Least
 
-from . import leansql
 from .models import (
     Assignment,
     AssignmentPolicy,
@@ -22,6 +21,8 @@ from .models import (
     RoundImage,
     RoundStatus,
 )
+from .rating.access import rounds_rated_by_q
+from .rating.queries import ratings_live_count
 from .roles import is_admin, is_physician, is_researcher
 from .serving_rules import repeats_owed
 
@@ -48,7 +49,7 @@ def rounds_visible_to(user: Any) -> QuerySet[Round]:
     if is_physician(user):
         return (
             Round.objects.filter(status=RoundStatus.RATING)
-            .filter(Q(raters=user) | Q(raters__isnull=True))
+            .filter(rounds_rated_by_q(user))
             .distinct()
         )
     return Round.objects.none()
@@ -211,13 +212,7 @@ def round_progress(*, round: Round, user: Any | None = None) -> RoundProgress:
     done = min(totals.done, needed)
     mine = my_remaining = 0
     if user is not None and user.is_authenticated:
-        # Index-only on the partial index of live ratings; asked on every
-        # "next", so written out (annotations.leansql).
-        mine = leansql.scalar(
-            f"SELECT COUNT(*) FROM {leansql.table(Rating)} "  # noqa: S608
-            "WHERE round_id = %s AND rater_id = %s AND retracted_at IS NULL",
-            [round.pk, user.pk],
-        )
+        mine = ratings_live_count(round.pk, user.pk)
         showings = (
             _my_showings(round, user)
             if round.agreement_share > 0 or round.repeat_share > 0

@@ -1,6 +1,6 @@
 """The arithmetic of serving: how many repeats a physician is owed, and how
 densely the agreement set is spread through a session.  No database here;
-``services.ratings`` serves by these rules and ``selectors`` counts by them.
+``rating.serving`` serves by these rules and ``selectors`` counts by them.
 """
 
 from __future__ import annotations

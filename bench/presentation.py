@@ -105,7 +105,7 @@ def main() -> None:
 
         from annotations.models import Role
         from annotations.presentation import round_display_prepare
-        from annotations.services.ratings import assignment_next
+        from annotations.rating.serving import assignment_next
         from annotations.services.rounds import round_create, round_open
         from annotations.services.users import user_create
 

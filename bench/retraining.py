@@ -126,7 +126,8 @@ def rate_demo(var_dir: Path) -> dict[str, Any]:
     from django.core.management import call_command
 
     from annotations.models import Dataset, Role, Round
-    from annotations.services.ratings import assignment_next, rating_submit
+    from annotations.rating.serving import assignment_next
+    from annotations.rating.submit import rating_submit
     from models_ml.engine.images import load_pil
     from models_ml.samples import version_samples_make
     from models_ml.selectors import default_diffusion_version

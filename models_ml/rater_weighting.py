@@ -90,7 +90,7 @@ def _expertise(rows: Sequence[RatedRow]) -> dict[str, float]:
 def _reliability(
     rows: Sequence[RatedRow],
 ) -> tuple[dict[str, float], dict[str, float | None], float]:
-    from annotations.stats.agreement import rater_reliability
+    from annotations.stats.raters import rater_reliability
 
     table: dict[str, dict[Hashable, int]] = {}
     for row in rows:

@@ -6,6 +6,8 @@ from typing import Any
 import pytest
 from django.core.cache import cache
 
+from annotations.api.serving import SERVING_FIELDS
+from annotations.design import ServingDesign
 from annotations.models import Role
 from annotations.services.rounds import round_create
 
@@ -79,13 +81,17 @@ def researcher(make_user: Callable[..., Any]) -> Any:
 @pytest.fixture
 def make_round(admin_user: Any) -> Callable[..., Any]:
     def make(n_images: int = 5, raters_per_image: int = 1, **kwargs: Any) -> Any:
+        """A round of ``n_images`` new images; the serving design's fields
+        (``agreement_share``...) may be given flat, for brevity."""
         images = ImageFactory.create_batch(n_images)
+        design = {k: kwargs.pop(k) for k in SERVING_FIELDS if k in kwargs}
         return round_create(
             name=kwargs.pop("name", "round"),
             images=images,
             created_by=admin_user,
             raters_per_image=raters_per_image,
             open_now=kwargs.pop("open_now", True),
+            serving=ServingDesign(**design),
             **kwargs,
         )
 

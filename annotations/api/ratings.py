@@ -13,13 +13,14 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from annotations.rating.queries import round_for_rating
+from annotations.rating.submit import MAX_TIME_TAKEN_MS, rating_submit
 from medrlhf.fields import IdField
 from medrlhf.pagination import LimitOffsetPagination
 
 from ..models import Flag, Rating, Round
 from ..permissions import CanSeeRating, IsPhysician
 from ..selectors import ratings_of_user
-from ..services.ratings import MAX_TIME_TAKEN_MS, rating_submit, round_for_rating
 from .common import ErrorOutputSerializer, OwnTransactionApiView, paginated_response
 
 

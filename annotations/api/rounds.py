@@ -22,6 +22,9 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from annotations.rating.queries import round_for_rating
+from annotations.rating.serving import assignment_next, assignment_skip
+from annotations.rating.submit import rating_undo
 from medrlhf.pagination import LimitOffsetPagination
 
 from ..errors import NotServed
@@ -30,16 +33,10 @@ from ..permissions import CanRateRound, CanSeeRound, IsAdmin, IsPhysician
 from ..presentation import DISPLAY_SIZE_MAX, DISPLAY_SIZE_MIN, round_presentation
 from ..roles import is_admin, is_researcher
 from ..selectors import control_pool, round_progress, rounds_visible_to
-from ..services.ratings import (
-    assignment_next,
-    assignment_skip,
-    rating_undo,
-    round_for_rating,
-)
 from ..services.rounds import round_close, round_create, round_open
 from ..views.images import display_response
 from .common import ErrorOutputSerializer, OwnTransactionApiView, paginated_response
-from .serving import ServingInputSerializer, serving_settings
+from .serving import ServingInputSerializer, serving_design
 
 
 class RoundProgressSerializer(serializers.Serializer):
@@ -269,7 +266,7 @@ class RoundsApi(APIView):
             raters=params["raters"],
             open_now=params["open_now"],
             display_size=params["display_size"],
-            **serving_settings(params),
+            serving=serving_design(params),
         )
         # round_create returns the row as created, before open_now opened it.
         rnd.refresh_from_db()

@@ -9,12 +9,13 @@ from rest_framework import serializers
 
 from models_ml.models import ModelKind, ModelVersion
 
-from ..models import ServingPolicy
-from ..services.rounds import (
+from ..design import (
     DEFAULT_RESCORE_EVERY,
     MAX_REPEAT_SHARE,
     MAX_RESCORE_EVERY,
+    ServingDesign,
 )
+from ..models import ServingPolicy
 from ..serving_rules import REPEAT_GAP
 
 SERVING_FIELDS = (
@@ -30,7 +31,7 @@ class ServingInputSerializer(serializers.Serializer):
     """Fields for ``round_create`` and ``round_generate_start`` alike.
 
     Ranges are refused here with the field named; the services check them
-    again (``serving_check``) for every other caller.
+    again (``ServingDesign.checked``) for every other caller.
     """
 
     agreement_share = serializers.FloatField(
@@ -94,6 +95,6 @@ class ServingInputSerializer(serializers.Serializer):
         return attrs
 
 
-def serving_settings(validated: dict[str, Any]) -> dict[str, Any]:
-    """The serving fields of validated input, as the services take them."""
-    return {name: validated[name] for name in SERVING_FIELDS}
+def serving_design(validated: dict[str, Any]) -> ServingDesign:
+    """The serving fields of validated input as one ``ServingDesign``."""
+    return ServingDesign(**{name: validated[name] for name in SERVING_FIELDS})

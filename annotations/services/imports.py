@@ -311,32 +311,7 @@ def _import_rows(
                 )
                 continue
             seen[digest] = row.line
-            image = Image(
-                dataset=dataset,
-                sha256=digest,
-                width=img.width,
-                height=img.height,
-                bit_depth=img.bit_depth,
-                channels=3 if img.is_rgb else 1,
-                window_center=img.window_center,
-                window_width=img.window_width,
-                modality=mod,
-                prompt=row.text,
-                source=ImageSource.REAL,
-                source_path=_relative(row.path, dataset.root),
-                source_format=img.source_format,
-                frame_index=img.frame_index,
-                header=img.metadata,
-                quarantined=bool(img.quarantine_reason),
-                quarantine_reason=img.quarantine_reason[:200],
-            )
-            image.file.save("image.png", ContentFile(full), save=False)
-            written.append(image.file.name)
-            image.preview.save(
-                "preview.png", ContentFile(encode_preview_png(img)), save=False
-            )
-            written.append(image.preview.name)
-            pending.append(image)
+            pending.append(_image_stored(dataset, row, img, mod, full, digest, written))
             report.images += 1
             report.quarantined += int(bool(img.quarantine_reason))
             report.modalities[mod] = report.modalities.get(mod, 0) + 1
@@ -345,6 +320,44 @@ def _import_rows(
             pending.clear()
     if pending:
         Image.objects.bulk_create(pending)
+
+
+def _image_stored(
+    dataset: Dataset,
+    row: Any,
+    img: Any,
+    modality: str,
+    full: bytes,
+    digest: str,
+    written: list[str],
+) -> Image:
+    """An imported image's row, not saved yet, with its PNG and preview
+    written to storage (their names added to ``written``, so a failed
+    import removes them)."""
+    image = Image(
+        dataset=dataset,
+        sha256=digest,
+        width=img.width,
+        height=img.height,
+        bit_depth=img.bit_depth,
+        channels=3 if img.is_rgb else 1,
+        window_center=img.window_center,
+        window_width=img.window_width,
+        modality=modality,
+        prompt=row.text,
+        source=ImageSource.REAL,
+        source_path=_relative(row.path, dataset.root),
+        source_format=img.source_format,
+        frame_index=img.frame_index,
+        header=img.metadata,
+        quarantined=bool(img.quarantine_reason),
+        quarantine_reason=img.quarantine_reason[:200],
+    )
+    image.file.save("image.png", ContentFile(full), save=False)
+    written.append(image.file.name)
+    image.preview.save("preview.png", ContentFile(encode_preview_png(img)), save=False)
+    written.append(image.preview.name)
+    return image
 
 
 def _relative(path: Path, root: str) -> str:

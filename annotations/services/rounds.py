@@ -11,6 +11,7 @@ from django.db.models import F
 from django.utils import timezone
 
 from ..audit import audit_record
+from ..design import PLAIN, ServingDesign, agreement_items_needed
 from ..errors import DomainError
 from ..models import (
     Assignment,
@@ -19,83 +20,14 @@ from ..models import (
     Round,
     RoundImage,
     RoundStatus,
-    ServingPolicy,
 )
 from ..presentation import display_size_check, round_display_prepare
 from ..signals import round_closed, round_created
 from ..tasks import round_display_prepare_task
 
-# A repeat needs room for this many images between the two showings.
-MAX_REPEAT_SHARE = 0.5
-# Most informative first re-scores the round after this many new ratings
-# unless told otherwise: the interval the serving experiments tested (12 and
-# 24; docs/engine.md, "Scored once or re-scored, and balanced by modality").
-DEFAULT_RESCORE_EVERY = 24
-MAX_RESCORE_EVERY = 100_000
-
 
 def _shuffle_key() -> int:
     return secrets.randbits(62)
-
-
-def agreement_items_needed(*, n_items: int, agreement_share: float) -> int:
-    """Items of the agreement set: ``agreement_share`` of the round, at least one."""
-    if not 0 <= agreement_share <= 1:
-        raise DomainError("agreement_share must be between 0 and 1")
-    if agreement_share == 0 or n_items == 0:
-        return 0
-    return min(n_items, max(1, round(n_items * agreement_share)))
-
-
-def rescore_every_for(*, serving_policy: str, rescore_every: int | None) -> int:
-    """The re-scoring interval a round takes: ``None`` means the default
-    (``DEFAULT_RESCORE_EVERY`` for most informative first, else 0); a value
-    out of range, or one set for random order, is refused by name."""
-    if rescore_every is None:
-        return (
-            DEFAULT_RESCORE_EVERY if serving_policy == ServingPolicy.UNCERTAINTY else 0
-        )
-    if (
-        isinstance(rescore_every, bool)
-        or not isinstance(rescore_every, int)
-        or not 0 <= rescore_every <= MAX_RESCORE_EVERY
-    ):
-        raise DomainError(
-            f"rescore_every must be a whole number from 0 to {MAX_RESCORE_EVERY}"
-        )
-    if rescore_every and serving_policy != ServingPolicy.UNCERTAINTY:
-        raise DomainError(
-            "rescore_every applies to most-informative-first serving only "
-            "(serving_policy uncertainty); leave it 0 for random order"
-        )
-    return rescore_every
-
-
-def serving_check(
-    *,
-    agreement_share: float,
-    repeat_share: float,
-    serving_policy: str,
-    reward_model_version: Any,
-    rescore_every: int | None = None,
-) -> int:
-    """Refuse serving settings a round cannot run with, naming the field;
-    returns the round's re-scoring interval (``rescore_every_for``)."""
-    agreement_items_needed(n_items=1, agreement_share=agreement_share)
-    if not 0 <= repeat_share <= MAX_REPEAT_SHARE:
-        raise DomainError(
-            f"repeat_share must be between 0 and {MAX_REPEAT_SHARE} "
-            "(at most half of a physician's images come back)"
-        )
-    if serving_policy not in ServingPolicy.values:
-        raise DomainError(
-            f"serving_policy must be one of {', '.join(ServingPolicy.values)}"
-        )
-    if reward_model_version is not None and (
-        getattr(reward_model_version, "kind", None) != "reward"
-    ):
-        raise DomainError("reward_model_version must be a reward model version")
-    return rescore_every_for(serving_policy=serving_policy, rescore_every=rescore_every)
 
 
 def round_items_mark_agreement(*, round: Round) -> int:
@@ -120,6 +52,74 @@ def controls_needed(*, n_images: int, control_share: float) -> int:
     return max(1, round(n_images * control_share / (1 - control_share)))
 
 
+def _design_checked(
+    *, name: str, raters_per_image: int, serving: ServingDesign
+) -> ServingDesign:
+    """Check a round's design before anything is written."""
+    if not name.strip():
+        raise DomainError("a round needs a name")
+    if raters_per_image < 1:
+        raise DomainError("raters_per_image must be at least 1")
+    return serving.checked()
+
+
+def _controls_drawn(
+    *, chosen: Sequence[Image], control_pool: Iterable[Image], control_share: float
+) -> list[Image]:
+    """The round's real controls, drawn at random from ``control_pool``
+    (real, not quarantined, not among the round's own images)."""
+    chosen_ids = {im.pk for im in chosen}
+    pool = [
+        im
+        for im in control_pool
+        if im.source == ImageSource.REAL
+        and not im.quarantined
+        and im.pk not in chosen_ids
+    ]
+    n_controls = controls_needed(n_images=len(chosen), control_share=control_share)
+    if n_controls > len(pool):
+        raise DomainError(
+            f"control_share {control_share:.0%} needs {n_controls} "
+            f"real control images, but only {len(pool)} are available"
+        )
+    return secrets.SystemRandom().sample(pool, n_controls)
+
+
+def _images_and_controls(
+    images: Sequence[Image],
+    control_pool: Iterable[Image],
+    *,
+    control_share: float,
+    generating: bool,
+) -> tuple[list[Image], list[Image]]:
+    """The round's images (not quarantined) and its real controls; a
+    generating round has neither yet, but its control share is checked."""
+    if generating:
+        controls_needed(n_images=1, control_share=control_share)
+        return [], []
+    chosen = [im for im in images if not im.quarantined]
+    if not chosen:
+        raise DomainError("a round needs at least one image that is not quarantined")
+    return chosen, _controls_drawn(
+        chosen=chosen, control_pool=control_pool, control_share=control_share
+    )
+
+
+def _items_add(
+    *, round: Round, chosen: Sequence[Image], controls: Sequence[Image]
+) -> None:
+    RoundImage.objects.bulk_create(
+        [
+            RoundImage(
+                round=round, image=im, is_control=is_control, shuffle_key=_shuffle_key()
+            )
+            for im, is_control in [(im, False) for im in chosen]
+            + [(im, True) for im in controls]
+        ],
+        batch_size=2000,
+    )
+
+
 @transaction.atomic
 def round_create(
     *,
@@ -135,80 +135,47 @@ def round_create(
     compare_model_version: Any = None,
     settings: dict[str, Any] | None = None,
     open_now: bool = False,
-    agreement_share: float = 0.0,
-    repeat_share: float = 0.0,
-    serving_policy: str = ServingPolicy.RANDOM,
-    reward_model_version: Any = None,
-    rescore_every: int | None = None,
+    serving: ServingDesign = PLAIN,
     display_size: int | None = None,
+    generating: bool = False,
 ) -> Round:
     """Create a round over ``images`` plus real controls drawn from ``control_pool``.
 
-    ``agreement_share`` of all items (controls included) go to every physician
-    of the round; ``repeat_share`` of each physician's images come back to
-    them later; ``serving_policy`` orders the rest (see ``services.ratings``),
-    and most informative first is scored again every ``rescore_every`` new
-    ratings (default ``DEFAULT_RESCORE_EVERY``; 0 never).
+    ``serving`` (``design.ServingDesign``): its agreement share of all items
+    (controls included) go to every physician of the round; its repeat share
+    of each physician's images come back to them later; its serving policy
+    orders the rest (see ``rating.serving``), and most informative first is
+    scored again every ``rescore_every`` new ratings.
+
+    With ``generating``, the round has no images yet: it waits, in
+    ``generating``, for its generation job, and ``round_generated_fill`` puts
+    the images and controls in (the only other place a round's items are
+    written). Every round of the product is created here.
     """
-    if not name.strip():
-        raise DomainError("a round needs a name")
-    if raters_per_image < 1:
-        raise DomainError("raters_per_image must be at least 1")
-    rescore_every = serving_check(
-        agreement_share=agreement_share,
-        repeat_share=repeat_share,
-        serving_policy=serving_policy,
-        reward_model_version=reward_model_version,
-        rescore_every=rescore_every,
+    serving = _design_checked(
+        name=name, raters_per_image=raters_per_image, serving=serving
     )
-    chosen = [im for im in images if not im.quarantined]
-    if not chosen:
-        raise DomainError("a round needs at least one image that is not quarantined")
-    chosen_ids = {im.pk for im in chosen}
-    pool = [
-        im
-        for im in control_pool
-        if im.source == ImageSource.REAL
-        and not im.quarantined
-        and im.pk not in chosen_ids
-    ]
-    n_controls = controls_needed(n_images=len(chosen), control_share=control_share)
-    if n_controls > len(pool):
-        raise DomainError(
-            f"control_share {control_share:.0%} needs {n_controls} "
-            f"real control images, but only {len(pool)} are available"
-        )
-    controls = secrets.SystemRandom().sample(pool, n_controls)
+    chosen, controls = _images_and_controls(
+        images, control_pool, control_share=control_share, generating=generating
+    )
     rnd = Round.objects.create(
         name=name.strip(),
         description=description,
+        status=RoundStatus.GENERATING if generating else RoundStatus.DRAFT,
         raters_per_image=raters_per_image,
         control_share=control_share,
         model_version=model_version,
         compare_model_version=compare_model_version,
         settings=settings or {},
         created_by=created_by,
-        agreement_share=agreement_share,
-        repeat_share=repeat_share,
-        serving_policy=serving_policy,
-        reward_model_version=reward_model_version,
-        rescore_every=rescore_every,
         display_size=display_size or None,
+        **serving.as_fields(),
     )
     rnd.raters.set(list(raters))
-    RoundImage.objects.bulk_create(
-        [
-            RoundImage(
-                round=rnd, image=im, is_control=False, shuffle_key=_shuffle_key()
-            )
-            for im in chosen
-        ]
-        + [
-            RoundImage(round=rnd, image=im, is_control=True, shuffle_key=_shuffle_key())
-            for im in controls
-        ],
-        batch_size=2000,
-    )
+    if generating:
+        audit_record(action="round_generating_create", actor=created_by, obj=rnd)
+        return rnd
+    _items_add(round=rnd, chosen=chosen, controls=controls)
     display_size_check(rnd)
     n_agreement = round_items_mark_agreement(round=rnd)
     audit_record(
@@ -217,16 +184,59 @@ def round_create(
         obj=rnd,
         detail={
             "images": len(chosen),
-            "controls": n_controls,
+            "controls": len(controls),
             "agreement_items": n_agreement,
-            "repeat_share": repeat_share,
-            "serving_policy": serving_policy,
-            "rescore_every": rescore_every,
+            "repeat_share": serving.repeat_share,
+            "serving_policy": serving.serving_policy,
+            "rescore_every": serving.rescore_every,
         },
     )
     if open_now:
         rnd = round_open(round=rnd, actor=created_by)
     round_created.send(sender=Round, round=rnd, created_by=created_by)
+    return rnd
+
+
+@transaction.atomic
+def round_generated_fill(
+    *,
+    round: Round,
+    images: Sequence[Image],
+    control_pool: Iterable[Image],
+    actor: Any,
+    open_now: bool,
+) -> Round:
+    """Put a generating round's images and real controls in it, draw its
+    agreement set as ``round_create`` does, then open it.
+
+    Runs once: a round that has left ``generating`` is returned unchanged, so
+    a job that is retried after this commits does nothing twice.
+    """
+    rnd = Round.objects.select_for_update().get(pk=round.pk)
+    if rnd.status != RoundStatus.GENERATING:
+        return rnd
+    chosen = [im for im in images if not im.quarantined]
+    if not chosen:
+        raise DomainError(f"round {rnd.name!r}: no generated image to rate")
+    controls = _controls_drawn(
+        chosen=chosen, control_pool=control_pool, control_share=rnd.control_share
+    )
+    _items_add(round=rnd, chosen=chosen, controls=controls)
+    n_agreement = round_items_mark_agreement(round=rnd)
+    rnd.status = RoundStatus.DRAFT
+    rnd.save(update_fields=["status", "updated_at"])
+    audit_record(
+        action="round_generated_fill",
+        actor=actor,
+        obj=rnd,
+        detail={
+            "images": len(chosen),
+            "controls": len(controls),
+            "agreement_items": n_agreement,
+        },
+    )
+    if open_now:
+        rnd = round_open(round=rnd, actor=actor)
     return rnd
 
 

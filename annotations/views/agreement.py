@@ -49,29 +49,10 @@ def agreement_index(request: HttpRequest) -> HttpResponse:
     return render(request, "annotations/agreement_index.html", {"rounds": rounds})
 
 
-def _charts(report: AgreementReport, ceiling: RewardCeilingReport) -> dict[str, Any]:
+def _turing_charts(report: AgreementReport) -> dict[str, Any]:
+    """The visual Turing test's charts: per physician, per modality, and the
+    scores each gave real and synthetic images."""
     charts: dict[str, Any] = {}
-    alpha_rows = [ForestRow("all modalities", [("α", report.alpha)])] + [
-        ForestRow(m, [("α", e)]) for m, e in report.alpha_by_modality
-    ]
-    charts["alpha"] = forest(
-        alpha_rows,
-        title="Krippendorff's alpha per modality",
-        low=-0.2,
-        reference=ALPHA_RELIABLE,
-        reference_label="0.80",
-    )
-    if len(report.kappa.raters) > 1:
-        charts["kappa"] = kappa_heatmap(report.kappa, title="Pairwise quadratic kappa")
-    if report.retest:
-        charts["retest"] = forest(
-            [
-                ForestRow(r, [("κ", t.kappa), ("same score", t.exact_agreement)])
-                for r, t in report.retest
-            ],
-            title="Test-retest per physician",
-            low=-0.2,
-        )
     turing_rows = [
         ForestRow(g, [("P", t.p_synthetic_at_least_real)])
         for g, t in report.turing_by_physician
@@ -100,6 +81,33 @@ def _charts(report: AgreementReport, ceiling: RewardCeilingReport) -> dict[str, 
                 ],
                 title=f"Ratings of {arm} images per physician",
             )
+    return charts
+
+
+def _charts(report: AgreementReport, ceiling: RewardCeilingReport) -> dict[str, Any]:
+    charts: dict[str, Any] = {}
+    alpha_rows = [ForestRow("all modalities", [("α", report.alpha)])] + [
+        ForestRow(m, [("α", e)]) for m, e in report.alpha_by_modality
+    ]
+    charts["alpha"] = forest(
+        alpha_rows,
+        title="Krippendorff's alpha per modality",
+        low=-0.2,
+        reference=ALPHA_RELIABLE,
+        reference_label="0.80",
+    )
+    if len(report.kappa.raters) > 1:
+        charts["kappa"] = kappa_heatmap(report.kappa, title="Pairwise quadratic kappa")
+    if report.retest:
+        charts["retest"] = forest(
+            [
+                ForestRow(r, [("κ", t.kappa), ("same score", t.exact_agreement)])
+                for r, t in report.retest
+            ],
+            title="Test-retest per physician",
+            low=-0.2,
+        )
+    charts.update(_turing_charts(report))
     if report.score_drift.bins:
         charts["drift_score"] = trend(
             report.score_drift,

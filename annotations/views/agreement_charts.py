@@ -15,8 +15,9 @@ from django.utils.safestring import SafeString
 
 from annotations.views.charts import SERIES_COLOURS, WIDTH, svg_document, svg_text
 
-from ..stats.agreement import Estimate, KappaMatrix
+from ..stats.agreement import Estimate
 from ..stats.drift import Drift
+from ..stats.raters import KappaMatrix
 
 
 def fmt(value: float | None, digits: int = 2) -> str:

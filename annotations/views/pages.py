@@ -7,12 +7,12 @@ from django.db.models import Count, Q
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 
+from annotations.rating.access import rater_may_rate
 from models_ml.models import Job
 
 from ..models import Dataset, Round, RoundStatus
 from ..roles import can_export, is_admin, is_physician, is_researcher
 from ..selectors import round_progress
-from ..services.ratings import rater_may_rate
 
 RECENT = 10
 

@@ -14,20 +14,20 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
+from annotations.rating.access import rater_may_rate
+from annotations.rating.serving import (
+    assignment_next,
+    assignment_skip,
+    assignment_upcoming,
+)
+from annotations.rating.submit import rating_submit, rating_undo
+
 from ..errors import DomainError, NotServed
 from ..forms import RatingForm, SkipForm, ViewerKeysForm
 from ..models import Flag, Image, Round, RoundStatus
 from ..presentation import round_presentation
 from ..roles import is_physician
 from ..selectors import round_progress
-from ..services.ratings import (
-    assignment_next,
-    assignment_skip,
-    assignment_upcoming,
-    rater_may_rate,
-    rating_submit,
-    rating_undo,
-)
 from ..services.users import viewer_keys_update
 from ..viewer_keys import ACTIONS, keys_for
 from .access import role_required

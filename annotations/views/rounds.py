@@ -87,7 +87,7 @@ def rounds_create(request: HttpRequest) -> HttpResponse:
                     raters=data["raters"],
                     open_now=data["open_now"],
                     display_size=data["display_size"],
-                    **form.serving_settings(),
+                    serving=form.serving_design(),
                 )
             except DomainError as exc:
                 form.add_error(None, str(exc))

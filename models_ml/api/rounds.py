@@ -16,7 +16,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from annotations.api.common import ErrorOutputSerializer
-from annotations.api.serving import ServingInputSerializer, serving_settings
+from annotations.api.serving import ServingInputSerializer, serving_design
 from annotations.errors import DomainError
 from annotations.models import Dataset, Round
 from annotations.permissions import (
@@ -161,7 +161,7 @@ class RoundGenerateApi(APIView):
             control_pool=pool if p["control_share"] > 0 else (),
             seed=p["seed"],
             sampling=p["sampling"],
-            **serving_settings(p),
+            serving=serving_design(p),
         )
         return queued(job, round=job.params["round_id"])
 

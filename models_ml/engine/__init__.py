@@ -62,7 +62,7 @@ if TYPE_CHECKING:
         paired_sign_flip_test,
         wilson_interval,
     )
-    from .train import TrainConfig, TrainProgress
+    from .train import TrainConfig, TrainProgress, spread_evenly
     from .train import train as finetune
 
 # public name -> (submodule, name in it)
@@ -71,6 +71,7 @@ _PUBLIC: dict[str, tuple[str, str]] = {
     "finetune": ("train", "train"),
     "TrainConfig": ("train", "TrainConfig"),
     "TrainProgress": ("train", "TrainProgress"),
+    "spread_evenly": ("train", "spread_evenly"),
     "latest_checkpoint": ("checkpoint", "latest_checkpoint"),
     "OBJECTIVES": ("objectives", "OBJECTIVES"),
     "KTO_MIDDLE_MODES": ("objectives", "KTO_MIDDLE_MODES"),

@@ -22,18 +22,20 @@ uses the same mechanism: reward model, then ``score``.
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from typing import Any
 
 from django.db import transaction
 
+from annotations.design import ServingDesign
 from annotations.errors import DomainError
 from annotations.models import (
     Round,
     RoundStatus,
     ServingPolicy,
 )
-from annotations.services.rounds import controls_needed, serving_check
+from annotations.services.rounds import controls_needed
 
 from ..models import (
     Comparison,
@@ -152,26 +154,23 @@ def default_round_prompts(
     return [[p, m] for p, m in pairs]
 
 
-def chain_round_serving(spec: dict[str, Any]) -> dict[str, Any]:
-    """The serving design of a retraining run's round, checked as any round's."""
-    serving = {
-        "agreement_share": spec.get("agreement_share", 0.0),
-        "repeat_share": spec.get("repeat_share", 0.0),
-        "serving_policy": spec.get("serving_policy", ServingPolicy.RANDOM),
-    }
+def chain_round_serving(spec: dict[str, Any]) -> ServingDesign:
+    """The serving design of a retraining run's round, checked as any round's
+    (its reward model is the run's, set when the round starts)."""
     for key in ("agreement_share", "repeat_share"):
-        value = serving[key]
+        value = spec.get(key, 0.0)
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise DomainError(f"round: {key} must be a number")
+    design = ServingDesign(
+        agreement_share=spec.get("agreement_share", 0.0),
+        repeat_share=spec.get("repeat_share", 0.0),
+        serving_policy=spec.get("serving_policy", ServingPolicy.RANDOM),
+        rescore_every=spec.get("rescore_every"),
+    )
     try:
-        serving["rescore_every"] = serving_check(
-            **serving,
-            reward_model_version=None,
-            rescore_every=spec.get("rescore_every"),
-        )
+        return design.checked()
     except DomainError as exc:
         raise DomainError(f"round: {exc}") from None
-    return serving
 
 
 def _check_round_spec(
@@ -406,7 +405,8 @@ def comparison_round_start(
         if reward_version is None:
             raise DomainError("best_of_n needs the run's reward model")
         arms.append(Arm("best_of_n", parent, best_of, reward_version))
-    uncertainty = serving["serving_policy"] == ServingPolicy.UNCERTAINTY
+    if serving.serving_policy == ServingPolicy.UNCERTAINTY:
+        serving = dataclasses.replace(serving, reward_model_version=reward_version)
     job = round_generate_start(
         model_version=candidate,
         compare_model_version=parent,
@@ -422,8 +422,7 @@ def comparison_round_start(
         seed=spec["seed"],
         sampling={k: v for k, v in spec.items() if k in SAMPLING_KEYS},
         chain={**chain, "step": STEP_ROUND},
-        reward_model_version=reward_version if uncertainty else None,
-        **serving,
+        serving=serving,
     )
     Comparison.objects.create(
         round_id=job.params["round_id"],

@@ -6,6 +6,7 @@ at is fixed when a retraining run queues it (``finetune_pool_fix``)."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 from django.db import transaction
@@ -171,9 +172,6 @@ def finetune_run(job: Job, progress: Progress) -> dict[str, Any]:
     """Fine-tune a diffusion version from feedback on its generated images
     (or, as the control, from the same images without it), real images
     regularising; the objective is ``params["finetune"]["objective"]``."""
-    from ..engine import TrainConfig
-    from ..feedback import finetune_rows, write_rows
-
     done = ModelVersion.objects.filter(job=job).first()
     if done is not None:
         return _finetune_result(job, done)
@@ -186,13 +184,46 @@ def finetune_run(job: Job, progress: Progress) -> dict[str, Any]:
     if objective in ("dpo", "none"):
         reward_id = None
     reward_version = ModelVersion.objects.get(pk=reward_id) if reward_id else None
-    is_control = bool(job.params.get("control"))
     out = job_dir(job=job)
     out.mkdir(parents=True, exist_ok=True)
-    real_csv = out / "real.csv"
+    summary = _finetune_inputs(
+        job, parent, params, objective, reward_version, Reporter(progress, span=0.1)
+    )
+    config = _finetune_config(parent, params, objective, summary, out)
+    resumed_from = checkpoint_step(out)
+    result = train_with_reporter(
+        config, Reporter(progress, start=0.1, span=0.9, hold_cancel=True)
+    )
+    version = _finetune_version(
+        job,
+        parent,
+        params,
+        objective,
+        reward_version,
+        summary,
+        config,
+        result,
+        resumed_from,
+    )
+    version_samples_make(version, device=device_for(params.get("device")))
+    return _finetune_result(job, version)
+
+
+def _finetune_inputs(
+    job: Job,
+    parent: ModelVersion,
+    params: dict[str, Any],
+    objective: str,
+    reward_version: ModelVersion | None,
+    reporter: Reporter,
+) -> dict[str, Any]:
+    """The rows the fine-tune trains on and the real images beside them,
+    written once to the job's folder, so a resumed run trains on the same
+    rows; their summary."""
+    from ..feedback import finetune_rows, write_rows
+
+    out = job_dir(job=job)
     summary_json = out / "inputs_summary.json"
-    dataset = model_version_dataset(model_version=parent)
-    # Inputs are written once, so a resumed run trains on the same rows.
     if not summary_json.exists():
         images = finetune_pool(job, parent, params)
         if not images:
@@ -205,16 +236,32 @@ def finetune_run(job: Job, progress: Progress) -> dict[str, Any]:
             images=images,
             reward_version=reward_version,
             params=params,
-            progress=Reporter(progress, span=0.1),
+            progress=reporter,
         )
         summary["data_csv"] = str(write_rows(rows, out))
         summary["data_kind"] = rows.kind
+        dataset = model_version_dataset(model_version=parent)
         if dataset is not None:
-            real_csv_write(real_csv, real_images_for_training(dataset_ids=[dataset.pk]))
+            real_csv_write(
+                out / "real.csv", real_images_for_training(dataset_ids=[dataset.pk])
+            )
         summary["image_ids"] = image_ids
         summary["pool_image_ids"] = [im.pk for im in images]
         summary_json.write_text(json.dumps(summary))
-    summary = json.loads(summary_json.read_text())
+    return dict(json.loads(summary_json.read_text()))
+
+
+def _finetune_config(
+    parent: ModelVersion,
+    params: dict[str, Any],
+    objective: str,
+    summary: dict[str, Any],
+    out: Path,
+) -> Any:
+    """The engine's ``TrainConfig``: the job's parameters over the platform's
+    defaults, from the parent's weights, resuming from the last checkpoint."""
+    from ..engine import TrainConfig
+
     kwargs = train_config_kwargs(params, DEFAULT_FINETUNE_STEPS)
     for key in PLATFORM_ONLY_FINETUNE_KEYS:
         kwargs.pop(key, None)
@@ -227,7 +274,8 @@ def finetune_run(job: Job, progress: Progress) -> dict[str, Any]:
         # The rows are the kept images already, each with weight 1.
         kwargs["filter_threshold"] = 1.0
     data_kind = summary["data_kind"]
-    config = TrainConfig(
+    real_csv = out / "real.csv"
+    return TrainConfig(
         weights_csv=summary["data_csv"] if data_kind == "weights" else None,
         pairs_csv=summary["data_csv"] if data_kind == "pairs" else None,
         real_csv=str(real_csv) if real_csv.exists() else None,
@@ -235,10 +283,22 @@ def finetune_run(job: Job, progress: Progress) -> dict[str, Any]:
         resume="latest",
         **kwargs,
     )
-    resumed_from = checkpoint_step(out)
-    result = train_with_reporter(
-        config, Reporter(progress, start=0.1, span=0.9, hold_cancel=True)
-    )
+
+
+def _finetune_version(
+    job: Job,
+    parent: ModelVersion,
+    params: dict[str, Any],
+    objective: str,
+    reward_version: ModelVersion | None,
+    summary: dict[str, Any],
+    config: Any,
+    result: Any,
+    resumed_from: int,
+) -> ModelVersion:
+    """Record the trained model as a version of ``parent``, with the ratings
+    and rounds behind it and its training metrics."""
+    is_control = bool(job.params.get("control"))
     used = Rating.objects.filter(
         image_id__in=[] if is_control else summary["image_ids"],
         retracted_at=None,
@@ -264,15 +324,15 @@ def finetune_run(job: Job, progress: Progress) -> dict[str, Any]:
             kind=ModelKind.DIFFUSION,
             backend=parent.backend,
             parent=parent,
-            dataset=dataset,
+            dataset=model_version_dataset(model_version=parent),
             rating_count=rating_info["count"],
             ratings_until=rating_info["until"],
             path=str(result.final_dir),
             params={
                 **params,
                 "objective": objective,
-                "weighting": kwargs["weighting"],
-                "max_drift": kwargs["max_drift"],
+                "weighting": config.weighting,
+                "max_drift": config.max_drift,
                 "reward_version_id": getattr(reward_version, "pk", None),
                 "reward_version": getattr(reward_version, "name", None),
             },
@@ -284,8 +344,7 @@ def finetune_run(job: Job, progress: Progress) -> dict[str, Any]:
         if reward_version is not None and objective not in ("dpo", "none"):
             rounds |= set(reward_version.trained_on_rounds.values_list("pk", flat=True))
         version.trained_on_rounds.set(sorted(rounds))
-    version_samples_make(version, device=device_for(params.get("device")))
-    return _finetune_result(job, version)
+    return version
 
 
 def _finetune_result(job: Job, version: ModelVersion) -> dict[str, Any]:

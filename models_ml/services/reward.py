@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -138,16 +138,9 @@ def reward_rows(ratings: QuerySet[Rating]) -> tuple[list[Any], list[RatedRow]]:
     return records, rows
 
 
-def _evenly(items: Sequence[Any], limit: int) -> list[Any]:
-    if len(items) <= limit:
-        return list(items)
-    stride = len(items) / limit
-    return [items[int(i * stride)] for i in range(limit)]
-
-
 def reward_model_train_run(job: Job, progress: Progress) -> dict[str, Any]:
     """Train the reward model on the ratings up to the job's first start."""
-    from ..engine import RewardConfig, calibrate_threshold, train_reward_model
+    from ..engine import RewardConfig, spread_evenly, train_reward_model
 
     done = ModelVersion.objects.filter(job=job).first()
     if done is not None:
@@ -158,20 +151,8 @@ def reward_model_train_run(job: Job, progress: Progress) -> dict[str, Any]:
     summary = rating_summary(ratings=ratings)
     out = job_dir(job=job)
     out.mkdir(parents=True, exist_ok=True)
-    records, rows = reward_rows(ratings)
-    weighting = rater_weighting(rows=rows, scheme=p.get("rater_weighting", "none"))
-    records = [
-        dataclasses.replace(r, weight=w)
-        for r, w in zip(records, weighting.row_weights(rows), strict=True)
-    ]
-    # The ratings the version learned from, in the researchers' export format
-    # (what `python -m models_ml.engine train-reward --ratings` reads): an
-    # artifact kept beside the model, not an input.
-    with (out / "ratings.csv").open("w", newline="", encoding="utf-8") as handle:
-        for line in export_rows(ratings, absolute_paths=True):
-            handle.write(line)
-    (out / "rater_weights.json").write_text(json.dumps(weighting.as_params(), indent=2))
-    real_images = _evenly(
+    records, weighting = _weighted_records(ratings, p, out)
+    real_images = spread_evenly(
         list(real_images_for_training(dataset_ids=summary["dataset_ids"])),
         int(p.get("max_real_images", DEFAULT_MAX_REAL_IMAGES)),
     )
@@ -188,27 +169,13 @@ def reward_model_train_run(job: Job, progress: Progress) -> dict[str, Any]:
     result = train_reward_model(
         records, config=config, real_images=real, progress=on_stage
     )
-    metrics = {k: v for k, v in result.metrics.items()}
-    if result.heldout is not None:
-        calibration = calibrate_threshold(
-            result.heldout.reward,
-            result.heldout.ratings,
-            float(p.get("target_precision", 0.8)),
-        )
-        metrics.update(
-            threshold=calibration.threshold,
-            threshold_precision=calibration.achieved_precision,
-            threshold_recall=calibration.recall,
-            threshold_note=calibration.message,
-        )
-        result.model.info["threshold"] = calibration.threshold
+    metrics = _calibrated_metrics(result, float(p.get("target_precision", 0.8)))
     model_dir = result.model.save(out / "reward")
     (model_dir / "metrics.json").write_text(
         json.dumps(
             {"heldout": metrics, "folds": result.fold_metrics}, indent=2, default=str
         )
     )
-    metrics = json.loads(json.dumps(metrics, default=float))
     with transaction.atomic():
         previous = (
             ModelVersion.objects.filter(kind=ModelKind.REWARD).exclude(job=job).first()
@@ -230,11 +197,53 @@ def reward_model_train_run(job: Job, progress: Progress) -> dict[str, Any]:
                 "dataset_ids": dataset_ids,
                 "n_real_images": len(real),
             },
-            metrics=metrics,
+            metrics=json.loads(json.dumps(metrics, default=float)),
             job=job,
         )
         version.trained_on_rounds.set(summary["round_ids"])
         return _reward_result(job, version)
+
+
+def _weighted_records(
+    ratings: QuerySet[Rating], p: dict[str, Any], out: Path
+) -> tuple[list[Any], Any]:
+    """The ratings as the engine's records, each weighted by its physician
+    (``rater_weighting``); the weights and the ratings themselves are kept
+    beside the model."""
+    records, rows = reward_rows(ratings)
+    weighting = rater_weighting(rows=rows, scheme=p.get("rater_weighting", "none"))
+    records = [
+        dataclasses.replace(r, weight=w)
+        for r, w in zip(records, weighting.row_weights(rows), strict=True)
+    ]
+    # The ratings the version learned from, in the researchers' export format
+    # (what `python -m models_ml.engine train-reward --ratings` reads): an
+    # artifact kept beside the model, not an input.
+    with (out / "ratings.csv").open("w", newline="", encoding="utf-8") as handle:
+        for line in export_rows(ratings, absolute_paths=True):
+            handle.write(line)
+    (out / "rater_weights.json").write_text(json.dumps(weighting.as_params(), indent=2))
+    return records, weighting
+
+
+def _calibrated_metrics(result: Any, target_precision: float) -> dict[str, Any]:
+    """The held-out metrics, with the filter threshold that reaches
+    ``target_precision`` on the held-out ratings (also set on the model)."""
+    from ..engine import calibrate_threshold
+
+    metrics = dict(result.metrics)
+    if result.heldout is not None:
+        calibration = calibrate_threshold(
+            result.heldout.reward, result.heldout.ratings, target_precision
+        )
+        metrics.update(
+            threshold=calibration.threshold,
+            threshold_precision=calibration.achieved_precision,
+            threshold_recall=calibration.recall,
+            threshold_note=calibration.message,
+        )
+        result.model.info["threshold"] = calibration.threshold
+    return metrics
 
 
 def _reward_result(job: Job, version: ModelVersion) -> dict[str, Any]:

@@ -11,20 +11,20 @@ from typing import Any
 
 from django.db import transaction
 
+from annotations.design import PLAIN, ServingDesign
 from annotations.errors import DomainError
 from annotations.models import (
     Image,
     ImageSource,
     Round,
     RoundStatus,
-    ServingPolicy,
 )
-from annotations.services.generation import (
-    generated_image_create,
+from annotations.services.generation import generated_image_create
+from annotations.services.rounds import (
+    controls_needed,
+    round_create,
     round_generated_fill,
-    round_generating_create,
 )
-from annotations.services.rounds import controls_needed
 
 from ..models import (
     Job,
@@ -94,6 +94,52 @@ def _check_arms(arms: Sequence[Arm]) -> None:
             check_reward(arm.reward_version, "best_of_n's reward_version")
 
 
+def _generation_checked(
+    model_version: ModelVersion,
+    compare_model_version: ModelVersion | None,
+    arms: Sequence[Arm] | None,
+    sampling: dict[str, Any] | None,
+    prompts: Sequence[tuple[str, str]],
+) -> tuple[list[Arm], dict[str, Any], list[list[str]]]:
+    """The round's generators (``arms``, else the version and the one it is
+    compared with), its sampling settings and its prompts, each checked."""
+    check_diffusion(model_version, "model_version")
+    if compare_model_version is not None:
+        check_diffusion(compare_model_version, "compare_model_version")
+        if compare_model_version.pk == model_version.pk:
+            raise DomainError("a round cannot compare a version with itself")
+    arms = list(arms) if arms else _round_arms(model_version, compare_model_version)
+    _check_arms(arms)
+    sampling = dict(sampling or {})
+    check_keys(sampling, SAMPLING_KEYS, "sampling")
+    check_sampling(sampling)
+    return arms, sampling, prompt_list(prompts)
+
+
+def _controls_available(
+    *, n_images: int, control_pool: Iterable[Image], control_share: float
+) -> list[int]:
+    """Check that the round's size is within one job's and that its pool
+    holds the real controls it will need; the pool's ids."""
+    if n_images > MAX_IMAGES_PER_JOB:
+        raise DomainError(
+            f"{n_images} images asked for; one round generates at most "
+            f"{MAX_IMAGES_PER_JOB}"
+        )
+    pool_ids = [
+        im.pk
+        for im in control_pool
+        if im.source == ImageSource.REAL and not im.quarantined
+    ]
+    n_controls = controls_needed(n_images=n_images, control_share=control_share)
+    if n_controls > len(pool_ids):
+        raise DomainError(
+            f"control_share {control_share:.0%} needs {n_controls} real control "
+            f"images, but only {len(pool_ids)} are available"
+        )
+    return pool_ids
+
+
 @transaction.atomic
 def round_generate_start(
     *,
@@ -111,11 +157,7 @@ def round_generate_start(
     sampling: dict[str, Any] | None = None,
     chain: dict[str, Any] | None = None,
     enqueue: bool = True,
-    agreement_share: float = 0.0,
-    repeat_share: float = 0.0,
-    serving_policy: str = ServingPolicy.RANDOM,
-    reward_model_version: ModelVersion | None = None,
-    rescore_every: int | None = None,
+    serving: ServingDesign = PLAIN,
     arms: Sequence[Arm] | None = None,
 ) -> Job:
     """Create a round in ``generating`` and queue the job that fills it.
@@ -129,48 +171,25 @@ def round_generate_start(
     (``round_generated_finish``). ``enqueue=False`` leaves the job for a
     caller that runs it in-process.
     """
-    check_diffusion(model_version, "model_version")
-    if compare_model_version is not None:
-        check_diffusion(compare_model_version, "compare_model_version")
-        if compare_model_version.pk == model_version.pk:
-            raise DomainError("a round cannot compare a version with itself")
-    arms = list(arms) if arms else _round_arms(model_version, compare_model_version)
-    _check_arms(arms)
-    sampling = dict(sampling or {})
-    check_keys(sampling, SAMPLING_KEYS, "sampling")
-    check_sampling(sampling)
-    pairs = prompt_list(prompts)
+    arms, sampling, pairs = _generation_checked(
+        model_version, compare_model_version, arms, sampling, prompts
+    )
     positive_int(images_per_prompt, "images_per_prompt")
     n_images = len(pairs) * images_per_prompt * len(arms)
-    if n_images > MAX_IMAGES_PER_JOB:
-        raise DomainError(
-            f"{n_images} images asked for; one round generates at most "
-            f"{MAX_IMAGES_PER_JOB}"
-        )
-    pool_ids = [
-        im.pk
-        for im in control_pool
-        if im.source == ImageSource.REAL and not im.quarantined
-    ]
-    n_controls = controls_needed(n_images=n_images, control_share=control_share)
-    if n_controls > len(pool_ids):
-        raise DomainError(
-            f"control_share {control_share:.0%} needs {n_controls} real control "
-            f"images, but only {len(pool_ids)} are available"
-        )
+    pool_ids = _controls_available(
+        n_images=n_images, control_pool=control_pool, control_share=control_share
+    )
     seed = seed_or_random(seed)
-    rnd = round_generating_create(
+    rnd = round_create(
+        generating=True,
+        images=(),
         name=name,
         created_by=created_by,
         model_version=model_version,
         compare_model_version=compare_model_version,
         raters_per_image=raters_per_image,
         control_share=control_share,
-        agreement_share=agreement_share,
-        repeat_share=repeat_share,
-        serving_policy=serving_policy,
-        reward_model_version=reward_model_version,
-        rescore_every=rescore_every,
+        serving=serving,
         settings={
             "prompts": pairs,
             "images_per_prompt": images_per_prompt,
@@ -294,75 +313,10 @@ def _arm_images(
 def round_generate_run(job: Job, progress: Progress) -> dict[str, Any]:
     """Generate a round's images (every arm on the same prompts and seeds),
     open it, and queue their scoring when the round has a reward model."""
-    from ..engine import GenerationRequest, RewardModel, load_backend
-
     p = job.params
     rnd = Round.objects.get(pk=p["round_id"])
     if rnd.status == RoundStatus.GENERATING:
-        arms = _job_arms(p)
-        versions = {
-            v.pk: v
-            for v in ModelVersion.objects.filter(
-                pk__in={a["model_version_id"] for a in arms}
-            )
-        }
-        per_prompt = int(p["images_per_prompt"])
-        requests = [
-            GenerationRequest(
-                prompt=text, modality=modality, seed=p["seed"] + i * per_prompt + k
-            )
-            for i, (text, modality) in enumerate(p["prompts"])
-            for k in range(per_prompt)
-        ]
-        # A retried job keeps what an earlier attempt stored.
-        stored = {
-            (g.get("arm"), g.get("request_seed", g.get("seed")))
-            for g in Image.objects.filter(generated_for_round=rnd).values_list(
-                "generation", flat=True
-            )
-        }
-        sampling = sampling_kwargs(p.get("sampling") or {})
-        device = device_for((p.get("sampling") or {}).get("device"))
-        backends = {
-            pk: load_backend(v.path, device=device) for pk, v in versions.items()
-        }
-        reward_models = {
-            a["reward_version_id"]: RewardModel.load(
-                ModelVersion.objects.get(pk=a["reward_version_id"]).path
-            )
-            for a in arms
-            if a.get("best_of_n")
-        }
-        reporter = Reporter(progress, span=0.95)
-        total = len(requests) * len(arms)
-        made = 0
-        chunk = sampling["batch_size"]
-        for start in range(0, len(requests), chunk):
-            # Arms alternate chunk by chunk, so a stopped job leaves them
-            # equally far along.
-            for arm in arms:
-                version = versions[arm["model_version_id"]]
-                todo = [
-                    r
-                    for r in requests[start : start + chunk]
-                    if (arm["arm"], r.seed) not in stored
-                ]
-                made_now = _arm_images(
-                    arm, backends[version.pk], todo, sampling, reward_models
-                )
-                for request, generated, extra in made_now:
-                    record = generation_record(generated, job=job)
-                    record.update(extra, arm=arm["arm"], request_seed=request.seed)
-                    generated_image_create(
-                        picture=generated.image,
-                        prompt=request.prompt,
-                        modality=request.modality or "",
-                        model_version=version,
-                        generation=record,
-                        round=rnd,
-                    )
-                made += len(requests[start : start + chunk])
-                reporter(made / total, f"{made} of {total} images generated")
+        _round_images_generate(job, rnd, Reporter(progress, span=0.95))
         images = list(
             Image.objects.filter(generated_for_round=rnd, source=ImageSource.GENERATED)
         )
@@ -382,3 +336,71 @@ def round_generate_run(job: Job, progress: Progress) -> dict[str, Any]:
         "controls": items.filter(is_control=True).count(),
         "score_job_id": rnd.settings.get("score_job_id"),
     }
+
+
+def _round_images_generate(job: Job, rnd: Round, reporter: Reporter) -> None:
+    """Draw and store every arm's images of the round that are not stored
+    yet: a retried job keeps what an earlier attempt stored."""
+    from ..engine import GenerationRequest, RewardModel, load_backend
+
+    p = job.params
+    arms = _job_arms(p)
+    versions = {
+        v.pk: v
+        for v in ModelVersion.objects.filter(
+            pk__in={a["model_version_id"] for a in arms}
+        )
+    }
+    per_prompt = int(p["images_per_prompt"])
+    requests = [
+        GenerationRequest(
+            prompt=text, modality=modality, seed=p["seed"] + i * per_prompt + k
+        )
+        for i, (text, modality) in enumerate(p["prompts"])
+        for k in range(per_prompt)
+    ]
+    stored = {
+        (g.get("arm"), g.get("request_seed", g.get("seed")))
+        for g in Image.objects.filter(generated_for_round=rnd).values_list(
+            "generation", flat=True
+        )
+    }
+    sampling = sampling_kwargs(p.get("sampling") or {})
+    device = device_for((p.get("sampling") or {}).get("device"))
+    backends = {pk: load_backend(v.path, device=device) for pk, v in versions.items()}
+    reward_models = {
+        a["reward_version_id"]: RewardModel.load(
+            ModelVersion.objects.get(pk=a["reward_version_id"]).path
+        )
+        for a in arms
+        if a.get("best_of_n")
+    }
+    total = len(requests) * len(arms)
+    made = 0
+    chunk = sampling["batch_size"]
+    for start in range(0, len(requests), chunk):
+        # Arms alternate chunk by chunk, so a stopped job leaves them
+        # equally far along.
+        for arm in arms:
+            version = versions[arm["model_version_id"]]
+            todo = [
+                r
+                for r in requests[start : start + chunk]
+                if (arm["arm"], r.seed) not in stored
+            ]
+            made_now = _arm_images(
+                arm, backends[version.pk], todo, sampling, reward_models
+            )
+            for request, generated, extra in made_now:
+                record = generation_record(generated, job=job)
+                record.update(extra, arm=arm["arm"], request_seed=request.seed)
+                generated_image_create(
+                    picture=generated.image,
+                    prompt=request.prompt,
+                    modality=request.modality or "",
+                    model_version=version,
+                    generation=record,
+                    round=rnd,
+                )
+            made += len(requests[start : start + chunk])
+            reporter(made / total, f"{made} of {total} images generated")

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import csv
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -113,13 +113,6 @@ def real_csv_write(path: Path, images: Iterable[Image]) -> int:
     return count
 
 
-def thin(values: Sequence[float], limit: int) -> list[float]:
-    if len(values) <= limit:
-        return [float(v) for v in values]
-    stride = len(values) / limit
-    return [float(values[int(i * stride)]) for i in range(limit)]
-
-
 def checkpoint_step(output_dir: Path) -> int:
     from ..engine import latest_checkpoint
 
@@ -147,12 +140,14 @@ def train_with_reporter(config: Any, reporter: Reporter) -> Any:
 
 
 def train_metrics(result: Any, resumed_from: int) -> dict[str, Any]:
+    from ..engine import spread_evenly
+
     losses = list(result.losses)
     tail = losses[-10:]
     return {
         "steps": result.steps,
         "final_loss": sum(tail) / len(tail) if tail else None,
-        "losses": thin(losses, MAX_LOSSES_KEPT),
+        "losses": [float(v) for v in spread_evenly(losses, MAX_LOSSES_KEPT)],
         "samples_per_second": result.samples_per_second,
         "resumed_from_step": resumed_from,
         "drift": result.drift,

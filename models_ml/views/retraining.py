@@ -194,7 +194,7 @@ def round_generate(request: HttpRequest) -> HttpResponse:
             raters_per_image=data["raters_per_image"],
             control_share=data["control_percent"] / 100,
             control_pool=pool,
-            **form.serving_settings(),
+            serving=form.serving_design(),
         )
     except DomainError as exc:
         form.add_error(None, str(exc))

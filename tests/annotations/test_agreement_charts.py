@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from annotations.stats.agreement import Estimate, KappaMatrix
+from annotations.stats.agreement import Estimate
 from annotations.stats.drift import drift
+from annotations.stats.raters import KappaMatrix
 from annotations.views.agreement_charts import (
     ForestRow,
     fmt_ci,

@@ -15,7 +15,8 @@ from annotations.exports import (
     ratings_for_export,
 )
 from annotations.models import AuditEvent, Role
-from annotations.services.ratings import assignment_next, rating_submit, rating_undo
+from annotations.rating.serving import assignment_next
+from annotations.rating.submit import rating_submit, rating_undo
 
 pytestmark = pytest.mark.django_db
 

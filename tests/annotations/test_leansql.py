@@ -9,7 +9,8 @@ import pytest
 from annotations import leansql
 from annotations.audit import audit_record
 from annotations.models import AuditEvent, Image, Rating, Round, RoundImage
-from annotations.services.ratings import assignment_next, rating_submit
+from annotations.rating.serving import assignment_next
+from annotations.rating.submit import rating_submit
 from tests.factories import ImageFactory
 
 pytestmark = pytest.mark.django_db

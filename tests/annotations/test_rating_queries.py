@@ -21,7 +21,7 @@ from django.test.utils import CaptureQueriesContext
 from rest_framework.test import APIClient
 
 from annotations.models import Assignment, Rating, Role, ServingPolicy
-from annotations.services import ratings as ratings_service
+from annotations.rating import serving as ratings_service
 from annotations.services.tokens import token_issue
 
 pytestmark = pytest.mark.django_db

@@ -10,12 +10,8 @@ from annotations.errors import (
     RoundNotOpen,
 )
 from annotations.models import Rating, RoundImage
-from annotations.services.ratings import (
-    assignment_next,
-    assignment_skip,
-    rating_submit,
-    rating_undo,
-)
+from annotations.rating.serving import assignment_next, assignment_skip
+from annotations.rating.submit import rating_submit, rating_undo
 from annotations.services.rounds import round_close
 
 pytestmark = pytest.mark.django_db

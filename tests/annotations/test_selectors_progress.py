@@ -8,7 +8,8 @@ import pytest
 
 from annotations import selectors
 from annotations.models import Role
-from annotations.services.ratings import assignment_next, rating_submit
+from annotations.rating.serving import assignment_next
+from annotations.rating.submit import rating_submit
 
 pytestmark = pytest.mark.django_db
 

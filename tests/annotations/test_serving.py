@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from django.utils import timezone
 
+from annotations.design import ServingDesign
 from annotations.errors import DomainError
 from annotations.models import (
     Assignment,
@@ -18,15 +19,14 @@ from annotations.models import (
     RoundImage,
     ServingPolicy,
 )
-from annotations.selectors import round_progress
-from annotations.services import ratings as ratings_services
-from annotations.services.ratings import (
+from annotations.rating import serving as ratings_services
+from annotations.rating.serving import (
     assignment_next,
     assignment_skip,
     modalities_by_lag,
-    rating_submit,
-    rating_undo,
 )
+from annotations.rating.submit import rating_submit, rating_undo
+from annotations.selectors import round_progress
 from annotations.services.rounds import assignments_expire, round_create
 from annotations.serving_rules import REPEAT_GAP, repeats_owed
 from models_ml.selectors import mean_ratings, ratings_for_reward
@@ -65,7 +65,7 @@ def test_agreement_set_is_the_asked_share_of_all_items_controls_included(
         images=images,
         control_pool=controls,
         control_share=0.2,
-        agreement_share=0.25,
+        serving=ServingDesign(agreement_share=0.25),
         created_by=admin_user,
     )
     assert rnd.items.count() == 20
@@ -337,7 +337,7 @@ def test_uncertainty_serving_keeps_each_modality_to_its_share_of_the_round(
         images=[*ct, *fundus],
         created_by=admin_user,
         open_now=True,
-        serving_policy=ServingPolicy.UNCERTAINTY,
+        serving=ServingDesign(serving_policy=ServingPolicy.UNCERTAINTY),
     )
     spread = {im.pk: 0.5 + 0.1 * k for k, im in enumerate(ct)}
     spread.update({im.pk: 0.1 + 0.01 * k for k, im in enumerate(fundus)})

@@ -6,13 +6,12 @@ import pytest
 from django.urls import reverse
 
 from annotations.models import Assignment, Role
-from annotations.services.ratings import (
+from annotations.rating.serving import (
     assignment_next,
     assignment_skip,
     assignment_upcoming,
-    rating_submit,
-    rating_undo,
 )
+from annotations.rating.submit import rating_submit, rating_undo
 from annotations.services.rounds import round_close
 
 pytestmark = pytest.mark.django_db

@@ -10,7 +10,8 @@ import pytest
 from django.urls import reverse
 
 from annotations.models import AuditEvent
-from annotations.services.ratings import assignment_next, rating_submit
+from annotations.rating.serving import assignment_next
+from annotations.rating.submit import rating_submit
 
 pytestmark = pytest.mark.django_db
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from django.urls import reverse
 
-from annotations.services.ratings import assignment_next
+from annotations.rating.serving import assignment_next
 
 pytestmark = pytest.mark.django_db
 

@@ -7,7 +7,7 @@ import pytest
 from rest_framework.test import APIClient
 
 from annotations.models import Role
-from annotations.services.ratings import assignment_next
+from annotations.rating.serving import assignment_next
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ from django.urls import resolve
 from annotations.export_pairs import PAIR_COLUMNS
 from annotations.exports import EXPORT_COLUMNS
 from annotations.models import AuditEvent, Role
-from annotations.services.ratings import rating_submit
+from annotations.rating.submit import rating_submit
 
 pytestmark = pytest.mark.django_db
 

@@ -16,8 +16,9 @@ import pytest
 from PIL import Image as PILImage
 
 from annotations.models import Role, Round, RoundStatus
+from annotations.rating.serving import assignment_next
+from annotations.rating.submit import rating_submit
 from annotations.services.generation import generated_image_create
-from annotations.services.ratings import assignment_next, rating_submit
 from models_ml.engine.recipes import recipe_for
 from models_ml.models import (
     GateStatus,

@@ -8,7 +8,8 @@ import uuid
 import pytest
 
 from annotations.models import Role, Round, RoundStatus
-from annotations.services.ratings import assignment_next, rating_submit
+from annotations.rating.serving import assignment_next
+from annotations.rating.submit import rating_submit
 from models_ml.models import Job, JobKind, JobStatus
 from tests.models_ml import test_ml_jobs
 from tests.models_ml.review_data import diffusion, generating_round, reward, scored

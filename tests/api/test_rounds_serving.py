@@ -153,7 +153,8 @@ def test_score_endpoint_for_an_unknown_round_is_404(client_as):
 def test_a_physicians_rating_answer_never_says_it_was_a_repeat(
     client_as, make_round, physician
 ):
-    from annotations.services.ratings import assignment_next, rating_submit
+    from annotations.rating.serving import assignment_next
+    from annotations.rating.submit import rating_submit
 
     rnd = make_round(20, repeat_share=0.5)
     client = client_as(None, user=physician)

@@ -10,7 +10,8 @@ import pytest
 from django.core.files.base import ContentFile
 
 from annotations.models import Dataset, Rating, Round, RoundStatus
-from annotations.services.ratings import assignment_next, rating_submit
+from annotations.rating.serving import assignment_next
+from annotations.rating.submit import rating_submit
 from annotations.services.rounds import round_create
 from models_ml.tasks import run_import
 from tests.factories import DatasetFactory, ImageFactory

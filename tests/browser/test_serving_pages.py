@@ -7,6 +7,7 @@ from typing import Any
 
 from django.core.files.base import ContentFile
 
+from annotations.design import ServingDesign
 from annotations.models import Assignment, ImageSource, Rating, Round, RoundImage
 from annotations.services.rounds import round_create
 from models_ml.models import Job, JobKind, ModelKind, ModelVersion
@@ -54,8 +55,7 @@ def _serving_round(admin_user: Any) -> Any:
         images=generated,
         control_pool=controls,
         control_share=0.25,
-        repeat_share=0.25,
-        agreement_share=0.25,
+        serving=ServingDesign(repeat_share=0.25, agreement_share=0.25),
         created_by=admin_user,
         open_now=True,
     )

@@ -12,10 +12,13 @@ from typing import Any
 import pytest
 from PIL import Image as PILImage
 
+from annotations.api.serving import SERVING_FIELDS
+from annotations.design import ServingDesign
 from annotations.errors import DomainError
 from annotations.models import Image, ImageSource, Rating, Round, RoundStatus
+from annotations.rating.serving import assignment_next
+from annotations.rating.submit import rating_submit
 from annotations.services.generation import generated_image_create as create_image
-from annotations.services.ratings import assignment_next, rating_submit
 from models_ml import tasks
 from models_ml.models import (
     Comparison,
@@ -71,6 +74,7 @@ WEIGHTED = {**FINETUNE, "objective": "weighted"}
 def open_round(
     version: ModelVersion, dataset: Any, user: Any, **kw: Any
 ) -> tuple[Round, Job]:
+    design = {k: kw.pop(k) for k in SERVING_FIELDS if k in kw}
     job = round_generate_start(
         model_version=version,
         prompts=PROMPTS,
@@ -82,6 +86,7 @@ def open_round(
         control_pool=Image.objects.filter(dataset=dataset),
         seed=11,
         sampling=SAMPLING,
+        serving=ServingDesign(**design),
         **kw,
     )
     job = run(tasks.ml_generate_round, job)

@@ -9,6 +9,8 @@ from typing import Any
 import pytest
 from PIL import Image as PILImage
 
+from annotations.api.serving import SERVING_FIELDS
+from annotations.design import ServingDesign
 from annotations.errors import DomainError
 from annotations.models import (
     AuditEvent,
@@ -18,7 +20,7 @@ from annotations.models import (
     RoundStatus,
     ServingPolicy,
 )
-from annotations.services.ratings import assignment_next
+from annotations.rating.serving import assignment_next
 from models_ml import tasks
 from models_ml.models import Job, JobKind, JobStatus, ModelKind, ModelVersion
 from models_ml.services.chains import chain_next_after_finetune, retraining_round_start
@@ -52,6 +54,7 @@ def reward() -> ModelVersion:
 
 
 def _start(version: ModelVersion, user: Any, **kw: Any) -> Job:
+    design = {k: kw.pop(k) for k in SERVING_FIELDS if k in kw}
     return round_generate_start(
         model_version=version,
         prompts=PROMPTS,
@@ -59,6 +62,7 @@ def _start(version: ModelVersion, user: Any, **kw: Any) -> Job:
         created_by=user,
         name="generated",
         seed=3,
+        serving=ServingDesign(**design),
         **kw,
     )
 

@@ -10,10 +10,12 @@ from typing import Any
 import pytest
 from django.urls import reverse
 
+from annotations.design import DEFAULT_RESCORE_EVERY
 from annotations.errors import DomainError
 from annotations.models import Rating, Round, RoundStatus, ServingPolicy
-from annotations.services.ratings import assignment_next, rating_submit, rating_undo
-from annotations.services.rounds import DEFAULT_RESCORE_EVERY, round_close
+from annotations.rating.serving import assignment_next
+from annotations.rating.submit import rating_submit, rating_undo
+from annotations.services.rounds import round_close
 from models_ml import tasks
 from models_ml.models import ImageScore, Job, JobKind, JobStatus, ModelVersion
 from models_ml.services.round_scoring import round_rescore_maybe

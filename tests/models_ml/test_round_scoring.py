@@ -12,7 +12,7 @@ from PIL import Image as PILImage
 
 from annotations.errors import DomainError
 from annotations.models import AssignmentPolicy, ServingPolicy
-from annotations.services.ratings import assignment_next
+from annotations.rating.serving import assignment_next
 from models_ml import tasks
 from models_ml.models import (
     ImageScore,

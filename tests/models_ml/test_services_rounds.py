@@ -7,8 +7,9 @@ import pytest
 
 from annotations.errors import DomainError
 from annotations.models import Assignment, AuditEvent, Image, Rating, RoundStatus
-from annotations.services.generation import round_generated_fill
-from annotations.services.ratings import assignment_next, rating_submit
+from annotations.rating.serving import assignment_next
+from annotations.rating.submit import rating_submit
+from annotations.services.rounds import round_generated_fill
 from models_ml.models import Job, JobKind, JobStatus
 from models_ml.services.rounds import (
     RoundConflict,

@@ -7,7 +7,8 @@ import pytest
 from django.urls import reverse
 
 from annotations.models import Rating, Role, Round, RoundStatus
-from annotations.services.ratings import assignment_next, rating_submit
+from annotations.rating.serving import assignment_next
+from annotations.rating.submit import rating_submit
 from models_ml.engine.recipes import recipe_for
 from models_ml.models import Job, JobKind, JobStatus
 from models_ml.services.finetune import finetune_start

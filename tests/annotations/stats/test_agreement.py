@@ -15,8 +15,10 @@ from annotations.stats.agreement import (
     alpha_estimate,
     kappa_estimate,
     krippendorff_alpha,
-    pairwise_kappa,
     quadratic_kappa,
+)
+from annotations.stats.raters import (
+    pairwise_kappa,
     rater_reliability,
     retest_agreement,
     wilson_estimate,

@@ -1,11 +1,12 @@
-"""Serving images to physicians and recording their ratings."""
+"""Serving images to physicians: what each one sees next, held next, or
+skips. The order and the shares are ``serving_rules``'; the hand-written
+statements are ``queries``'."""
 
 from __future__ import annotations
 
 import logging
 import secrets
 import time
-from collections.abc import Sequence
 from typing import Any
 
 from django.contrib.auth import get_user_model
@@ -23,22 +24,16 @@ from django.db.models import (
 )
 from django.utils import timezone
 
-from .. import leansql
 from ..audit import audit_record
 from ..errors import (
-    AlreadyRated,
-    DomainError,
     NotAllowed,
-    NothingToUndo,
     NotServed,
     RoundNotOpen,
 )
 from ..models import (
     Assignment,
     AssignmentPolicy,
-    Flag,
     Image,
-    Rating,
     Role,
     Round,
     RoundImage,
@@ -48,98 +43,23 @@ from ..models import (
 )
 from ..roles import is_physician
 from ..serving_rules import REPEAT_GAP, agreement_target, repeats_owed
-from ..signals import first_rating_committed
+from . import queries
 
 logger = logging.getLogger(__name__)
 
-MAX_TIME_TAKEN_MS = 60 * 60 * 1000
 
-
-ROUND_FIELDS_FOR_RATING = (
-    "name",
-    "status",
-    "raters_per_image",
-    "control_share",
-    "agreement_share",
-    "repeat_share",
-    "serving_policy",
-    "rescore_every",
-    "display_size",
-)
-
-
-def round_for_rating(round_id: int, rater: Any) -> Round:
-    """The round with what serving and rating read, and whether ``rater`` may
-    rate it, in one statement (``rater_may_rate`` then answers from the row).
-
-    Other fields are deferred.  Raises ``Round.DoesNotExist``.
-    """
-    cols = leansql.Columns(Round, "r", ROUND_FIELDS_FOR_RATING)
-    listed = leansql.table(Round.raters.through)
-    sql = (
-        f"SELECT {cols.sql()}, "  # noqa: S608
-        f"(NOT EXISTS (SELECT 1 FROM {listed} l WHERE l.round_id = r.id) "
-        f"OR EXISTS (SELECT 1 FROM {listed} l WHERE l.round_id = r.id "
-        f"AND l.user_id = %s)) FROM {leansql.table(Round)} r WHERE r.id = %s"
-    )
-    with connection.cursor() as cur:
-        cur.execute(sql, [rater.pk, round_id])
-        row = cur.fetchone()
-    if row is None:
-        raise Round.DoesNotExist("no such round")
-    rnd = cols.instance(row[:-1])
-    rnd.rater_check_for, rnd.rater_check = rater.pk, bool(row[-1])
-    return rnd
-
-
-def rater_may_rate(*, round: Round, rater: Any) -> bool:
-    if not is_physician(rater):
-        return False
-    if getattr(round, "rater_check_for", None) == rater.pk:
-        return bool(round.rater_check)
-    listed = Round.raters.through.objects.filter(round_id=round.pk).aggregate(
-        n=Count("pk"), me=Count("pk", filter=Q(user_id=rater.pk))
-    )
-    return not listed["n"] or bool(listed["me"])
-
-
-def _lock_round_for_rating(
+def lock_round_for_rating(
     round: Round, *, rater: Any = None, lock_rater: bool = False
 ) -> Round:
-    """Share-lock the round and check it is open (and, given ``rater``, theirs).
-
-    FOR SHARE lets many raters proceed at once while blocking ``round_close``'s
-    FOR UPDATE; SQLite's IMMEDIATE transactions serialise writers anyway.  One
-    statement takes the lock and reads status and rater list, so the round is
-    not read again.  ``lock_rater`` also takes the rater's user row FOR UPDATE:
-    one physician's requests then run one at a time.
-    """
-    rounds = Round._meta.db_table
-    users = get_user_model()._meta.db_table
-    listed = Round.raters.through._meta.db_table
-    qn = connection.ops.quote_name
-    # Only table names from model metadata are formatted in; values are bound.
-    ok = (
-        f"(NOT EXISTS (SELECT 1 FROM {qn(listed)} l WHERE l.round_id = r.id) "  # noqa: S608
-        f"OR EXISTS (SELECT 1 FROM {qn(listed)} l "
-        "WHERE l.round_id = r.id AND l.user_id = %s))"
+    """Share-lock the round and check it is open (and, given ``rater``, theirs);
+    ``lock_rater`` also locks the rater's row, so that one physician's
+    requests run one at a time (``queries.round_lock_for_rating``). The
+    round's serving fields are refreshed on ``round`` from the same row."""
+    row = queries.round_lock_for_rating(
+        round.pk,
+        rater_id=rater.pk if rater is not None else None,
+        lock_rater=lock_rater,
     )
-    sql = (
-        "SELECT r.status, r.raters_per_image, r.serving_policy, r.rescore_every, "  # noqa: S608
-        f"{ok} FROM {qn(rounds)} r"
-    )
-    params: list[Any] = [rater.pk if rater is not None else None]
-    postgres = connection.vendor == "postgresql"
-    if lock_rater and postgres:
-        sql += f" JOIN {qn(users)} u ON u.id = %s"
-        params.append(rater.pk)
-    sql += " WHERE r.id = %s"
-    params.append(round.pk)
-    if postgres:
-        sql += " FOR SHARE OF r" + (" FOR UPDATE OF u" if lock_rater else "")
-    with connection.cursor() as cur:
-        cur.execute(sql, params)
-        row = cur.fetchone()
     if row is None:
         raise Round.DoesNotExist("no such round")
     (
@@ -160,79 +80,6 @@ def _open_assignments(round: Round, rater: Any) -> QuerySet[Assignment]:
     return Assignment.objects.filter(
         round=round, rater=rater, completed_at=None, skipped_at=None, expired_at=None
     )
-
-
-# --- the hot statements, written out (annotations.leansql says why) ---------------
-
-IMAGE_FIELDS_SERVED = (
-    "uid",
-    "file",
-    "preview",
-    "width",
-    "height",
-    "bit_depth",
-    "channels",
-    "window_center",
-    "window_width",
-    "modality",
-    "prompt",
-    "quarantined",
-)
-_A = leansql.Columns(Assignment, "a")
-_RI = leansql.Columns(RoundImage, "ri")
-_IMG = leansql.Columns(Image, "i", IMAGE_FIELDS_SERVED)
-_RATING = leansql.Columns(Rating, "x")
-
-
-def _showings_sql(where: str, *, lock: bool = False) -> str:
-    """A physician's showings joined with their items and images."""
-    sql = (
-        f"SELECT {_A.sql()}, {_RI.sql()}, {_IMG.sql()} "  # noqa: S608
-        f"FROM {leansql.table(Assignment)} a "
-        f"JOIN {leansql.table(RoundImage)} ri ON ri.id = a.round_image_id "
-        f"JOIN {leansql.table(Image)} i ON i.id = ri.image_id "
-        f"WHERE a.round_id = %s AND a.rater_id = %s AND {where}"
-    )
-    if lock and connection.features.has_select_for_update_of:
-        sql += " FOR UPDATE OF a"
-    return sql
-
-
-def _linked(row: tuple[Any, ...]) -> Assignment:
-    assignment, item, image = row
-    item.image = image
-    assignment.round_image = item
-    return assignment
-
-
-def _current_showing(round: Round, rater: Any) -> Assignment | None:
-    """The physician's open showing served last (a reload shows it again),
-    else the one held as their next (``upcoming`` set), in one query."""
-    sql = _showings_sql(
-        "a.completed_at IS NULL AND a.skipped_at IS NULL AND a.expired_at IS NULL"
-    )
-    rows = leansql.fetch(
-        sql + " ORDER BY a.upcoming, a.served_at DESC LIMIT 1",
-        [round.pk, rater.pk],
-        _A,
-        _RI,
-        _IMG,
-    )
-    return _linked(rows[0]) if rows else None
-
-
-def _showings_of_image(
-    round: Round, rater: Any, *, image: Image | None, image_uid: Any
-) -> list[Assignment]:
-    """Every showing of one image to the physician, locked (FOR UPDATE)."""
-    if image is not None:
-        where, param = "ri.image_id = %s", image.pk
-    else:
-        where, param = "i.uid = %s", leansql.prep(Image, "uid", image_uid)
-    rows = leansql.fetch(
-        _showings_sql(where, lock=True), [round.pk, rater.pk, param], _A, _RI, _IMG
-    )
-    return [_linked(row) for row in rows]
 
 
 # --- what comes next -------------------------------------------------------------
@@ -283,35 +130,6 @@ def _regular_items(round: Round, rater: Any) -> QuerySet[RoundImage]:
         .exclude(assignments__rater=rater)
         .select_related("image")
     )
-
-
-def _candidate(round: Round, rater: Any, start: int) -> RoundImage | None:
-    """Random order: the first free image at or after ``start`` in shuffled order.
-
-    ``_regular_items`` written out: one walk of ``round_shuffle_idx`` from
-    ``start``, then from the beginning.  Items another physician is being
-    served right now are skipped, not waited for.
-    """
-    sql = (
-        f"SELECT {_RI.sql()}, {_IMG.sql()} "  # noqa: S608
-        f"FROM {leansql.table(RoundImage)} ri "
-        f"JOIN {leansql.table(Image)} i ON i.id = ri.image_id "
-        "WHERE ri.round_id = %s AND NOT ri.in_agreement_set "
-        "AND ri.assigned_count < %s AND NOT i.quarantined "
-        f"AND NOT EXISTS (SELECT 1 FROM {leansql.table(Assignment)} a "
-        "WHERE a.round_image_id = ri.id AND a.rater_id = %s) "
-        "AND ri.shuffle_key {op} %s ORDER BY ri.shuffle_key LIMIT 1"
-    )
-    if connection.features.has_select_for_update_skip_locked:
-        sql += " FOR UPDATE OF ri SKIP LOCKED"
-    params = [round.pk, round.raters_per_image, rater.pk, start]
-    for op in (">=", "<"):
-        rows = leansql.fetch(sql.replace("{op}", op), params, _RI, _IMG)
-        if rows:
-            item, image = rows[0]
-            item.image = image
-            return item
-    return None
 
 
 MODALITY_SHARES_REFRESH_S = 10
@@ -469,11 +287,7 @@ def _serve(
 ) -> Assignment:
     """Record the showing; an expired one of the same kind is brought back."""
     if not is_repeat:
-        leansql.execute(
-            f"UPDATE {leansql.table(RoundImage)} "  # noqa: S608
-            "SET assigned_count = assigned_count + 1 WHERE id = %s",
-            [item.pk],
-        )
+        queries.item_assigned_add(item.pk)
     if revive is not None:
         assignment = Assignment.objects.get(pk=revive)
         assignment.served_at = timezone.now()
@@ -492,7 +306,7 @@ def _serve(
         )
         assignment.round_image = item
         return assignment
-    return leansql.insert(
+    return queries.assignment_insert(
         Assignment(
             round_image=item,
             round=round,
@@ -550,7 +364,7 @@ def _next_new(rnd: Round, rater: Any) -> Assignment | None:
         item = _informative_candidate(rnd, rater)
         policy = AssignmentPolicy.UNCERTAINTY
     else:
-        item = _candidate(rnd, rater, secrets.randbits(62))
+        item = queries.item_in_shuffle_order(rnd, rater, secrets.randbits(62))
         policy = AssignmentPolicy.RANDOM
     if item is not None:
         return _serve(round=rnd, rater=rater, item=item, policy=policy)
@@ -591,21 +405,13 @@ def assignment_next(*, round: Round, rater: Any) -> Assignment | None:
     """
     # Locking the rater too makes one request per rater at a time: two tabs
     # must not take two images.
-    rnd = _lock_round_for_rating(round, rater=rater, lock_rater=True)
-    current = _current_showing(rnd, rater)
+    rnd = lock_round_for_rating(round, rater=rater, lock_rater=True)
+    current = queries.showing_current(rnd, rater)
     if current is not None and current.upcoming:
         # The image held as next is shown now: its clock starts here.
         current.upcoming = False
         current.served_at = timezone.now()
-        leansql.execute(
-            f"UPDATE {leansql.table(Assignment)} SET upcoming = %s, "  # noqa: S608
-            "served_at = %s WHERE id = %s",
-            [
-                leansql.prep(Assignment, "upcoming", False),
-                leansql.prep(Assignment, "served_at", current.served_at),
-                current.pk,
-            ],
-        )
+        queries.showing_started(current)
     if current is not None:
         return current
     return _next_new(rnd, rater)
@@ -631,11 +437,11 @@ def assignment_upcoming(*, round: Round, rater: Any) -> Assignment | None:
     current, and its time starts, when the current one is rated or skipped.
     None when nothing is left after the current image.
     """
-    rnd = _lock_round_for_rating(round, rater=rater, lock_rater=True)
+    rnd = lock_round_for_rating(round, rater=rater, lock_rater=True)
     held = _upcoming(rnd, rater)
     if held is not None:
         return held
-    current = _current_showing(rnd, rater)
+    current = queries.showing_current(rnd, rater)
     if current is None or current.upcoming:
         return None
     chosen = _next_new(rnd, rater)
@@ -648,7 +454,7 @@ def assignment_upcoming(*, round: Round, rater: Any) -> Assignment | None:
 
 @transaction.atomic
 def assignment_skip(*, round: Round, rater: Any, image: Image) -> Assignment:
-    _lock_round_for_rating(round)
+    lock_round_for_rating(round)
     assignment = (
         _open_assignments(round, rater)
         .filter(round_image__image=image)
@@ -666,188 +472,3 @@ def assignment_skip(*, round: Round, rater: Any, image: Image) -> Assignment:
         ).update(assigned_count=F("assigned_count") - 1)
     audit_record(action="rating_skip", actor=rater, obj=assignment)
     return assignment
-
-
-def _clean_flags(flags: Sequence[str]) -> list[str]:
-    unknown = sorted(set(flags) - set(Flag.values))
-    if unknown:
-        raise DomainError(
-            f"unknown flag {unknown[0]!r}; flags are {', '.join(Flag.values)}"
-        )
-    return sorted(set(flags))
-
-
-def _showing_rated(showings: list[Assignment]) -> Assignment | None:
-    """Which showing a submit rates: the open one served last, else the latest
-    showing (the repeat once there is one)."""
-    open_ = [a for a in showings if a.is_open]
-    if open_:
-        return max(open_, key=lambda a: (a.served_at, a.pk))
-    return max(showings, key=lambda a: (a.is_repeat, a.pk), default=None)
-
-
-def _live_rating(
-    round: Round, rater: Any, image: Image, *, is_repeat: bool
-) -> Rating | None:
-    sql = (
-        f"SELECT {_RATING.sql()} FROM {leansql.table(Rating)} x "  # noqa: S608
-        "WHERE x.rater_id = %s AND x.image_id = %s AND x.round_id = %s "
-        "AND x.is_repeat = %s AND x.retracted_at IS NULL LIMIT 1"
-    )
-    params = [
-        rater.pk,
-        image.pk,
-        round.pk,
-        leansql.prep(Rating, "is_repeat", is_repeat),
-    ]
-    rows = leansql.fetch(sql, params, _RATING)
-    if not rows:
-        return None
-    (rating,) = rows[0]
-    rating.image = image
-    return rating
-
-
-def _announce_first_rating(round_id: int) -> None:
-    """After a first rating of a most-informative-first round commits, say
-    so (``signals.first_rating_committed``): the learning loop re-scores the
-    round when due. The rating is saved whatever a receiver does, so a
-    failure is logged, never shown to the physician."""
-    for receiver, result in first_rating_committed.send_robust(
-        sender=Round, round_id=round_id
-    ):
-        if isinstance(result, Exception):
-            logger.error(
-                "round %s: re-scoring could not be started (%s)",
-                round_id,
-                getattr(receiver, "__name__", receiver),
-                exc_info=result,
-            )
-
-
-@transaction.atomic
-def rating_submit(
-    *,
-    round: Round,
-    rater: Any,
-    image: Image | None = None,
-    image_uid: Any = None,
-    score: int,
-    flags: Sequence[str] = (),
-    comment: str = "",
-    time_taken_ms: int | None = None,
-) -> tuple[Rating, bool]:
-    """Record a rating of ``image`` (or of the image with ``image_uid``);
-    returns (rating, created).
-
-    Submitting the same rating twice returns the first row (created=False).
-    A repeat showing gives a second row with ``is_repeat``; it changes none of
-    the image's counts or score sums.
-    """
-    if (image is None) == (image_uid is None):
-        raise TypeError("rating_submit takes image or image_uid")
-    if score not in (1, 2, 3):
-        raise DomainError("score must be 1, 2 or 3")
-    flags = _clean_flags(flags)
-    comment = comment.strip()
-    if len(comment) > 2000:
-        raise DomainError("comment must be at most 2000 characters")
-    rnd = _lock_round_for_rating(round, rater=rater)
-    # A physician has at most two showings of an image in a round (the first
-    # and a repeat).  Their row locks make two submits of one rating take
-    # turns; the second then sees the first's committed row below.
-    showings = _showings_of_image(rnd, rater, image=image, image_uid=image_uid)
-    if showings:
-        image = showings[0].round_image.image
-    elif image is None:
-        # Not served to them: an unknown uid answers the same, so that the
-        # answer does not tell which images exist.
-        image = Image.objects.filter(uid=image_uid).first()
-        if image is None:
-            raise NotServed("this image was not served to you in this round")
-    assignment = _showing_rated(showings)
-    is_repeat = assignment is not None and assignment.is_repeat
-    existing = _live_rating(rnd, rater, image, is_repeat=is_repeat)
-    if existing is not None:
-        if existing.score == score and existing.flags == flags:
-            return existing, False
-        raise AlreadyRated("you have already rated this image; undo it first")
-    if assignment is None:
-        raise NotServed("this image was not served to you in this round")
-    now = timezone.now()
-    if time_taken_ms is None:
-        time_taken_ms = int((now - assignment.served_at).total_seconds() * 1000)
-    time_taken_ms = max(0, min(int(time_taken_ms), MAX_TIME_TAKEN_MS))
-    rating = leansql.insert(
-        Rating(
-            rater=rater,
-            image=image,
-            round=rnd,
-            assignment=assignment,
-            score=score,
-            flags=flags,
-            comment=comment,
-            time_taken_ms=time_taken_ms,
-            is_repeat=is_repeat,
-        )
-    )
-    was_open = assignment.is_open
-    assignment.completed_at = now
-    assignment.skipped_at = None
-    assignment.expired_at = None
-    leansql.execute(
-        f"UPDATE {leansql.table(Assignment)} SET completed_at = %s, "  # noqa: S608
-        "skipped_at = NULL, expired_at = NULL WHERE id = %s",
-        [leansql.prep(Assignment, "completed_at", now), assignment.pk],
-    )
-    if not is_repeat:
-        # Repeats stay out of the image's counts and score sums.
-        leansql.execute(
-            f"UPDATE {leansql.table(RoundImage)} SET "  # noqa: S608
-            "rating_count = rating_count + 1, score_sum = score_sum + %s, "
-            "score_sq_sum = score_sq_sum + %s, assigned_count = assigned_count + %s "
-            "WHERE id = %s",
-            [score, score * score, 0 if was_open else 1, assignment.round_image_id],
-        )
-        if rnd.serving_policy == ServingPolicy.UNCERTAINTY and rnd.rescore_every:
-            round_id = rnd.pk
-            transaction.on_commit(lambda: _announce_first_rating(round_id))
-    audit_record(
-        action="rating_submit",
-        actor=rater,
-        obj=rating,
-        detail={"round": rnd.pk, "score": score},
-    )
-    return rating, True
-
-
-@transaction.atomic
-def rating_undo(*, round: Round, rater: Any) -> Rating:
-    """Retract this physician's last rating in an open round; history is kept."""
-    rnd = _lock_round_for_rating(round)
-    last = (
-        Rating.objects.select_for_update()
-        .filter(round=rnd, rater=rater, retracted_at=None)
-        .order_by("-created_at", "-id")
-        .first()
-    )
-    if last is None:
-        raise NothingToUndo("there is no rating to undo in this round")
-    now = timezone.now()
-    last.retracted_at = now
-    last.save(update_fields=["retracted_at"])
-    if last.assignment_id:
-        # The image comes back as this physician's current one.
-        Assignment.objects.filter(pk=last.assignment_id).update(
-            completed_at=None, served_at=now
-        )
-        if not last.is_repeat:
-            RoundImage.objects.filter(
-                pk=last.assignment.round_image_id, rating_count__gt=0
-            ).update(
-                rating_count=F("rating_count") - 1,
-                score_sum=F("score_sum") - last.score,
-                score_sq_sum=F("score_sq_sum") - last.score * last.score,
-            )
-    audit_record(action="rating_undo", actor=rater, obj=last)
-    return last
