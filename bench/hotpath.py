@@ -75,8 +75,14 @@ def run(
 
 
 def _requests(
-    round_id: int, raters: Any, pairs: int, profiler: cProfile.Profile | None
+    round_id: int,
+    raters: Any,
+    pairs: int,
+    profiler: cProfile.Profile | None,
+    samples: dict[str, dict[str, list[float]]] | None = None,
 ) -> dict[str, object]:
+    """Send ``pairs`` measured pairs (after 10 unmeasured); the per-request
+    figures also go to ``samples[kind]["cpu" | "wall" | "sql"]`` if given."""
     from django.db import connection, reset_queries
     from django.test import Client
     from django.test.utils import CaptureQueriesContext
@@ -129,6 +135,12 @@ def _requests(
         r = timed("submit", post) if measure else post()
         if r.status_code not in (200, 201):
             raise SystemExit(f"submit answered {r.status_code}: {r.content[:200]!r}")
+    if samples is not None:
+        for kind in cpu:
+            into = samples.setdefault(kind, {"cpu": [], "wall": [], "sql": []})
+            into["cpu"] += cpu[kind]
+            into["wall"] += wall[kind]
+            into["sql"] += queries[kind]
     return {
         kind: {
             "n": len(values),
