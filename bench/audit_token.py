@@ -45,7 +45,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import benchdb  # noqa: E402
 from benchdb import log  # noqa: E402
-from load import DB_NAME, seed  # noqa: E402
+from load import DB_NAME  # noqa: E402
 
 ARMS = ("sql", "orm-audit", "orm-token")
 THRESHOLD = 0.03  # the rule: less than 3 % more CPU per rating → ORM
@@ -266,7 +266,7 @@ def main() -> None:
     settings.DEBUG = False
     settings.ALLOWED_HOSTS = [*settings.ALLOWED_HOSTS, "testserver"]
     load_start = os.getloadavg()
-    round_id, raters, _ = seed(url)
+    round_id, raters, _ = hotpath.seed_audit_unlocked(url)
     log(f"database {url.rsplit('/', 1)[-1]}, round {round_id}, load {load_start}")
 
     pooled: dict[str, dict[str, dict[str, list[float]]]] = {arm: {} for arm in ARMS}
