@@ -19,13 +19,15 @@ is replaced in every module that imported it, and
 checks that its versions were the ones called.
 
     BENCH_DATABASE_URL=postgres://postgres@127.0.0.1:5432/medrlhf_bench_sql \\
-        python bench/audit_token.py [--pairs 150] [--rounds 10]
+        python bench/audit_token.py [--pairs 150] [--rounds 10] [--micro 2000]
 
 The rule, fixed before the first run (session 12), applied to audit and to
 token auth separately: back to the ORM if its arm adds less than 3 % CPU per
 rating, that is to the median CPU of ``next`` plus the median CPU of a
 submit, against the ``sql`` arm; otherwise keep the hand-written SQL.  Wall
-time and SQL statements are reported; they do not decide.
+time and SQL statements are reported; they do not decide.  Neither does the
+last figure: each version called alone (``--micro``), what it costs per call
+without the rest of the request around it.
 
 Figures go to stdout and ``bench/out/audit_token.json``.
 """
@@ -36,6 +38,7 @@ import argparse
 import os
 import statistics
 import sys
+import time
 from collections.abc import Callable
 from functools import cache
 from pathlib import Path
@@ -242,6 +245,47 @@ ARM_CALLS = {
 }
 
 
+def micro(n: int, round_id: int, raters: Any) -> dict[str, dict[str, float]]:
+    """Each version alone, ``n`` calls each, alternated, in a transaction
+    rolled back: median CPU microseconds per call."""
+    from django.contrib.auth import get_user_model
+    from django.db import transaction
+
+    from annotations.authentication import TokenAuthentication
+    from annotations.models import Round
+
+    user = get_user_model().objects.get(pk=raters.ids[0])
+    rnd = Round.objects.get(pk=round_id)
+    auth = TokenAuthentication()
+    key = raters.tokens[0]
+    versions = {
+        "audit insert": {
+            "sql": lambda: audit_record_sql(
+                action="bench", actor=user, obj=rnd, detail={"round": 1, "score": 2}
+            ),
+            "orm": lambda: audit_record_orm(
+                action="bench", actor=user, obj=rnd, detail={"round": 1, "score": 2}
+            ),
+        },
+        "token auth": {
+            "sql": lambda: authenticate_sql(auth, key),
+            "orm": lambda: authenticate_orm(auth, key),
+        },
+    }
+    out: dict[str, dict[str, float]] = {}
+    with transaction.atomic():
+        for what, fns in versions.items():
+            times: dict[str, list[float]] = {"sql": [], "orm": []}
+            for i in range(n):
+                for label in ("sql", "orm") if i % 2 else ("orm", "sql"):
+                    t0 = time.process_time()
+                    fns[label]()
+                    times[label].append((time.process_time() - t0) * 1e6)
+            out[what] = {k: round(statistics.median(v), 1) for k, v in times.items()}
+        transaction.set_rollback(True)
+    return out
+
+
 def _median(values: list[float]) -> float:
     return statistics.median(values) if values else float("nan")
 
@@ -254,6 +298,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--pairs", type=int, default=150, help="per block")
     parser.add_argument("--rounds", type=int, default=10, help="blocks per arm")
+    parser.add_argument(
+        "--micro", type=int, default=2000, help="calls of each version alone"
+    )
     args = parser.parse_args()
     # Django's files under MEDRLHF_VAR_DIR when given, not bench/out/var.
     if os.environ.get("MEDRLHF_VAR_DIR"):
@@ -312,6 +359,7 @@ def main() -> None:
     finally:
         use(audit=_ORIGINAL["audit"], token=authenticate_sql)
     load_end = os.getloadavg()
+    alone = micro(args.micro, round_id, raters) if args.micro else {}
 
     summary: dict[str, Any] = {}
     for arm in ARMS:
@@ -354,6 +402,15 @@ def main() -> None:
             f"{rounds[-1]:+.1%}, median {statistics.median(rounds):+.1%}); rule "
             f"< {THRESHOLD:.0%}: {verdict}"
         )
+    for what, t in alone.items():
+        per_rating = t["orm"] - t["sql"]
+        if what == "token auth":
+            per_rating *= 2  # next and submit each authenticate
+        log(
+            f"{what} alone: {t['sql']:.0f} µs hand-written, {t['orm']:.0f} µs ORM "
+            f"(median CPU per call, {args.micro} calls each): "
+            f"{per_rating / 1000 / base:+.1%} of the sql arm's CPU per rating"
+        )
     path = benchdb.write_json(
         "audit_token.json",
         {
@@ -363,6 +420,7 @@ def main() -> None:
             "rounds": args.rounds,
             "summary": summary,
             "decisions": decisions,
+            "alone_us": alone,
         },
     )
     log(f"written to {path}")
