@@ -7,7 +7,6 @@ from typing import Any
 from django.db import models
 from django.http import HttpRequest
 
-from . import leansql
 from .models import AuditEvent
 
 
@@ -29,17 +28,17 @@ def audit_record(
 ) -> AuditEvent:
     if actor is not None and not getattr(actor, "is_authenticated", False):
         actor = None
-    # Every rating writes one: a plain INSERT, without the ORM's compiling.
-    return leansql.insert(
-        AuditEvent(
-            actor=actor,
-            actor_name=actor_name or (actor.get_username() if actor else ""),
-            action=action,
-            object_type=obj._meta.label_lower if obj is not None else "",
-            object_id=str(obj.pk) if obj is not None else "",
-            detail=detail or {},
-            ip_address=client_ip(request),
-        )
+    # Every rating writes one. Through the ORM: the hand-written INSERT saved
+    # 0.05 ms of CPU a call, under 3 % of a rating (bench/audit_token.py,
+    # docs/benchmarks.md, session 12).
+    return AuditEvent.objects.create(
+        actor=actor,
+        actor_name=actor_name or (actor.get_username() if actor else ""),
+        action=action,
+        object_type=obj._meta.label_lower if obj is not None else "",
+        object_id=str(obj.pk) if obj is not None else "",
+        detail=detail or {},
+        ip_address=client_ip(request),
     )
 
 

@@ -61,12 +61,33 @@ def serve_uncertainty(round_id: int, on: bool) -> None:
         )
 
 
+def seed_audit_unlocked(url: str) -> tuple[int, benchdb.Raters, float]:
+    """``load.seed``, whose reset empties the audit log of the last run,
+    with the append-only guard standing aside meanwhile (the unlock row the
+    test suite's flush uses; migration 0008).  Without it a reused seed that
+    holds a run's audit events fails: "DELETE refused"."""
+    from django.db import connection
+
+    benchdb.database_create(url)
+    benchdb.migrate()
+    with connection.cursor() as cur:
+        cur.execute(
+            "INSERT INTO annotations_audit_unlock (reason) VALUES (%s)",
+            ["bench seed reset"],
+        )
+    try:
+        return seed(url)
+    finally:
+        with connection.cursor() as cur:
+            cur.execute("DELETE FROM annotations_audit_unlock")
+
+
 def run(
     pairs: int, profiler: cProfile.Profile | None, serving: str = "random"
 ) -> dict[str, object]:
 
     url = benchdb.database_url(DB_NAME)
-    round_id, raters, _ = seed(url)
+    round_id, raters, _ = seed_audit_unlocked(url)
     serve_uncertainty(round_id, serving == "uncertainty")
     try:
         return _requests(round_id, raters, pairs, profiler)
@@ -75,8 +96,14 @@ def run(
 
 
 def _requests(
-    round_id: int, raters: Any, pairs: int, profiler: cProfile.Profile | None
+    round_id: int,
+    raters: Any,
+    pairs: int,
+    profiler: cProfile.Profile | None,
+    samples: dict[str, dict[str, list[float]]] | None = None,
 ) -> dict[str, object]:
+    """Send ``pairs`` measured pairs (after 10 unmeasured); the per-request
+    figures also go to ``samples[kind]["cpu" | "wall" | "sql"]`` if given."""
     from django.db import connection, reset_queries
     from django.test import Client
     from django.test.utils import CaptureQueriesContext
@@ -129,6 +156,12 @@ def _requests(
         r = timed("submit", post) if measure else post()
         if r.status_code not in (200, 201):
             raise SystemExit(f"submit answered {r.status_code}: {r.content[:200]!r}")
+    if samples is not None:
+        for kind in cpu:
+            into = samples.setdefault(kind, {"cpu": [], "wall": [], "sql": []})
+            into["cpu"] += cpu[kind]
+            into["wall"] += wall[kind]
+            into["sql"] += queries[kind]
     return {
         kind: {
             "n": len(values),

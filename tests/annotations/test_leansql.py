@@ -7,7 +7,6 @@ import uuid
 import pytest
 
 from annotations import leansql
-from annotations.audit import audit_record
 from annotations.models import AuditEvent, Image, Rating, Round, RoundImage
 from annotations.rating.serving import assignment_next
 from annotations.rating.submit import rating_submit
@@ -87,14 +86,6 @@ def test_insert_stamps_auto_now_add_prepares_json_and_sets_the_pk(physician):
     # Append-only still holds for what the lean insert wrote.
     with pytest.raises(ValueError, match="append-only"):
         stored.save()
-
-
-def test_audit_record_writes_through_the_lean_insert(physician, make_round):
-    rnd = make_round(1)
-    event = audit_record(action="x", actor=physician, obj=rnd, detail={"k": 1})
-    stored = AuditEvent.objects.get(pk=event.pk)
-    assert (stored.object_type, stored.object_id) == ("annotations.round", str(rnd.pk))
-    assert stored.actor_name == physician.username and stored.detail == {"k": 1}
 
 
 def test_a_served_showing_carries_its_item_and_image_without_more_queries(
