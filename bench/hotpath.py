@@ -61,33 +61,12 @@ def serve_uncertainty(round_id: int, on: bool) -> None:
         )
 
 
-def seed_audit_unlocked(url: str) -> tuple[int, benchdb.Raters, float]:
-    """``load.seed``, whose reset empties the audit log of the last run,
-    with the append-only guard standing aside meanwhile (the unlock row the
-    test suite's flush uses; migration 0008).  Without it a reused seed that
-    holds a run's audit events fails: "DELETE refused"."""
-    from django.db import connection
-
-    benchdb.database_create(url)
-    benchdb.migrate()
-    with connection.cursor() as cur:
-        cur.execute(
-            "INSERT INTO annotations_audit_unlock (reason) VALUES (%s)",
-            ["bench seed reset"],
-        )
-    try:
-        return seed(url)
-    finally:
-        with connection.cursor() as cur:
-            cur.execute("DELETE FROM annotations_audit_unlock")
-
-
 def run(
     pairs: int, profiler: cProfile.Profile | None, serving: str = "random"
 ) -> dict[str, object]:
 
     url = benchdb.database_url(DB_NAME)
-    round_id, raters, _ = seed_audit_unlocked(url)
+    round_id, raters, _ = seed(url)
     serve_uncertainty(round_id, serving == "uncertainty")
     try:
         return _requests(round_id, raters, pairs, profiler)
