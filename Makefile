@@ -50,9 +50,11 @@ test-fast: $(STAMP)
 test-research: $(STAMP)
 	$(PY) -m pytest -p no:cacheprovider -m research $(PYTEST_ARGS)
 
+# mypy checks what pyproject.toml's [tool.mypy] files names: the engine, strictly.
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(PY) -m mypy
 
 # Physicians look at an image for seconds: 1.5-4.5 s between seeing and rating.
 bench-load: $(STAMP)

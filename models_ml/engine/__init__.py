@@ -18,52 +18,59 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+# For the type checker: "import X as X" marks X as re-exported (the engine is
+# checked with implicit re-exports off); the renamed fine-tune is a name of
+# this module instead.
 if TYPE_CHECKING:
-    from .backends import load_backend
-    from .backends.base import DEFAULT_SCHEDULER, DEFAULT_STEPS, GenerationRequest
-    from .checkpoint import latest_checkpoint
-    from .data import prepare_image
-    from .demo import build_demo_dataset
-    from .errors import EngineError
-    from .features import HandcraftedFeatures
+    from .backends import load_backend as load_backend
+    from .backends.base import DEFAULT_SCHEDULER as DEFAULT_SCHEDULER
+    from .backends.base import DEFAULT_STEPS as DEFAULT_STEPS
+    from .backends.base import GenerationRequest as GenerationRequest
+    from .checkpoint import latest_checkpoint as latest_checkpoint
+    from .data import prepare_image as prepare_image
+    from .demo import build_demo_dataset as build_demo_dataset
+    from .errors import EngineError as EngineError
+    from .features import HandcraftedFeatures as HandcraftedFeatures
+    from .feedback_data import DEFAULT_FILTER_THRESHOLD as DEFAULT_FILTER_THRESHOLD
+    from .feedback_data import DEFAULT_KTO_UNRATED_WEIGHT as DEFAULT_KTO_UNRATED_WEIGHT
+    from .feedback_data import FeedbackImage as FeedbackImage
+    from .feedback_data import FeedbackRows as FeedbackRows
+    from .feedback_data import Judgement as Judgement
     from .feedback_data import (
-        DEFAULT_FILTER_THRESHOLD,
-        DEFAULT_KTO_UNRATED_WEIGHT,
-        FeedbackImage,
-        FeedbackRows,
-        Judgement,
-        normalise_weights_per_prompt,
-        objective_rows,
-        preference_pairs,
+        normalise_weights_per_prompt as normalise_weights_per_prompt,
     )
-    from .filtering import calibrate_threshold, filter_generate
-    from .images import load_pil
-    from .metrics import local_fd_kid
-    from .objectives import KTO_MIDDLE_MODES, OBJECTIVES
-    from .recipes import recipe_for
-    from .reward import (
-        FeatureNormaliser,
-        RatingRecord,
-        RewardConfig,
-        RewardModel,
-        fit_ensemble,
-        make_free_negatives,
-        modality_vectors,
-        prompt_embedder_from_config,
-        read_ratings_csv,
-        read_real_csv,
-        summarise_members,
-        train_reward_model,
-    )
-    from .stats import (
-        PairedTest,
-        images_per_prompt_for_power,
-        mcnemar_exact,
-        paired_sign_flip_test,
-        wilson_interval,
-    )
-    from .train import TrainConfig, TrainProgress, spread_evenly
-    from .train import train as finetune
+    from .feedback_data import objective_rows as objective_rows
+    from .feedback_data import preference_pairs as preference_pairs
+    from .filtering import calibrate_threshold as calibrate_threshold
+    from .filtering import filter_generate as filter_generate
+    from .images import load_pil as load_pil
+    from .metrics import local_fd_kid as local_fd_kid
+    from .objectives import KTO_MIDDLE_MODES as KTO_MIDDLE_MODES
+    from .objectives import OBJECTIVES as OBJECTIVES
+    from .recipes import recipe_for as recipe_for
+    from .reward import FeatureNormaliser as FeatureNormaliser
+    from .reward import RatingRecord as RatingRecord
+    from .reward import RewardConfig as RewardConfig
+    from .reward import RewardModel as RewardModel
+    from .reward import fit_ensemble as fit_ensemble
+    from .reward import make_free_negatives as make_free_negatives
+    from .reward import modality_vectors as modality_vectors
+    from .reward import prompt_embedder_from_config as prompt_embedder_from_config
+    from .reward import read_ratings_csv as read_ratings_csv
+    from .reward import read_real_csv as read_real_csv
+    from .reward import summarise_members as summarise_members
+    from .reward import train_reward_model as train_reward_model
+    from .stats import PairedTest as PairedTest
+    from .stats import images_per_prompt_for_power as images_per_prompt_for_power
+    from .stats import mcnemar_exact as mcnemar_exact
+    from .stats import paired_sign_flip_test as paired_sign_flip_test
+    from .stats import wilson_interval as wilson_interval
+    from .train import TrainConfig as TrainConfig
+    from .train import TrainProgress as TrainProgress
+    from .train import spread_evenly as spread_evenly
+    from .train import train as _train
+
+    finetune = _train
 
 # public name -> (submodule, name in it)
 _PUBLIC: dict[str, tuple[str, str]] = {

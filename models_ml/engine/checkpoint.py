@@ -134,7 +134,11 @@ def rng_to_files(directory: Path) -> None:
         for i, s in enumerate(torch.cuda.get_rng_state_all()):
             tensors[f"cuda.{i}"] = s
     save_safetensors(tensors, directory / "rng.safetensors")
-    np_state = np.random.get_state()
+    # legacy=True is the default, spelled out: numpy's stubs type the bare call
+    # as returning the dict form.
+    np_state = np.random.get_state(legacy=True)
+    if not isinstance(np_state, tuple):
+        raise CheckpointError("numpy's global random state is not MT19937")
     py_state = random.getstate()
     _write_json(
         directory / "rng.json",
@@ -235,4 +239,5 @@ def load_checkpoint(
             raise CheckpointError(f"{path}: EMA requested but ema.json missing")
         ema_from_files(ema, path)
     rng_from_files(path)
-    return json.loads(state_file.read_text())
+    trainer_state: dict[str, Any] = json.loads(state_file.read_text())
+    return trainer_state

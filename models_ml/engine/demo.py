@@ -63,6 +63,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
+import numpy.typing as npt
 from PIL import Image
 
 from models_ml.engine.errors import EngineError
@@ -316,8 +317,11 @@ def _render(
     if aug.flip:
         out = out.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
     if aug.quarter:
-        turns = (None, Image.Transpose.ROTATE_90, Image.Transpose.ROTATE_180)
-        turns += (Image.Transpose.ROTATE_270,)
+        turns = {
+            1: Image.Transpose.ROTATE_90,
+            2: Image.Transpose.ROTATE_180,
+            3: Image.Transpose.ROTATE_270,
+        }
         out = out.transpose(turns[aug.quarter])
     if (aug.gain, aug.offset, aug.gamma) != (1.0, 0.0, 1.0):
         values = np.asarray(out, dtype=np.float32) / 255.0
@@ -371,7 +375,7 @@ def _dicom_gray(
     *,
     window: tuple[float, float] | None = None,
     percentiles: tuple[float, float] = (0.5, 99.7),
-) -> np.ndarray:
+) -> npt.NDArray[np.uint8]:
     """A DICOM's first frame as 8-bit grayscale, windowed, MONOCHROME1 inverted.
 
     Private and minimal on purpose: the platform's readers module is the full
@@ -401,7 +405,9 @@ def _dicom_gray(
     scaled = np.clip((values - low) / max(high - low, 1e-6), 0.0, 1.0)
     if photometric == "MONOCHROME1":
         scaled = 1.0 - scaled
-    return (scaled * 255.0 + 0.5).astype(np.uint8)
+    # (numpy types np.clip of these pixels as returning Any)
+    gray: npt.NDArray[np.uint8] = (scaled * 255.0 + 0.5).astype(np.uint8)
+    return gray
 
 
 def _full(pixels: np.ndarray) -> tuple[int, int, int, int]:
@@ -589,6 +595,8 @@ def _brain_volume() -> tuple[Path, np.ndarray]:
 
     path = _nibabel_test("example4d.nii.gz")
     image = nibabel.load(path)
+    if not isinstance(image, nibabel.Nifti1Image):
+        raise DemoSourceError(f"{path}: not a NIfTI-1 image")
     data = np.asarray(image.dataobj, dtype=np.float32)
     return path, data
 
@@ -814,7 +822,7 @@ def _write_original_formats(out_dir: Path) -> list[tuple[str, str, str]]:
 def _deidentify(dataset: Dataset, *, number: int) -> None:
     for keyword in _IDENTIFYING_TAGS:
         if keyword in dataset:
-            dataset.data_element(keyword).value = ""
+            dataset[keyword].value = ""
     # Vendor private blocks (e.g. Siemens CSA headers) may repeat any of them.
     dataset.remove_private_tags()
     # Person names can also sit inside sequences (requesting physician...).
@@ -832,6 +840,8 @@ def _write_brain_volume(out_dir: Path) -> tuple[str, str, str]:
 
     source = _nibabel_test("example4d.nii.gz")
     image = nibabel.load(source)
+    if not isinstance(image, nibabel.Nifti1Image):
+        raise DemoSourceError(f"{source}: not a NIfTI-1 image")
     volume = np.asarray(image.dataobj[..., 0])
     header = image.header.copy()
     header.set_data_shape(volume.shape)

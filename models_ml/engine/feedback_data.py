@@ -159,7 +159,11 @@ def objective_rows(
         out = FeedbackRows("weights", _weights_header(with_label=True))
         for im in images:
             rated = im.mean_rating is not None
-            mean = im.mean_rating if rated else 1.0 + 2.0 * float(im.reward or 0.0)
+            mean = (
+                im.mean_rating
+                if im.mean_rating is not None
+                else 1.0 + 2.0 * float(im.reward or 0.0)
+            )
             labelled = kto_label(
                 min(max(float(mean), 1.0), 3.0),
                 middle=kto_middle,

@@ -167,6 +167,7 @@ def _score(
         zip(generated, index, strict=True)
     ):
         provenance = {k: getattr(g, k) for k in PROVENANCE_FIELDS if hasattr(g, k)}
+        p1, p2, p3 = (float(p) for p in prediction.probs[i])
         out.append(
             ScoredImage(
                 image=g.image,
@@ -174,7 +175,7 @@ def _score(
                 modality=g.modality,
                 seed=int(g.seed),
                 reward=float(prediction.reward[i]),
-                probs=tuple(float(p) for p in prediction.probs[i]),
+                probs=(p1, p2, p3),
                 uncertainty=float(prediction.uncertainty[i]),
                 request_index=request_index,
                 attempt=attempt,
@@ -231,6 +232,7 @@ def filter_generate(
             kept.extend([best] if passes else [])
             rejected.extend(s for s in candidates if s is not best or not passes)
     else:
+        assert threshold is not None  # threshold mode without one is refused above
         pending = list(range(len(requests)))
         for attempt in range(max_attempts):
             if not pending:

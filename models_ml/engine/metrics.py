@@ -22,9 +22,10 @@ from collections import defaultdict
 from collections.abc import Sequence
 from itertools import combinations
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypedDict
 
 import numpy as np
+import numpy.typing as npt
 from PIL import Image
 
 from .errors import DatasetError
@@ -245,8 +246,9 @@ def _ssim_and_cs(
 ) -> tuple[float, float]:
     from scipy.ndimage import gaussian_filter
 
-    def blur(z: np.ndarray) -> np.ndarray:
-        return gaussian_filter(z, sigma, truncate=3.5)
+    def blur(z: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+        blurred: npt.NDArray[np.float64] = gaussian_filter(z, sigma, truncate=3.5)
+        return blurred
 
     c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
     mx, my = blur(x), blur(y)
@@ -346,7 +348,16 @@ def paired_ssim_psnr(
 # --- evaluating a generated set against real data ---------------------------------
 
 
-def read_generated(source: str | Path) -> list[dict[str, str | None]]:
+class GeneratedRow(TypedDict):
+    """A generated image to evaluate: its file, and its prompt and modality
+    when the manifest gives them."""
+
+    path: str
+    prompt: str | None
+    modality: str | None
+
+
+def read_generated(source: str | Path) -> list[GeneratedRow]:
     """Generated images from a folder or a manifest CSV.
 
     A manifest has ``path`` (or ``image_path``), ``prompt`` (or ``Text``) and
@@ -361,10 +372,10 @@ def read_generated(source: str | Path) -> list[dict[str, str | None]]:
         files = sorted(
             p for p in source.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES
         )
-        return [{"path": str(p), "prompt": None, "modality": None} for p in files]
+        return [GeneratedRow(path=str(p), prompt=None, modality=None) for p in files]
     if not source.is_file():
         raise DatasetError(f"generated images not found: {source}")
-    rows = []
+    rows: list[GeneratedRow] = []
     with source.open(newline="", encoding="utf-8-sig") as handle:
         reader = csv.DictReader(handle, skipinitialspace=True)
         header = {name.strip().lower(): name for name in reader.fieldnames or []}
@@ -384,11 +395,9 @@ def read_generated(source: str | Path) -> list[dict[str, str | None]]:
             modality = (row.get(header.get("modality", ""), "") or "").strip()
             prompt = (row.get(prompt_col) or "").strip() if prompt_col else ""
             rows.append(
-                {
-                    "path": str(path),
-                    "prompt": prompt or None,
-                    "modality": modality or None,
-                }
+                GeneratedRow(
+                    path=str(path), prompt=prompt or None, modality=modality or None
+                )
             )
     return rows
 

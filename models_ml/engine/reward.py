@@ -483,7 +483,7 @@ def fit_ensemble(
         ).sum(-1)
         loss = (bce * w).sum()
         optimiser.zero_grad()
-        loss.backward()
+        loss.backward()  # type: ignore[no-untyped-call]  # unannotated in torch
         optimiser.step()
     head.eval().requires_grad_(False)
     return head, norm

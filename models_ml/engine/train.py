@@ -375,6 +375,7 @@ class _Trainer:
         device = self.accelerator.device
         if cfg.model_path:
             from .backends import load_backend
+            from .backends.sd import SDBackend
 
             backend = load_backend(cfg.model_path, device=device)
             if backend.name != cfg.backend:
@@ -383,12 +384,12 @@ class _Trainer:
                     f"backend {cfg.backend!r} was asked for"
                 )
             if cfg.resolution and cfg.resolution != backend.resolution:
-                if backend.name != "sd":
+                if not isinstance(backend, SDBackend):
                     raise TrainConfigError(
                         f"{cfg.model_path}: trained at {backend.resolution}px, "
                         f"resolution {cfg.resolution} differs"
                     )
-                backend.set_resolution(cfg.resolution)  # type: ignore[attr-defined]
+                backend.set_resolution(cfg.resolution)
             backend.new_version()
             return backend
         from .backends.tiny import TinyConfig, create_tiny_backend
@@ -456,24 +457,27 @@ class _Trainer:
         return main, real
 
     def _trainable_parameters(self) -> list[torch.nn.Parameter]:
+        from .backends.sd import SDBackend
+
         cfg = self.config
         backend = self.backend
         half = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(cfg.mixed_precision)
-        if half and backend.device.type == "cuda" and backend.name == "sd":
+        if half and backend.device.type == "cuda" and isinstance(backend, SDBackend):
             # Frozen parts run in half precision; trained tensors stay float32.
-            backend.vae.to(dtype=half)  # type: ignore[attr-defined]
+            backend.vae.to(dtype=half)
             if not cfg.train_text_encoder:
                 backend.text_encoder.to(dtype=half)
             if cfg.use_lora:
                 backend.unet.to(dtype=half)
         if cfg.use_lora:
-            backend.add_lora(  # type: ignore[attr-defined]
-                cfg.lora_rank, text_encoder=cfg.train_text_encoder
-            )
+            # (validate() refuses LoRA on any other backend)
+            if not isinstance(backend, SDBackend):
+                raise TrainConfigError("use_lora applies to backend 'sd' only")
+            backend.add_lora(cfg.lora_rank, text_encoder=cfg.train_text_encoder)
         else:
             backend.unet.requires_grad_(True)
-            if backend.name == "sd":
-                backend.full_unet = True  # type: ignore[attr-defined]
+            if isinstance(backend, SDBackend):
+                backend.full_unet = True
         if cfg.gradient_checkpointing:
             backend.unet.enable_gradient_checkpointing()
         backend.unet.train()
@@ -658,7 +662,7 @@ class _Trainer:
             summary["reference"] = self.reference.kind
         tail = self.objective_log[-max(1, len(self.objective_log) // 5) :]
         for key, position in (("accuracy", 0), ("reference_point", 1)):
-            values = [v[position] for v in tail if v[position] is not None]
+            values = [x for x in (v[position] for v in tail) if x is not None]
             if values:
                 summary[key] = sum(values) / len(values)
         return summary
@@ -691,7 +695,14 @@ class _Trainer:
             )
         if self.accelerator.is_main_process:
             if self.config.save_precision == "fp16":
-                self.backend.save(final, half=True)  # type: ignore[call-arg]
+                from .backends.tiny import TinyBackend
+
+                # (validate() refuses fp16 saving on any other backend)
+                if not isinstance(self.backend, TinyBackend):
+                    raise TrainConfigError(
+                        "save_precision fp16 applies to backend 'tiny' only"
+                    )
+                self.backend.save(final, half=True)
             else:
                 self.backend.save(final)
         self.accelerator.wait_for_everyone()

@@ -187,8 +187,8 @@ def make_sampler(noise_scheduler: Any, name: str) -> Any:
 
 def to_pil(pixels: torch.Tensor) -> list[Image.Image]:
     """Images in [-1, 1], shape (B, C, H, W), to 8-bit RGB pictures."""
-    array = ((pixels.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
-    array = array.permute(0, 2, 3, 1).cpu().numpy()
+    scaled = ((pixels.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+    array = scaled.permute(0, 2, 3, 1).cpu().numpy()
     if array.shape[-1] == 1:
         array = np.repeat(array, 3, axis=-1)
     return [Image.fromarray(a, mode="RGB") for a in array]

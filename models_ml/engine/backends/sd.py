@@ -113,12 +113,14 @@ class SDBackend(DiffusionBackend):
     ) -> torch.Tensor:
         dist = self.vae.encode(pixels.to(self.device, self.vae.dtype)).latent_dist
         noise = torch.randn(dist.mean.shape, generator=generator).to(dist.mean)
-        latents = dist.mean + dist.std * noise
-        return latents * self.vae.config.scaling_factor
+        latents: torch.Tensor = dist.mean + dist.std * noise
+        scale: float = self.vae.config.scaling_factor
+        return latents * scale
 
     def latents_to_images(self, latents: torch.Tensor) -> torch.Tensor:
         latents = latents.to(self.vae.dtype) / self.vae.config.scaling_factor
-        return self.vae.decode(latents).sample
+        pixels: torch.Tensor = self.vae.decode(latents).sample
+        return pixels
 
     def encode_prompts(
         self,
@@ -143,7 +145,8 @@ class SDBackend(DiffusionBackend):
             return_tensors="pt",
         ).input_ids.to(self.device)
         with torch.set_grad_enabled(requires_grad):
-            return self.text_encoder(ids)[0]
+            hidden: torch.Tensor = self.text_encoder(ids)[0]
+            return hidden
 
     def add_lora(self, rank: int, *, text_encoder: bool = False) -> None:
         """Attach LoRA adapters; only they train afterwards.

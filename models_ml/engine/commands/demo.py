@@ -6,7 +6,9 @@ import argparse
 from pathlib import Path
 
 
-def add_parser(subparsers: argparse._SubParsersAction) -> None:
+def add_parser(
+    subparsers: argparse._SubParsersAction[argparse.ArgumentParser],
+) -> None:
     """Register the ``demo`` subcommand on the engine CLI."""
     parser = subparsers.add_parser(
         "demo",

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-from typing import Any
 
 from .train import add_training_options, config_kwargs, run_training
 
@@ -20,7 +19,9 @@ def _positive(text: str) -> float:
     return value
 
 
-def add_parser(subparsers: Any) -> None:
+def add_parser(
+    subparsers: argparse._SubParsersAction[argparse.ArgumentParser],
+) -> None:
     from ..objectives import OBJECTIVES
 
     parser = subparsers.add_parser("finetune", help=HELP, description=HELP)

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any
 
 HELP = "generate images from a trained model into a folder with a manifest"
 
 
-def add_parser(subparsers: Any) -> None:
+def add_parser(
+    subparsers: argparse._SubParsersAction[argparse.ArgumentParser],
+) -> None:
     parser = subparsers.add_parser("generate", help=HELP, description=HELP)
     add = parser.add_argument
     add("--model_path", required=True, help="model folder (medrlhf or diffusers SD)")

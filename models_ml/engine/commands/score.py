@@ -6,12 +6,13 @@ import argparse
 import csv
 import sys
 from pathlib import Path
-from typing import Any
 
 from ..errors import DatasetError, EngineError
 
 
-def add_parser(subparsers: Any) -> None:
+def add_parser(
+    subparsers: argparse._SubParsersAction[argparse.ArgumentParser],
+) -> None:
     parser = subparsers.add_parser(
         "score",
         help="score images with a trained reward model",
@@ -63,16 +64,19 @@ def _run(args: argparse.Namespace) -> int:
     from ..metrics import read_generated
     from ..reward import RewardModel
 
-    items = read_generated(args.input_dir or args.manifest)
-    if not items:
+    generated = read_generated(args.input_dir or args.manifest)
+    if not generated:
         raise DatasetError(f"no images in {args.input_dir or args.manifest}")
-    for item in items:
-        item["prompt"] = item["prompt"] or args.prompt
-        item["modality"] = item["modality"] or args.modality
-        if not item["prompt"] or not item["modality"]:
+    # (path, prompt, modality) of each image, none of them empty
+    items: list[tuple[str, str, str]] = []
+    for row in generated:
+        prompt: str | None = row["prompt"] or args.prompt
+        modality: str | None = row["modality"] or args.modality
+        if not prompt or not modality:
             raise DatasetError(
-                f"{item['path']}: no prompt or modality; pass --prompt and --modality"
+                f"{row['path']}: no prompt or modality; pass --prompt and --modality"
             )
+        items.append((row["path"], prompt, modality))
     model = RewardModel.load(args.reward_model)
     args.output_csv.parent.mkdir(parents=True, exist_ok=True)
     with args.output_csv.open("w", newline="") as handle:
@@ -94,16 +98,16 @@ def _run(args: argparse.Namespace) -> int:
         ):
             batch = items[start : start + args.batch_size]
             pred = model.predict(
-                [load_pil(i["path"]) for i in batch],
-                [i["prompt"] for i in batch],
-                [i["modality"] for i in batch],
+                [load_pil(path) for path, _, _ in batch],
+                [prompt for _, prompt, _ in batch],
+                [modality for _, _, modality in batch],
             )
-            for k, item in enumerate(batch):
+            for k, (path, prompt, modality) in enumerate(batch):
                 writer.writerow(
                     [
-                        item["path"],
-                        item["prompt"],
-                        item["modality"],
+                        path,
+                        prompt,
+                        modality,
                         f"{pred.reward[k]:.6f}",
                     ]
                     + [f"{p:.6f}" for p in pred.probs[k]]

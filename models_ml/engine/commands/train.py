@@ -168,7 +168,9 @@ def run_training(config: Any) -> int:
     return 0
 
 
-def add_parser(subparsers: Any) -> None:
+def add_parser(
+    subparsers: argparse._SubParsersAction[argparse.ArgumentParser],
+) -> None:
     parser = subparsers.add_parser("train", help=HELP, description=HELP)
     parser.add_argument(
         "--data",

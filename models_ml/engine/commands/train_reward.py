@@ -12,7 +12,9 @@ from typing import Any
 from ..errors import EngineError
 
 
-def add_parser(subparsers: Any) -> None:
+def add_parser(
+    subparsers: argparse._SubParsersAction[argparse.ArgumentParser],
+) -> None:
     parser = subparsers.add_parser(
         "train-reward",
         help="train the reward model on physicians' ratings",

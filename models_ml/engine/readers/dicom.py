@@ -215,7 +215,8 @@ def _functional_item(ds: Dataset, frame: int, sequence: str) -> Dataset | None:
         if items and len(items) > index:
             inner = items[index].get(sequence)
             if inner:
-                return inner[0]
+                first: Dataset = inner[0]
+                return first
     return None
 
 
@@ -389,7 +390,10 @@ def _decode_grayscale(
         center = (window[0] - offset) / step
         width = window[1] / step
         scaled = np.clip(np.rint((value - offset) / step), 0, full)
-        pixels = scaled.astype(np.uint8 if bit_depth == 8 else np.uint16)
+        pixel_type: type[np.unsignedinteger[Any]] = (
+            np.uint8 if bit_depth == 8 else np.uint16
+        )
+        pixels = scaled.astype(pixel_type)
         if invert:
             pixels = (full - pixels).astype(pixels.dtype)
             center = full - center

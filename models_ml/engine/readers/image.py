@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 from PIL import Image
 
 
@@ -58,13 +59,17 @@ class DecodedImage:
         return self.pixels.ndim == 3
 
 
-def window_to_uint8(pixels: np.ndarray, center: float, width: float) -> np.ndarray:
+def window_to_uint8(
+    pixels: np.ndarray, center: float, width: float
+) -> npt.NDArray[np.uint8]:
     """Map ``[center - width/2, center + width/2]`` linearly onto 0..255."""
     low = center - width / 2.0
     scaled = (pixels.astype(np.float32) - np.float32(low)) * np.float32(
         255.0 / max(width, 1e-6)
     )
-    return np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
+    # (numpy types np.rint of a float32 array as returning Any)
+    out: npt.NDArray[np.uint8] = np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
+    return out
 
 
 def _png_bytes(image: Image.Image) -> bytes:

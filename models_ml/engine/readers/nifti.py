@@ -11,7 +11,7 @@ import gzip
 import io
 import zlib
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -22,6 +22,9 @@ from models_ml.engine.readers.errors import (
 )
 from models_ml.engine.readers.image import DecodedImage
 from models_ml.engine.readers.limits import DEFAULT_LIMITS, ReadLimits
+
+if TYPE_CHECKING:
+    from nibabel.nifti1 import Nifti1Header
 
 _HEADER_BYTES = 540
 
@@ -44,7 +47,8 @@ def read_gzip_prefix(path: Path, size: int) -> bytes:
         raise CorruptFileError(path, f"gzip data is corrupt: {exc}") from exc
 
 
-def _parse_header(path: Path, head: bytes) -> Any:
+def _parse_header(path: Path, head: bytes) -> Nifti1Header:
+    """The checked header (a Nifti2Header is a Nifti1Header)."""
     from nibabel.nifti1 import Nifti1Header
     from nibabel.nifti2 import Nifti2Header
 
@@ -57,20 +61,22 @@ def _parse_header(path: Path, head: bytes) -> Any:
         raise UnsupportedFormatError(path, "not a NIfTI-1 or NIfTI-2 file")
     header_class = Nifti1Header if version == 1 else Nifti2Header
     try:
-        return header_class.from_fileobj(io.BytesIO(head), check=True)
+        header: Nifti1Header = header_class.from_fileobj(io.BytesIO(head), check=True)
+        return header
     except Exception as exc:  # noqa: BLE001 - nibabel raises many types here
         raise CorruptFileError(path, f"NIfTI header is invalid: {exc}") from exc
 
 
 def _volume_geometry(
-    path: Path, header: Any, axis: int, limits: ReadLimits
+    path: Path, header: Nifti1Header, axis: int, limits: ReadLimits
 ) -> tuple[tuple[int, int, int], np.dtype, int]:
     """Shape of the first 3-D volume, voxel dtype and data offset; all checked
     against the limits before anything is allocated."""
     shape = tuple(int(d) for d in header.get_data_shape())
     if not shape or any(d < 1 for d in shape):
         raise CorruptFileError(path, f"NIfTI header has invalid dimensions {shape}")
-    volume = (shape + (1, 1))[:3]
+    padded = shape + (1, 1)
+    volume = (padded[0], padded[1], padded[2])
     dtype = np.dtype(header.get_data_dtype())
     if dtype.kind not in "iuf" or dtype.fields is not None:
         raise UnsupportedFormatError(
@@ -131,7 +137,7 @@ def _read_payload(path: Path, *, gz: bool, offset: int, nbytes: int) -> bytes:
     return data[offset:needed]
 
 
-def _to_ras(volume: np.ndarray, header: Any) -> np.ndarray:
+def _to_ras(volume: np.ndarray, header: Nifti1Header) -> np.ndarray:
     from nibabel.orientations import (
         apply_orientation,
         axcodes2ornt,
@@ -145,7 +151,10 @@ def _to_ras(volume: np.ndarray, header: Any) -> np.ndarray:
         return volume
     if np.isnan(current).any():
         return volume
-    return apply_orientation(volume, ornt_transform(current, axcodes2ornt("RAS")))
+    oriented: np.ndarray = apply_orientation(
+        volume, ornt_transform(current, axcodes2ornt("RAS"))
+    )
+    return oriented
 
 
 def _plane(volume: np.ndarray, index: int, axis: int) -> np.ndarray:
