@@ -18,13 +18,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 from functools import cache
-from typing import Any
+from typing import Any, TypeVar
 
 from django.db import connection
 from django.db.models import Model
 from django.db.models.expressions import DatabaseDefault
 
 Converter = Callable[[Any, Any, Any], Any]
+M = TypeVar("M", bound=Model)
 
 
 _QUOTED: dict[tuple[str, str], str] = {}
@@ -145,7 +146,7 @@ def execute(sql: str, params: Sequence[Any]) -> int:
         return cur.rowcount
 
 
-def insert(instance: Model) -> Model:
+def insert(instance: M) -> M:
     """INSERT ``instance`` as ``save()`` would for a new row, and set its pk.
 
     Field ``pre_save`` runs (``auto_now_add`` stamps the time) and every value

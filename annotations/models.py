@@ -137,6 +137,11 @@ class AssignmentPolicy(models.TextChoices):
 
 
 class Round(TimeStampedModel):
+    # Not fields: set on a round read by ``rating.queries.round_for_rating``,
+    # whether that rater's name is on its list (``rating.access``).
+    rater_check_for: int | None
+    rater_check: bool
+
     name = models.CharField(max_length=200)
     description = models.TextField(blank=True)
     status = models.CharField(

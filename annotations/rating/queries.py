@@ -17,7 +17,7 @@ metadata are formatted into SQL; every value is a bound parameter.
 from __future__ import annotations
 
 from functools import cache
-from typing import Any
+from typing import Any, cast
 
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
@@ -84,7 +84,7 @@ def round_for_rating(round_id: int, rater: Any) -> Round:
         row = cur.fetchone()
     if row is None:
         raise Round.DoesNotExist("no such round")
-    rnd = cols.instance(row[:-1])
+    rnd = cast(Round, cols.instance(row[:-1]))
     rnd.rater_check_for, rnd.rater_check = rater.pk, bool(row[-1])
     return rnd
 
@@ -116,7 +116,8 @@ def round_lock_for_rating(
         sql += " FOR SHARE OF r" + (" FOR UPDATE OF u" if lock_rater else "")
     with connection.cursor() as cur:
         cur.execute(sql, params)
-        return cur.fetchone()
+        row: tuple[Any, ...] | None = cur.fetchone()
+    return row
 
 
 def _showings_sql(where: str, *, lock: bool = False) -> str:
@@ -134,8 +135,9 @@ def _showings_sql(where: str, *, lock: bool = False) -> str:
 
 
 def _linked(row: tuple[Any, ...]) -> Assignment:
-    assignment, item, image = row
-    item.image = image
+    assignment: Assignment = row[0]
+    item: RoundImage = row[1]
+    item.image = row[2]
     assignment.round_image = item
     return assignment
 
@@ -205,8 +207,8 @@ def item_in_shuffle_order(round: Round, rater: Any, start: int) -> RoundImage | 
     for op in (">=", "<"):
         rows = leansql.fetch(sql.replace("{op}", op), params, _RI, _IMG)
         if rows:
-            item, image = rows[0]
-            item.image = image
+            item: RoundImage = rows[0][0]
+            item.image = rows[0][1]
             return item
     return None
 
@@ -243,7 +245,7 @@ def rating_live(
     rows = leansql.fetch(sql, params, _RATING)
     if not rows:
         return None
-    (rating,) = rows[0]
+    rating: Rating = rows[0][0]
     rating.image = image
     return rating
 
@@ -321,6 +323,6 @@ def token_with_user(digest: str, now: Any) -> tuple[ApiToken, Any, list[str]] | 
     if not rows:
         return None
     n_token, n_user = len(token_cols), len(user_cols)
-    token = token_cols.instance(rows[0][:n_token])
+    token = cast(ApiToken, token_cols.instance(rows[0][:n_token]))
     user = user_cols.instance(rows[0][n_token : n_token + n_user])
     return token, user, [row[-1] for row in rows if row[-1] is not None]

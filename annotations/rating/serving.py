@@ -110,7 +110,7 @@ def _physicians_allowed(round: Round) -> int:
         )
 
     key = f"round-physicians:{round.pk}"
-    return int(cache.get_or_set(key, count, PHYSICIANS_TTL_S))
+    return int(cache.get_or_set(key, count, PHYSICIANS_TTL_S) or 0)
 
 
 def _lockable(qs: QuerySet[RoundImage]) -> QuerySet[RoundImage]:
@@ -152,7 +152,8 @@ def _modality_shares(round: Round) -> dict[str, list[int]]:
     key = _modality_shares_key(round)
     cached = cache.get(key)
     if cached is not None and time.time() - cached["at"] < MODALITY_SHARES_REFRESH_S:
-        return cached["shares"]
+        kept: dict[str, list[int]] = cached["shares"]
+        return kept
     rows = (
         RoundImage.objects.filter(
             round=round, in_agreement_set=False, image__quarantined=False
@@ -346,7 +347,8 @@ def _next_new(rnd: Round, rater: Any) -> Assignment | None:
                 item=original.round_image,
                 policy=AssignmentPolicy.REPEAT,
                 is_repeat=True,
-                revive=original.expired_repeat,
+                # annotated by _repeat_candidate's query
+                revive=getattr(original, "expired_repeat", None),
             )
     agreement_tried = False
     if mine is not None and rnd.agreement_share > 0:
@@ -377,7 +379,7 @@ def _next_new(rnd: Round, rater: Any) -> Assignment | None:
 
 def _serve_agreement(rnd: Round, rater: Any, item: RoundImage) -> Assignment:
     revive = None
-    if item.served_before:
+    if getattr(item, "served_before", False):  # _agreement_candidate's annotation
         revive = (
             Assignment.objects.filter(round_image=item, rater=rater, is_repeat=False)
             .values_list("pk", flat=True)

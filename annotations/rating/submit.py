@@ -180,9 +180,9 @@ def rating_undo(*, round: Round, rater: Any) -> Rating:
     now = timezone.now()
     last.retracted_at = now
     last.save(update_fields=["retracted_at"])
-    if last.assignment_id:
+    if last.assignment is not None:
         # The image comes back as this physician's current one.
-        Assignment.objects.filter(pk=last.assignment_id).update(
+        Assignment.objects.filter(pk=last.assignment.pk).update(
             completed_at=None, served_at=now
         )
         if not last.is_repeat:

@@ -61,7 +61,7 @@ def model_version_train_base_start(
     )
 
 
-_MODEL_FILES = {
+_MODEL_FILES: dict[str, tuple[str, ...]] = {
     ModelKind.DIFFUSION: ("medrlhf_model.json", "model_index.json"),
     ModelKind.REWARD: ("reward_model.json",),
 }

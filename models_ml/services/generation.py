@@ -126,7 +126,8 @@ class _CountingGenerator:
             fraction = (call + done / max(total, 1)) / self.expected
             self.reporter(fraction, f"generating: {done} of {total} sampling steps")
 
-        return self.backend.generate(requests, progress=on_step, **kwargs)
+        made: list[Any] = self.backend.generate(requests, progress=on_step, **kwargs)
+        return made
 
 
 def generate_run(job: Job, progress: Progress) -> dict[str, Any]:

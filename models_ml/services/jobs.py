@@ -87,7 +87,7 @@ def job_create(
 def _quota_for(user: Any) -> tuple[int, int] | None:
     from annotations.roles import is_admin, is_physician, is_researcher
 
-    quotas = settings.JOB_QUOTAS
+    quotas: dict[str, tuple[int, int] | None] = settings.JOB_QUOTAS
     held = [
         role
         for role, has in (
@@ -99,7 +99,7 @@ def _quota_for(user: Any) -> tuple[int, int] | None:
     ]
     if not held or any(quotas.get(role) is None for role in held):
         return None if held else (0, 0)
-    limits = [quotas[role] for role in held]
+    limits = [q for role in held if (q := quotas[role]) is not None]
     return max(c for c, _ in limits), max(d for _, d in limits)
 
 
@@ -212,7 +212,7 @@ def job_progress(*, job: Job, progress: float, message: str = "") -> None:
 
 
 def _finish(
-    job: Job, status: str, *, error: str = "", result: dict | None = None
+    job: Job, status: str, *, error: str = "", result: dict[str, Any] | None = None
 ) -> Job:
     job.status = status
     job.finished_at = timezone.now()

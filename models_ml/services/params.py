@@ -142,7 +142,7 @@ def positive_int(value: Any, name: str, *, maximum: int | None = None) -> int:
         raise DomainError(f"{name} must be a whole number of at least 1")
     if maximum is not None and value > maximum:
         raise DomainError(f"{name} must be at most {maximum}")
-    return value
+    return int(value)
 
 
 def check_sampling(params: dict[str, Any]) -> None:
