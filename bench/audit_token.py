@@ -45,6 +45,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(1, str(Path(__file__).resolve().parents[1]))  # tests.security
 
 import benchdb  # noqa: E402
 from benchdb import log  # noqa: E402
@@ -82,51 +83,40 @@ def _audit_fields(
     }
 
 
-def audit_record_sql(
-    *,
-    action: str,
-    actor: Any = None,
-    obj: Any = None,
-    detail: Any = None,
-    request: Any = None,
-    actor_name: str = "",
-) -> Any:
-    from annotations import leansql
-    from annotations.models import AuditEvent
+def _audit_record(kind: str) -> Callable[..., Any]:
+    """``audit_record`` writing through the hand-written insert ("sql") or
+    the ORM ("orm"), counting its calls."""
 
-    fields = _audit_fields(
-        action=action,
-        actor=actor,
-        obj=obj,
-        detail=detail,
-        request=request,
-        actor_name=actor_name,
-    )
-    CALLS["audit_sql"] += 1
-    return leansql.insert(AuditEvent(**fields))
+    def record(
+        *,
+        action: str,
+        actor: Any = None,
+        obj: Any = None,
+        detail: Any = None,
+        request: Any = None,
+        actor_name: str = "",
+    ) -> Any:
+        from annotations import leansql
+        from annotations.models import AuditEvent
+
+        fields = _audit_fields(
+            action=action,
+            actor=actor,
+            obj=obj,
+            detail=detail,
+            request=request,
+            actor_name=actor_name,
+        )
+        CALLS[f"audit_{kind}"] += 1
+        if kind == "sql":
+            return leansql.insert(AuditEvent(**fields))
+        return AuditEvent.objects.create(**fields)
+
+    return record
 
 
-def audit_record_orm(
-    *,
-    action: str,
-    actor: Any = None,
-    obj: Any = None,
-    detail: Any = None,
-    request: Any = None,
-    actor_name: str = "",
-) -> Any:
-    from annotations.models import AuditEvent
-
-    fields = _audit_fields(
-        action=action,
-        actor=actor,
-        obj=obj,
-        detail=detail,
-        request=request,
-        actor_name=actor_name,
-    )
-    CALLS["audit_orm"] += 1
-    return AuditEvent.objects.create(**fields)
+audit_record_sql = _audit_record("sql")
+audit_record_orm = _audit_record("orm")
 
 
 # --- the two token look-ups --------------------------------------------------
@@ -190,25 +180,10 @@ def authenticate_sql(self: Any, key: str) -> tuple[Any, Any]:
 
 
 def authenticate_orm(self: Any, key: str) -> tuple[Any, Any]:
-    from django.utils import timezone
-    from rest_framework import exceptions
-
-    from annotations.models import ApiToken as Token
-    from annotations.roles import roles_preload
-    from annotations.services.tokens import token_digest
+    from tests.security.token_orm import token_auth_orm
 
     CALLS["token_orm"] += 1
-    try:
-        token = Token.objects.select_related("user").get(
-            digest=token_digest(key), revoked_at=None, expires_at__gt=timezone.now()
-        )
-    except Token.DoesNotExist:
-        raise exceptions.AuthenticationFailed("Invalid token.") from None
-    user = token.user
-    if not user.is_active:
-        raise exceptions.AuthenticationFailed("User inactive or deleted.")
-    roles_preload(user, user.groups.values_list("name", flat=True))
-    return user, token
+    return token_auth_orm(key)
 
 
 # --- switching ---------------------------------------------------------------
@@ -313,7 +288,7 @@ def main() -> None:
     settings.DEBUG = False
     settings.ALLOWED_HOSTS = [*settings.ALLOWED_HOSTS, "testserver"]
     load_start = os.getloadavg()
-    round_id, raters, _ = hotpath.seed_audit_unlocked(url)
+    round_id, raters, _ = hotpath.seed(url)
     log(f"database {url.rsplit('/', 1)[-1]}, round {round_id}, load {load_start}")
 
     pooled: dict[str, dict[str, dict[str, list[float]]]] = {arm: {} for arm in ARMS}

@@ -15,25 +15,10 @@ from rest_framework import exceptions
 
 from annotations.authentication import TokenAuthentication
 from annotations.models import ApiToken, Role
-from annotations.roles import roles_preload
-from annotations.services.tokens import token_digest, token_issue
+from annotations.services.tokens import token_issue
+from tests.security.token_orm import token_auth_orm
 
 pytestmark = pytest.mark.django_db
-
-
-def _orm(key: str) -> tuple[Any, ApiToken]:
-    """The plain-ORM reference: the token with its user, then the groups."""
-    try:
-        token = ApiToken.objects.select_related("user").get(
-            digest=token_digest(key), revoked_at=None, expires_at__gt=timezone.now()
-        )
-    except ApiToken.DoesNotExist:
-        raise exceptions.AuthenticationFailed("Invalid token.") from None
-    user = token.user
-    if not user.is_active:
-        raise exceptions.AuthenticationFailed("User inactive or deleted.")
-    roles_preload(user, user.groups.values_list("name", flat=True))
-    return user, token
 
 
 def _same_instance(lean: Any, orm: Any) -> None:
@@ -61,7 +46,7 @@ def test_a_live_token_gives_what_the_orm_gives(make_user, groups, superuser):
         user.groups.add(Group.objects.get_or_create(name=name)[0])
     key = token_issue(user=user)[0]
     lean_user, lean_token = TokenAuthentication().authenticate_credentials(key)
-    orm_user, orm_token = _orm(key)
+    orm_user, orm_token = token_auth_orm(key)
     _same_instance(lean_token, orm_token)
     _same_instance(lean_user, orm_user)
     assert lean_token.user is lean_user and lean_token.user_id == orm_token.user_id
@@ -97,4 +82,4 @@ def test_a_refused_token_is_refused_alike(physician, case, message):
         physician.is_active = False
         physician.save(update_fields=["is_active"])
     lean = TokenAuthentication().authenticate_credentials
-    assert _refusal(lean, key) == _refusal(_orm, key) == message
+    assert _refusal(lean, key) == _refusal(token_auth_orm, key) == message
