@@ -37,6 +37,9 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+
+# tests.sd_random: the random Stable Diffusion folder the tests use too
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -582,7 +585,7 @@ def measure_memory(
 
 def make_tiny_sd(folder: Path) -> Path:
     """A random SD v1-layout folder small enough for a CPU smoke check."""
-    from models_ml.engine.backends.sd_random import write_random_sd_folder
+    from tests.sd_random import write_random_sd_folder
 
     return write_random_sd_folder(
         folder,

@@ -510,7 +510,7 @@ def test_the_loop_runs_on_a_stable_diffusion_folder_with_lora(
     folder (random and tiny here) registered as the base model, LoRA
     fine-tunes (DPO against the base without adapters, and the control), a
     three-arm comparison round and the gate's verdict."""
-    from models_ml.engine.backends.sd_random import write_random_sd_folder
+    from tests.sd_random import write_random_sd_folder
 
     started = time.monotonic()
     UserFactory(username="admin1", role=Role.ADMIN)

@@ -10,8 +10,8 @@ import torch
 from PIL import Image
 
 from models_ml.engine.backends import load_backend
-from models_ml.engine.backends.sd_random import write_random_sd_folder
 from models_ml.engine.train import TrainConfig
+from tests.sd_random import write_random_sd_folder
 
 
 def write_tiny_dataset(

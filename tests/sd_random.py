@@ -1,4 +1,5 @@
-"""A random Stable Diffusion v1-layout folder, small enough for a CPU.
+"""A random Stable Diffusion v1-layout folder, small enough for a CPU (a test
+fixture, kept out of the engine's package).
 
 Tests and the benchmark's smoke check train and sample from it through the
 same ``sd`` backend a real local Stable Diffusion folder uses; its images mean
