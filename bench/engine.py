@@ -416,7 +416,9 @@ def demo_reward_model(data_csv: Path) -> Any:
     another modality's prompt = 1, default (handcrafted) features."""
     import csv
 
-    from models_ml.engine.reward import RatingRecord, RewardConfig, train_reward_model
+    from models_ml.engine.reward import train_reward_model
+    from models_ml.engine.reward_data import RatingRecord
+    from models_ml.engine.reward_head import RewardConfig
 
     with data_csv.open(newline="") as handle:
         rows = [r for r in csv.DictReader(handle) if r["path"].endswith(".png")]

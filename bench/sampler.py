@@ -91,7 +91,7 @@ def main() -> None:
     from models_ml.engine.features import HandcraftedFeatures
     from models_ml.engine.images import load_pil
     from models_ml.engine.metrics import local_fd_kid
-    from models_ml.engine.reward import read_real_csv
+    from models_ml.engine.reward_data import read_real_csv
     from research.modality_check import modality_table
     from research.simulated_raters import (
         _at_resolution,

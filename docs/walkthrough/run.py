@@ -102,7 +102,7 @@ class Judge:
 
     def __init__(self, demo_csv: Path, resolution: int, seed: int) -> None:
         from models_ml.engine.readers import normalize_modality
-        from models_ml.engine.reward import read_real_csv
+        from models_ml.engine.reward_data import read_real_csv
         from research.simulated_raters import fit_simulated_rater
 
         rows = []

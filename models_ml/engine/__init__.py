@@ -48,18 +48,18 @@ if TYPE_CHECKING:
     from .objectives import KTO_MIDDLE_MODES as KTO_MIDDLE_MODES
     from .objectives import OBJECTIVES as OBJECTIVES
     from .recipes import recipe_for as recipe_for
-    from .reward import FeatureNormaliser as FeatureNormaliser
-    from .reward import RatingRecord as RatingRecord
-    from .reward import RewardConfig as RewardConfig
     from .reward import RewardModel as RewardModel
-    from .reward import fit_ensemble as fit_ensemble
-    from .reward import make_free_negatives as make_free_negatives
-    from .reward import modality_vectors as modality_vectors
-    from .reward import prompt_embedder_from_config as prompt_embedder_from_config
-    from .reward import read_ratings_csv as read_ratings_csv
-    from .reward import read_real_csv as read_real_csv
-    from .reward import summarise_members as summarise_members
     from .reward import train_reward_model as train_reward_model
+    from .reward_data import RatingRecord as RatingRecord
+    from .reward_data import make_free_negatives as make_free_negatives
+    from .reward_data import modality_vectors as modality_vectors
+    from .reward_data import prompt_embedder_from_config as prompt_embedder_from_config
+    from .reward_data import read_ratings_csv as read_ratings_csv
+    from .reward_data import read_real_csv as read_real_csv
+    from .reward_head import FeatureNormaliser as FeatureNormaliser
+    from .reward_head import RewardConfig as RewardConfig
+    from .reward_head import fit_ensemble as fit_ensemble
+    from .reward_head import summarise_members as summarise_members
     from .stats import PairedTest as PairedTest
     from .stats import images_per_prompt_for_power as images_per_prompt_for_power
     from .stats import mcnemar_exact as mcnemar_exact
@@ -97,9 +97,9 @@ _PUBLIC: dict[str, tuple[str, str]] = {
     "DEFAULT_STEPS": ("backends.base", "DEFAULT_STEPS"),
     "load_pil": ("images", "load_pil"),
     # the reward model and filtering
-    "RewardConfig": ("reward", "RewardConfig"),
+    "RewardConfig": ("reward_head", "RewardConfig"),
     "RewardModel": ("reward", "RewardModel"),
-    "read_ratings_csv": ("reward", "read_ratings_csv"),
+    "read_ratings_csv": ("reward_data", "read_ratings_csv"),
     "train_reward_model": ("reward", "train_reward_model"),
     "filter_generate": ("filtering", "filter_generate"),
     "calibrate_threshold": ("filtering", "calibrate_threshold"),
@@ -115,14 +115,14 @@ _PUBLIC: dict[str, tuple[str, str]] = {
     "DEFAULT_SCHEDULER": ("backends.base", "DEFAULT_SCHEDULER"),
     "HandcraftedFeatures": ("features", "HandcraftedFeatures"),
     "prepare_image": ("data", "prepare_image"),
-    "RatingRecord": ("reward", "RatingRecord"),
-    "read_real_csv": ("reward", "read_real_csv"),
-    "fit_ensemble": ("reward", "fit_ensemble"),
-    "summarise_members": ("reward", "summarise_members"),
-    "FeatureNormaliser": ("reward", "FeatureNormaliser"),
-    "make_free_negatives": ("reward", "make_free_negatives"),
-    "modality_vectors": ("reward", "modality_vectors"),
-    "prompt_embedder_from_config": ("reward", "prompt_embedder_from_config"),
+    "RatingRecord": ("reward_data", "RatingRecord"),
+    "read_real_csv": ("reward_data", "read_real_csv"),
+    "fit_ensemble": ("reward_head", "fit_ensemble"),
+    "summarise_members": ("reward_head", "summarise_members"),
+    "FeatureNormaliser": ("reward_head", "FeatureNormaliser"),
+    "make_free_negatives": ("reward_data", "make_free_negatives"),
+    "modality_vectors": ("reward_data", "modality_vectors"),
+    "prompt_embedder_from_config": ("reward_data", "prompt_embedder_from_config"),
     "normalise_weights_per_prompt": ("feedback_data", "normalise_weights_per_prompt"),
     "local_fd_kid": ("metrics", "local_fd_kid"),
     "mcnemar_exact": ("stats", "mcnemar_exact"),

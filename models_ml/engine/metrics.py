@@ -416,7 +416,8 @@ def evaluate_sets(
     or folder), reward statistics for images whose prompt is known.
     """
     from .features import HandcraftedFeatures
-    from .reward import RewardModel, read_real_csv
+    from .reward import RewardModel
+    from .reward_data import read_real_csv
 
     generated = read_generated(generated_dir_or_manifest)
     real = read_real_csv(real_csv)

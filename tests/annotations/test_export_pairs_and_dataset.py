@@ -25,7 +25,7 @@ from annotations.models import (
     RoundStatus,
 )
 from models_ml.engine.readers.manifest import parse_manifest
-from models_ml.engine.reward import read_ratings_csv
+from models_ml.engine.reward_data import read_ratings_csv
 from models_ml.models import ModelKind, ModelVersion
 from tests.factories import ImageFactory, UserFactory
 

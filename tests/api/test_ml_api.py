@@ -673,7 +673,9 @@ def tiny_models(world, admin_user, tmp_path):
     import torch
 
     from models_ml.engine.features import HandcraftedFeatures
-    from models_ml.engine.reward import RatingRecord, RewardConfig, train_reward_model
+    from models_ml.engine.reward import train_reward_model
+    from models_ml.engine.reward_data import RatingRecord
+    from models_ml.engine.reward_head import RewardConfig
     from models_ml.services.base_training import model_version_register
     from tests.models_ml.test_ml_jobs import train_base
 

@@ -18,7 +18,7 @@ from models_ml.engine.data import (
 )
 from models_ml.engine.errors import DatasetError
 from models_ml.engine.images import load_frames, load_pil
-from models_ml.engine.reward import read_real_csv
+from models_ml.engine.reward_data import read_real_csv
 from models_ml.engine.train import train
 from tests.engine.helpers import tiny_config
 

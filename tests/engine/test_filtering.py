@@ -11,7 +11,7 @@ from models_ml.engine.filtering import (
     calibrate_threshold,
     filter_generate,
 )
-from models_ml.engine.reward import RewardPrediction
+from models_ml.engine.reward_head import RewardPrediction
 
 
 @dataclass(frozen=True)

@@ -7,16 +7,15 @@ from PIL import Image
 
 from models_ml.engine.errors import WeightsFormatError
 from models_ml.engine.features import HandcraftedFeatures
-from models_ml.engine.reward import (
+from models_ml.engine.reward import RewardModel, train_reward_model
+from models_ml.engine.reward_data import (
     RatingRecord,
     RatingsCSVError,
-    RewardConfig,
-    RewardModel,
     make_free_negatives,
     prompt_folds,
     read_ratings_csv,
-    train_reward_model,
 )
+from models_ml.engine.reward_head import RewardConfig
 
 FAST = RewardConfig(ensemble_size=3, n_folds=3, epochs=150, seed=0)
 

@@ -54,7 +54,9 @@ def tiny_reward(admin_user: Any, tmp_path: Path) -> Any:
     import torch
 
     from models_ml.engine.features import HandcraftedFeatures
-    from models_ml.engine.reward import RatingRecord, RewardConfig, train_reward_model
+    from models_ml.engine.reward import train_reward_model
+    from models_ml.engine.reward_data import RatingRecord
+    from models_ml.engine.reward_head import RewardConfig
 
     torch.set_num_threads(1)
     records = []

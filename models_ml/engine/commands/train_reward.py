@@ -125,12 +125,9 @@ def run(args: argparse.Namespace) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     from ..filtering import calibrate_threshold
-    from ..reward import (
-        RewardConfig,
-        read_ratings_csv,
-        read_real_csv,
-        train_reward_model,
-    )
+    from ..reward import train_reward_model
+    from ..reward_data import read_ratings_csv, read_real_csv
+    from ..reward_head import RewardConfig
 
     records = read_ratings_csv(args.ratings)
     real = read_real_csv(args.real_csv) if args.real_csv else None
