@@ -15,3 +15,7 @@ class WeightsFormatError(EngineError):
 
 class DatasetError(EngineError):
     """A dataset is empty, missing, or unreadable."""
+
+
+class DemoSourceError(EngineError):
+    """A package file the demo needs is missing or cannot be decoded."""
