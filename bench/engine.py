@@ -158,7 +158,7 @@ def build_data(folder: Path, s: Settings) -> Path:
 
 
 def train_config(s: Settings, data_csv: Path, output_dir: Path, steps: int) -> Any:
-    from models_ml.engine.train import TrainConfig
+    from models_ml.engine.train_config import TrainConfig
 
     return TrainConfig(
         data_csv=str(data_csv),
@@ -180,7 +180,7 @@ def plain_trainer(s: Settings, data_csv: Path, steps: int, *, use_lora: bool) ->
 
     from models_ml.engine.backends.tiny import TinyConfig
     from models_ml.engine.data import load_training_set
-    from models_ml.engine.train import TrainConfig
+    from models_ml.engine.train_config import TrainConfig
 
     defaults = TrainConfig(data_csv=str(data_csv))
     common = {
@@ -279,7 +279,8 @@ def bench_training(
     s: Settings, data_csv: Path, work: Path, *, use_lora: bool = False
 ) -> dict[str, Any]:
     """Engine step k then plain step k, back to back, for every step."""
-    from models_ml.engine.train import TrainProgress, train
+    from models_ml.engine.train import train
+    from models_ml.engine.train_config import TrainProgress
 
     steps = s.train_steps
     plain = plain_trainer(s, data_csv, steps, use_lora=use_lora)

@@ -65,10 +65,10 @@ if TYPE_CHECKING:
     from .stats import mcnemar_exact as mcnemar_exact
     from .stats import paired_sign_flip_test as paired_sign_flip_test
     from .stats import wilson_interval as wilson_interval
-    from .train import TrainConfig as TrainConfig
-    from .train import TrainProgress as TrainProgress
-    from .train import spread_evenly as spread_evenly
     from .train import train as _train
+    from .train_config import TrainConfig as TrainConfig
+    from .train_config import TrainProgress as TrainProgress
+    from .train_monitor import spread_evenly as spread_evenly
 
     finetune = _train
 
@@ -76,9 +76,9 @@ if TYPE_CHECKING:
 _PUBLIC: dict[str, tuple[str, str]] = {
     # fine-tuning the generator
     "finetune": ("train", "train"),
-    "TrainConfig": ("train", "TrainConfig"),
-    "TrainProgress": ("train", "TrainProgress"),
-    "spread_evenly": ("train", "spread_evenly"),
+    "TrainConfig": ("train_config", "TrainConfig"),
+    "TrainProgress": ("train_config", "TrainProgress"),
+    "spread_evenly": ("train_monitor", "spread_evenly"),
     "latest_checkpoint": ("checkpoint", "latest_checkpoint"),
     "OBJECTIVES": ("objectives", "OBJECTIVES"),
     "KTO_MIDDLE_MODES": ("objectives", "KTO_MIDDLE_MODES"),

@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 
 from models_ml.engine.backends import load_backend
-from models_ml.engine.train import TrainConfig
+from models_ml.engine.train_config import TrainConfig
 from tests.sd_random import write_random_sd_folder
 
 

@@ -16,13 +16,12 @@ from models_ml.engine.data import (
 )
 from models_ml.engine.errors import DatasetError
 from models_ml.engine.train import (
-    TrainConfig,
-    TrainConfigError,
     denoising_losses,
     step_generator,
     train,
     weighted_mean,
 )
+from models_ml.engine.train_config import TrainConfig, TrainConfigError
 from tests.engine.helpers import tiny_config, write_tiny_dataset
 
 
@@ -198,7 +197,7 @@ def test_weighting_is_checked_before_anything_runs() -> None:
 
 
 def test_drift_samples_cover_every_modality_not_the_first_prompts() -> None:
-    from models_ml.engine.train import spread_evenly
+    from models_ml.engine.train_monitor import spread_evenly
 
     pairs = [(f"p{i}", m) for m in ("CT", "Fundus", "MRI") for i in range(4)]
     picked = spread_evenly(pairs, 6)

@@ -19,13 +19,8 @@ from models_ml.engine.objectives import (
     kto_objective,
     weighted_objective,
 )
-from models_ml.engine.train import (
-    TrainConfig,
-    TrainConfigError,
-    denoising_losses,
-    step_generator,
-    train,
-)
+from models_ml.engine.train import denoising_losses, step_generator, train
+from models_ml.engine.train_config import TrainConfig, TrainConfigError
 from tests.engine.helpers import tiny_config, write_tiny_dataset
 
 RED, GREY = "Fundus: red retina", "CT: grey slice"

@@ -11,12 +11,8 @@ from PIL import Image
 
 from models_ml.engine.backends import load_backend
 from models_ml.engine.errors import DatasetError, EngineError
-from models_ml.engine.train import (
-    TrainConfig,
-    TrainConfigError,
-    normalise_weights_per_prompt,
-    train,
-)
+from models_ml.engine.train import normalise_weights_per_prompt, train
+from models_ml.engine.train_config import TrainConfig, TrainConfigError
 from tests.engine.helpers import (
     tiny_config,
     unet_weights,

@@ -105,7 +105,7 @@ def add_parser(
 
 def run(args: argparse.Namespace) -> int:
     from ..errors import EngineError
-    from ..train import TrainConfig
+    from ..train_config import TrainConfig
 
     if not args.model_path:
         raise EngineError("finetune needs --model_path (the model to improve)")

@@ -145,7 +145,8 @@ def run_training(config: Any) -> int:
     """Train with a tqdm bar and print where the result went."""
     from tqdm import tqdm
 
-    from ..train import TrainProgress, train
+    from ..train import train
+    from ..train_config import TrainProgress
 
     bar = tqdm(total=config.max_steps, unit="step", dynamic_ncols=True)
 
@@ -183,6 +184,6 @@ def add_parser(
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..train import TrainConfig
+    from ..train_config import TrainConfig
 
     return run_training(TrainConfig(data_csv=args.data, **config_kwargs(args)))
