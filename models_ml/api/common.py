@@ -62,3 +62,18 @@ def modality_value(raw: str) -> str:
         return normalize_modality(raw)
     except InvalidModalityError as exc:
         raise serializers.ValidationError(str(exc)) from exc
+
+
+class ImageProvenanceSerializer(serializers.Serializer):
+    """Where a generated image came from: its prompt, sampler settings and
+    versions (the fields the Generate and Review answers share)."""
+
+    prompt = serializers.CharField()
+    modality = serializers.CharField()
+    seed = serializers.IntegerField(allow_null=True)
+    steps = serializers.IntegerField(allow_null=True)
+    guidance = serializers.FloatField(allow_null=True)
+    scheduler = serializers.CharField(allow_null=True)
+    model_version_id = serializers.IntegerField()
+    model_version_name = serializers.CharField()
+    reward_version_id = serializers.IntegerField(allow_null=True)

@@ -40,6 +40,7 @@ from ..services.params import (
     GENERATE_MODES,
 )
 from .common import (
+    ImageProvenanceSerializer,
     IsAnyRole,
     JobQueuedSerializer,
     diffusion_versions,
@@ -116,20 +117,11 @@ def generate_job_for(*, user: Any, job_id: int) -> Job:
 
 
 @extend_schema_serializer(component_name="GeneratedImage")
-class GeneratedImageSerializer(serializers.Serializer):
+class GeneratedImageSerializer(ImageProvenanceSerializer):
     uid = serializers.CharField()
     kept = serializers.BooleanField()
     reward_score = serializers.FloatField(allow_null=True)
-    prompt = serializers.CharField()
-    modality = serializers.CharField()
-    seed = serializers.IntegerField(allow_null=True)
-    steps = serializers.IntegerField(allow_null=True)
-    guidance = serializers.FloatField(allow_null=True)
-    scheduler = serializers.CharField(allow_null=True)
-    model_version_id = serializers.IntegerField()
-    model_version_name = serializers.CharField()
     engine_version = serializers.CharField(allow_null=True)
-    reward_version_id = serializers.IntegerField(allow_null=True)
     request_index = serializers.IntegerField(allow_null=True)
     attempt = serializers.IntegerField(allow_null=True)
     uncertainty = serializers.FloatField(allow_null=True)

@@ -40,7 +40,12 @@ from ..selectors import (
 )
 from ..services.review import review_round_create
 from ..services.rounds import round_abandon, round_generation_retry
-from .common import JobQueuedSerializer, diffusion_versions, queued
+from .common import (
+    ImageProvenanceSerializer,
+    JobQueuedSerializer,
+    diffusion_versions,
+    queued,
+)
 
 
 class _ReviewFilterSerializer(serializers.Serializer):
@@ -89,19 +94,10 @@ class ReviewCountsSerializer(serializers.Serializer):
 
 
 @extend_schema_serializer(component_name="ReviewImage")
-class ReviewImageSerializer(serializers.Serializer):
+class ReviewImageSerializer(ImageProvenanceSerializer):
     uid = serializers.CharField()
     kept = serializers.BooleanField(help_text="Reward at or above the threshold.")
     reward_score = serializers.FloatField()
-    prompt = serializers.CharField()
-    modality = serializers.CharField()
-    seed = serializers.IntegerField(allow_null=True)
-    steps = serializers.IntegerField(allow_null=True)
-    guidance = serializers.FloatField(allow_null=True)
-    scheduler = serializers.CharField(allow_null=True)
-    model_version_id = serializers.IntegerField()
-    model_version_name = serializers.CharField()
-    reward_version_id = serializers.IntegerField(allow_null=True)
     job_id = serializers.IntegerField(allow_null=True)
     round_id = serializers.IntegerField(
         allow_null=True, help_text="The generated round the image was made for."
