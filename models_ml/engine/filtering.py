@@ -211,47 +211,15 @@ def filter_generate(
         raise FilterError("threshold mode needs a threshold (see calibrate_threshold)")
     if n < 1 or max_attempts < 1:
         raise FilterError(f"n ({n}) and max_attempts ({max_attempts}) must be >= 1")
-    kept: list[ScoredImage] = []
-    rejected: list[ScoredImage] = []
-    generated = 0
     if mode == "best_of_n":
-        batch = [(i, a) for i in range(len(requests)) for a in range(n)]
-        outputs = generator.generate(
-            [
-                _with_seed(requests[i], _candidate_seed(requests[i].seed, a))
-                for i, a in batch
-            ],
-            **gen_kwargs,
+        kept, rejected, generated = _best_of_n(
+            generator, reward_model, requests, n, threshold, gen_kwargs
         )
-        generated = len(outputs)
-        scored = _score(reward_model, outputs, batch)
-        for i in range(len(requests)):
-            candidates = [s for s in scored if s.request_index == i]
-            best = max(candidates, key=lambda s: s.reward)
-            passes = threshold is None or best.reward >= threshold
-            kept.extend([best] if passes else [])
-            rejected.extend(s for s in candidates if s is not best or not passes)
     else:
         assert threshold is not None  # threshold mode without one is refused above
-        pending = list(range(len(requests)))
-        for attempt in range(max_attempts):
-            if not pending:
-                break
-            batch = [(i, attempt) for i in pending]
-            outputs = generator.generate(
-                [
-                    _with_seed(requests[i], _candidate_seed(requests[i].seed, attempt))
-                    for i in pending
-                ],
-                **gen_kwargs,
-            )
-            generated += len(outputs)
-            for s in _score(reward_model, outputs, batch):
-                if s.reward >= threshold:
-                    kept.append(s)
-                    pending.remove(s.request_index)
-                else:
-                    rejected.append(s)
+        kept, rejected, generated = _until_threshold(
+            generator, reward_model, requests, max_attempts, threshold, gen_kwargs
+        )
     kept.sort(key=lambda s: s.request_index)
     filled = {s.request_index for s in kept}
     all_rewards = [s.reward for s in kept + rejected]
@@ -270,3 +238,72 @@ def filter_generate(
         "mean_reward_all": float(np.mean(all_rewards)) if all_rewards else None,
     }
     return FilterResult(kept=kept, rejected=rejected, stats=stats)
+
+
+_Filtered = tuple[list[ScoredImage], list[ScoredImage], int]
+
+
+def _best_of_n(
+    generator: ImageGenerator,
+    reward_model: Scorer,
+    requests: Sequence[Any],
+    n: int,
+    threshold: float | None,
+    gen_kwargs: dict[str, Any],
+) -> _Filtered:
+    """n candidates per request in one batch; the best of each is kept when
+    it reaches ``threshold`` (if one is given). Returns kept, rejected and the
+    number generated."""
+    kept: list[ScoredImage] = []
+    rejected: list[ScoredImage] = []
+    batch = [(i, a) for i in range(len(requests)) for a in range(n)]
+    outputs = generator.generate(
+        [
+            _with_seed(requests[i], _candidate_seed(requests[i].seed, a))
+            for i, a in batch
+        ],
+        **gen_kwargs,
+    )
+    scored = _score(reward_model, outputs, batch)
+    for i in range(len(requests)):
+        candidates = [s for s in scored if s.request_index == i]
+        best = max(candidates, key=lambda s: s.reward)
+        passes = threshold is None or best.reward >= threshold
+        kept.extend([best] if passes else [])
+        rejected.extend(s for s in candidates if s is not best or not passes)
+    return kept, rejected, len(outputs)
+
+
+def _until_threshold(
+    generator: ImageGenerator,
+    reward_model: Scorer,
+    requests: Sequence[Any],
+    max_attempts: int,
+    threshold: float,
+    gen_kwargs: dict[str, Any],
+) -> _Filtered:
+    """One candidate per unfilled request per attempt, until each has one
+    that reaches ``threshold`` or the attempts run out."""
+    kept: list[ScoredImage] = []
+    rejected: list[ScoredImage] = []
+    generated = 0
+    pending = list(range(len(requests)))
+    for attempt in range(max_attempts):
+        if not pending:
+            break
+        batch = [(i, attempt) for i in pending]
+        outputs = generator.generate(
+            [
+                _with_seed(requests[i], _candidate_seed(requests[i].seed, attempt))
+                for i in pending
+            ],
+            **gen_kwargs,
+        )
+        generated += len(outputs)
+        for s in _score(reward_model, outputs, batch):
+            if s.reward >= threshold:
+                kept.append(s)
+                pending.remove(s.request_index)
+            else:
+                rejected.append(s)
+    return kept, rejected, generated

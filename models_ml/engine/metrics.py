@@ -16,31 +16,21 @@ Importing this module does not import torch.
 
 from __future__ import annotations
 
-import csv
 import math
-from collections import defaultdict
 from collections.abc import Sequence
 from itertools import combinations
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypedDict
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
 from PIL import Image
 
 from .errors import DatasetError
-from .images import load_pil
-from .readers import normalize_modality
 
 if TYPE_CHECKING:
     from .features import FeatureExtractor
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
 MS_SSIM_WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
-LOCAL_NOTE = (
-    "local FD/KID use a local feature extractor, not Inception-v3: "
-    "not comparable with published FID/KID"
-)
 
 
 def _none_if_nan(value: float) -> float | None:
@@ -343,151 +333,3 @@ def paired_ssim_psnr(
         "ssim": float(np.mean(ssims)),
         "psnr": float(np.mean(finite)) if finite else math.inf,
     }
-
-
-# --- evaluating a generated set against real data ---------------------------------
-
-
-class GeneratedRow(TypedDict):
-    """A generated image to evaluate: its file, and its prompt and modality
-    when the manifest gives them."""
-
-    path: str
-    prompt: str | None
-    modality: str | None
-
-
-def read_generated(source: str | Path) -> list[GeneratedRow]:
-    """Generated images from a folder or a manifest CSV.
-
-    A manifest has ``path`` (or ``image_path``), ``prompt`` (or ``Text``) and
-    optionally ``modality`` and ``seed``; relative paths resolve against its
-    folder. A folder is scanned for images, and its ``manifest.csv`` is used
-    when present.
-    """
-    source = Path(source)
-    if source.is_dir() and (source / "manifest.csv").is_file():
-        source = source / "manifest.csv"
-    if source.is_dir():
-        files = sorted(
-            p for p in source.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES
-        )
-        return [GeneratedRow(path=str(p), prompt=None, modality=None) for p in files]
-    if not source.is_file():
-        raise DatasetError(f"generated images not found: {source}")
-    rows: list[GeneratedRow] = []
-    with source.open(newline="", encoding="utf-8-sig") as handle:
-        reader = csv.DictReader(handle, skipinitialspace=True)
-        header = {name.strip().lower(): name for name in reader.fieldnames or []}
-        path_col = header.get("path") or header.get("image_path")
-        prompt_col = header.get("prompt") or header.get("text")
-        if not path_col:
-            raise DatasetError(f"{source}: manifest needs a path or image_path column")
-        for row in reader:
-            raw = (row.get(path_col) or "").strip()
-            if not raw:
-                raise DatasetError(f"{source} line {reader.line_num}: empty path")
-            path = Path(raw) if Path(raw).is_absolute() else source.parent / raw
-            if not path.is_file():
-                raise DatasetError(
-                    f"{source} line {reader.line_num}: image not found: {path}"
-                )
-            modality = (row.get(header.get("modality", ""), "") or "").strip()
-            prompt = (row.get(prompt_col) or "").strip() if prompt_col else ""
-            rows.append(
-                GeneratedRow(
-                    path=str(path), prompt=prompt or None, modality=modality or None
-                )
-            )
-    return rows
-
-
-def evaluate_sets(
-    generated_dir_or_manifest: str | Path,
-    real_csv: str | Path,
-    *,
-    reward_model: Any = None,
-    feature_extractor: FeatureExtractor | None = None,
-    threshold: float | None = None,
-    seed: int = 0,
-) -> dict[str, Any]:
-    """Compare a generated set with real images: local FD/KID (overall and per
-    modality), MS-SSIM diversity per prompt and, given a reward model (object
-    or folder), reward statistics for images whose prompt is known.
-    """
-    from .features import HandcraftedFeatures
-    from .reward import RewardModel
-    from .reward_data import read_real_csv
-
-    generated = read_generated(generated_dir_or_manifest)
-    real = read_real_csv(real_csv)
-    if len(generated) < 2:
-        raise DatasetError(
-            f"{generated_dir_or_manifest}: need at least 2 generated images"
-        )
-    if isinstance(reward_model, (str, Path)):
-        reward_model = RewardModel.load(reward_model)
-    extractor = feature_extractor or (
-        reward_model.feature_extractor if reward_model else HandcraftedFeatures()
-    )
-    gen_images = [load_pil(g["path"]) for g in generated]
-    real_images = [load_pil(p) for p, _, _ in real]
-    out: dict[str, Any] = {
-        "n_generated": len(generated),
-        "n_real": len(real),
-        "note": LOCAL_NOTE,
-    }
-    out.update(local_fd_kid(gen_images, real_images, extractor, seed=seed))
-    del out["n_a"], out["n_b"]
-
-    per_modality = {}
-    gen_by_mod: dict[str, list[Image.Image]] = defaultdict(list)
-    real_by_mod: dict[str, list[Image.Image]] = defaultdict(list)
-    # Grouped by canonical slug: the real CSV and a generated manifest may spell
-    # a modality differently ("Chest X-ray", "CXR").
-    for g, image in zip(generated, gen_images, strict=True):
-        if g["modality"]:
-            gen_by_mod[normalize_modality(g["modality"])].append(image)
-    for (_, _, modality), image in zip(real, real_images, strict=True):
-        real_by_mod[normalize_modality(modality)].append(image)
-    for modality in sorted(gen_by_mod):
-        if len(gen_by_mod[modality]) >= 2 and len(real_by_mod.get(modality, [])) >= 2:
-            result = local_fd_kid(
-                gen_by_mod[modality], real_by_mod[modality], extractor, seed=seed
-            )
-            per_modality[modality] = {
-                "local_fd": result["local_fd"],
-                "local_kid_mean": result["local_kid_mean"],
-                "n_generated": result["n_a"],
-                "n_real": result["n_b"],
-            }
-    out["per_modality"] = per_modality
-
-    by_prompt: dict[str, list[Image.Image]] = defaultdict(list)
-    for g, image in zip(generated, gen_images, strict=True):
-        by_prompt[g["prompt"] or "(no prompt)"].append(image)
-    diversity = {p: ms_ssim_diversity(ims, seed=seed) for p, ims in by_prompt.items()}
-    known = [v for v in diversity.values() if v is not None]
-    out["ms_ssim_diversity"] = {
-        "mean": float(np.mean(known)) if known else None,
-        "per_prompt": diversity,
-    }
-
-    if reward_model is not None:
-        scored = [
-            (g, im) for g, im in zip(generated, gen_images, strict=True) if g["prompt"]
-        ]
-        if scored:
-            prediction = reward_model.predict(
-                [im for _, im in scored],
-                [g["prompt"] for g, _ in scored],
-                [g["modality"] or "unspecified" for g, _ in scored],
-            )
-            out["reward"] = reward_statistics(prediction.reward, threshold=threshold)
-            out["reward"]["mean_uncertainty"] = float(prediction.uncertainty.mean())
-        else:
-            out["reward"] = {
-                "n": 0,
-                "note": "no prompts known: use a manifest to score",
-            }
-    return out

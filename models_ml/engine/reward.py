@@ -302,45 +302,7 @@ def train_reward_model(
     )
 
     folds = prompt_folds([r.prompt for r in records], config.n_folds)
-    fold_metrics: list[dict[str, Any]] = []
-    n = len(records)
-    oof_probs = np.zeros((n, 3))
-    oof_reward = np.zeros(n)
-    oof_unc = np.zeros(n)
-    for k, (train_idx, test_idx) in enumerate(folds):
-        train = [records[i] for i in train_idx]
-        held = [records[i] for i in test_idx]
-        negatives = _negatives(
-            real, config, seed=config.seed + 1000 + k, exclude={r.prompt for r in held}
-        )
-        head, norm = fit_ensemble(
-            *table.arrays(train + negatives, config.modality_buckets),
-            config=config,
-            seed=config.seed + k,
-        )
-        image, prompt, modality, ratings, _ = table.arrays(
-            held, config.modality_buckets
-        )
-        img, cond = norm.apply(image, prompt, modality)
-        with torch.no_grad():
-            pred = summarise_members(head.probs(img, cond))
-        oof_probs[test_idx], oof_reward[test_idx], oof_unc[test_idx] = (
-            pred.probs,
-            pred.reward,
-            pred.uncertainty,
-        )
-        fold_metrics.append(
-            {
-                "fold": k,
-                "n_train": len(train),
-                "n_negatives": len(negatives),
-                "n_heldout": len(held),
-                "n_heldout_prompts": len({r.prompt for r in held}),
-                **ordinal_metrics(ratings, pred.probs, pred.reward),
-            }
-        )
-        if progress:
-            progress("folds", k + 1, len(folds))
+    oof, fold_metrics = _cross_validate(records, folds, table, real, config, progress)
 
     negatives = _negatives(real, config, seed=config.seed + 999, exclude=set())
     head, norm = fit_ensemble(
@@ -351,26 +313,8 @@ def train_reward_model(
     if progress:
         progress("final", 1, 1)
 
-    ratings_all = np.array([r.rating for r in records])
-    heldout = None
-    if folds:
-        metrics = ordinal_metrics(ratings_all, oof_probs, oof_reward)
-        metrics["mean_uncertainty"] = float(oof_unc.mean())
-        heldout = HeldoutPredictions(
-            ratings=ratings_all,
-            probs=oof_probs,
-            reward=oof_reward,
-            uncertainty=oof_unc,
-            prompts=[r.prompt for r in records],
-        )
-    else:
-        metrics = {"n": 0, "note": "fewer than 2 distinct prompts: no held-out metrics"}
-    metrics.update(
-        n_ratings=n,
-        n_prompts=len({r.prompt for r in records}),
-        n_negatives=len(negatives),
-        n_folds=len(folds),
-        rating_counts={str(v): int((ratings_all == v).sum()) for v in RATINGS},
+    metrics, heldout = _heldout_summary(
+        records, oof if folds else None, n_negatives=len(negatives), n_folds=len(folds)
     )
     model = RewardModel(
         head=head,
@@ -389,6 +333,87 @@ def train_reward_model(
         heldout=heldout,
         negatives=negatives,
     )
+
+
+def _cross_validate(
+    records: Sequence[RatingRecord],
+    folds: list[tuple[np.ndarray, np.ndarray]],
+    table: _FeatureTable,
+    real: list[tuple[str, str, str]],
+    config: RewardConfig,
+    progress: Progress | None,
+) -> tuple[HeldoutPredictions, list[dict[str, Any]]]:
+    """Fit one ensemble per prompt fold; predict the fold it did not see.
+
+    Returns the out-of-fold predictions for every rating (zeros where no fold
+    held it out) and each fold's metrics.
+    """
+    n = len(records)
+    oof = HeldoutPredictions(
+        ratings=np.array([r.rating for r in records]),
+        probs=np.zeros((n, 3)),
+        reward=np.zeros(n),
+        uncertainty=np.zeros(n),
+        prompts=[r.prompt for r in records],
+    )
+    fold_metrics: list[dict[str, Any]] = []
+    for k, (train_idx, test_idx) in enumerate(folds):
+        train = [records[i] for i in train_idx]
+        held = [records[i] for i in test_idx]
+        negatives = _negatives(
+            real, config, seed=config.seed + 1000 + k, exclude={r.prompt for r in held}
+        )
+        head, norm = fit_ensemble(
+            *table.arrays(train + negatives, config.modality_buckets),
+            config=config,
+            seed=config.seed + k,
+        )
+        image, prompt, modality, ratings, _ = table.arrays(
+            held, config.modality_buckets
+        )
+        img, cond = norm.apply(image, prompt, modality)
+        with torch.no_grad():
+            pred = summarise_members(head.probs(img, cond))
+        oof.probs[test_idx] = pred.probs
+        oof.reward[test_idx] = pred.reward
+        oof.uncertainty[test_idx] = pred.uncertainty
+        fold_metrics.append(
+            {
+                "fold": k,
+                "n_train": len(train),
+                "n_negatives": len(negatives),
+                "n_heldout": len(held),
+                "n_heldout_prompts": len({r.prompt for r in held}),
+                **ordinal_metrics(ratings, pred.probs, pred.reward),
+            }
+        )
+        if progress:
+            progress("folds", k + 1, len(folds))
+    return oof, fold_metrics
+
+
+def _heldout_summary(
+    records: Sequence[RatingRecord],
+    oof: HeldoutPredictions | None,
+    *,
+    n_negatives: int,
+    n_folds: int,
+) -> tuple[dict[str, Any], HeldoutPredictions | None]:
+    """The held-out metrics (when there were folds) and the rating counts."""
+    ratings_all = np.array([r.rating for r in records])
+    if oof is not None:
+        metrics = ordinal_metrics(ratings_all, oof.probs, oof.reward)
+        metrics["mean_uncertainty"] = float(oof.uncertainty.mean())
+    else:
+        metrics = {"n": 0, "note": "fewer than 2 distinct prompts: no held-out metrics"}
+    metrics.update(
+        n_ratings=len(records),
+        n_prompts=len({r.prompt for r in records}),
+        n_negatives=n_negatives,
+        n_folds=n_folds,
+        rating_counts={str(v): int((ratings_all == v).sum()) for v in RATINGS},
+    )
+    return metrics, oof
 
 
 def _negatives(

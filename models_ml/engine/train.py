@@ -217,34 +217,17 @@ class _Trainer:
     def run(self) -> TrainResult:
         self.setup()
         cfg = self.config
-        accel = self.accelerator
-        step = 0
-        losses: list[float] = []
-        resume_from = resolve_resume(self.output_dir, cfg.resume)
-        if resume_from is not None:
-            state = load_checkpoint(
-                resume_from,
-                backend=self.backend,
-                optimizer=self.optimizer,
-                lr_scheduler=self.lr_scheduler,
-                ema=self.ema,
-            )
-            step = int(state["step"])
-            losses = list(state.get("losses", []))
-            self.drift_baseline = state.get("drift_baseline")
-            self.drift_log = list(state.get("drift", []))
-            self.validation_images = [Path(p) for p in state.get("validation", [])]
+        step, losses = self._resume()
         if cfg.max_drift is not None and self.drift_baseline is None:
             self.drift_baseline = self._measure_drift()
         stopped: str | None = None
         started = time.monotonic()
         samples = 0
-        while step < cfg.max_steps:
+        while step < cfg.max_steps and stopped is None:
             loss = self._train_step(step)
             step += 1
-            samples += cfg.batch_size * cfg.grad_accum * accel.num_processes
+            samples += cfg.batch_size * cfg.grad_accum * self.accelerator.num_processes
             losses.append(loss)
-            rate = samples / max(time.monotonic() - started, 1e-9)
             if self.progress:
                 self.progress(
                     TrainProgress(
@@ -252,29 +235,11 @@ class _Trainer:
                         max_steps=cfg.max_steps,
                         loss=loss,
                         lr=self.lr_scheduler.get_last_lr()[0],
-                        samples_per_second=rate,
+                        samples_per_second=samples
+                        / max(time.monotonic() - started, 1e-9),
                     )
                 )
-            if not math.isfinite(loss):
-                stopped = f"loss became {loss} at step {step}"
-                break
-            if cfg.validation_steps and step % cfg.validation_steps == 0:
-                self._validate(step)
-            if (
-                cfg.max_drift is not None
-                and step % cfg.drift_check_steps == 0
-                and step < cfg.max_steps
-            ):
-                stopped = self._check_drift(step)
-                if stopped:
-                    break
-            if self.should_stop and self.should_stop():
-                stopped = f"stopped on request at step {step}"
-                if cfg.checkpointing_steps:
-                    self._checkpoint(step, losses)
-                break
-            if cfg.checkpointing_steps and step % cfg.checkpointing_steps == 0:
-                self._checkpoint(step, losses)
+            stopped = self._after_step(step, loss, losses)
         rate = samples / max(time.monotonic() - started, 1e-9)
         final_dir = None
         if stopped is None:
@@ -299,6 +264,47 @@ class _Trainer:
             objective=self._objective_summary(),
             drift_baseline=self.drift_baseline,
         )
+
+    def _resume(self) -> tuple[int, list[float]]:
+        """The step and losses to go on from: a checkpoint's, or a fresh start."""
+        resume_from = resolve_resume(self.output_dir, self.config.resume)
+        if resume_from is None:
+            return 0, []
+        state = load_checkpoint(
+            resume_from,
+            backend=self.backend,
+            optimizer=self.optimizer,
+            lr_scheduler=self.lr_scheduler,
+            ema=self.ema,
+        )
+        self.drift_baseline = state.get("drift_baseline")
+        self.drift_log = list(state.get("drift", []))
+        self.validation_images = [Path(p) for p in state.get("validation", [])]
+        return int(state["step"]), list(state.get("losses", []))
+
+    def _after_step(self, step: int, loss: float, losses: list[float]) -> str | None:
+        """Validate, check drift and checkpoint as configured; the reason to
+        stop, if there is one."""
+        cfg = self.config
+        if not math.isfinite(loss):
+            return f"loss became {loss} at step {step}"
+        if cfg.validation_steps and step % cfg.validation_steps == 0:
+            self._validate(step)
+        if (
+            cfg.max_drift is not None
+            and step % cfg.drift_check_steps == 0
+            and step < cfg.max_steps
+        ):
+            stopped = self._check_drift(step)
+            if stopped:
+                return stopped
+        if self.should_stop and self.should_stop():
+            if cfg.checkpointing_steps:
+                self._checkpoint(step, losses)
+            return f"stopped on request at step {step}"
+        if cfg.checkpointing_steps and step % cfg.checkpointing_steps == 0:
+            self._checkpoint(step, losses)
+        return None
 
     def _train_step(self, step: int) -> float:
         cfg = self.config

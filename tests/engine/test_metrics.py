@@ -5,9 +5,9 @@ import pytest
 from PIL import Image
 from sklearn.metrics import cohen_kappa_score, roc_auc_score
 
+from models_ml.engine.evaluation import evaluate_sets
 from models_ml.engine.features import HandcraftedFeatures
 from models_ml.engine.metrics import (
-    evaluate_sets,
     expected_calibration_error,
     frechet_distance,
     kernel_distance,

@@ -56,8 +56,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from ..evaluation import evaluate_sets
     from ..features import feature_extractor_from_spec
-    from ..metrics import evaluate_sets
     from .train_reward import format_metrics
 
     extractor = feature_extractor_from_spec(args.features) if args.features else None

@@ -60,8 +60,8 @@ def run(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
+    from ..evaluation import read_generated
     from ..images import load_pil
-    from ..metrics import read_generated
     from ..reward import RewardModel
 
     generated = read_generated(args.input_dir or args.manifest)
