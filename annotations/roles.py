@@ -4,11 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
-
 from .models import Role
-
-AnyUser = AbstractBaseUser | AnonymousUser
+from .users import AnyUser
 
 
 def roles_preload(user: AnyUser, group_names: Iterable[str]) -> set[str]:
