@@ -8,10 +8,13 @@ from typing import Any
 
 from django import forms
 from django.contrib import admin, messages
+from django.contrib.admin.exceptions import NotRegistered
 from django.contrib.auth import get_user_model
 from django.contrib.auth.admin import UserAdmin
+from django.db.models import QuerySet
 from django.http import HttpRequest
 
+from . import users
 from .audit import audit_record
 from .models import (
     ApiToken,
@@ -101,11 +104,13 @@ class MedrlhfUserAdmin(AuditedAdmin, UserAdmin):
     inlines = [RaterProfileInline]
     list_display = ("username", "email", "is_active", "is_staff", "last_login")
 
-    def get_inlines(self, request: HttpRequest, obj: Any = None) -> list[Any]:
+    def get_inlines(
+        self, request: HttpRequest, obj: users.User | None = None
+    ) -> list[Any]:
         return [RaterProfileInline] if obj is not None else []
 
     def save_model(
-        self, request: HttpRequest, obj: Any, form: Any, change: bool
+        self, request: HttpRequest, obj: users.User, form: Any, change: bool
     ) -> None:
         if change:
             super().save_model(request, obj, form, change)
@@ -115,7 +120,7 @@ class MedrlhfUserAdmin(AuditedAdmin, UserAdmin):
             email=form.cleaned_data.get("email", ""),
             role=form.cleaned_data["role"],
             expert_level=form.cleaned_data["expert_level"],
-            created_by=request.user,
+            created_by=users.signed_in(request),  # the admin site checked the login
         )
         obj.pk = user.pk
         obj.refresh_from_db()
@@ -220,7 +225,7 @@ try:
     from rest_framework.authtoken.models import TokenProxy
 
     admin.site.unregister(TokenProxy)
-except (ImportError, admin.sites.NotRegistered):
+except (ImportError, NotRegistered):
     pass
 
 
@@ -236,6 +241,6 @@ class ApiTokenAdmin(AuditedAdmin):
         return False  # issued at login, shown once
 
     @admin.action(description="Revoke the selected tokens")
-    def revoke(self, request: HttpRequest, queryset: Any) -> None:
+    def revoke(self, request: HttpRequest, queryset: QuerySet[ApiToken]) -> None:
         for token in queryset.filter(revoked_at=None):
-            token_revoke(token=token, actor=request.user, request=request)
+            token_revoke(token=token, actor=users.signed_in(request), request=request)

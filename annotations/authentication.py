@@ -17,8 +17,6 @@ an inactive user "User inactive or deleted." (401).
 
 from __future__ import annotations
 
-from typing import Any
-
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 from rest_framework import authentication, exceptions
@@ -27,10 +25,11 @@ from .models import ApiToken as Token
 from .rating.queries import token_with_user
 from .roles import roles_preload
 from .services.tokens import token_digest
+from .users import User
 
 
 class TokenAuthentication(authentication.TokenAuthentication):
-    def authenticate_credentials(self, key: str) -> tuple[Any, Token]:
+    def authenticate_credentials(self, key: str) -> tuple[User, Token]:
         found = token_with_user(token_digest(key), timezone.now())
         if found is None:
             raise exceptions.AuthenticationFailed(_("Invalid token."))

@@ -31,11 +31,14 @@ from typing import IO, Any
 
 from django.core.files.storage import default_storage
 from django.db.models import QuerySet
+from django.http import HttpRequest
 from django.utils import timezone
+from rest_framework.request import Request
 
 from .audit import audit_record
 from .exports import _ROWS_PER_FETCH, _writer, csv_safe
 from .models import Rating, Round
+from .users import User
 
 RATINGS_CSV_COLUMNS = (
     "image_path",
@@ -159,6 +162,9 @@ class _Sink:
 
     def flush(self) -> None:
         pass
+
+    def close(self) -> None:
+        """Nothing to release (``zipfile`` asks a stream it writes to for one)."""
 
     def take(self) -> bytes:
         data = b"".join(self._parts)
@@ -300,7 +306,11 @@ def dataset_scope(round_id: int | None) -> str:
 
 
 def dataset_export_start(
-    *, actor: Any, round_id: int | None, via: str, request: Any = None
+    *,
+    actor: User,
+    round_id: int | None,
+    via: str,
+    request: HttpRequest | Request | None = None,
 ) -> Iterator[bytes]:
     """Audit a dataset export and return its zip stream."""
     audit_record(

@@ -7,12 +7,14 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from django.http import StreamingHttpResponse
+from django.http import HttpRequest, StreamingHttpResponse
 from django.utils import timezone
+from rest_framework.request import Request
 
 from .export_dataset import dataset_export_start
 from .export_pairs import pairs_export_start
 from .exports import ratings_export_start
+from .users import User
 
 
 @dataclass(frozen=True)
@@ -29,7 +31,12 @@ DATASET = ExportKind("dataset", "zip", "application/zip", dataset_export_start)
 
 
 def export_response(
-    kind: ExportKind, *, actor: Any, round_id: int | None, via: str, request: Any
+    kind: ExportKind,
+    *,
+    actor: User,
+    round_id: int | None,
+    via: str,
+    request: HttpRequest | Request,
 ) -> StreamingHttpResponse:
     """Start ``kind`` (audited by its service) and stream it as a download
     named as every path names it:

@@ -22,12 +22,15 @@ from typing import Any
 
 from django.conf import settings
 from django.db.models import QuerySet
+from django.http import HttpRequest
+from rest_framework.request import Request
 
 from models_ml.engine import preference_pairs
 
 from .audit import audit_record
 from .exports import _FORMULA_CHARS, _ROWS_PER_FETCH, _writer, chunked
 from .models import Rating
+from .users import User
 
 PAIR_COLUMNS = (
     "prompt",
@@ -143,7 +146,11 @@ def pair_rows(
 
 
 def pairs_export_start(
-    *, actor: Any, round_id: int | None, via: str, request: Any = None
+    *,
+    actor: User,
+    round_id: int | None,
+    via: str,
+    request: HttpRequest | Request | None = None,
 ) -> Iterator[str]:
     """Audit a pairs export and return its CSV stream in large chunks."""
     audit_record(

@@ -15,15 +15,22 @@ import codecs
 import csv
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
 from django.db import connections
 from django.db.models import F, Func, QuerySet, TextField, Value
 from django.db.models.functions import Concat
+from django.http import HttpRequest
+from rest_framework.request import Request
 
 from .audit import audit_record
 from .models import Rating
+from .users import User
+
+if TYPE_CHECKING:
+    from django.db.backends.base.base import BaseDatabaseWrapper
+    from django.db.models.sql.compiler import SQLCompiler
 
 EXPORT_COLUMNS = (
     "image_path",
@@ -179,10 +186,25 @@ class _Format(Func):
 
     output_field = TextField()
 
-    def as_sql(self, compiler: Any, connection: Any, **extra: Any) -> Any:
-        sql, params = super().as_sql(compiler, connection, **extra)
-        template = self.extra.get("template", self.template)
-        return sql, tuple(params) * template.count("%(expressions)s")
+    def as_sql(
+        self,
+        compiler: SQLCompiler,
+        connection: BaseDatabaseWrapper,
+        function: str | None = None,
+        template: str | None = None,
+        arg_joiner: str | None = None,
+        **extra: Any,
+    ) -> tuple[str, tuple[Any, ...]]:
+        sql, params = super().as_sql(
+            compiler,
+            connection,
+            function=function,
+            template=template,
+            arg_joiner=arg_joiner,
+            **extra,
+        )
+        own = self.extra.get("template", self.template)
+        return sql, tuple(params) * own.count("%(expressions)s")
 
 
 def _sql(template: str, expression: Any) -> Func:
@@ -286,7 +308,11 @@ def chunked(lines: Iterator[str], *, size: int = CHUNK_CHARS) -> Iterator[str]:
 
 
 def ratings_export_start(
-    *, actor: Any, round_id: int | None, via: str, request: Any = None
+    *,
+    actor: User,
+    round_id: int | None,
+    via: str,
+    request: HttpRequest | Request | None = None,
 ) -> Iterator[str]:
     """Audit an export and return its CSV stream in large chunks."""
     audit_record(

@@ -21,6 +21,7 @@ from .models import Dataset, Flag, Image, ImageSource, Role, Round, ServingPolic
 from .presentation import DISPLAY_SIZE_MAX, DISPLAY_SIZE_MIN
 from .selectors import control_pool
 from .serving_rules import REPEAT_GAP
+from .users import User
 from .viewer_keys import ACTIONS, KeyMapError, key_map_clean
 
 MAX_ROUND_IMAGES = 100_000
@@ -45,7 +46,7 @@ class SkipForm(forms.Form):
     image = forms.UUIDField(widget=forms.HiddenInput)
 
 
-def _physicians() -> QuerySet[Any]:
+def _physicians() -> QuerySet[User]:
     return (
         get_user_model()
         .objects.filter(groups__name=Role.PHYSICIAN, is_active=True)
@@ -54,7 +55,7 @@ def _physicians() -> QuerySet[Any]:
 
 
 class PhysicianChoiceField(forms.ModelMultipleChoiceField):
-    def label_from_instance(self, obj: Any) -> str:
+    def label_from_instance(self, obj: User) -> str:
         return obj.get_full_name() or obj.get_username()
 
 
@@ -115,7 +116,9 @@ class RoundServingForm(forms.Form):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.fields["reward_model_version"].queryset = ModelVersion.objects.filter(
+        reward_field = self.fields["reward_model_version"]
+        assert isinstance(reward_field, forms.ModelChoiceField)
+        reward_field.queryset = ModelVersion.objects.filter(
             kind=ModelKind.REWARD
         ).order_by("-created_at")
 
@@ -218,8 +221,12 @@ class RoundCreateForm(RoundServingForm):
             .values_list("modality", flat=True)
             .distinct()
         )
-        self.fields["modalities"].choices = [(m, m) for m in modalities]
-        self.fields["raters"].queryset = _physicians()
+        modalities_field = self.fields["modalities"]
+        assert isinstance(modalities_field, forms.MultipleChoiceField)
+        modalities_field.choices = [(m, m) for m in modalities]
+        raters_field = self.fields["raters"]
+        assert isinstance(raters_field, PhysicianChoiceField)
+        raters_field.queryset = _physicians()
 
     def _matching(self) -> QuerySet[Image]:
         data = self.cleaned_data
@@ -342,6 +349,7 @@ class ViewerKeysForm(forms.Form):
 
     def clean(self) -> dict[str, Any]:
         data = super().clean()
+        assert data is not None  # Form.clean returns cleaned_data
         chosen = {
             action: data[f"key_{action}"]
             for action in ACTIONS

@@ -18,11 +18,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 from functools import cache
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from django.db import connection
 from django.db.models import Model
 from django.db.models.expressions import DatabaseDefault
+from django.db.models.fields import Field
 
 Converter = Callable[[Any, Any, Any], Any]
 M = TypeVar("M", bound=Model)
@@ -45,8 +46,14 @@ def table(model: type[Model]) -> str:
     return qn(model._meta.db_table)
 
 
+def _concrete_field(model: type[Model], name: str) -> Field[Any, Any]:
+    """The field behind a column: callers name concrete fields only (a reverse
+    relation or generic foreign key has no column and would fail here)."""
+    return cast("Field[Any, Any]", model._meta.get_field(name))
+
+
 def column(model: type[Model], name: str) -> str:
-    return qn(model._meta.get_field(name).column)
+    return qn(_concrete_field(model, name).column)
 
 
 class Columns:
@@ -178,4 +185,4 @@ def insert(instance: M) -> M:
 
 def prep(model: type[Model], field: str, value: Any) -> Any:
     """``value`` as a parameter for ``model.field``'s column."""
-    return model._meta.get_field(field).get_db_prep_save(value, connection)
+    return _concrete_field(model, field).get_db_prep_save(value, connection)

@@ -35,7 +35,7 @@ ROLE_PERMISSIONS: dict[str, list[str]] = {
 def roles_ensure(**kwargs: Any) -> None:
     for role, codes in ROLE_PERMISSIONS.items():
         group, _ = Group.objects.get_or_create(name=role)
-        perms = []
+        perms: list[Permission] = []
         for code in codes:
             app, name = code.split(".")
             qs = Permission.objects.filter(content_type__app_label=app)

@@ -177,6 +177,8 @@ def _reference_window(modality: str) -> tuple[float, float]:
             continue
         if (header or {}).get("inverted"):
             continue
+        # Both are set together, and rows without a window are excluded.
+        assert center is not None and width is not None
         centres.append(offset + step * center)
         widths.append(step * width)
     if not centres:
@@ -279,7 +281,9 @@ def round_presentation(round: Round, modality: str) -> Presentation:
     def compute() -> Presentation:
         return presentation_for(size=round_display_size(round), modality=modality)
 
-    return cache.get_or_set(key, compute, PRESENTATION_TTL_S)
+    presentation = cache.get_or_set(key, compute, PRESENTATION_TTL_S)
+    assert presentation is not None  # what compute() returned, or its cached copy
+    return presentation
 
 
 def display_bytes(round: Round, image: Image) -> bytes:

@@ -30,13 +30,19 @@ class AgreementFilterForm(forms.Form):
 
     def __init__(self, *args: Any, round: Round, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.fields["modality"].choices = [("", "All modalities")] + [
+        modality = self.fields["modality"]
+        model_version = self.fields["model_version"]
+        reward_model = self.fields["reward_model"]
+        assert isinstance(modality, forms.ChoiceField)
+        assert isinstance(model_version, forms.ModelChoiceField)
+        assert isinstance(reward_model, forms.ModelChoiceField)
+        modality.choices = [("", "All modalities")] + [
             (m, m) for m in round_modalities(round=round)
         ]
         versions = [v.pk for v in round_model_versions(round=round)]
-        self.fields["model_version"].queryset = ModelVersion.objects.filter(
-            pk__in=versions
-        ).order_by("created_at", "pk")
-        self.fields["reward_model"].queryset = ModelVersion.objects.filter(
+        model_version.queryset = ModelVersion.objects.filter(pk__in=versions).order_by(
+            "created_at", "pk"
+        )
+        reward_model.queryset = ModelVersion.objects.filter(
             kind=ModelKind.REWARD
         ).order_by("-created_at", "-pk")

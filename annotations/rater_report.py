@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from collections.abc import Hashable
 from dataclasses import dataclass, field
 from statistics import median
 from typing import Any
@@ -63,7 +62,7 @@ def _scope_matrix(records: list[RatingRecord]) -> tuple[str, Matrix]:
 
 
 def _pairable(matrix: Matrix) -> bool:
-    seen: set[Hashable] = set()
+    seen: set[int] = set()
     for scores in matrix.values():
         if seen & scores.keys():
             return True
@@ -100,7 +99,7 @@ class AgreementReport:
     counts: dict[str, int]
     alpha: Estimate
     alpha_by_modality: list[tuple[str, Estimate]]
-    kappa: KappaMatrix
+    kappa: KappaMatrix[str]
     reliability: list[Reliability]
     retest: list[tuple[str, Retest]]
     turing_by_physician: list[tuple[str, TuringResult]]
@@ -146,8 +145,8 @@ class AgreementReport:
         }
 
 
-def _reliability(matrix: KappaMatrix) -> list[Reliability]:
-    out = []
+def _reliability(matrix: KappaMatrix[str]) -> list[Reliability]:
+    out: list[Reliability] = []
     for i, rater in enumerate(matrix.raters):
         pairs = [
             (matrix.kappa[i][j], matrix.n[i][j])
@@ -166,7 +165,7 @@ def _positions(records: list[RatingRecord]) -> list[tuple[RatingRecord, int]]:
     by_rater: dict[str, list[RatingRecord]] = defaultdict(list)
     for r in records:
         by_rater[r.rater].append(r)
-    out = []
+    out: list[tuple[RatingRecord, int]] = []
     for rows in by_rater.values():
         times = [r.created_at.timestamp() for r in rows]
         out.extend(zip(rows, session_positions(times), strict=True))
@@ -222,7 +221,6 @@ def agreement_report(
         )
     firsts = [r for r in records if not r.is_repeat]
     scope, matrix = _scope_matrix(records)
-    boot = {"n_boot": n_boot, "seed": seed}
 
     modality_of = {r.image_id: r.modality for r in firsts}
     by_modality: dict[str, Matrix] = defaultdict(lambda: defaultdict(dict))
@@ -234,7 +232,9 @@ def agreement_report(
     first_rep, repeats = repeat_matrices(records)
     retest = [
         (str(rater), result)
-        for rater, result in retest_agreement(first_rep, repeats, **boot).items()
+        for rater, result in retest_agreement(
+            first_rep, repeats, n_boot=n_boot, seed=seed
+        ).items()
     ]
     placed = _positions(records)
     score_drift, time_drift = _drifts(placed)
@@ -253,21 +253,26 @@ def agreement_report(
             "real_controls": len({r.image_id for r in firsts if r.is_control}),
             "images_in_scope": len({i for s in matrix.values() for i in s}),
         },
-        alpha=alpha_estimate(matrix, **boot),
+        alpha=alpha_estimate(matrix, n_boot=n_boot, seed=seed),
         alpha_by_modality=[
-            (m, alpha_estimate(by_modality[m], **boot)) for m in sorted(by_modality)
+            (m, alpha_estimate(by_modality[m], n_boot=n_boot, seed=seed))
+            for m in sorted(by_modality)
         ],
         kappa=kappa,
         reliability=_reliability(kappa),
         retest=retest,
         turing_by_physician=sorted(
             turing_by_group(
-                ((r.rater, r.is_synthetic, r.score) for r in firsts), **boot
+                ((r.rater, r.is_synthetic, r.score) for r in firsts),
+                n_boot=n_boot,
+                seed=seed,
             ).items()
         ),
         turing_by_modality=sorted(
             turing_by_group(
-                ((r.modality, r.is_synthetic, r.score) for r in firsts), **boot
+                ((r.modality, r.is_synthetic, r.score) for r in firsts),
+                n_boot=n_boot,
+                seed=seed,
             ).items()
         ),
         score_drift=score_drift,
@@ -364,7 +369,9 @@ def _model_score(expected: float) -> int:
     return int(min(3, max(1, math.floor(expected + 0.5))))
 
 
-def _ceiling_note(reward_model: Any, *, n_items: int, n_scored: int) -> str:
+def _ceiling_note(
+    reward_model: ModelVersion | None, *, n_items: int, n_scored: int
+) -> str:
     if reward_model is None:
         return "No reward model has scored this round yet. " + SCORE_JOB_HINT
     if n_scored < n_items:
@@ -376,7 +383,7 @@ def _ceiling_note(reward_model: Any, *, n_items: int, n_scored: int) -> str:
 
 
 def _pairwise_spearman(
-    scored: dict[Any, dict[Any, int]],
+    scored: dict[str, dict[int, int]],
 ) -> dict[tuple[int, int], Estimate]:
     """Spearman's rho of every two physicians on the items both rated, by
     their positions in ``scored``."""

@@ -14,10 +14,8 @@ as the reference for the visual Turing test.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Hashable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 
 from django.db.models import Q, QuerySet
 
@@ -25,7 +23,7 @@ from models_ml.models import ImageScore, ModelKind, ModelVersion
 
 from .models import ImageSource, Rating, Round, RoundImage
 
-Matrix = dict[Hashable, dict[Hashable, int]]
+Matrix = dict[str, dict[int, int]]  # {username: {image_id: score}}
 
 
 @dataclass(frozen=True)
@@ -49,7 +47,7 @@ class RatingRecord:
 
 
 def _filtered(
-    qs: QuerySet[Rating], *, modality: str | None, model_version: Any
+    qs: QuerySet[Rating], *, modality: str | None, model_version: ModelVersion | None
 ) -> QuerySet[Rating]:
     if modality:
         qs = qs.filter(image__modality=modality)
@@ -116,7 +114,7 @@ def first_rating_matrix(
     records: list[RatingRecord], *, agreement_set_only: bool = False
 ) -> Matrix:
     """``{rater: {image_id: score}}`` of first ratings, raters in name order."""
-    matrix: dict[Hashable, dict[Hashable, int]] = defaultdict(dict)
+    matrix: Matrix = defaultdict(dict)
     for r in records:
         if r.is_repeat or (agreement_set_only and not r.in_agreement_set):
             continue
@@ -126,11 +124,11 @@ def first_rating_matrix(
 
 def repeat_matrices(records: list[RatingRecord]) -> tuple[Matrix, Matrix]:
     """(first ratings, repeats) of the images each rater saw twice."""
-    repeats: dict[Hashable, dict[Hashable, int]] = defaultdict(dict)
+    repeats: Matrix = defaultdict(dict)
     for r in records:
         if r.is_repeat:
             repeats[r.rater].setdefault(r.image_id, r.score)
-    firsts: dict[Hashable, dict[Hashable, int]] = defaultdict(dict)
+    firsts: Matrix = defaultdict(dict)
     for r in records:
         if not r.is_repeat and r.image_id in repeats.get(r.rater, {}):
             firsts[r.rater].setdefault(r.image_id, r.score)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
+from uuid import UUID
 
 from django.core.cache import cache
 from django.db.models import Count, Exists, OuterRef, Q, QuerySet, Sum, Value
@@ -25,6 +25,7 @@ from .rating.access import rounds_rated_by_q
 from .rating.queries import ratings_live_count
 from .roles import is_admin, is_physician, is_researcher
 from .serving_rules import repeats_owed
+from .users import AnyUser, User
 
 
 def control_pool(
@@ -42,7 +43,7 @@ def control_pool(
     return pool.filter(dataset=dataset) if dataset is not None else pool
 
 
-def rounds_visible_to(user: Any) -> QuerySet[Round]:
+def rounds_visible_to(user: AnyUser) -> QuerySet[Round]:
     """Admins and researchers see every round; physicians the open ones they rate."""
     if is_admin(user) or is_researcher(user):
         return Round.objects.all()
@@ -55,13 +56,13 @@ def rounds_visible_to(user: Any) -> QuerySet[Round]:
     return Round.objects.none()
 
 
-def datasets_visible_to(user: Any) -> QuerySet[Dataset]:
+def datasets_visible_to(user: AnyUser) -> QuerySet[Dataset]:
     if is_admin(user) or is_researcher(user):
         return Dataset.objects.all()
     return Dataset.objects.none()
 
 
-def image_visible_to(*, image: Image, user: Any) -> bool:
+def image_visible_to(*, image: Image, user: AnyUser) -> bool:
     """Physicians see only images served to them; admins and researchers all."""
     if is_admin(user) or is_researcher(user):
         return True
@@ -70,14 +71,14 @@ def image_visible_to(*, image: Image, user: Any) -> bool:
     return False
 
 
-def image_files_visible_to(*, user: Any) -> bool:
+def image_files_visible_to(*, user: AnyUser) -> bool:
     """Stored files (full range and preview) are for admins and researchers.
     A physician sees an image only as its round's display rendition
     (``presentation``), so nothing about the stored file reaches them."""
     return is_admin(user) or is_researcher(user)
 
 
-def display_image_for(*, round: Any, uid: Any, user: Any) -> Image | None:
+def display_image_for(*, round: Round, uid: UUID, user: AnyUser) -> Image | None:
     """The image of ``round`` with ``uid`` when ``user`` may see its display
     rendition: a physician only an image served to them in this round, an
     admin or researcher any image of the round. None otherwise."""
@@ -164,7 +165,7 @@ def _round_totals(round: Round) -> _RoundTotals:
 ROUND_RATER_TTL_S = 300
 
 
-def _my_finished_open(round: Round, user: Any) -> int:
+def _my_finished_open(round: Round, user: User) -> int:
     """Items outside the agreement set this physician rated or skipped (first
     showings) that still need other raters.
 
@@ -183,7 +184,7 @@ def _my_finished_open(round: Round, user: Any) -> int:
     )
 
 
-def _my_showings(round: Round, user: Any) -> dict[str, int]:
+def _my_showings(round: Round, user: User) -> dict[str, int]:
     """What a physician did in a round with an agreement set or repeats, from
     their own assignments alone (the policy names agreement showings)."""
     finished = Q(completed_at__isnull=False) | Q(skipped_at__isnull=False)
@@ -197,7 +198,7 @@ def _my_showings(round: Round, user: Any) -> dict[str, int]:
     )
 
 
-def round_progress(*, round: Round, user: Any | None = None) -> RoundProgress:
+def round_progress(*, round: Round, user: AnyUser | None = None) -> RoundProgress:
     """The round's progress, and the user's own.
 
     A physician's count of what is left holds the images outside the agreement
@@ -250,7 +251,7 @@ def round_progress(*, round: Round, user: Any | None = None) -> RoundProgress:
     )
 
 
-def ratings_of_user(*, user: Any, round: Round | None = None) -> QuerySet[Rating]:
+def ratings_of_user(*, user: User, round: Round | None = None) -> QuerySet[Rating]:
     qs = Rating.objects.filter(rater=user).select_related("image", "round")
     if round is not None:
         qs = qs.filter(round=round)

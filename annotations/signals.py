@@ -24,8 +24,11 @@ from django.contrib.auth.signals import (
     user_login_failed,
 )
 from django.dispatch import Signal, receiver
+from django.http import HttpRequest
+from rest_framework.request import Request
 
 from .audit import audit_record
+from .users import User
 
 round_created = Signal()
 round_closed = Signal()
@@ -37,19 +40,26 @@ first_rating_committed = Signal()
 
 
 @receiver(user_logged_in)
-def _logged_in(sender: Any, request: Any, user: Any, **kwargs: Any) -> None:
+def _logged_in(
+    sender: Any, request: HttpRequest | Request | None, user: User, **kwargs: Any
+) -> None:
     audit_record(action="login", actor=user, request=request)
 
 
 @receiver(user_logged_out)
-def _logged_out(sender: Any, request: Any, user: Any, **kwargs: Any) -> None:
+def _logged_out(
+    sender: Any, request: HttpRequest | None, user: User | None, **kwargs: Any
+) -> None:
     if user is not None:
         audit_record(action="logout", actor=user, request=request)
 
 
 @receiver(user_login_failed)
 def _login_failed(
-    sender: Any, credentials: dict[str, Any], request: Any = None, **kwargs: Any
+    sender: Any,
+    credentials: dict[str, Any],
+    request: HttpRequest | Request | None = None,
+    **kwargs: Any,
 ) -> None:
     audit_record(
         action="login_failed",

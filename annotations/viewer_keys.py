@@ -13,6 +13,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from .users import AnyUser
+
 ACTIONS: dict[str, tuple[str, str]] = {
     "score_1": ("Score 1 (Poor)", "1"),
     "score_2": ("Score 2 (Acceptable)", "2"),
@@ -92,7 +94,7 @@ def key_map_full(overrides: dict[str, str] | None) -> dict[str, str]:
     }
 
 
-def keys_for(user: Any) -> tuple[dict[str, str], bool]:
+def keys_for(user: AnyUser) -> tuple[dict[str, str], bool]:
     """(every action's key, auto-advance) for ``user``; defaults without a
     profile or with a stored map that no longer checks."""
     profile = getattr(user, "rater_profile", None)

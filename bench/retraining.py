@@ -17,6 +17,7 @@ other), and prints their ratio.
 
     OMP_NUM_THREADS=2 python bench/retraining.py [--ml_concurrency 1 2]
         [--prompts 7] [--images_per_prompt 8] [--finetune_steps 300 --dpo_beta 1500]
+        [--mixed_precision bf16]
 """
 
 from __future__ import annotations
@@ -55,6 +56,12 @@ def parse_args() -> argparse.Namespace:
     )
     parser.add_argument(
         "--dpo_beta", type=float, help="DPO temperature (default: the recipe's)"
+    )
+    parser.add_argument(
+        "--mixed_precision",
+        choices=("no", "bf16"),
+        help="autocast of the fine-tune and its control (default: the "
+        "product's, no); bf16 is fast on CPUs with AMX",
     )
     parser.add_argument(
         "--ml_concurrency",
@@ -101,7 +108,7 @@ def main() -> None:
         for flag in ("prompts", "images_per_prompt", "best_of_n", "objective"):
             if getattr(args, flag) is not None:
                 child += [f"--{flag}", str(getattr(args, flag))]
-        for flag in ("finetune_steps", "dpo_beta"):
+        for flag in ("finetune_steps", "dpo_beta", "mixed_precision"):
             if getattr(args, flag) is not None:
                 child += [f"--{flag}", str(getattr(args, flag))]
         print(f"-- ML worker concurrency {concurrency} ({copy})", flush=True)
@@ -204,6 +211,8 @@ def run_one(args: argparse.Namespace) -> None:
     params = form.service_params()
     if args.dpo_beta is not None:
         params["finetune"]["dpo_beta"] = args.dpo_beta
+    if args.mixed_precision is not None:
+        params["finetune"]["mixed_precision"] = args.mixed_precision
     params["round"]["prompts"] = [list(p) for p in rnd.settings["prompts"]][
         : args.prompts
     ]
@@ -262,6 +271,7 @@ def run_one(args: argparse.Namespace) -> None:
         "objective": params["finetune"]["objective"],
         "finetune_steps": args.finetune_steps,
         "dpo_beta": args.dpo_beta,
+        "mixed_precision": args.mixed_precision,
         "comparison_images": compare.items.filter(is_control=False).count(),
         "steps": steps,
         "total_seconds": round(total, 1),

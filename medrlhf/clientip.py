@@ -12,9 +12,10 @@ client is ``REMOTE_ADDR``.
 from __future__ import annotations
 
 import ipaddress
-from typing import Any
 
 from django.conf import settings
+from django.http import HttpRequest
+from rest_framework.request import Request
 
 
 def _address(text: str) -> str | None:
@@ -25,7 +26,7 @@ def _address(text: str) -> str | None:
         return None
 
 
-def client_ip(request: Any) -> str | None:
+def client_ip(request: HttpRequest | Request | None) -> str | None:
     """The client's address for ``request`` (None without one)."""
     if request is None:
         return None

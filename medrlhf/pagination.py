@@ -7,9 +7,8 @@ reached the database and overflowed there (500). Here a limit is at most
 
 from __future__ import annotations
 
-from typing import Any
-
 from rest_framework.pagination import LimitOffsetPagination as _DrfLimitOffset
+from rest_framework.request import Request
 
 from .converters import MAX_ID
 
@@ -19,5 +18,5 @@ MAX_LIMIT = 1000
 class LimitOffsetPagination(_DrfLimitOffset):
     max_limit = MAX_LIMIT
 
-    def get_offset(self, request: Any) -> int:
+    def get_offset(self, request: Request) -> int:
         return min(super().get_offset(request), MAX_ID)

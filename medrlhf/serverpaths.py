@@ -13,14 +13,17 @@ import re
 import sys
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
 from rest_framework import serializers
 
+if TYPE_CHECKING:
+    from annotations.users import AnyUser
+
 
 def _roots() -> list[tuple[str, str]]:
-    pairs = [
+    pairs: list[tuple[str | Path, str]] = [
         (settings.UPLOAD_STAGING_DIR, "<uploads>"),
         (settings.MODELS_DIR, "<models>"),
         (settings.MEDIA_ROOT, "<media>"),
@@ -71,7 +74,7 @@ def hide_server_paths(value: Any) -> Any:
     return value
 
 
-def sees_server_paths(user: Any) -> bool:
+def sees_server_paths(user: AnyUser | None) -> bool:
     from annotations.roles import is_admin
 
     return bool(user is not None and is_admin(user))

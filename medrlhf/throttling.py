@@ -3,15 +3,14 @@ do (``medrlhf.clientip``), never from a header the client wrote."""
 
 from __future__ import annotations
 
-from typing import Any
-
+from rest_framework.request import Request
 from rest_framework.throttling import AnonRateThrottle
 
 from .clientip import client_ip
 
 
 class ClientIpMixin:
-    def get_ident(self, request: Any) -> str:
+    def get_ident(self, request: Request) -> str:
         return client_ip(request) or ""
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from django.core.files.storage import default_storage
 
@@ -157,7 +157,8 @@ def finetune_rows(
     if objective == "dpo":
         summary["n_pairs"] = len(rows.rows)
     if objective == "kto":
-        labels = [float(r[4]) for r in rows.rows]
+        # A kto row's fifth cell is its label, written as text.
+        labels = [float(cast(str, r[4])) for r in rows.rows]
         summary["n_desirable"] = sum(1 for v in labels if v > 0)
         summary["n_undesirable"] = sum(1 for v in labels if v < 0)
         summary["n_neutral"] = sum(1 for v in labels if v == 0)

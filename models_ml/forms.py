@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import uuid
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, cast
 
 from django import forms
 from django.db.models import QuerySet
@@ -34,6 +35,12 @@ class VersionChoiceField(forms.ModelChoiceField):
 
 def _versions(kind: str) -> QuerySet[ModelVersion]:
     return ModelVersion.objects.filter(kind=kind).order_by("-created_at", "-id")
+
+
+def _version_field(form: forms.Form, name: str) -> VersionChoiceField:
+    """One of the form's declared version fields (``form.fields`` types every
+    field as a plain ``Field``)."""
+    return cast(VersionChoiceField, form.fields[name])
 
 
 def _clean_modality(raw: str) -> str:
@@ -83,12 +90,13 @@ class GenerateForm(forms.Form):
         from .selectors import default_diffusion_version
 
         # Querysets are evaluated per form, so a version made a second ago shows.
-        self.fields["model_version"].queryset = _versions(ModelKind.DIFFUSION)
-        self.fields["reward_version"].queryset = _versions(ModelKind.REWARD)
+        _version_field(self, "model_version").queryset = _versions(ModelKind.DIFFUSION)
+        rewards = _versions(ModelKind.REWARD)
+        _version_field(self, "reward_version").queryset = rewards
         default = default_diffusion_version()
         if default is not None:
             self.fields["model_version"].initial = default.pk
-        newest_reward = self.fields["reward_version"].queryset.first()
+        newest_reward = rewards.first()
         if newest_reward is not None:
             self.fields["reward_version"].initial = newest_reward.pk
 
@@ -206,7 +214,9 @@ class RetrainingForm(forms.Form):
         super().__init__(*args, **kwargs)
         from .selectors import default_diffusion_version
 
-        self.fields["diffusion_version"].queryset = _versions(ModelKind.DIFFUSION)
+        _version_field(self, "diffusion_version").queryset = _versions(
+            ModelKind.DIFFUSION
+        )
         default = default_diffusion_version()
         if default is not None and not self.initial.get("diffusion_version"):
             self.fields["diffusion_version"].initial = default.pk
@@ -291,9 +301,10 @@ class RoundGenerateForm(RoundServingForm):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        versions = _versions(ModelKind.DIFFUSION)
         for name in ("model_version", "compare_model_version"):
-            self.fields[name].queryset = _versions(ModelKind.DIFFUSION)
-        first = self.fields["model_version"].queryset.first()
+            _version_field(self, name).queryset = versions
+        first = versions.first()
         if first is not None:
             self.fields["model_version"].initial = first.pk
 
@@ -348,11 +359,13 @@ class ReviewFilterForm(forms.Form):
         label="Only images in no round yet", required=False
     )
 
-    def __init__(self, *args: Any, modalities: list[str] = (), **kwargs: Any) -> None:
+    def __init__(
+        self, *args: Any, modalities: Sequence[str] = (), **kwargs: Any
+    ) -> None:
         super().__init__(*args, **kwargs)
-        self.fields["modality"].choices = [("", "Every modality")] + [
-            (m, m) for m in modalities
-        ]
+        cast(forms.ChoiceField, self.fields["modality"]).choices = [
+            ("", "Every modality")
+        ] + [(m, m) for m in modalities]
 
     def clean_show(self) -> str:
         return self.cleaned_data.get("show") or "all"
@@ -393,7 +406,7 @@ class ReviewRoundForm(forms.Form):
         return uids
 
     def clean(self) -> dict[str, Any]:
-        data = super().clean()
+        data = super().clean() or {}
         if data.get("selection") == "picked" and not data.get("image"):
             raise forms.ValidationError(
                 "check at least one image, or take every kept one"

@@ -12,7 +12,7 @@ import json
 import shutil
 import tempfile
 import zipfile
-from typing import Any, BinaryIO
+from typing import IO, Any, cast
 
 from django.db.models import F, QuerySet
 from django.http import FileResponse
@@ -21,7 +21,7 @@ from annotations.errors import DomainError
 from annotations.exports import csv_safe
 from annotations.models import Image, ImageSource
 
-from .models import Job, JobStatus
+from .models import Job, JobStatus, ModelVersion
 
 ZIP_INCLUDE = ("all", "kept")
 ZIP_SPOOL_BYTES = 8 * 1024**2
@@ -77,7 +77,8 @@ def provenance_row(image: Image, *, file_name: str = "") -> dict[str, Any]:
         "guidance": g.get("guidance"),
         "scheduler": g.get("scheduler"),
         "model_version_id": image.model_version_id,
-        "model_version_name": image.model_version.name,
+        # A generated image has a version (generated_image_has_model_version).
+        "model_version_name": cast(ModelVersion, image.model_version).name,
         "engine_version": g.get("engine_version"),
         "reward_version_id": g.get("reward_version_id"),
         "job_id": g.get("job_id"),
@@ -113,7 +114,7 @@ def _best_first(images: QuerySet[Image]) -> QuerySet[Image]:
     return images.order_by(F("reward_score").desc(nulls_last=True), "id")
 
 
-def generate_zip(job: Job, out: BinaryIO, *, include: str = "all") -> int:
+def generate_zip(job: Job, out: IO[bytes], *, include: str = "all") -> int:
     """Write a generate job's images and manifests as a zip; returns the count.
 
     The one layout of every generate download (page and API)::
@@ -134,7 +135,7 @@ def generate_zip(job: Job, out: BinaryIO, *, include: str = "all") -> int:
     groups = [("kept", _best_first(images.filter(generation__kept=True)))]
     if include == "all":
         groups.append(("rejected", _best_first(images.exclude(generation__kept=True))))
-    rows = []
+    rows: list[dict[str, Any]] = []
     with zipfile.ZipFile(out, "w", compression=zipfile.ZIP_DEFLATED) as archive:
         for folder, group in groups:
             for image in group:

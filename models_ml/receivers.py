@@ -5,13 +5,14 @@ from __future__ import annotations
 from typing import Any
 
 from annotations.models import Round
+from annotations.users import User
 
 from .gate import comparison_decide
 from .models import Comparison, Job
 
 
 def score_round_on_create(
-    sender: Any, round: Round, created_by: Any, **kwargs: Any
+    sender: Any, round: Round, created_by: User | None, **kwargs: Any
 ) -> None:
     """A round created with a reward model has its images scored
     (``round_score_start``); an error refuses the round's creation."""

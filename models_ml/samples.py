@@ -35,7 +35,7 @@ def sample_prompts(version: ModelVersion, limit: int) -> list[tuple[str, str]]:
     node: ModelVersion | None = version
     while node is not None and node.dataset_id is None:
         node = node.parent
-    if node is None:
+    if node is None or node.dataset_id is None:
         return []
     counts = Counter(
         Image.objects.filter(

@@ -104,7 +104,7 @@ def rating_summary(*, ratings: QuerySet[Rating]) -> dict[str, Any]:
     image_ids = ratings.values("image_id")
     real_datasets = set(
         Image.objects.filter(pk__in=image_ids, source=ImageSource.REAL)
-        .exclude(dataset_id=None)
+        .exclude(dataset_id__isnull=True)
         .values_list("dataset_id", flat=True)
     )
     version_ids = set(

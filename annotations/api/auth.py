@@ -17,6 +17,7 @@ from medrlhf.throttling import ClientIpMixin
 
 from ..models import ApiToken
 from ..services.tokens import token_issue, token_revoke, token_rotate
+from ..users import signed_in
 from .common import ErrorOutputSerializer
 
 DEFAULT_LOGIN_RATE = "10/minute"
@@ -29,6 +30,7 @@ class LoginRateThrottle(ClientIpMixin, AnonRateThrottle):
 
     def get_rate(self) -> str:
         rates = settings.REST_FRAMEWORK.get("DEFAULT_THROTTLE_RATES", {})
+        assert isinstance(rates, dict)
         return rates.get(self.scope, DEFAULT_LOGIN_RATE)
 
 
@@ -130,6 +132,8 @@ class TokenRevokeApi(APIView):
     )
     def post(self, request: Request) -> Response:
         token_revoke(
-            token=_calling_token(request), actor=request.user, request=request._request
+            token=_calling_token(request),
+            actor=signed_in(request),
+            request=request._request,
         )
         return Response(status=status.HTTP_204_NO_CONTENT)

@@ -21,6 +21,7 @@ from ..models import Dataset
 from ..permissions import IsAdmin, IsResearcherOrAdmin
 from ..selectors import datasets_visible_to
 from ..services.imports import ON_ERROR_CHOICES, dataset_import_start
+from ..users import signed_in
 from .common import ErrorOutputSerializer, paginated_response
 
 
@@ -141,7 +142,7 @@ class DatasetImportApi(APIView):
             name=params["name"],
             source=None if "file" in params else Path(params["path"]),
             upload=params.get("file"),
-            created_by=request.user,
+            created_by=signed_in(request),
             on_error=params["on_error"],
             modality=params["modality"] or None,
             nifti_axis=params["nifti_axis"],

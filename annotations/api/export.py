@@ -20,6 +20,7 @@ from medrlhf.fields import IdField
 from ..export_kinds import DATASET, PAIRS, RATINGS, ExportKind, export_response
 from ..models import Round
 from ..permissions import IsResearcherOrAdmin
+from ..users import signed_in
 from .common import CSVRenderer, ErrorOutputSerializer, ZipRenderer
 
 
@@ -36,7 +37,7 @@ def _export(request: Request, kind: ExportKind) -> StreamingHttpResponse:
     if round_id is not None:
         get_object_or_404(Round, pk=round_id)
     return export_response(
-        kind, actor=request.user, round_id=round_id, via="api", request=request
+        kind, actor=signed_in(request), round_id=round_id, via="api", request=request
     )
 
 

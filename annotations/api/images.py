@@ -21,12 +21,15 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from models_ml.models import ModelVersion
+
 from ..audit import image_view_record
-from ..models import Image
+from ..models import Dataset, Image, Round
 from ..permissions import CanSeeImage, IsAdmin
 from ..roles import is_admin, is_researcher
 from ..selectors import image_files_visible_to
 from ..services.quarantine import MAX_NOTE, image_release
+from ..users import AnyUser
 from .common import ErrorOutputSerializer, PNGRenderer
 
 
@@ -49,15 +52,21 @@ class BlindedImageSerializer(serializers.ModelSerializer):
 
 
 class FullImageSerializer(serializers.ModelSerializer):
-    dataset = serializers.PrimaryKeyRelatedField(read_only=True)
+    dataset: serializers.PrimaryKeyRelatedField[Dataset] = (
+        serializers.PrimaryKeyRelatedField(read_only=True)
+    )
     dataset_name = serializers.CharField(
         source="dataset.name", default=None, read_only=True
     )
-    model_version = serializers.PrimaryKeyRelatedField(read_only=True)
+    model_version: serializers.PrimaryKeyRelatedField[ModelVersion] = (
+        serializers.PrimaryKeyRelatedField(read_only=True)
+    )
     model_version_name = serializers.CharField(
         source="model_version.name", default=None, read_only=True
     )
-    generated_for_round = serializers.PrimaryKeyRelatedField(read_only=True)
+    generated_for_round: serializers.PrimaryKeyRelatedField[Round] = (
+        serializers.PrimaryKeyRelatedField(read_only=True)
+    )
 
     class Meta:
         model = Image
@@ -90,7 +99,7 @@ class FullImageSerializer(serializers.ModelSerializer):
         ]
 
 
-def image_output(*, image: Image, user: Any) -> dict[str, Any]:
+def image_output(*, image: Image, user: AnyUser) -> dict[str, Any]:
     if is_admin(user) or is_researcher(user):
         return FullImageSerializer(image).data
     return BlindedImageSerializer(image).data

@@ -21,6 +21,7 @@ from medrlhf.pagination import LimitOffsetPagination
 from ..models import Flag, Rating, Round
 from ..permissions import CanSeeRating, IsPhysician
 from ..selectors import ratings_of_user
+from ..users import signed_in
 from .common import ErrorOutputSerializer, OwnTransactionApiView, paginated_response
 
 
@@ -31,7 +32,9 @@ class RatingOutputSerializer(serializers.ModelSerializer):
     image = serializers.UUIDField(source="image.uid", read_only=True)
     prompt = serializers.CharField(source="image.prompt", read_only=True)
     modality = serializers.CharField(source="image.modality", read_only=True)
-    round = serializers.PrimaryKeyRelatedField(read_only=True)
+    round: serializers.PrimaryKeyRelatedField[Round] = (
+        serializers.PrimaryKeyRelatedField(read_only=True)
+    )
     flags = serializers.ListField(child=serializers.ChoiceField(Flag.choices))
 
     class Meta:
@@ -122,13 +125,14 @@ class RatingCreateApi(OwnTransactionApiView):
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         params = data.validated_data
+        rater = signed_in(request)
         try:
-            rnd = round_for_rating(params["round"], request.user)
+            rnd = round_for_rating(params["round"], rater)
         except Round.DoesNotExist:
             raise Http404("No Round matches the given query.") from None
         rating, created = rating_submit(
             round=rnd,
-            rater=request.user,
+            rater=rater,
             image_uid=params["image"],
             score=params["score"],
             flags=params["flags"],
@@ -159,7 +163,7 @@ class RatingMineApi(APIView):
     def get(self, request: Request) -> Response:
         query = self.FilterSerializer(data=request.query_params)
         query.is_valid(raise_exception=True)
-        ratings = ratings_of_user(user=request.user)
+        ratings = ratings_of_user(user=signed_in(request))
         if "round" in query.validated_data:
             ratings = ratings.filter(round_id=query.validated_data["round"])
         return paginated_response(

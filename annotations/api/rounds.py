@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterable
 from typing import Any
 
 from django.contrib.auth import get_user_model
@@ -32,8 +33,14 @@ from ..models import Dataset, Image, Role, Round
 from ..permissions import CanRateRound, CanSeeRound, IsAdmin, IsPhysician
 from ..presentation import DISPLAY_SIZE_MAX, DISPLAY_SIZE_MIN, round_presentation
 from ..roles import is_admin, is_researcher
-from ..selectors import control_pool, round_progress, rounds_visible_to
+from ..selectors import (
+    RoundProgress,
+    control_pool,
+    round_progress,
+    rounds_visible_to,
+)
 from ..services.rounds import round_close, round_create, round_open
+from ..users import AnyUser, signed_in
 from ..views.images import display_response
 from .common import ErrorOutputSerializer, OwnTransactionApiView, paginated_response
 from .serving import ServingInputSerializer, serving_design
@@ -92,13 +99,13 @@ class RoundPhysicianSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
 
-def _round_serializer(user: Any) -> type[serializers.ModelSerializer]:
+def _round_serializer(user: AnyUser) -> type[serializers.ModelSerializer]:
     if is_admin(user) or is_researcher(user):
         return RoundStaffSerializer
     return RoundPhysicianSerializer
 
 
-def round_detail_data(*, round: Round, user: Any) -> dict[str, Any]:
+def round_detail_data(*, round: Round, user: AnyUser) -> dict[str, Any]:
     data = dict(_round_serializer(user)(round).data)
     data["progress"] = RoundProgressSerializer(
         round_progress(round=round, user=user)
@@ -250,7 +257,7 @@ class RoundsApi(APIView):
             modality=params["modality"],
             image_uids=params["image_uids"],
         )
-        controls: Any = ()
+        controls: Iterable[Image] = ()
         if params["control_share"] > 0:
             controls = control_pool(
                 modalities=set(images.values_list("modality", flat=True))
@@ -259,7 +266,7 @@ class RoundsApi(APIView):
             name=params["name"],
             description=params["description"],
             images=list(images),
-            created_by=request.user,
+            created_by=signed_in(request),
             raters_per_image=params["raters_per_image"],
             control_share=params["control_share"],
             control_pool=controls,
@@ -300,7 +307,7 @@ class RoundOpenApi(APIView):
     def post(self, request: Request, round_id: int) -> Response:
         rnd = get_object_or_404(Round, pk=round_id)
         self.check_object_permissions(request, rnd)
-        rnd = round_open(round=rnd, actor=request.user)
+        rnd = round_open(round=rnd, actor=signed_in(request))
         return Response(round_detail_data(round=rnd, user=request.user))
 
 
@@ -315,14 +322,14 @@ class RoundCloseApi(APIView):
     def post(self, request: Request, round_id: int) -> Response:
         rnd = get_object_or_404(Round, pk=round_id)
         self.check_object_permissions(request, rnd)
-        rnd = round_close(round=rnd, actor=request.user)
+        rnd = round_close(round=rnd, actor=signed_in(request))
         return Response(round_detail_data(round=rnd, user=request.user))
 
 
 def _rated_round(*, request: Request, view: APIView, round_id: int) -> Round:
     # The row carries the rater check, so CanRateRound asks no second query.
     try:
-        rnd = round_for_rating(round_id, request.user)
+        rnd = round_for_rating(round_id, signed_in(request))
     except Round.DoesNotExist:
         raise Http404("No Round matches the given query.") from None
     view.check_object_permissions(request, rnd)
@@ -332,7 +339,7 @@ def _rated_round(*, request: Request, view: APIView, round_id: int) -> Round:
 _DATETIME = serializers.DateTimeField()
 
 
-def progress_data(progress: Any) -> dict[str, int]:
+def progress_data(progress: RoundProgress) -> dict[str, int]:
     """``RoundProgressSerializer``'s output, without a serializer per request."""
     return {
         "total_items": progress.total_items,
@@ -389,7 +396,8 @@ class RoundNextApi(OwnTransactionApiView):
     )
     def get(self, request: Request, round_id: int) -> Response:
         rnd = _rated_round(request=request, view=self, round_id=round_id)
-        assignment = assignment_next(round=rnd, rater=request.user)
+        rater = signed_in(request)
+        assignment = assignment_next(round=rnd, rater=rater)
         if assignment is None:
             return Response(status=status.HTTP_204_NO_CONTENT)
         # Written out rather than serialized: this answers every image a
@@ -410,7 +418,7 @@ class RoundNextApi(OwnTransactionApiView):
                     **round_presentation(rnd, image.modality).fields(),
                 },
                 "served_at": _DATETIME.to_representation(assignment.served_at),
-                "progress": progress_data(round_progress(round=rnd, user=request.user)),
+                "progress": progress_data(round_progress(round=rnd, user=rater)),
             }
         )
 
@@ -452,7 +460,7 @@ class RoundSkipApi(APIView):
         image = Image.objects.filter(uid=data.validated_data["image"]).first()
         if image is None:
             raise NotServed("this image is not waiting for your rating")
-        assignment_skip(round=rnd, rater=request.user, image=image)
+        assignment_skip(round=rnd, rater=signed_in(request), image=image)
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
@@ -474,7 +482,7 @@ class RoundUndoApi(APIView):
     )
     def post(self, request: Request, round_id: int) -> Response:
         rnd = _rated_round(request=request, view=self, round_id=round_id)
-        rating = rating_undo(round=rnd, rater=request.user)
+        rating = rating_undo(round=rnd, rater=signed_in(request))
         out = self.OutputSerializer(
             {
                 "rating": rating.pk,

@@ -6,15 +6,14 @@ queryset of rounds, and SQL inside the hot path's statements."""
 
 from __future__ import annotations
 
-from typing import Any
-
 from django.db.models import Count, Q
 
 from ..models import Round
 from ..roles import is_physician
+from ..users import AnyUser, User
 
 
-def rater_may_rate(*, round: Round, rater: Any) -> bool:
+def rater_may_rate(*, round: Round, rater: AnyUser) -> bool:
     """Whether ``rater`` may rate ``round`` (whatever its status). A round
     read by ``queries.round_for_rating`` carries the answer for its rater."""
     if not is_physician(rater):
@@ -27,7 +26,7 @@ def rater_may_rate(*, round: Round, rater: Any) -> bool:
     return not listed["n"] or bool(listed["me"])
 
 
-def rounds_rated_by_q(rater: Any) -> Q:
+def rounds_rated_by_q(rater: User) -> Q:
     """The list rule as a filter on rounds (the physician check is the
     caller's): rounds listing ``rater``, or listing nobody."""
     return Q(raters=rater) | Q(raters__isnull=True)

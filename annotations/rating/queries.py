@@ -16,6 +16,7 @@ metadata are formatted into SQL; every value is a bound parameter.
 
 from __future__ import annotations
 
+from datetime import datetime
 from functools import cache
 from typing import Any, cast
 
@@ -25,6 +26,7 @@ from django.db import connection
 
 from .. import leansql
 from ..models import ApiToken, Assignment, Image, Rating, Round, RoundImage
+from ..users import User
 
 ROUND_FIELDS_FOR_RATING = (
     "name",
@@ -69,7 +71,7 @@ def may_rate_sql() -> str:
     )
 
 
-def round_for_rating(round_id: int, rater: Any) -> Round:
+def round_for_rating(round_id: int, rater: User) -> Round:
     """The round with what serving and rating read, and whether ``rater``'s
     name is on its list (``access.rater_may_rate`` then answers from the
     row), in one statement. Other fields are deferred. Raises
@@ -142,7 +144,7 @@ def _linked(row: tuple[Any, ...]) -> Assignment:
     return assignment
 
 
-def showing_current(round: Round, rater: Any) -> Assignment | None:
+def showing_current(round: Round, rater: User) -> Assignment | None:
     """The physician's open showing served last (a reload shows it again),
     else the one held as their next (``upcoming`` set), in one query."""
     sql = _showings_sql(
@@ -159,7 +161,7 @@ def showing_current(round: Round, rater: Any) -> Assignment | None:
 
 
 def showings_of_image(
-    round: Round, rater: Any, *, image: Image | None, image_uid: Any
+    round: Round, rater: User, *, image: Image | None, image_uid: Any
 ) -> list[Assignment]:
     """Every showing of one image to the physician, locked (FOR UPDATE)."""
     if image is not None:
@@ -186,7 +188,7 @@ def showing_started(assignment: Assignment) -> None:
     )
 
 
-def item_in_shuffle_order(round: Round, rater: Any, start: int) -> RoundImage | None:
+def item_in_shuffle_order(round: Round, rater: User, start: int) -> RoundImage | None:
     """Random order: the first free image at or after ``start`` in shuffled
     order (one walk of ``round_shuffle_idx``, then from the beginning), with
     its image. Items another physician is being served right now are
@@ -227,7 +229,7 @@ def assignment_insert(assignment: Assignment) -> Assignment:
 
 
 def rating_live(
-    round: Round, rater: Any, image: Image, *, is_repeat: bool
+    round: Round, rater: User, image: Image, *, is_repeat: bool
 ) -> Rating | None:
     """The physician's live (not retracted) first rating, or repeat, of the
     image in the round."""
@@ -254,7 +256,7 @@ def rating_insert(rating: Rating) -> Rating:
     return leansql.insert(rating)
 
 
-def assignment_completed(assignment_id: int, at: Any) -> None:
+def assignment_completed(assignment_id: int, at: datetime) -> None:
     """The showing is rated: completed, neither skipped nor expired."""
     leansql.execute(
         f"UPDATE {leansql.table(Assignment)} SET completed_at = %s, "  # noqa: S608
@@ -292,23 +294,25 @@ def _token_columns() -> tuple[leansql.Columns, leansql.Columns]:
     return leansql.Columns(ApiToken, "t"), leansql.Columns(get_user_model(), "u")
 
 
-def token_with_user(digest: str, now: Any) -> tuple[ApiToken, Any, list[str]] | None:
+def token_with_user(
+    digest: str, now: datetime
+) -> tuple[ApiToken, User, list[str]] | None:
     """The live (not revoked, not expired) token with this key digest, its
     user and the user's group names, in one statement: the user row comes
     once per group. None when there is no such token. Against the ORM (the
     token with ``select_related("user")``, then the groups) this saves about
     0.9 ms of CPU a request (``bench/audit_token.py``, session 12);
     ``tests/security/test_token_auth_parity.py`` holds it equal to the ORM."""
-    User = get_user_model()
-    memberships = User.groups.through
+    users = get_user_model()
+    memberships = users.groups.through
     token_cols, user_cols = _token_columns()
     col = leansql.column
-    user_pk = leansql.qn(User._meta.pk.column)
+    user_pk = leansql.qn(users._meta.pk.column)
     group_pk = leansql.qn(Group._meta.pk.column)
     sql = (
         f"SELECT {token_cols.sql()}, {user_cols.sql()}, "  # noqa: S608
         f"g.{col(Group, 'name')} FROM {leansql.table(ApiToken)} t "
-        f"JOIN {leansql.table(User)} u ON u.{user_pk} = t.{col(ApiToken, 'user')} "
+        f"JOIN {leansql.table(users)} u ON u.{user_pk} = t.{col(ApiToken, 'user')} "
         f"LEFT JOIN {leansql.table(memberships)} m "
         f"ON m.{col(memberships, 'user')} = u.{user_pk} "
         f"LEFT JOIN {leansql.table(Group)} g "
@@ -324,5 +328,5 @@ def token_with_user(digest: str, now: Any) -> tuple[ApiToken, Any, list[str]] | 
         return None
     n_token, n_user = len(token_cols), len(user_cols)
     token = cast(ApiToken, token_cols.instance(rows[0][:n_token]))
-    user = user_cols.instance(rows[0][n_token : n_token + n_user])
+    user = cast(User, user_cols.instance(rows[0][n_token : n_token + n_user]))
     return token, user, [row[-1] for row in rows if row[-1] is not None]

@@ -7,7 +7,6 @@ from __future__ import annotations
 import logging
 import secrets
 import time
-from typing import Any
 
 from django.contrib.auth import get_user_model
 from django.core.cache import cache
@@ -43,13 +42,14 @@ from ..models import (
 )
 from ..roles import is_physician
 from ..serving_rules import REPEAT_GAP, agreement_target, repeats_owed
+from ..users import User
 from . import queries
 
 logger = logging.getLogger(__name__)
 
 
 def lock_round_for_rating(
-    round: Round, *, rater: Any = None, lock_rater: bool = False
+    round: Round, *, rater: User | None = None, lock_rater: bool = False
 ) -> Round:
     """Share-lock the round and check it is open (and, given ``rater``, theirs);
     ``lock_rater`` also locks the rater's row, so that one physician's
@@ -76,7 +76,7 @@ def lock_round_for_rating(
     return round
 
 
-def _open_assignments(round: Round, rater: Any) -> QuerySet[Assignment]:
+def _open_assignments(round: Round, rater: User) -> QuerySet[Assignment]:
     return Assignment.objects.filter(
         round=round, rater=rater, completed_at=None, skipped_at=None, expired_at=None
     )
@@ -119,7 +119,7 @@ def _lockable(qs: QuerySet[RoundImage]) -> QuerySet[RoundImage]:
     return qs
 
 
-def _regular_items(round: Round, rater: Any) -> QuerySet[RoundImage]:
+def _regular_items(round: Round, rater: User) -> QuerySet[RoundImage]:
     return (
         RoundImage.objects.filter(
             round=round,
@@ -202,7 +202,7 @@ def modalities_by_lag(round: Round) -> list[str]:
     ]
 
 
-def _informative_candidate(round: Round, rater: Any) -> RoundImage | None:
+def _informative_candidate(round: Round, rater: User) -> RoundImage | None:
     """Uncertainty order: within the modality furthest behind its share
     (``modalities_by_lag``, the next one when it has nothing left for this
     physician), fewest raters so far, then the most informative
@@ -221,7 +221,7 @@ def _informative_candidate(round: Round, rater: Any) -> RoundImage | None:
     return None
 
 
-def _agreement_candidate(round: Round, rater: Any) -> RoundImage | None:
+def _agreement_candidate(round: Round, rater: User) -> RoundImage | None:
     """An agreement item this physician has not had (or whose lease expired)."""
     mine = Assignment.objects.filter(
         round_image=OuterRef("pk"), rater=rater, is_repeat=False
@@ -242,7 +242,7 @@ def _agreement_candidate(round: Round, rater: Any) -> RoundImage | None:
     )
 
 
-def _repeat_candidate(round: Round, rater: Any) -> Assignment | None:
+def _repeat_candidate(round: Round, rater: User) -> Assignment | None:
     """A first showing rated at least ``REPEAT_GAP`` showings ago, not repeated.
 
     The gap is counted in this physician's showings served since the rating
@@ -280,7 +280,7 @@ def _repeat_candidate(round: Round, rater: Any) -> Assignment | None:
 def _serve(
     *,
     round: Round,
-    rater: Any,
+    rater: User,
     item: RoundImage,
     policy: str,
     is_repeat: bool = False,
@@ -318,7 +318,7 @@ def _serve(
     )
 
 
-def _mine(round: Round, rater: Any) -> dict[str, int]:
+def _mine(round: Round, rater: User) -> dict[str, int]:
     """This physician's showings so far, in one query."""
     live = Q(expired_at=None)
     return Assignment.objects.filter(round=round, rater=rater).aggregate(
@@ -332,7 +332,7 @@ def _mine(round: Round, rater: Any) -> dict[str, int]:
     )
 
 
-def _next_new(rnd: Round, rater: Any) -> Assignment | None:
+def _next_new(rnd: Round, rater: User) -> Assignment | None:
     mine = (
         _mine(rnd, rater) if rnd.agreement_share > 0 or rnd.repeat_share > 0 else None
     )
@@ -377,7 +377,7 @@ def _next_new(rnd: Round, rater: Any) -> Assignment | None:
     return None
 
 
-def _serve_agreement(rnd: Round, rater: Any, item: RoundImage) -> Assignment:
+def _serve_agreement(rnd: Round, rater: User, item: RoundImage) -> Assignment:
     revive = None
     if getattr(item, "served_before", False):  # _agreement_candidate's annotation
         revive = (
@@ -395,7 +395,7 @@ def _serve_agreement(rnd: Round, rater: Any, item: RoundImage) -> Assignment:
 
 
 @transaction.atomic
-def assignment_next(*, round: Round, rater: Any) -> Assignment | None:
+def assignment_next(*, round: Round, rater: User) -> Assignment | None:
     """The image this physician should rate next, or None when nothing is left.
 
     An image already served and not yet rated is served again, so a reload
@@ -419,7 +419,7 @@ def assignment_next(*, round: Round, rater: Any) -> Assignment | None:
     return _next_new(rnd, rater)
 
 
-def _upcoming(round: Round, rater: Any) -> Assignment | None:
+def _upcoming(round: Round, rater: User) -> Assignment | None:
     return (
         _open_assignments(round, rater)
         .filter(upcoming=True)
@@ -430,7 +430,7 @@ def _upcoming(round: Round, rater: Any) -> Assignment | None:
 
 
 @transaction.atomic
-def assignment_upcoming(*, round: Round, rater: Any) -> Assignment | None:
+def assignment_upcoming(*, round: Round, rater: User) -> Assignment | None:
     """The image held for this physician as their next one, chosen now if
     none is held, so the browser can load it while the current one is rated.
 
@@ -455,7 +455,7 @@ def assignment_upcoming(*, round: Round, rater: Any) -> Assignment | None:
 
 
 @transaction.atomic
-def assignment_skip(*, round: Round, rater: Any, image: Image) -> Assignment:
+def assignment_skip(*, round: Round, rater: User, image: Image) -> Assignment:
     lock_round_for_rating(round)
     assignment = (
         _open_assignments(round, rater)

@@ -30,6 +30,7 @@ from ..models import (
     ServingPolicy,
 )
 from ..signals import first_rating_committed
+from ..users import User
 from . import queries
 from .serving import lock_round_for_rating
 
@@ -86,7 +87,7 @@ def _announce_first_rating(round_id: int) -> None:
 def rating_submit(
     *,
     round: Round,
-    rater: Any,
+    rater: User,
     image: Image | None = None,
     image_uid: Any = None,
     score: int,
@@ -166,7 +167,7 @@ def rating_submit(
 
 
 @transaction.atomic
-def rating_undo(*, round: Round, rater: Any) -> Rating:
+def rating_undo(*, round: Round, rater: User) -> Rating:
     """Retract this physician's last rating in an open round; history is kept."""
     rnd = lock_round_for_rating(round)
     last = (

@@ -38,6 +38,7 @@ from ..audit import audit_record
 from ..errors import DomainError, ImportFailed
 from ..models import Dataset, Image, ImageSource
 from ..signals import job_requested
+from ..users import User
 from .uploads import upload_stage
 
 ON_ERROR_CHOICES = ("reject", "skip")
@@ -95,13 +96,13 @@ def dataset_import_start(
     name: str,
     source: Path | None = None,
     upload: Any = None,
-    created_by: Any,
+    created_by: User | None,
     on_error: str = "reject",
     modality: str | None = None,
     nifti_axis: int = 2,
     description: str = "",
     check_roots: bool = True,
-) -> Any:
+) -> Job:
     """Validate the request and queue an import job.
 
     Give either ``source`` (a CSV or folder on the server) or ``upload`` (an
@@ -124,6 +125,7 @@ def dataset_import_start(
         except BaseException:
             shutil.rmtree(staged, ignore_errors=True)
             raise
+    assert source is not None  # given when upload is not: checked above
     name = name.strip()
     if not name:
         raise DomainError("the dataset needs a name")
@@ -193,7 +195,7 @@ def dataset_import(
     *,
     name: str,
     source: Path,
-    created_by: Any = None,
+    created_by: User | None = None,
     on_error: str = "reject",
     modality: str | None = None,
     nifti_axis: int = 2,

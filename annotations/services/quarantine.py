@@ -9,8 +9,6 @@ who, when and what they checked, in the audit log.
 
 from __future__ import annotations
 
-from typing import Any
-
 from django.db import transaction
 from django.http import HttpRequest
 
@@ -18,13 +16,14 @@ from ..audit import audit_record
 from ..errors import DomainError
 from ..models import Image
 from ..roles import is_admin
+from ..users import AnyUser
 
 MAX_NOTE = 500
 
 
 @transaction.atomic
 def image_release(
-    *, image: Image, actor: Any, note: str, request: HttpRequest | None = None
+    *, image: Image, actor: AnyUser, note: str, request: HttpRequest | None = None
 ) -> Image:
     """Serve ``image`` from now on; ``note`` says what the admin checked."""
     if not is_admin(actor):

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Iterable, Sequence
-from typing import Any
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
 
 from django.db import transaction
 from django.db.models import F
@@ -24,6 +25,10 @@ from ..models import (
 from ..presentation import display_size_check, round_display_prepare
 from ..signals import round_closed, round_created
 from ..tasks import round_display_prepare_task
+from ..users import User
+
+if TYPE_CHECKING:
+    from models_ml.models import ModelVersion
 
 
 def _shuffle_key() -> int:
@@ -125,14 +130,14 @@ def round_create(
     *,
     name: str,
     images: Sequence[Image],
-    created_by: Any,
+    created_by: User | None,
     raters_per_image: int = 1,
     control_share: float = 0.0,
     control_pool: Iterable[Image] = (),
-    raters: Iterable[Any] = (),
+    raters: Iterable[User] = (),
     description: str = "",
-    model_version: Any = None,
-    compare_model_version: Any = None,
+    model_version: ModelVersion | None = None,
+    compare_model_version: ModelVersion | None = None,
     settings: dict[str, Any] | None = None,
     open_now: bool = False,
     serving: ServingDesign = PLAIN,
@@ -203,7 +208,7 @@ def round_generated_fill(
     round: Round,
     images: Sequence[Image],
     control_pool: Iterable[Image],
-    actor: Any,
+    actor: User | None,
     open_now: bool,
 ) -> Round:
     """Put a generating round's images and real controls in it, draw its
@@ -246,7 +251,7 @@ opens them; larger ones from the worker."""
 
 
 @transaction.atomic
-def round_open(*, round: Round, actor: Any) -> Round:
+def round_open(*, round: Round, actor: User | None) -> Round:
     rnd = Round.objects.select_for_update().get(pk=round.pk)
     if rnd.status == RoundStatus.CLOSED:
         raise DomainError("a closed round cannot be reopened")
@@ -270,7 +275,7 @@ def round_open(*, round: Round, actor: Any) -> Round:
 
 
 @transaction.atomic
-def round_close(*, round: Round, actor: Any) -> Round:
+def round_close(*, round: Round, actor: User) -> Round:
     """Close a round: no rating is accepted after this commits."""
     rnd = Round.objects.select_for_update().get(pk=round.pk)
     if rnd.status == RoundStatus.CLOSED:
@@ -288,7 +293,7 @@ def round_close(*, round: Round, actor: Any) -> Round:
 
 
 @transaction.atomic
-def assignments_expire(*, older_than: Any) -> int:
+def assignments_expire(*, older_than: datetime) -> int:
     """Return images served but never rated before ``older_than`` to the pool."""
     stale = list(
         Assignment.objects.select_for_update(skip_locked=True)

@@ -10,14 +10,15 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-from typing import Any
 
 from django.conf import settings
 from django.db import transaction
+from django.http import HttpRequest
 from django.utils import timezone
 
 from ..audit import audit_record
 from ..models import ApiToken
+from ..users import User
 
 PREFIX = "mrl_"
 MAX_ACTIVE = 10
@@ -28,7 +29,9 @@ def token_digest(key: str) -> str:
 
 
 @transaction.atomic
-def token_issue(*, user: Any, request: Any = None) -> tuple[str, ApiToken]:
+def token_issue(
+    *, user: User, request: HttpRequest | None = None
+) -> tuple[str, ApiToken]:
     """A new key for ``user`` (returned once) and its stored record."""
     key = PREFIX + secrets.token_urlsafe(32)
     now = timezone.now()
@@ -52,7 +55,9 @@ def token_issue(*, user: Any, request: Any = None) -> tuple[str, ApiToken]:
     return key, token
 
 
-def token_revoke(*, token: ApiToken, actor: Any, request: Any = None) -> None:
+def token_revoke(
+    *, token: ApiToken, actor: User, request: HttpRequest | None = None
+) -> None:
     ApiToken.objects.filter(pk=token.pk, revoked_at=None).update(
         revoked_at=timezone.now()
     )
@@ -66,7 +71,9 @@ def token_revoke(*, token: ApiToken, actor: Any, request: Any = None) -> None:
 
 
 @transaction.atomic
-def token_rotate(*, token: ApiToken, request: Any = None) -> tuple[str, ApiToken]:
+def token_rotate(
+    *, token: ApiToken, request: HttpRequest | None = None
+) -> tuple[str, ApiToken]:
     """Revoke ``token`` and issue its successor."""
     token_revoke(token=token, actor=token.user, request=request)
     return token_issue(user=token.user, request=request)

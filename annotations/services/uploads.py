@@ -13,6 +13,7 @@ from typing import Any
 from django.conf import settings
 
 from ..errors import DomainError
+from ..users import User
 
 MAX_ZIP_ENTRIES = 200_000
 MAX_COMPRESSION_RATIO = 200
@@ -108,7 +109,7 @@ def _extract_zip(archive: Path, dest: Path, *, max_bytes: int) -> int:
         return total
 
 
-def upload_stage(*, uploaded_file: Any, created_by: Any) -> Path:
+def upload_stage(*, uploaded_file: Any, created_by: User | None) -> Path:
     """Save an uploaded .zip (CSV plus images, or a label_xxx folder) for import.
 
     Returns the folder it was unpacked to; nothing is left behind on error.

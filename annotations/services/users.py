@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import secrets
-from typing import Any
 
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
@@ -11,6 +10,7 @@ from django.db import transaction
 
 from ..audit import audit_record
 from ..models import ExpertLevel, RaterProfile, Role
+from ..users import User
 from ..viewer_keys import key_map_clean
 
 
@@ -26,8 +26,8 @@ def user_create(
     email: str = "",
     expert_level: str = ExpertLevel.SPECIALIST,
     password: str | None = None,
-    created_by: Any = None,
-) -> tuple[Any, str]:
+    created_by: User | None = None,
+) -> tuple[User, str]:
     """Create an account in one role; returns the user and its password."""
     if role not in Role.values:
         raise ValueError(f"role must be one of {', '.join(Role.values)}, not {role!r}")
@@ -36,11 +36,11 @@ def user_create(
             f"expert_level must be one of {', '.join(ExpertLevel.values)}, "
             f"not {expert_level!r}"
         )
-    User = get_user_model()
-    if User.objects.filter(username=username).exists():
+    users = get_user_model()
+    if users.objects.filter(username=username).exists():
         raise ValueError(f"user {username!r} already exists")
     password = password or password_generate()
-    user = User.objects.create_user(username=username, email=email, password=password)
+    user = users.objects.create_user(username=username, email=email, password=password)
     if role == Role.ADMIN:
         user.is_staff = True
         user.save(update_fields=["is_staff"])
@@ -57,7 +57,7 @@ def user_create(
 
 @transaction.atomic
 def viewer_keys_update(
-    *, user: Any, key_map: dict[str, str], auto_advance: bool
+    *, user: User, key_map: dict[str, str], auto_advance: bool
 ) -> RaterProfile:
     """Store a physician's keys for the rating page (checked by
     ``viewer_keys.key_map_clean``; raises ``KeyMapError``) and auto-advance."""

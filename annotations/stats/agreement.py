@@ -52,7 +52,7 @@ from __future__ import annotations
 
 from collections.abc import Hashable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import numpy as np
 
@@ -60,7 +60,9 @@ SCALE: tuple[int, ...] = (1, 2, 3)
 DEFAULT_N_BOOT = 1000
 BOOT_CHUNK = 250
 
-Ratings = Mapping[Hashable, Mapping[Hashable, int]]
+RaterT = TypeVar("RaterT", bound=Hashable)  # a rater
+ItemT = TypeVar("ItemT", bound=Hashable)  # an item
+Ratings = Mapping[RaterT, Mapping[ItemT, int]]
 Metric = Literal["ordinal", "interval", "nominal"]
 
 NOTE_NO_OVERLAP = "no overlap: no item rated by both"
@@ -136,7 +138,8 @@ def bootstrap_counts(n_items: int, n_boot: int, seed: int) -> Iterable[np.ndarra
         done += size
 
 
-def _finite_or_none(value: float) -> float | None:
+def _finite_or_none(value: float | np.ndarray) -> float | None:
+    """A finite scalar (a float or a 0-d array) as a float, else ``None``."""
     return float(value) if np.isfinite(value) else None
 
 
@@ -156,8 +159,8 @@ def _kappa_from_confusion(conf: np.ndarray, weights: np.ndarray) -> np.ndarray:
 
 
 def coded_ratings(
-    scores: Mapping[Hashable, int], index: Mapping[int, int], rater: Hashable
-) -> dict[Hashable, int]:
+    scores: Mapping[ItemT, int], index: Mapping[int, int], rater: Hashable
+) -> dict[ItemT, int]:
     """``{item: category position}``, refusing a score outside the scale."""
     try:
         return {item: index[score] for item, score in scores.items()}
@@ -168,7 +171,7 @@ def coded_ratings(
 
 
 def common_items(
-    ca: Mapping[Hashable, int], cb: Mapping[Hashable, int]
+    ca: Mapping[ItemT, int], cb: Mapping[ItemT, int]
 ) -> tuple[np.ndarray, np.ndarray]:
     """Codes of the items both rated, in the first rater's order (so that a
     seeded bootstrap gives the same interval in every process)."""
@@ -185,8 +188,8 @@ def _quadratic_weights(categories: Sequence[int]) -> np.ndarray:
 
 
 def quadratic_kappa(
-    a: Mapping[Hashable, int],
-    b: Mapping[Hashable, int],
+    a: Mapping[ItemT, int],
+    b: Mapping[ItemT, int],
     *,
     categories: Sequence[int] = SCALE,
 ) -> float | None:
@@ -195,8 +198,8 @@ def quadratic_kappa(
 
 
 def kappa_estimate(
-    a: Mapping[Hashable, int],
-    b: Mapping[Hashable, int],
+    a: Mapping[ItemT, int],
+    b: Mapping[ItemT, int],
     *,
     categories: Sequence[int] = SCALE,
     n_boot: int = DEFAULT_N_BOOT,
@@ -245,7 +248,9 @@ def kappa_of_codes(
 # --- Krippendorff's alpha ----------------------------------------------------
 
 
-def _unit_coincidences(ratings: Ratings, categories: Sequence[int]) -> np.ndarray:
+def _unit_coincidences(
+    ratings: Ratings[RaterT, ItemT], categories: Sequence[int]
+) -> np.ndarray:
     """Each pairable item's contribution to the coincidence matrix, ``(U, K, K)``.
 
     An item with ``m`` ratings whose category counts are ``c`` adds
@@ -254,7 +259,7 @@ def _unit_coincidences(ratings: Ratings, categories: Sequence[int]) -> np.ndarra
     """
     index = category_index(categories)
     k = len(categories)
-    per_item: dict[Hashable, np.ndarray] = {}
+    per_item: dict[ItemT, np.ndarray] = {}
     for rater, scores in ratings.items():
         for item, score in scores.items():
             counts = per_item.get(item)
@@ -299,7 +304,7 @@ def _alpha_from_coincidence(
 
 
 def krippendorff_alpha(
-    ratings: Ratings,
+    ratings: Ratings[RaterT, ItemT],
     *,
     metric: Metric = "ordinal",
     categories: Sequence[int] = SCALE,
@@ -309,7 +314,7 @@ def krippendorff_alpha(
 
 
 def alpha_estimate(
-    ratings: Ratings,
+    ratings: Ratings[RaterT, ItemT],
     *,
     metric: Metric = "ordinal",
     categories: Sequence[int] = SCALE,

@@ -5,9 +5,9 @@ shape and the rules for undefined values are ``agreement``'s."""
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Generic, Literal
 
 import numpy as np
 from scipy.stats import binomtest
@@ -16,6 +16,8 @@ from .agreement import (
     DEFAULT_N_BOOT,
     SCALE,
     Estimate,
+    ItemT,
+    RaterT,
     Ratings,
     category_index,
     coded_ratings,
@@ -26,13 +28,13 @@ from .agreement import (
 
 
 @dataclass(frozen=True)
-class KappaMatrix:
+class KappaMatrix(Generic[RaterT]):
     """Quadratic kappa for each pair of raters; ``n[i][j]`` common items.
 
     The diagonal holds ``None`` for kappa and the rater's item count for ``n``.
     """
 
-    raters: list[Hashable]
+    raters: list[RaterT]
     kappa: list[list[float | None]]
     n: list[list[int]]
 
@@ -61,8 +63,8 @@ class Retest:
 
 
 def pairwise_kappa(
-    ratings: Ratings, *, categories: Sequence[int] = SCALE
-) -> KappaMatrix:
+    ratings: Ratings[RaterT, ItemT], *, categories: Sequence[int] = SCALE
+) -> KappaMatrix[RaterT]:
     """Quadratic kappa of every pair of raters on their common items."""
     index = category_index(categories)
     raters = list(ratings)
@@ -81,13 +83,13 @@ def pairwise_kappa(
 
 
 def rater_reliability(
-    ratings: Ratings,
+    ratings: Ratings[RaterT, ItemT],
     *,
-    repeats: Ratings | None = None,
+    repeats: Ratings[RaterT, ItemT] | None = None,
     method: Literal["between", "retest"] = "between",
     min_overlap: int = 5,
     categories: Sequence[int] = SCALE,
-) -> dict[Hashable, float]:
+) -> dict[RaterT, float]:
     """One reliability figure per rater, in kappa units (1 perfect, 0 chance).
 
     ``method="between"`` (default): the mean of the rater's quadratic kappa
@@ -107,7 +109,7 @@ def rater_reliability(
     if method == "retest":
         if repeats is None:
             raise ValueError("method='retest' needs repeats")
-        out: dict[Hashable, float] = {}
+        out: dict[RaterT, float] = {}
         for rater, first in ratings.items():
             est = kappa_estimate(
                 first, repeats.get(rater, {}), categories=categories, n_boot=0
@@ -142,14 +144,14 @@ def wilson_estimate(successes: int, n: int, *, level: float = 0.95) -> Estimate:
 
 
 def retest_agreement(
-    first: Ratings,
-    repeats: Ratings,
+    first: Ratings[RaterT, ItemT],
+    repeats: Ratings[RaterT, ItemT],
     *,
     categories: Sequence[int] = SCALE,
     n_boot: int = DEFAULT_N_BOOT,
     seed: int = 0,
     level: float = 0.95,
-) -> dict[Hashable, Retest]:
+) -> dict[RaterT, Retest]:
     """Per rater with at least one repeat: first rating against the repeat.
 
     ``kappa`` is quadratic kappa with a bootstrap interval over the repeated
@@ -157,7 +159,7 @@ def retest_agreement(
     a Wilson interval; ``changes`` counts ``"2→3"``-style transitions.
     """
     index = category_index(categories)
-    out: dict[Hashable, Retest] = {}
+    out: dict[RaterT, Retest] = {}
     for rater, again in repeats.items():
         before = first.get(rater, {})
         ca, cb = common_items(

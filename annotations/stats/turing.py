@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Hashable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 from scipy import stats
@@ -33,6 +33,8 @@ from .agreement import (
     percentile_ci,
     score_code,
 )
+
+GroupT = TypeVar("GroupT", bound=Hashable)  # a group: a physician, a modality
 
 
 @dataclass(frozen=True)
@@ -136,15 +138,15 @@ def visual_turing_test(
 
 
 def turing_by_group(
-    records: Iterable[tuple[Hashable, bool, int]],
+    records: Iterable[tuple[GroupT, bool, int]],
     *,
     categories: Sequence[int] = SCALE,
     n_boot: int = DEFAULT_N_BOOT,
     seed: int = 0,
     level: float = 0.95,
-) -> dict[Hashable, TuringResult]:
+) -> dict[GroupT, TuringResult]:
     """``(group, is_synthetic, score)`` records to one result per group."""
-    arms: dict[Hashable, tuple[list[int], list[int]]] = {}
+    arms: dict[GroupT, tuple[list[int], list[int]]] = {}
     for group, is_synthetic, score in records:
         real, synthetic = arms.setdefault(group, ([], []))
         (synthetic if is_synthetic else real).append(score)

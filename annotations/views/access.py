@@ -8,11 +8,19 @@ from typing import Any
 
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponseBase
+from django_htmx.middleware import HtmxDetails
 
-from ..roles import AnyUser
+from ..users import AnyUser, AuthedRequest
 
-View = Callable[..., HttpResponse]
+View = Callable[..., HttpResponseBase]
+
+
+class HtmxRequest(AuthedRequest):
+    """A signed-in request as django-htmx's middleware leaves it: ``htmx``
+    says whether htmx sent it."""
+
+    htmx: HtmxDetails
 
 
 def role_required(check: Callable[[AnyUser], bool]) -> Callable[[View], View]:
@@ -20,7 +28,9 @@ def role_required(check: Callable[[AnyUser], bool]) -> Callable[[View], View]:
 
     def decorator(view: View) -> View:
         @wraps(view)
-        def wrapped(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        def wrapped(
+            request: HttpRequest, *args: Any, **kwargs: Any
+        ) -> HttpResponseBase:
             if not check(request.user):
                 raise PermissionDenied
             return view(request, *args, **kwargs)

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypedDict
 
 from django.db.models import Count, Q
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpResponse
 from django.shortcuts import get_object_or_404, render
 from django.views.decorators.http import require_GET
 
 from annotations.views.charts import ScoreRow, stacked_scores
+from models_ml.models import ModelVersion
 
 from ..models import Round
 from ..rater_forms import AgreementFilterForm
@@ -20,14 +21,22 @@ from ..rater_report import (
     reward_ceiling_report,
 )
 from ..rater_selectors import rating_records
-from ..roles import AnyUser, is_admin, is_researcher
+from ..roles import is_admin, is_researcher
 from ..stats.agreement import Estimate
 from ..stats.drift import MAX_SECONDS_PER_ITEM
+from ..users import AnyUser, AuthedRequest
 from .access import role_required
 from .agreement_charts import ForestRow, forest, kappa_heatmap, nice_ceiling, trend
 
 N_BOOT = 1000
 ALPHA_RELIABLE = 0.8
+
+
+class _Filters(TypedDict):
+    """The filters of the agreement form, as the reports take them."""
+
+    modality: str | None
+    model_version: ModelVersion | None
 
 
 def may_read_agreement(user: AnyUser) -> bool:
@@ -36,7 +45,7 @@ def may_read_agreement(user: AnyUser) -> bool:
 
 @require_GET
 @role_required(may_read_agreement)
-def agreement_index(request: HttpRequest) -> HttpResponse:
+def agreement_index(request: AuthedRequest) -> HttpResponse:
     rounds = Round.objects.annotate(
         n_ratings=Count("ratings", filter=Q(ratings__retracted_at=None), distinct=True),
         n_raters=Count(
@@ -152,7 +161,7 @@ def _charts(report: AgreementReport, ceiling: RewardCeilingReport) -> dict[str, 
 
 @require_GET
 @role_required(may_read_agreement)
-def round_agreement(request: HttpRequest, round_id: int) -> HttpResponse:
+def round_agreement(request: AuthedRequest, round_id: int) -> HttpResponse:
     rnd = get_object_or_404(Round, pk=round_id)
     form = AgreementFilterForm(request.GET or None, round=rnd)
     if request.GET and not form.is_valid():
@@ -163,7 +172,7 @@ def round_agreement(request: HttpRequest, round_id: int) -> HttpResponse:
             status=400,
         )
     data = form.cleaned_data if request.GET else {}
-    filters = {
+    filters: _Filters = {
         "modality": data.get("modality") or None,
         "model_version": data.get("model_version"),
     }

@@ -119,7 +119,7 @@ def stacked_scores(rows: Sequence[ScoreRow], *, title: str) -> SafeString:
     height = 40 + row_h * len(rows) + 24
     body = _unit_axis(left, right, 24, 24 + row_h * len(rows))
     for i, (score, colour) in enumerate(SCORE_COLOURS.items()):
-        x = left + i * 80
+        x: float = left + i * 80
         body.append(f'<rect x="{x}" y="4" width="12" height="12" fill="{colour}"/>')
         body.append(svg_text(x + 16, 14, f"rated {score}", "legend"))
     for i, row in enumerate(rows):

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from django.db.models import Count, Q
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_POST
 
@@ -16,13 +16,14 @@ from ..models import Dataset, Image
 from ..roles import is_admin
 from ..services.imports import dataset_import_start
 from ..services.quarantine import image_release
+from ..users import AuthedRequest
 from .access import role_required
 
 TEMPLATE = "annotations/datasets.html"
 
 
 def _page(
-    request: HttpRequest,
+    request: AuthedRequest,
     *,
     upload_form: DatasetUploadForm | None = None,
     folder_form: DatasetFolderForm | None = None,
@@ -42,13 +43,13 @@ def _page(
 
 @require_GET
 @role_required(is_admin)
-def datasets_list(request: HttpRequest) -> HttpResponse:
+def datasets_list(request: AuthedRequest) -> HttpResponse:
     return _page(request)
 
 
 @require_POST
 @role_required(is_admin)
-def datasets_upload(request: HttpRequest) -> HttpResponse:
+def datasets_upload(request: AuthedRequest) -> HttpResponse:
     form = DatasetUploadForm(request.POST, request.FILES, prefix="upload")
     if not form.is_valid():
         return _page(request, upload_form=form, status=400)
@@ -59,7 +60,7 @@ def datasets_upload(request: HttpRequest) -> HttpResponse:
 
 @require_POST
 @role_required(is_admin)
-def datasets_import_folder(request: HttpRequest) -> HttpResponse:
+def datasets_import_folder(request: AuthedRequest) -> HttpResponse:
     form = DatasetFolderForm(request.POST, prefix="folder")
     if not form.is_valid():
         return _page(request, folder_form=form, status=400)
@@ -69,7 +70,7 @@ def datasets_import_folder(request: HttpRequest) -> HttpResponse:
 
 
 def _start_import(
-    request: HttpRequest,
+    request: AuthedRequest,
     form: Any,
     *,
     form_name: str,
@@ -99,7 +100,7 @@ QUARANTINE_PAGE = 60
 
 
 def _quarantine_page(
-    request: HttpRequest,
+    request: AuthedRequest,
     dataset: Dataset,
     *,
     forms: dict[int, ReleaseForm] | None = None,
@@ -124,7 +125,7 @@ def _quarantine_page(
 
 @require_GET
 @role_required(is_admin)
-def dataset_quarantine(request: HttpRequest, dataset_id: int) -> HttpResponse:
+def dataset_quarantine(request: AuthedRequest, dataset_id: int) -> HttpResponse:
     """A dataset's quarantined images, each with a release form."""
     return _quarantine_page(request, get_object_or_404(Dataset, pk=dataset_id))
 
@@ -132,7 +133,7 @@ def dataset_quarantine(request: HttpRequest, dataset_id: int) -> HttpResponse:
 @require_POST
 @role_required(is_admin)
 def dataset_quarantine_release(
-    request: HttpRequest, dataset_id: int, image_id: int
+    request: AuthedRequest, dataset_id: int, image_id: int
 ) -> HttpResponse:
     dataset = get_object_or_404(Dataset, pk=dataset_id)
     image = get_object_or_404(Image, pk=image_id, dataset=dataset)

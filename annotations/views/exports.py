@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from django.db import transaction
 from django.db.models import Count, Q
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpResponse, StreamingHttpResponse
 from django.shortcuts import render
 from django.views.decorators.http import require_GET
 
@@ -13,12 +13,13 @@ from ..export_kinds import DATASET, PAIRS, RATINGS, ExportKind, export_response
 from ..forms import ExportForm
 from ..models import Round
 from ..roles import can_export
+from ..users import AuthedRequest
 from .access import role_required
 
 
 @require_GET
 @role_required(can_export)
-def export_page(request: HttpRequest) -> HttpResponse:
+def export_page(request: AuthedRequest) -> HttpResponse:
     rounds = Round.objects.annotate(
         n_ratings=Count("ratings", filter=Q(ratings__retracted_at=None))
     )
@@ -27,7 +28,9 @@ def export_page(request: HttpRequest) -> HttpResponse:
     )
 
 
-def _download(request: HttpRequest, kind: ExportKind) -> HttpResponse:
+def _download(
+    request: AuthedRequest, kind: ExportKind
+) -> HttpResponse | StreamingHttpResponse:
     form = ExportForm(request.GET)
     if not form.is_valid():
         return HttpResponse(
@@ -46,19 +49,19 @@ def _download(request: HttpRequest, kind: ExportKind) -> HttpResponse:
 @transaction.non_atomic_requests
 @require_GET
 @role_required(can_export)
-def export_download(request: HttpRequest) -> HttpResponse:
+def export_download(request: AuthedRequest) -> HttpResponse | StreamingHttpResponse:
     return _download(request, RATINGS)
 
 
 @transaction.non_atomic_requests
 @require_GET
 @role_required(can_export)
-def export_pairs(request: HttpRequest) -> HttpResponse:
+def export_pairs(request: AuthedRequest) -> HttpResponse | StreamingHttpResponse:
     return _download(request, PAIRS)
 
 
 @transaction.non_atomic_requests
 @require_GET
 @role_required(can_export)
-def export_dataset(request: HttpRequest) -> HttpResponse:
+def export_dataset(request: AuthedRequest) -> HttpResponse | StreamingHttpResponse:
     return _download(request, DATASET)

@@ -18,6 +18,7 @@ from ..models import Image, Round
 from ..presentation import display_bytes
 from ..roles import is_admin
 from ..selectors import display_image_for, image_files_visible_to, image_visible_to
+from ..users import AuthedRequest
 
 
 def display_response(*, request: HttpRequest, round: Round, uid: UUID) -> HttpResponse:
@@ -41,13 +42,13 @@ def display_response(*, request: HttpRequest, round: Round, uid: UUID) -> HttpRe
 
 @require_GET
 @login_required
-def round_image(request: HttpRequest, round_id: int, uid: UUID) -> HttpResponse:
+def round_image(request: AuthedRequest, round_id: int, uid: UUID) -> HttpResponse:
     """An image of a round, as every image of that round is shown."""
     rnd = get_object_or_404(Round, pk=round_id)
     return display_response(request=request, round=rnd, uid=uid)
 
 
-def _serve(request: HttpRequest, uid: UUID, field: str) -> FileResponse:
+def _serve(request: AuthedRequest, uid: UUID, field: str) -> FileResponse:
     image = get_object_or_404(Image, uid=uid)
     # Not visible and not existing look the same: 404 either way. Physicians
     # see images only through their round's presentation (round_image).
@@ -78,13 +79,13 @@ def _serve(request: HttpRequest, uid: UUID, field: str) -> FileResponse:
 
 @require_GET
 @login_required
-def image_preview(request: HttpRequest, uid: UUID) -> FileResponse:
+def image_preview(request: AuthedRequest, uid: UUID) -> FileResponse:
     """The 8-bit display rendering used by the rating page."""
     return _serve(request, uid, "preview")
 
 
 @require_GET
 @login_required
-def image_file(request: HttpRequest, uid: UUID) -> FileResponse:
+def image_file(request: AuthedRequest, uid: UUID) -> FileResponse:
     """The stored full-range PNG."""
     return _serve(request, uid, "file")

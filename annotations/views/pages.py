@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.contrib.auth.decorators import login_required
 from django.db.models import Count, Q
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpResponse
 from django.shortcuts import render
 
 from annotations.rating.access import rater_may_rate
@@ -13,12 +13,13 @@ from models_ml.models import Job
 from ..models import Dataset, Round, RoundStatus
 from ..roles import can_export, is_admin, is_physician, is_researcher
 from ..selectors import round_progress
+from ..users import AuthedRequest
 
 RECENT = 10
 
 
 @login_required
-def home(request: HttpRequest) -> HttpResponse:
+def home(request: AuthedRequest) -> HttpResponse:
     user = request.user
     context: dict[str, object] = {"can_export": can_export(user)}
     if is_physician(user):

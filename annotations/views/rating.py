@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.contrib import messages
-from django.http import Http404, HttpRequest, HttpResponse
+from django.http import Http404, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
@@ -29,13 +29,14 @@ from ..presentation import round_presentation
 from ..roles import is_physician
 from ..selectors import round_progress
 from ..services.users import viewer_keys_update
+from ..users import AuthedRequest
 from ..viewer_keys import ACTIONS, keys_for
-from .access import role_required
+from .access import HtmxRequest, role_required
 
 TEMPLATE = "annotations/rate.html"
 
 
-def _round_for_rater(request: HttpRequest, round_id: int) -> Round:
+def _round_for_rater(request: HtmxRequest, round_id: int) -> Round:
     """The round, or 404 when this physician may not see it."""
     rnd = get_object_or_404(Round, pk=round_id)
     if rnd.status in (RoundStatus.DRAFT, RoundStatus.GENERATING):
@@ -53,7 +54,7 @@ def _served_image(rnd: Round, uid: Any) -> Image:
 
 
 def _render(
-    request: HttpRequest,
+    request: HtmxRequest,
     rnd: Round,
     *,
     error: str = "",
@@ -94,7 +95,7 @@ def _render(
 
 
 def _after_post(
-    request: HttpRequest,
+    request: HtmxRequest,
     rnd: Round,
     *,
     error: str = "",
@@ -111,13 +112,13 @@ def _after_post(
 
 @require_GET
 @role_required(is_physician)
-def rate(request: HttpRequest, round_id: int) -> HttpResponse:
+def rate(request: HtmxRequest, round_id: int) -> HttpResponse:
     return _render(request, _round_for_rater(request, round_id))
 
 
 @require_POST
 @role_required(is_physician)
-def rate_submit(request: HttpRequest, round_id: int) -> HttpResponse:
+def rate_submit(request: HtmxRequest, round_id: int) -> HttpResponse:
     rnd = _round_for_rater(request, round_id)
     form = RatingForm(request.POST)
     if not form.is_valid():
@@ -142,7 +143,7 @@ def rate_submit(request: HttpRequest, round_id: int) -> HttpResponse:
 
 @require_POST
 @role_required(is_physician)
-def rate_skip(request: HttpRequest, round_id: int) -> HttpResponse:
+def rate_skip(request: HtmxRequest, round_id: int) -> HttpResponse:
     rnd = _round_for_rater(request, round_id)
     form = SkipForm(request.POST)
     if not form.is_valid():
@@ -157,7 +158,7 @@ def rate_skip(request: HttpRequest, round_id: int) -> HttpResponse:
 
 @require_POST
 @role_required(is_physician)
-def rate_undo(request: HttpRequest, round_id: int) -> HttpResponse:
+def rate_undo(request: HtmxRequest, round_id: int) -> HttpResponse:
     rnd = _round_for_rater(request, round_id)
     try:
         undone = rating_undo(round=rnd, rater=request.user)
@@ -172,7 +173,7 @@ def rate_undo(request: HttpRequest, round_id: int) -> HttpResponse:
 
 @require_http_methods(["GET", "POST"])
 @role_required(is_physician)
-def rate_keys(request: HttpRequest) -> HttpResponse:
+def rate_keys(request: AuthedRequest) -> HttpResponse:
     """The physician's own keys for the rating page, and auto-advance."""
     keys, auto_advance = keys_for(request.user)
     form = ViewerKeysForm(

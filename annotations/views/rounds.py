@@ -13,7 +13,7 @@ from django.contrib import messages
 from django.db.models import Count, IntegerField, OuterRef, Q, QuerySet, Subquery
 from django.db.models.fields.json import KeyTextTransform
 from django.db.models.functions import Cast
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
@@ -24,7 +24,8 @@ from ..forms import RoundCreateForm
 from ..models import Round
 from ..roles import is_admin
 from ..services.rounds import round_close, round_create, round_open
-from .access import role_required
+from ..users import AuthedRequest
+from .access import HtmxRequest, role_required
 
 LIST_TEMPLATE = "annotations/rounds.html"
 
@@ -59,7 +60,7 @@ def _reward_versions() -> list[ModelVersion]:
 
 @require_GET
 @role_required(is_admin)
-def rounds_list(request: HttpRequest) -> HttpResponse:
+def rounds_list(request: AuthedRequest) -> HttpResponse:
     return render(
         request,
         LIST_TEMPLATE,
@@ -69,7 +70,7 @@ def rounds_list(request: HttpRequest) -> HttpResponse:
 
 @require_http_methods(["GET", "POST"])
 @role_required(is_admin)
-def rounds_create(request: HttpRequest) -> HttpResponse:
+def rounds_create(request: AuthedRequest) -> HttpResponse:
     form = RoundCreateForm(request.POST or None)
     status = 200
     if request.method == "POST":
@@ -102,7 +103,7 @@ def rounds_create(request: HttpRequest) -> HttpResponse:
 
 
 def round_action_respond(
-    request: HttpRequest, round_id: int, action: Callable[[Round], object]
+    request: HtmxRequest, round_id: int, action: Callable[[Round], object]
 ) -> HttpResponse:
     """Run ``action`` on the round and answer with its refreshed row (htmx)
     or a redirect to the list; a ``DomainError`` is shown on the row."""
@@ -128,7 +129,7 @@ def round_action_respond(
 
 @require_POST
 @role_required(is_admin)
-def rounds_open(request: HttpRequest, round_id: int) -> HttpResponse:
+def rounds_open(request: HtmxRequest, round_id: int) -> HttpResponse:
     return round_action_respond(
         request, round_id, lambda rnd: round_open(round=rnd, actor=request.user)
     )
@@ -136,7 +137,7 @@ def rounds_open(request: HttpRequest, round_id: int) -> HttpResponse:
 
 @require_POST
 @role_required(is_admin)
-def rounds_close(request: HttpRequest, round_id: int) -> HttpResponse:
+def rounds_close(request: HtmxRequest, round_id: int) -> HttpResponse:
     return round_action_respond(
         request, round_id, lambda rnd: round_close(round=rnd, actor=request.user)
     )

@@ -47,7 +47,9 @@ class _PairedTestSerializer(serializers.Serializer):
 
 class _ArmSerializer(serializers.Serializer):
     arm = serializers.CharField(help_text="candidate, parent, control or best_of_n")
-    label = serializers.CharField()
+    # A declared field (DRF's metaclass moves it off the class); the stubs
+    # see Field's own ``label`` attribute.
+    label = serializers.CharField()  # type: ignore[assignment]
     model_version_id = serializers.IntegerField()
     model_version = serializers.CharField()
     images = serializers.IntegerField()
@@ -84,7 +86,8 @@ class ComparisonSerializer(serializers.Serializer):
     round_status = serializers.CharField(source="round.status")
     candidate = serializers.IntegerField(source="candidate_id")
     candidate_gate = serializers.CharField(source="candidate.gate")
-    parent = serializers.IntegerField(source="parent_id")
+    # A declared field, as ``label`` above: the stubs see Field's ``parent``.
+    parent = serializers.IntegerField(source="parent_id")  # type: ignore[assignment]
     control = serializers.IntegerField(source="control_id", allow_null=True)
     best_of_n = serializers.IntegerField(allow_null=True)
     created_at = serializers.DateTimeField()

@@ -23,6 +23,7 @@ from rest_framework.views import APIView
 
 from annotations.api.common import ErrorOutputSerializer
 from annotations.roles import is_admin
+from annotations.users import User, signed_in
 
 from ..generate_files import (
     ZIP_INCLUDE,
@@ -102,13 +103,13 @@ class GenerateApi(APIView):
             raise serializers.ValidationError(
                 {"model_version": ["no diffusion model yet"]}
             )
-        job = generate_start(created_by=request.user, **p)
+        job = generate_start(created_by=signed_in(request), **p)
         return queued(
             job, result_url=reverse("api-generate-detail", kwargs={"job_id": job.pk})
         )
 
 
-def generate_job_for(*, user: Any, job_id: int) -> Job:
+def generate_job_for(*, user: User, job_id: int) -> Job:
     """A generate job its creator or an admin may see; any other is a 404."""
     job = Job.objects.filter(pk=job_id, kind=JobKind.GENERATE).first()
     if job is None or not (is_admin(user) or job.created_by_id == user.pk):
@@ -147,7 +148,7 @@ class GenerateDetailApi(APIView):
         responses={200: GenerateResultSerializer, 404: ErrorOutputSerializer},
     )
     def get(self, request: Request, job_id: int) -> Response:
-        job = generate_job_for(user=request.user, job_id=job_id)
+        job = generate_job_for(user=signed_in(request), job_id=job_id)
         groups: dict[str, list[dict[str, Any]]] = {"kept": [], "rejected": []}
         for image in generated_images(job):
             row = provenance_row(image)
@@ -195,7 +196,7 @@ class GenerateImageFileApi(APIView):
         },
     )
     def get(self, request: Request, job_id: int, uid: Any) -> FileResponse:
-        job = generate_job_for(user=request.user, job_id=job_id)
+        job = generate_job_for(user=signed_in(request), job_id=job_id)
         image = generated_images(job).filter(uid=uid).first()
         if image is None:
             raise NotFound("No such image in this job.")
@@ -227,7 +228,7 @@ class GenerateDownloadApi(APIView):
         },
     )
     def get(self, request: Request, job_id: int) -> FileResponse:
-        job = generate_job_for(user=request.user, job_id=job_id)
+        job = generate_job_for(user=signed_in(request), job_id=job_id)
         query = self.FilterSerializer(data=request.query_params)
         query.is_valid(raise_exception=True)
         return generate_zip_response(job, include=query.validated_data["include"])

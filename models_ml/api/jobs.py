@@ -20,6 +20,7 @@ from annotations.permissions import (
     ReadOnlyForResearcher,
 )
 from annotations.roles import is_admin
+from annotations.users import signed_in
 from medrlhf.pagination import LimitOffsetPagination
 from medrlhf.serverpaths import ServerPathsHidden
 
@@ -124,5 +125,5 @@ class JobCancelApi(APIView):
         job = get_object_or_404(Job, pk=job_id)
         if not (is_admin(request.user) or job.created_by_id == request.user.pk):
             raise NotFound("No such job.")
-        job = job_cancel(job=job, actor=request.user)
+        job = job_cancel(job=job, actor=signed_in(request))
         return Response(JobOutputSerializer(job, context={"request": request}).data)

@@ -20,6 +20,7 @@ from annotations.permissions import (
     IsAdmin,
     IsResearcherOrAdmin,
 )
+from annotations.users import signed_in
 
 from ..models import Comparison, Job
 from ..selectors import (
@@ -86,7 +87,7 @@ class RetrainingStartApi(APIView):
                 {"diffusion_version": ["no diffusion model yet"]}
             )
         job = retraining_round_start(
-            created_by=request.user,
+            created_by=signed_in(request),
             diffusion_version=version,
             params={
                 "reward": p["reward"],

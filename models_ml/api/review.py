@@ -4,7 +4,7 @@ retry a round whose generation failed.  Admins only."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from django.shortcuts import get_object_or_404
 from django.urls import reverse
@@ -25,6 +25,7 @@ from annotations.permissions import (
     CanSeeRound,
     IsAdmin,
 )
+from annotations.users import signed_in
 from medrlhf.pagination import LimitOffsetPagination
 
 from ..generate_files import (
@@ -118,7 +119,8 @@ class ReviewPageSerializer(serializers.Serializer):
 
 def _review_row(image: Image, *, threshold: float) -> dict[str, Any]:
     row = provenance_row(image)
-    row["kept"] = image.reward_score >= threshold
+    # Every review image carries a score (``review_scored_images``).
+    row["kept"] = cast(float, image.reward_score) >= threshold
     row["round_id"] = image.generated_for_round_id
     row["file_url"] = reverse("api-image-file", kwargs={"uid": image.uid})
     return row
@@ -206,7 +208,7 @@ class ReviewRoundCreateApi(APIView):
             name=p["name"],
             description=p["description"],
             review=data.review(),
-            created_by=request.user,
+            created_by=signed_in(request),
             image_uids=p["image_uids"] or None,
             all_kept=p["all_kept"],
             raters_per_image=p["raters_per_image"],
@@ -250,7 +252,7 @@ class RoundAbandonApi(APIView):
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         rnd = round_abandon(
-            round=rnd, reason=data.validated_data["reason"], actor=request.user
+            round=rnd, reason=data.validated_data["reason"], actor=signed_in(request)
         )
         return Response(round_detail_data(round=rnd, user=request.user))
 
@@ -276,5 +278,5 @@ class RoundGenerationRetryApi(APIView):
     )
     def post(self, request: Request, round_id: int) -> Response:
         rnd = _admin_round(request=request, view=self, round_id=round_id)
-        job = round_generation_retry(round=rnd, actor=request.user)
+        job = round_generation_retry(round=rnd, actor=signed_in(request))
         return queued(job, round=rnd.pk)

@@ -22,6 +22,7 @@ from annotations.models import Dataset, Round
 from annotations.permissions import (
     IsAdmin,
 )
+from annotations.users import signed_in
 
 from ..selectors import (
     control_pool,
@@ -154,7 +155,7 @@ class RoundGenerateApi(APIView):
             compare_model_version=p["compare_model_version"],
             prompts=prompts,
             images_per_prompt=p["images_per_prompt"],
-            created_by=request.user,
+            created_by=signed_in(request),
             name=p["name"],
             raters_per_image=p["raters_per_image"],
             control_share=p["control_share"],
@@ -204,7 +205,7 @@ class RoundScoreApi(APIView):
         data.is_valid(raise_exception=True)
         job = round_score_start(
             round=rnd,
-            created_by=request.user,
+            created_by=signed_in(request),
             reward_model_version=data.validated_data["reward_model_version"],
         )
         return queued(job, round=rnd.pk)

@@ -19,6 +19,7 @@ from annotations.models import Dataset, Round
 from annotations.permissions import (
     IsAdmin,
 )
+from annotations.users import signed_in
 
 from ..services.base_training import (
     model_version_train_base_start,
@@ -57,7 +58,7 @@ class DatasetTrainBaseApi(APIView):
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         job = model_version_train_base_start(
-            dataset=dataset, created_by=request.user, **data.validated_data
+            dataset=dataset, created_by=signed_in(request), **data.validated_data
         )
         return queued(job)
 
@@ -87,7 +88,9 @@ class RewardModelTrainApi(APIView):
     def post(self, request: Request) -> Response:
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        job = reward_model_train_start(created_by=request.user, **data.validated_data)
+        job = reward_model_train_start(
+            created_by=signed_in(request), **data.validated_data
+        )
         return queued(job)
 
 
@@ -115,6 +118,8 @@ class ModelVersionFinetuneApi(APIView):
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         job = finetune_start(
-            diffusion_version=version, created_by=request.user, **data.validated_data
+            diffusion_version=version,
+            created_by=signed_in(request),
+            **data.validated_data,
         )
         return queued(job)

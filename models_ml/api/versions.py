@@ -25,6 +25,7 @@ from annotations.permissions import (
     IsAdmin,
     IsResearcherOrAdmin,
 )
+from annotations.users import signed_in
 from medrlhf.serverpaths import ServerPathsHidden
 
 from ..models import ModelKind, ModelVersion
@@ -226,7 +227,9 @@ class ModelVersionRegisterApi(APIView):
         dataset = serializers.PrimaryKeyRelatedField(
             queryset=Dataset.objects.all(), required=False, allow_null=True
         )
-        parent = serializers.PrimaryKeyRelatedField(
+        # A declared field (DRF's metaclass moves it off the class); the stubs
+        # see Field's own ``parent`` attribute.
+        parent = serializers.PrimaryKeyRelatedField(  # type: ignore[assignment]
             queryset=ModelVersion.objects.all(), required=False, allow_null=True
         )
 
@@ -248,7 +251,9 @@ class ModelVersionRegisterApi(APIView):
     def post(self, request: Request) -> Response:
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        version = model_version_register(created_by=request.user, **data.validated_data)
+        version = model_version_register(
+            created_by=signed_in(request), **data.validated_data
+        )
         return Response(
             ModelVersionDetailSerializer(version, context={"request": request}).data,
             status=status.HTTP_201_CREATED,

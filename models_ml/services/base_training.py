@@ -15,6 +15,7 @@ from annotations.errors import DomainError
 from annotations.models import (
     Dataset,
 )
+from annotations.users import User
 
 from ..models import (
     Job,
@@ -44,7 +45,7 @@ from .worker import (
 
 @transaction.atomic
 def model_version_train_base_start(
-    *, dataset: Dataset, created_by: Any, params: dict[str, Any]
+    *, dataset: Dataset, created_by: User | None, params: dict[str, Any]
 ) -> Job:
     """Queue training of a base diffusion model on ``dataset``'s real images."""
     check_keys(params, TRAIN_KEYS, "train_base")
@@ -73,7 +74,7 @@ def model_version_register(
     name: str,
     kind: str,
     path: Path | str,
-    created_by: Any,
+    created_by: User | None,
     dataset: Dataset | None = None,
     parent: ModelVersion | None = None,
     params: dict[str, Any] | None = None,

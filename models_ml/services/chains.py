@@ -36,6 +36,7 @@ from annotations.models import (
     ServingPolicy,
 )
 from annotations.services.rounds import controls_needed
+from annotations.users import User
 
 from ..models import (
     Comparison,
@@ -204,7 +205,7 @@ def _check_round_spec(
 @transaction.atomic
 def retraining_round_start(
     *,
-    created_by: Any,
+    created_by: User | None,
     diffusion_version: ModelVersion,
     params: dict[str, Any],
     open_next_round: bool,
@@ -386,7 +387,7 @@ def comparison_round_start(
     candidate: ModelVersion,
     control: ModelVersion | None,
     reward_version: ModelVersion | None,
-    created_by: Any,
+    created_by: User | None,
 ) -> Job:
     """Queue the comparison round of a retraining run and record its
     ``Comparison``; the new version waits for its verdict (``pending``)."""

@@ -16,6 +16,7 @@ from annotations.models import (
     Image,
     Rating,
 )
+from annotations.users import User
 
 from ..engine import EngineError
 from ..models import (
@@ -133,7 +134,7 @@ def finetune_start(
     *,
     diffusion_version: ModelVersion,
     reward_version: ModelVersion | None,
-    created_by: Any,
+    created_by: User | None,
     params: dict[str, Any],
     chain: dict[str, Any] | None = None,
     control: bool = False,

@@ -15,6 +15,7 @@ from annotations.models import (
 from annotations.services.generation import (
     generated_image_create,
 )
+from annotations.users import User
 
 from ..models import (
     Job,
@@ -48,7 +49,7 @@ def generate_start(
     mode: str = "best_of_n",
     n: int = 4,
     threshold: float | None = None,
-    created_by: Any,
+    created_by: User | None,
     max_attempts: int = 8,
     seed: int | None = None,
     sampling: dict[str, Any] | None = None,

@@ -20,6 +20,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from annotations.audit import audit_record
+from annotations.users import User
 
 from ..models import (
     FINISHED_STATUSES,
@@ -58,7 +59,7 @@ def job_create(
     *,
     kind: str,
     params: dict[str, Any],
-    created_by: Any = None,
+    created_by: User | None = None,
     max_attempts: int | None = None,
     enqueue: bool = True,
 ) -> Job:
@@ -84,7 +85,7 @@ def job_create(
     return job
 
 
-def _quota_for(user: Any) -> tuple[int, int] | None:
+def _quota_for(user: User) -> tuple[int, int] | None:
     from annotations.roles import is_admin, is_physician, is_researcher
 
     quotas: dict[str, tuple[int, int] | None] = settings.JOB_QUOTAS
@@ -104,13 +105,13 @@ def _quota_for(user: Any) -> tuple[int, int] | None:
 
 
 @transaction.atomic
-def _quota_check(user: Any) -> None:
+def _quota_check(user: User | None) -> None:
     """Refuse a new ML job beyond the user's quota."""
     from django.contrib.auth import get_user_model
 
     from annotations.errors import QuotaExceeded
 
-    if not getattr(user, "is_authenticated", False):
+    if user is None or not user.is_authenticated:
         return  # the system's own jobs (commands, chains started without a user)
     quota = _quota_for(user)
     if quota is None:
@@ -265,7 +266,7 @@ def job_finish_cancelled(*, job: Job) -> Job:
 
 
 @transaction.atomic
-def job_cancel(*, job: Job, actor: Any, reason: str = "") -> Job:
+def job_cancel(*, job: Job, actor: User | None, reason: str = "") -> Job:
     """Ask a job to stop. A queued job is cancelled at once; a running one at
     its next progress report. ``reason`` (the system's, when no one asked)
     is what the job page shows."""

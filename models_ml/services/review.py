@@ -10,7 +10,6 @@ from __future__ import annotations
 import dataclasses
 import uuid
 from collections.abc import Sequence
-from typing import Any
 
 from django.db import transaction
 
@@ -21,6 +20,7 @@ from annotations.models import (
     Round,
 )
 from annotations.services.rounds import round_create
+from annotations.users import User
 
 from ..models import (
     ModelKind,
@@ -76,7 +76,7 @@ def review_round_create(
     *,
     name: str,
     review: ReviewFilter,
-    created_by: Any,
+    created_by: User | None,
     image_uids: Sequence[uuid.UUID] | None = None,
     all_kept: bool = False,
     raters_per_image: int = 1,

@@ -21,6 +21,7 @@ from annotations.models import (
     Rating,
     Round,
 )
+from annotations.users import User
 
 from ..models import (
     Job,
@@ -63,7 +64,7 @@ def check_reward_params(params: dict[str, Any]) -> None:
 @transaction.atomic
 def reward_model_train_start(
     *,
-    created_by: Any,
+    created_by: User | None,
     rounds: Iterable[Round] | None = None,
     params: dict[str, Any],
     chain: dict[str, Any] | None = None,

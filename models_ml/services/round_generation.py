@@ -25,6 +25,7 @@ from annotations.services.rounds import (
     round_create,
     round_generated_fill,
 )
+from annotations.users import User
 
 from ..models import (
     Job,
@@ -146,7 +147,7 @@ def round_generate_start(
     model_version: ModelVersion,
     prompts: Sequence[tuple[str, str]],
     images_per_prompt: int,
-    created_by: Any,
+    created_by: User | None,
     name: str,
     raters_per_image: int = 1,
     control_share: float = 0.0,
@@ -228,7 +229,7 @@ def round_generated_finish(
     round: Round,
     images: Sequence[Image],
     control_pool: Iterable[Image],
-    actor: Any,
+    actor: User | None,
     open_now: bool,
 ) -> Round:
     """Fill a generating round (``round_generated_fill``) and, when it has a

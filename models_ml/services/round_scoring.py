@@ -18,6 +18,7 @@ from annotations.models import (
     RoundStatus,
     ServingPolicy,
 )
+from annotations.users import User
 
 from ..models import (
     FINISHED_STATUSES,
@@ -113,7 +114,7 @@ def round_rescore_maybe(*, round_id: int) -> Job | None:
 def round_score_start(
     *,
     round: Round,
-    created_by: Any,
+    created_by: User | None,
     reward_model_version: ModelVersion | None = None,
     chain: dict[str, Any] | None = None,
 ) -> Job:

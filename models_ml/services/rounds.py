@@ -9,8 +9,6 @@ sight); it is closed instead, which keeps them.
 
 from __future__ import annotations
 
-from typing import Any
-
 from django.db import transaction
 from django.utils import timezone
 
@@ -22,6 +20,7 @@ from annotations.models import (
     Round,
     RoundStatus,
 )
+from annotations.users import User
 
 from ..models import (
     FINISHED_STATUSES,
@@ -54,7 +53,7 @@ def round_is_abandoned(*, round: Round) -> bool:
 
 
 @transaction.atomic
-def round_abandon(*, round: Round, reason: str, actor: Any) -> Round:
+def round_abandon(*, round: Round, reason: str, actor: User | None) -> Round:
     """Close a round nobody has rated, recording why; its job, if still going,
     is asked to stop.  Abandoning an abandoned round changes nothing."""
     reason = (reason or "").strip()
@@ -114,7 +113,7 @@ def round_abandon(*, round: Round, reason: str, actor: Any) -> Round:
 
 
 @transaction.atomic
-def round_generation_retry(*, round: Round, actor: Any) -> Job:
+def round_generation_retry(*, round: Round, actor: User | None) -> Job:
     """Queue the generation of a round again after its job failed or was
     cancelled.  The new job has the same prompts, seeds and versions, and keeps
     the images the failed attempt stored, so only the missing ones are made."""

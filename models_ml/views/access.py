@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from django.http import Http404
 from django.shortcuts import get_object_or_404
 
 from annotations.roles import is_admin
+from annotations.users import User
 
 from ..models import Job
 
@@ -15,7 +14,7 @@ from ..models import Job
 STOP_POLLING = 286
 
 
-def job_for_viewer(*, job_id: int, user: Any, kinds: tuple[str, ...] = ()) -> Job:
+def job_for_viewer(*, job_id: int, user: User, kinds: tuple[str, ...] = ()) -> Job:
     """The job, if ``user`` created it or is an admin; 404 otherwise, so that
     somebody else's job and a missing one look the same."""
     job = get_object_or_404(Job.objects.select_related("created_by"), pk=job_id)

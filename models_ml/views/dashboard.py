@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from django.db.models import Avg, Count, Q
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpResponse
 from django.shortcuts import render
 from django.views.decorators.http import require_GET
 
 from annotations.models import Image, ImageSource, Rating, Round
 from annotations.roles import is_admin
+from annotations.users import AuthedRequest
 from annotations.views.access import role_required
 from annotations.views.charts import (
     ScoreRow,
@@ -42,11 +44,13 @@ def _live() -> Any:
     return Rating.objects.filter(retracted_at=None, is_repeat=False)
 
 
-def _version_names() -> dict[int, str]:
+def _version_names() -> dict[int | None, str]:
+    # Keyed by id; looked up with a round's or a rating's version, which may
+    # be None (real images).
     return dict(ModelVersion.objects.values_list("pk", "name"))
 
 
-def _source_label(version_id: int | None, names: dict[int, str]) -> str:
+def _source_label(version_id: int | None, names: dict[int | None, str]) -> str:
     return names.get(version_id, f"#{version_id}") if version_id else REAL
 
 
@@ -93,7 +97,7 @@ def round_rows() -> tuple[list[ShareRow], Verdict | None]:
 
 
 def _verdict(
-    last_round: int, rows: list[dict[str, Any]], names: dict[int, str]
+    last_round: int, rows: list[dict[str, Any]], names: dict[int | None, str]
 ) -> Verdict | None:
     rnd = Round.objects.get(pk=last_round)
     by_version = {
@@ -150,12 +154,12 @@ def _describe(name: str, row: ShareRow) -> str:
     return f"{name} {row.share:.0%} rated 3 ({row.k}/{row.n}, 95% CI {lo:.0%}–{hi:.0%})"
 
 
-def reward_series() -> tuple[list[str], dict[str, list[float | None]]]:
+def reward_series() -> tuple[list[str], dict[str, Sequence[float | None]]]:
     versions = list(
         ModelVersion.objects.filter(kind=ModelKind.REWARD).order_by("created_at", "id")
     )
     labels = [f"#{v.pk}" for v in versions]
-    series = {
+    series: dict[str, Sequence[float | None]] = {
         label: [_number(v.metrics.get(key)) for v in versions]
         for key, label in REWARD_SERIES
     }
@@ -181,12 +185,16 @@ def scatter_points() -> list[tuple[float, float, str]]:
         .order_by("-id")
         .values_list("uid", "mean", "reward_score")[:MAX_SCATTER]
     )
-    return [(float(mean), float(reward), uid.hex[:8]) for uid, mean, reward in images]
+    # reward_score__isnull=False: every reward is a number.
+    return [
+        (float(mean), float(cast(float, reward)), uid.hex[:8])
+        for uid, mean, reward in images
+    ]
 
 
 @require_GET
 @role_required(is_admin)
-def dashboard_page(request: HttpRequest) -> HttpResponse:
+def dashboard_page(request: AuthedRequest) -> HttpResponse:
     scores = score_rows()
     shares, verdict = round_rows()
     gates = [

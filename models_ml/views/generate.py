@@ -11,7 +11,8 @@ from typing import Any
 from uuid import UUID
 
 from django.contrib.auth.decorators import login_required
-from django.http import FileResponse, Http404, HttpRequest, HttpResponse
+from django.db.models import QuerySet
+from django.http import FileResponse, Http404, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import (
     require_GET,
@@ -21,6 +22,8 @@ from django.views.decorators.http import (
 
 from annotations.errors import DomainError
 from annotations.models import Image, ImageSource
+from annotations.users import AuthedRequest
+from annotations.views.access import HtmxRequest
 
 from ..forms import GenerateForm
 from ..generate_files import generate_zip_response
@@ -81,13 +84,13 @@ def _job_context(job: Job) -> dict[str, Any]:
     }
 
 
-def _recent_jobs(request: HttpRequest) -> Any:
+def _recent_jobs(request: AuthedRequest) -> QuerySet[Job]:
     return Job.objects.filter(kind=JobKind.GENERATE, created_by=request.user)[:8]
 
 
 @require_http_methods(["GET", "POST"])
 @login_required
-def generate_page(request: HttpRequest) -> HttpResponse:
+def generate_page(request: AuthedRequest) -> HttpResponse:
     form = GenerateForm(request.POST or None)
     status = 200
     if request.method == "POST":
@@ -118,14 +121,14 @@ def generate_page(request: HttpRequest) -> HttpResponse:
 
 @require_GET
 @login_required
-def generate_job(request: HttpRequest, job_id: int) -> HttpResponse:
+def generate_job(request: AuthedRequest, job_id: int) -> HttpResponse:
     job = job_for_viewer(job_id=job_id, user=request.user, kinds=(JobKind.GENERATE,))
     return render(request, "models_ml/generate_job.html", _job_context(job))
 
 
 @require_GET
 @login_required
-def generate_job_status(request: HttpRequest, job_id: int) -> HttpResponse:
+def generate_job_status(request: HtmxRequest, job_id: int) -> HttpResponse:
     """The progress panel, then the gallery; 286 tells htmx to stop polling."""
     job = job_for_viewer(job_id=job_id, user=request.user, kinds=(JobKind.GENERATE,))
     status = STOP_POLLING if job.is_finished and request.htmx else 200
@@ -136,7 +139,7 @@ def generate_job_status(request: HttpRequest, job_id: int) -> HttpResponse:
 
 @require_POST
 @login_required
-def generate_job_cancel(request: HttpRequest, job_id: int) -> HttpResponse:
+def generate_job_cancel(request: HtmxRequest, job_id: int) -> HttpResponse:
     """Stop one's own generate job (an admin: anyone's)."""
     job = job_for_viewer(job_id=job_id, user=request.user, kinds=(JobKind.GENERATE,))
     job = job_cancel(job=job, actor=request.user)
@@ -153,7 +156,7 @@ def generate_job_cancel(request: HttpRequest, job_id: int) -> HttpResponse:
 
 @require_GET
 @login_required
-def generated_image(request: HttpRequest, uid: UUID) -> FileResponse:
+def generated_image(request: AuthedRequest, uid: UUID) -> FileResponse:
     """A generated image's preview, for the creator of the job that made it."""
     image = get_object_or_404(Image, uid=uid, source=ImageSource.GENERATED)
     job_id = image.generation.get("job_id")
@@ -172,7 +175,9 @@ def generated_image(request: HttpRequest, uid: UUID) -> FileResponse:
 
 @require_GET
 @login_required
-def generate_download(request: HttpRequest, job_id: int) -> HttpResponse:
+def generate_download(
+    request: AuthedRequest, job_id: int
+) -> FileResponse | HttpResponse:
     """The job's images as a zip (layout in ``generate_files.generate_zip``);
     ``?include=kept`` leaves the rejected ones out."""
     job = job_for_viewer(job_id=job_id, user=request.user, kinds=(JobKind.GENERATE,))

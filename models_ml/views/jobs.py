@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_POST
 
 from annotations.roles import is_admin
-from annotations.views.access import role_required
+from annotations.users import AuthedRequest
+from annotations.views.access import HtmxRequest, role_required
 
 from ..models import Job
 from ..services.jobs import job_cancel
@@ -25,14 +26,14 @@ def _context(job: Job) -> dict[str, object]:
 
 @require_GET
 @role_required(is_admin)
-def job_detail(request: HttpRequest, job_id: int) -> HttpResponse:
+def job_detail(request: AuthedRequest, job_id: int) -> HttpResponse:
     job = get_object_or_404(Job, pk=job_id)
     return render(request, TEMPLATE, _context(job))
 
 
 @require_GET
 @role_required(is_admin)
-def job_status(request: HttpRequest, job_id: int) -> HttpResponse:
+def job_status(request: HtmxRequest, job_id: int) -> HttpResponse:
     """The status panel; once the job has finished, tell htmx to stop polling."""
     job = get_object_or_404(Job, pk=job_id)
     status = STOP_POLLING if job.is_finished and request.htmx else 200
@@ -41,7 +42,7 @@ def job_status(request: HttpRequest, job_id: int) -> HttpResponse:
 
 @require_POST
 @role_required(is_admin)
-def job_cancel_view(request: HttpRequest, job_id: int) -> HttpResponse:
+def job_cancel_view(request: HtmxRequest, job_id: int) -> HttpResponse:
     job = job_cancel(job=get_object_or_404(Job, pk=job_id), actor=request.user)
     if request.htmx:
         status = STOP_POLLING if job.is_finished else 200

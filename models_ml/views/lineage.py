@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.http import FileResponse, Http404, HttpRequest, HttpResponse
+from django.http import FileResponse, Http404, HttpResponse
 from django.shortcuts import get_object_or_404, render
 from django.views.decorators.http import require_GET
 
 from annotations.roles import is_admin, is_researcher
+from annotations.users import AuthedRequest
 from annotations.views.access import role_required
 
 from ..gate import comparison_grid, comparison_verdict
@@ -75,7 +76,7 @@ def _decorate(nodes: list[LineageNode]) -> list[dict[str, Any]]:
 
 @require_GET
 @role_required(is_admin)
-def lineage_page(request: HttpRequest) -> HttpResponse:
+def lineage_page(request: AuthedRequest) -> HttpResponse:
     context = {
         "diffusion": _decorate(model_version_tree(kind=ModelKind.DIFFUSION)),
         "reward": _decorate(model_version_tree(kind=ModelKind.REWARD)),
@@ -85,7 +86,7 @@ def lineage_page(request: HttpRequest) -> HttpResponse:
 
 @require_GET
 @role_required(is_admin)
-def version_page(request: HttpRequest, version_id: int) -> HttpResponse:
+def version_page(request: AuthedRequest, version_id: int) -> HttpResponse:
     """One version: its facts, metrics, sample grid and comparison rounds."""
     version = get_object_or_404(
         ModelVersion.objects.select_related("parent", "dataset", "job"), pk=version_id
@@ -112,7 +113,7 @@ def version_page(request: HttpRequest, version_id: int) -> HttpResponse:
 
 @require_GET
 @role_required(lambda user: is_admin(user) or is_researcher(user))
-def version_sample(request: HttpRequest, sample_id: int) -> FileResponse:
+def version_sample(request: AuthedRequest, sample_id: int) -> FileResponse:
     """A sample grid's PNG (generated images only: no patient data)."""
     sample = get_object_or_404(VersionSample, pk=sample_id)
     try:

@@ -13,7 +13,8 @@ from django.views.decorators.http import require_GET, require_POST
 from annotations.errors import DomainError
 from annotations.models import Round
 from annotations.roles import is_admin
-from annotations.views.access import role_required
+from annotations.users import AuthedRequest
+from annotations.views.access import HtmxRequest, role_required
 from medrlhf.converters import IdConverter
 
 from ..forms import RetrainingForm, RoundGenerateForm
@@ -120,7 +121,7 @@ def _form_proposal(form: RetrainingForm) -> SizeProposal | None:
 
 @require_GET
 @role_required(is_admin)
-def retraining_proposal(request: HttpRequest) -> HttpResponse:
+def retraining_proposal(request: AuthedRequest) -> HttpResponse:
     """The comparison round's proposed size for the form's current choices;
     the page swaps it in (htmx) when the version, the gain or the control
     changes."""
@@ -139,13 +140,13 @@ def retraining_proposal(request: HttpRequest) -> HttpResponse:
 
 @require_GET
 @role_required(is_admin)
-def retraining_page(request: HttpRequest) -> HttpResponse:
+def retraining_page(request: AuthedRequest) -> HttpResponse:
     return _page(request)
 
 
 @require_POST
 @role_required(is_admin)
-def retraining_start(request: HttpRequest) -> HttpResponse:
+def retraining_start(request: AuthedRequest) -> HttpResponse:
     form = RetrainingForm(request.POST)
     if not form.is_valid():
         return _page(request, retrain_form=form, status=400)
@@ -166,7 +167,7 @@ def retraining_start(request: HttpRequest) -> HttpResponse:
 
 @require_POST
 @role_required(is_admin)
-def round_generate(request: HttpRequest) -> HttpResponse:
+def round_generate(request: AuthedRequest) -> HttpResponse:
     form = RoundGenerateForm(request.POST, prefix="round")
     if not form.is_valid():
         return _page(request, round_form=form, status=400)
@@ -267,14 +268,14 @@ def _chain_context(job: Job) -> dict[str, Any]:
 
 @require_GET
 @role_required(is_admin)
-def ml_job(request: HttpRequest, job_id: int) -> HttpResponse:
+def ml_job(request: AuthedRequest, job_id: int) -> HttpResponse:
     job = get_object_or_404(Job, pk=job_id)
     return render(request, JOB_TEMPLATE, _chain_context(job))
 
 
 @require_GET
 @role_required(is_admin)
-def ml_job_status(request: HttpRequest, job_id: int) -> HttpResponse:
+def ml_job_status(request: HtmxRequest, job_id: int) -> HttpResponse:
     """Every step of the run; 286 once the last step has finished."""
     context = _chain_context(get_object_or_404(Job, pk=job_id))
     status = STOP_POLLING if context["finished"] and request.htmx else 200

@@ -4,18 +4,18 @@ physicians as a new rating round."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 from urllib.parse import urlencode
 
 from django.contrib import messages
 from django.core.paginator import Paginator
-from django.http import HttpRequest, HttpResponse, QueryDict
+from django.http import HttpResponse, QueryDict
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_POST
 
 from annotations.errors import DomainError
 from annotations.roles import is_admin
-from annotations.views.access import role_required
+from annotations.views.access import HtmxRequest, role_required
 
 from ..forms import ReviewFilterForm, ReviewRoundForm
 from ..models import ModelKind, ModelVersion
@@ -97,10 +97,11 @@ def _tiles(
     page = paginator.get_page(page_number)
     images = review_page_images(review=review, ids=page.object_list)
     in_rounds = review_rounds_of(image_ids=[im.pk for im in images])
+    # Every review image carries a score (``review_scored_images``).
     tiles = [
         {
             "image": im,
-            "kept": im.reward_score >= review.threshold,
+            "kept": cast(float, im.reward_score) >= review.threshold,
             "g": im.generation,
             "rounds": in_rounds.get(im.pk, []),
         }
@@ -110,7 +111,7 @@ def _tiles(
 
 
 def _render(
-    request: HttpRequest,
+    request: HtmxRequest,
     *,
     filter_form: ReviewFilterForm,
     round_form: ReviewRoundForm | None = None,
@@ -142,13 +143,13 @@ def _render(
 
 @require_GET
 @role_required(is_admin)
-def review_page(request: HttpRequest) -> HttpResponse:
+def review_page(request: HtmxRequest) -> HttpResponse:
     return _render(request, filter_form=_filter_form(request.GET))
 
 
 @require_POST
 @role_required(is_admin)
-def review_round(request: HttpRequest) -> HttpResponse:
+def review_round(request: HtmxRequest) -> HttpResponse:
     """Create the round; on a refusal the page comes back with the filter,
     the checked images and the reason."""
     filter_form = _filter_form(request.POST)

@@ -5,14 +5,15 @@ retry that generation. The list itself is ``annotations``' page."""
 from __future__ import annotations
 
 from django.contrib import messages
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpResponse
 from django.shortcuts import get_object_or_404, redirect
 from django.views.decorators.http import require_POST
 
 from annotations.errors import DomainError
 from annotations.models import Round
 from annotations.roles import is_admin
-from annotations.views.access import role_required
+from annotations.users import AuthedRequest
+from annotations.views.access import HtmxRequest, role_required
 from annotations.views.rounds import round_action_respond
 
 from ..models import ModelKind, ModelVersion
@@ -22,7 +23,7 @@ from ..services.rounds import round_abandon, round_generation_retry
 
 @require_POST
 @role_required(is_admin)
-def rounds_score(request: HttpRequest, round_id: int) -> HttpResponse:
+def rounds_score(request: AuthedRequest, round_id: int) -> HttpResponse:
     """Queue scoring of the round's images with the chosen reward model."""
     rnd = get_object_or_404(Round, pk=round_id)
     version = None
@@ -47,7 +48,7 @@ def rounds_score(request: HttpRequest, round_id: int) -> HttpResponse:
 
 @require_POST
 @role_required(is_admin)
-def rounds_abandon(request: HttpRequest, round_id: int) -> HttpResponse:
+def rounds_abandon(request: HtmxRequest, round_id: int) -> HttpResponse:
     """Close a round nobody rated, with the reason given in the form."""
     reason = request.POST.get("reason", "")
     return round_action_respond(
@@ -59,7 +60,7 @@ def rounds_abandon(request: HttpRequest, round_id: int) -> HttpResponse:
 
 @require_POST
 @role_required(is_admin)
-def rounds_retry_generation(request: HttpRequest, round_id: int) -> HttpResponse:
+def rounds_retry_generation(request: HtmxRequest, round_id: int) -> HttpResponse:
     """Queue a failed or cancelled generation of the round again."""
     return round_action_respond(
         request,

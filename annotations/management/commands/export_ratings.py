@@ -47,12 +47,12 @@ class Command(BaseCommand):
         if fmt == "dataset":
             if o["output"] is None:
                 raise CommandError("--format dataset writes a zip: give --output FILE")
-            with open(o["output"], "wb") as out:
+            with open(o["output"], "wb") as zip_out:
                 for piece in dataset_zip_stream(
                     ratings_for_dataset(round_id=round_id),
                     scope=dataset_scope(round_id),
                 ):
-                    out.write(piece)
+                    zip_out.write(piece)
             self._audit(fmt, round_id, rows=None)
             self.stderr.write(f"dataset zip written to {o['output']}")
             return

@@ -48,7 +48,9 @@ class Command(BaseCommand):
                 raise CommandError(f"{o['source']}: no such file or folder")
             dataset, report = dataset_import(source=o["source"], **common)
         except ImportFailed as exc:
-            for err in exc.report.get("errors", []):
+            errors = exc.report.get("errors", [])
+            assert isinstance(errors, list)  # ImportReport.as_dict()'s list
+            for err in errors:
                 self.stderr.write(f"line {err['line']}: {err['message']}")
             raise CommandError(str(exc)) from exc
         except DomainError as exc:

@@ -10,7 +10,7 @@ import random
 import time
 from collections import Counter
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
@@ -21,6 +21,10 @@ from annotations.services.imports import dataset_import
 from annotations.services.rounds import round_create
 from annotations.services.users import user_create
 from models_ml.engine import DEFAULT_STEPS
+
+if TYPE_CHECKING:
+    from annotations.users import User
+    from models_ml.models import ModelVersion
 
 DEMO_DATASET = "Demo: real images from scikit-image, pydicom and nibabel"
 DEMO_MODEL_NAME = "Demo base model (tiny, 32 px)"
@@ -114,7 +118,7 @@ class Command(BaseCommand):
         )
         return dataset
 
-    def _accounts(self) -> Any:
+    def _accounts(self) -> User | None:
         User = get_user_model()
         if not User.objects.exists():
             self.stdout.write(
@@ -129,7 +133,7 @@ class Command(BaseCommand):
                 self.stdout.write(f"  {role:<10} {username:<12} {password}")
         return User.objects.filter(groups__name=Role.ADMIN).first()
 
-    def _base_model(self, dataset: Dataset, admin: Any) -> Any:
+    def _base_model(self, dataset: Dataset, admin: User | None) -> ModelVersion | None:
         """Register the base model shipped in the repository, once."""
         import json
 
@@ -161,7 +165,7 @@ class Command(BaseCommand):
         )
         return version
 
-    def _real_round(self, dataset: Dataset, admin: Any, size: int) -> None:
+    def _real_round(self, dataset: Dataset, admin: User | None, size: int) -> None:
         pool = list(Image.objects.filter(dataset=dataset, quarantined=False))
         chosen = random.Random(0).sample(  # noqa: S311 (a fixed, reproducible demo)
             pool, min(size, len(pool))
@@ -177,7 +181,11 @@ class Command(BaseCommand):
         self.stdout.write(f"opened round {rnd.name!r} with {len(chosen)} images")
 
     def _generated_round(
-        self, dataset: Dataset, admin: Any, version: Any, o: dict[str, Any]
+        self,
+        dataset: Dataset,
+        admin: User | None,
+        version: ModelVersion,
+        o: dict[str, Any],
     ) -> None:
         from models_ml import tasks
         from models_ml.models import JobStatus

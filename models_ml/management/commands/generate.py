@@ -119,6 +119,7 @@ class Command(BaseCommand):
         model = resolve_version(
             opts["model_path"], kind=ModelKind.DIFFUSION, option="--model_path"
         )
+        reward: ModelVersion | None
         if opts["reward_model"]:
             reward = resolve_version(
                 opts["reward_model"], kind=ModelKind.REWARD, option="--reward_model"
