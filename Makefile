@@ -50,7 +50,7 @@ test-fast: $(STAMP)
 test-research: $(STAMP)
 	$(PY) -m pytest -p no:cacheprovider -m research $(PYTEST_ARGS)
 
-# mypy checks what pyproject.toml's [tool.mypy] files names: the engine, strictly.
+# mypy checks the whole project as pyproject.toml's [tool.mypy] says (strict on the engine and the services).
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
