@@ -58,7 +58,20 @@ def _scope_matrix(records: list[RatingRecord]) -> tuple[str, Matrix]:
     in_set = first_rating_matrix(records, agreement_set_only=True)
     if any(len(v) for v in in_set.values()) and _pairable(in_set):
         return SCOPE_AGREEMENT_SET, in_set
-    return SCOPE_MULTI_RATED, first_rating_matrix(records)
+    return SCOPE_MULTI_RATED, _multi_rated(first_rating_matrix(records))
+
+
+def _multi_rated(matrix: Matrix) -> Matrix:
+    """``matrix`` without the images only one physician rated: they pair
+    with no one, so between-physician figures cannot use them."""
+    raters_of: dict[int, int] = defaultdict(int)
+    for scores in matrix.values():
+        for image_id in scores:
+            raters_of[image_id] += 1
+    return {
+        rater: {i: s for i, s in scores.items() if raters_of[i] >= 2}
+        for rater, scores in matrix.items()
+    }
 
 
 def _pairable(matrix: Matrix) -> bool:

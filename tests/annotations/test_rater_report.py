@@ -75,6 +75,20 @@ def test_without_an_agreement_set_every_multiply_rated_image_counts() -> None:
 
     assert report.scope == SCOPE_MULTI_RATED
     assert report.alpha.n == 2
+    # Image 2, rated by ann alone, pairs with no one: not in the scope.
+    assert report.counts["images_in_scope"] == 2
+    assert report.counts["images"] == 3
+
+
+def test_a_round_rated_by_one_physician_has_no_images_in_scope() -> None:
+    w = rated_round(ratings={"ann": [1, 2, 3]})
+
+    report = agreement_report(round=w.round, n_boot=0)
+
+    assert report.scope == SCOPE_MULTI_RATED
+    assert report.counts["images"] == 3
+    assert report.counts["images_in_scope"] == 0
+    assert report.alpha.value is None
 
 
 def test_visual_turing_test_per_physician_and_modality() -> None:
