@@ -26,6 +26,7 @@ import argparse
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -84,6 +85,10 @@ def django_setup(var_dir: Path) -> None:
 
 
 def main() -> None:
+    # Stopped with SIGTERM (kill, pkill), leave as on Ctrl-C: the context
+    # managers' cleanup runs, so the Celery worker stops too instead of
+    # finishing the run's jobs on its own.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     args = parse_args()
     if args.run_in:
         return run_one(args)
@@ -112,7 +117,14 @@ def main() -> None:
             if getattr(args, flag) is not None:
                 child += [f"--{flag}", str(getattr(args, flag))]
         print(f"-- ML worker concurrency {concurrency} ({copy})", flush=True)
-        subprocess.run(child, check=True)  # noqa: S603
+        proc = subprocess.Popen(child)  # noqa: S603
+        try:
+            if proc.wait() != 0:
+                raise subprocess.CalledProcessError(proc.returncode, child)
+        finally:
+            if proc.poll() is None:  # stopped early: let it stop its worker
+                proc.terminate()
+                proc.wait()
         results.append(json.loads((copy / "bench-retraining.json").read_text()))
     summary = {**rated, "runs": results}
     if len(results) > 1:
